@@ -1,0 +1,83 @@
+// Model and training configuration. Both round-trip through JSON (config.json, checkpoint
+// metadata); validate() rejects out-of-range values with a message naming the field.
+#pragma once
+
+#include <cstdint>
+#include <string>
+#include <vector>
+
+#include "vae/tensor.hpp"
+
+namespace vae {
+
+enum class Activation { ReLU, LeakyReLU, Tanh, SiLU };
+enum class Likelihood { Bernoulli, Gaussian };
+enum class InitScheme { Torch, Kaiming, Xavier };
+enum class OptimizerKind { Adam, AdamW };
+enum class LrSchedule { Constant, Cosine };
+
+std::string to_string(Activation a);
+std::string to_string(Likelihood l);
+std::string to_string(InitScheme s);
+std::string to_string(OptimizerKind o);
+std::string to_string(LrSchedule s);
+Activation parse_activation(const std::string& s);
+Likelihood parse_likelihood(const std::string& s);
+InitScheme parse_init(const std::string& s);
+OptimizerKind parse_optimizer(const std::string& s);
+LrSchedule parse_schedule(const std::string& s);
+
+struct ModelConfig {
+  int image_height = 28;
+  int image_width = 28;
+  std::vector<int> hidden{512, 256};  // encoder widths; the decoder mirrors them
+  int latent = 32;
+  Activation activation = Activation::ReLU;
+  float leaky_slope = 0.01f;
+  Likelihood likelihood = Likelihood::Bernoulli;
+  // Gaussian likelihood: a learned per-pixel log-sigma, or a fixed sigma.
+  bool learned_sigma = false;
+  float gaussian_sigma = 0.1f;
+  // Torch: PyTorch's nn.Linear default, U(+-1/sqrt(fan_in)) for weight and bias.
+  // Kaiming: He uniform for ReLU, U(+-sqrt(6/fan_in)), zero bias. Xavier: U(+-sqrt(6/(in+out))), zero bias.
+  InitScheme init = InitScheme::Torch;
+
+  int input_dim() const { return image_height * image_width; }
+  void validate() const;
+  std::string to_json() const;
+  static ModelConfig from_json(const std::string& text);
+};
+
+struct TrainConfig {
+  std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string out_dir = "runs/latest";
+  int epochs = 10;
+  int batch = 128;
+  OptimizerKind optimizer = OptimizerKind::Adam;
+  float lr = 1e-3f;
+  float min_lr = 0.0f;  // floor of the cosine schedule
+  LrSchedule schedule = LrSchedule::Constant;
+  float adam_beta1 = 0.9f;
+  float adam_beta2 = 0.999f;
+  float adam_eps = 1e-8f;
+  float weight_decay = 0.0f;
+  float clip_norm = 0.0f;  // 0 = no clipping
+  float beta = 1.0f;       // weight of the KL term
+  int warmup_epochs = 0;   // beta rises linearly from 0 over this many epochs
+  uint64_t seed = 0;
+  int threads = 0;             // 0 = all cores
+  int64_t train_limit = 0;     // use only the first N training images (0 = all)
+  int64_t test_limit = 0;      // evaluate on the first N test images (0 = all)
+  Device device = Device::CPU;
+
+  void validate() const;
+  std::string to_json() const;
+  // Keys absent from text keep their value in defaults.
+  static TrainConfig from_json(const std::string& text, TrainConfig defaults);
+  static TrainConfig from_json(const std::string& text) { return from_json(text, TrainConfig{}); }
+};
+
+// Applies the thread count to OpenMP and OpenBLAS (0 = all cores).
+void set_num_threads(int threads);
+
+}  // namespace vae

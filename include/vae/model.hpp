@@ -1,0 +1,51 @@
+// The VAE: MLP Gaussian encoder, reparameterised latent sample, MLP decoder, likelihood.
+// Parameters, gradients and optimizer moments live in flat buffers; named_parameters() returns
+// views whose names follow the module path (encoder.0.weight, decoder.4.bias, likelihood.log_sigma).
+#pragma once
+
+#include <memory>
+#include <string>
+#include <utility>
+#include <vector>
+
+#include "vae/config.hpp"
+#include "vae/tensor.hpp"
+
+namespace vae {
+
+struct ModelImpl;  // internal; see src/model/model_impl.hpp
+
+class Model {
+ public:
+  explicit Model(const ModelConfig& config, Device device = Device::CPU);
+  ~Model();
+  Model(Model&&) noexcept;
+  Model& operator=(Model&&) noexcept;
+
+  const ModelConfig& config() const;
+  Device device() const;
+  int64_t parameter_count() const;  // trainable scalars (excluding alignment padding)
+  void initialize(uint64_t seed);
+
+  // Views into the flat parameter buffer, in module order.
+  std::vector<std::pair<std::string, Tensor>> named_parameters() const;
+
+  // Posterior parameters [n, 2*latent] = [mu | logvar] for images x [n, input_dim] in [0, 1].
+  Tensor encode(const Tensor& x);
+  // Decoder mean in [0, 1] (Bernoulli probability or clamped Gaussian mean) for z [n, latent].
+  Tensor decode(const Tensor& z);
+
+  ModelImpl& impl() { return *impl_; }
+  const ModelImpl& impl() const { return *impl_; }
+
+ private:
+  std::unique_ptr<ModelImpl> impl_;
+};
+
+// safetensors checkpoint: one F32 tensor per parameter, the model configuration as JSON in the
+// metadata (key "vae_config"). Written to a temporary file and renamed.
+void save_checkpoint(const Model& model, const std::string& path);
+// Throws vae::Error for a missing, truncated or malformed file, or shapes that do not match the config.
+Model load_checkpoint(const std::string& path, Device device = Device::CPU);
+
+}  // namespace vae

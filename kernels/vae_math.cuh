@@ -1,0 +1,133 @@
+// Element-wise formulas of the VAE, written once for the CPU backend and the CUDA kernels.
+//
+// Templated on the scalar so the CPU reference can run them in double for finite-difference checks.
+// Every function is numerically stable over the whole float range of its inputs (see each comment).
+#pragma once
+
+#include "hd.cuh"
+
+namespace vae::math {
+
+// log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|).
+template <class T>
+VAE_HD T softplus(T x) {
+  return (x > T(0) ? x : T(0)) + hd::log1p(hd::exp(-hd::abs(x)));
+}
+
+template <class T>
+VAE_HD T sigmoid(T x) {
+  if (x >= T(0)) return T(1) / (T(1) + hd::exp(-x));
+  const T e = hd::exp(x);
+  return e / (T(1) + e);
+}
+
+// -log Bernoulli(x | sigmoid(l)) = softplus(l) - x*l: exact and finite at any logit, also for
+// soft targets x in [0, 1]. Gradient with respect to l: sigmoid(l) - x.
+template <class T>
+VAE_HD T bernoulli_nll(T logit, T x) {
+  return softplus(logit) - x * logit;
+}
+template <class T>
+VAE_HD T bernoulli_nll_grad(T logit, T x) {
+  return sigmoid(logit) - x;
+}
+
+// -log N(x | mean, sigma^2) with sigma = e^log_sigma; gradients with respect to mean and log_sigma.
+template <class T>
+VAE_HD T gaussian_nll(T mean, T x, T log_sigma) {
+  const T r = (x - mean) * hd::exp(-log_sigma);
+  return T(0.91893853320467274178) + log_sigma + T(0.5) * r * r;  // 0.5*log(2*pi)
+}
+template <class T>
+VAE_HD T gaussian_nll_grad_mean(T mean, T x, T log_sigma) {
+  return (mean - x) * hd::exp(T(-2) * log_sigma);
+}
+template <class T>
+VAE_HD T gaussian_nll_grad_log_sigma(T mean, T x, T log_sigma) {
+  const T r = (x - mean) * hd::exp(-log_sigma);
+  return T(1) - r * r;
+}
+
+// Smooth clamp into (lo, hi): identity to within e^-(distance to the bound) in the middle, so it
+// changes nothing a network normally produces, but exp() of the result can never overflow.
+//   y = hi - softplus(hi - (lo + softplus(x - lo)))
+template <class T>
+VAE_HD T soft_clamp(T x, T lo, T hi) {
+  const T above_lo = lo + softplus(x - lo);
+  return hi - softplus(hi - above_lo);
+}
+template <class T>
+VAE_HD T soft_clamp_grad(T x, T lo, T hi) {
+  const T above_lo = lo + softplus(x - lo);
+  return sigmoid(x - lo) * sigmoid(hi - above_lo);
+}
+
+// Bounds of the posterior log-variance and of a learned Gaussian log-sigma.
+constexpr float kLogvarMin = -30.0f;
+constexpr float kLogvarMax = 20.0f;
+constexpr float kLogSigmaMin = -6.9f;  // sigma >= ~1e-3: a pixel that is always 0 cannot drive NLL to -inf
+constexpr float kLogSigmaMax = 4.0f;
+
+// KL(N(mu, e^lv) || N(0, 1)) for one latent dimension, and its partial derivatives.
+template <class T>
+VAE_HD T gaussian_kl(T mu, T logvar) {
+  return T(0.5) * (hd::exp(logvar) + mu * mu - T(1) - logvar);
+}
+template <class T>
+VAE_HD T gaussian_kl_grad_logvar(T logvar) {
+  return T(0.5) * (hd::exp(logvar) - T(1));
+}
+
+enum class Act : int { Identity = 0, ReLU = 1, LeakyReLU = 2, Tanh = 3, SiLU = 4 };
+
+template <class T>
+VAE_HD T activation(Act a, T x, T slope) {
+  switch (a) {
+    case Act::ReLU: return x > T(0) ? x : T(0);
+    case Act::LeakyReLU: return x > T(0) ? x : slope * x;
+    case Act::Tanh: return hd::tanh(x);
+    case Act::SiLU: return x * sigmoid(x);
+    default: return x;
+  }
+}
+// d activation / dx evaluated at the input x.
+template <class T>
+VAE_HD T activation_grad(Act a, T x, T slope) {
+  switch (a) {
+    case Act::ReLU: return x > T(0) ? T(1) : T(0);
+    case Act::LeakyReLU: return x > T(0) ? T(1) : slope;
+    case Act::Tanh: {
+      const T t = hd::tanh(x);
+      return T(1) - t * t;
+    }
+    case Act::SiLU: {
+      const T s = sigmoid(x);
+      return s * (T(1) + x * (T(1) - s));
+    }
+    default: return T(1);
+  }
+}
+
+// One Adam/AdamW update of a single parameter (PyTorch's formulation).
+//   step_size = lr / (1 - beta1^t), denom = sqrt(v) / sqrt(1 - beta2^t) + eps
+struct AdamCoefficients {
+  float lr, beta1, beta2, eps, weight_decay;
+  float step_size;           // lr / bias_correction1
+  float inv_sqrt_bc2;        // 1 / sqrt(bias_correction2)
+  float grad_scale;          // global-norm clipping factor (1 when not clipping)
+  bool decoupled;            // AdamW: decay the weight, not the gradient
+};
+template <class T>
+VAE_HD void adam_update(T& p, T g, T& m, T& v, const AdamCoefficients& c) {
+  g *= T(c.grad_scale);
+  if (c.weight_decay != 0.0f) {
+    if (c.decoupled) p -= T(c.lr) * T(c.weight_decay) * p;
+    else g += T(c.weight_decay) * p;
+  }
+  m = T(c.beta1) * m + (T(1) - T(c.beta1)) * g;
+  v = T(c.beta2) * v + (T(1) - T(c.beta2)) * g * g;
+  const T denom = hd::sqrt(v) * T(c.inv_sqrt_bc2) + T(c.eps);
+  p -= T(c.step_size) * m / denom;
+}
+
+}  // namespace vae::math

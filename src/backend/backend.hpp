@@ -1,0 +1,98 @@
+// The Backend interface: every operation the graph, the trainer and the evaluator use.
+// All pointers address memory on the backend's device; shapes are row-major [rows, cols].
+// The CPU implementation (cpu/) is the reference; a CUDA implementation must agree with it.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+
+#include "vae/tensor.hpp"
+#include "vae_math.cuh"
+
+namespace vae {
+
+// Where the reparameterisation noise for a batch comes from: element (r, c) uses Philox counter
+// (c/4, row0 + r, step, kStreamLatent) under seed. eps_scale 0 gives z = mu (posterior mean).
+struct LatentArgs {
+  int rows = 0;
+  int latent = 0;
+  uint64_t seed = 0;
+  uint64_t step = 0;
+  int64_t row0 = 0;
+  float eps_scale = 1.0f;
+};
+
+struct AdamArgs {
+  float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
+  bool decoupled = false;   // AdamW
+  int64_t step = 1;         // 1-based step count for bias correction
+  float clip_norm = 0.0f;   // global-norm clipping threshold; 0 = off
+};
+
+class Backend {
+ public:
+  virtual ~Backend() = default;
+  virtual Device device() const = 0;
+
+  // y[rows,out] = x[rows,in] W[out,in]^T + b[out]
+  virtual void linear_forward(const float* x, const float* w, const float* b, float* y, int rows,
+                              int in, int out) = 0;
+  // dW = dy^T x, db = column sums of dy, dx = dy W (skipped when dx is null). Overwrites dW, db.
+  virtual void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
+                               float* db, int rows, int in, int out) = 0;
+  virtual void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) = 0;
+  // dx = dy * act'(x)
+  virtual void activation_backward(math::Act act, float slope, const float* x, const float* dy,
+                                   float* dx, int64_t n) = 0;
+
+  // h[rows, 2L] = [mu | raw logvar]; logvar = soft_clamp(raw). z = mu + eps_scale*exp(lv/2)*eps,
+  // kl_sample[rows] = sum_u KL_u, kl_dim[L] = sum over rows of KL_u.
+  virtual void latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample,
+                                        float* kl_dim) = 0;
+  // dh from dz and the KL gradient scaled by kl_weight (beta / batch); recomputes eps.
+  virtual void latent_sample_kl_backward(const LatentArgs& a, const float* h, const float* dz,
+                                         float kl_weight, float* dh) = 0;
+
+  // nll[rows] = sum_d -log p(x|logits); dlogits = grad_scale * d nll / d logits (skipped when null).
+  virtual void bernoulli_nll(const float* logits, const float* x, float* nll, float* dlogits, int rows,
+                             int d, float grad_scale) = 0;
+  // Gaussian with per-pixel raw log-sigma (soft-clamped; null = fixed_log_sigma for every pixel).
+  // dlog_sigma[d] (sum over rows, scaled) is written when both it and log_sigma_raw are non-null.
+  virtual void gaussian_nll(const float* mean, const float* x, const float* log_sigma_raw,
+                            float fixed_log_sigma, float* nll, float* dmean, float* dlog_sigma, int rows,
+                            int d, float grad_scale) = 0;
+
+  // out[0] = mean(nll + beta*kl), out[1] = mean(nll), out[2] = mean(kl); a fixed summation order.
+  virtual void loss_reduce(const float* nll, const float* kl, int rows, float beta, float* out) = 0;
+
+  // Global-norm clipping (when a.clip_norm > 0) and one Adam/AdamW step over a flat buffer.
+  // Writes the pre-clipping gradient norm to grad_norm_out.
+  virtual void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
+                         float* grad_norm_out) = 0;
+
+  // x[r, :] = images[index[r], :] / 255, or Bernoulli draws of it when binarize (Philox counter
+  // (c/4, r, step, kStreamBinarize)).
+  virtual void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize,
+                             uint64_t seed, uint64_t step, float* x) = 0;
+
+  // For each data row b and sample j (row b*k + j): z = mu + sigma*eps with eps from Philox
+  // (c/4, row0 + b, sample0 + j, kStreamImportance), and log p(z) - log q(z|x) per row.
+  virtual void latent_importance_sample(const float* h, float* z, float* log_pz_minus_qz, int rows, int k,
+                                        int latent, uint64_t seed, int64_t row0, int64_t sample0) = 0;
+  // Streaming log-sum-exp over j of the log weights log_pz_minus_qz[b*k+j] - nll[b*k+j] into
+  // (running_max[b], running_sum[b]): afterwards log sum_j w = max + log(sum).
+  virtual void logsumexp_accumulate(const float* log_pz_minus_qz, const float* nll, int rows, int k,
+                                    float* running_max, float* running_sum) = 0;
+
+  virtual void sigmoid(const float* x, float* y, int64_t n) = 0;
+  virtual void clamp01(const float* x, float* y, int64_t n) = 0;
+  // z[rows, cols] = scale * N(0, 1) from Philox (c/4, r, step, stream).
+  virtual void normal_fill(float* z, int rows, int cols, float scale, uint64_t seed, uint32_t stream,
+                           uint64_t step) = 0;
+  virtual void fill(float* x, int64_t n, float value) = 0;
+};
+
+std::unique_ptr<Backend> make_backend(Device device);
+std::unique_ptr<Backend> make_cpu_backend();
+
+}  // namespace vae

@@ -1,0 +1,144 @@
+// The CPU backend: the float instantiation of cpu_ops.hpp plus the operations that need no template.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "backend/cpu/cpu_ops.hpp"
+#include "vae/error.hpp"
+
+namespace vae {
+namespace {
+
+// Sum of squares in fixed 16K-element chunks (double inside a chunk, chunks added in order), so
+// the result does not depend on how many threads ran.
+double sum_of_squares(const float* g, int64_t n) {
+  constexpr int64_t kChunk = 16384;
+  const int64_t chunks = (n + kChunk - 1) / kChunk;
+  std::vector<double> partial(static_cast<size_t>(chunks), 0.0);
+#pragma omp parallel for schedule(static)
+  for (int64_t c = 0; c < chunks; ++c) {
+    double s = 0;
+    const int64_t end = std::min(n, (c + 1) * kChunk);
+    for (int64_t i = c * kChunk; i < end; ++i) s += static_cast<double>(g[i]) * g[i];
+    partial[static_cast<size_t>(c)] = s;
+  }
+  double total = 0;
+  for (double s : partial) total += s;
+  return total;
+}
+
+class CpuBackend final : public Backend {
+ public:
+  Device device() const override { return Device::CPU; }
+
+  void linear_forward(const float* x, const float* w, const float* b, float* y, int rows, int in,
+                      int out) override {
+    cpu::linear_forward(x, w, b, y, rows, in, out);
+  }
+  void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
+                       int rows, int in, int out) override {
+    cpu::linear_backward(x, w, dy, dx, dw, db, rows, in, out);
+  }
+  void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) override {
+    cpu::activation_forward(act, slope, x, y, n);
+  }
+  void activation_backward(math::Act act, float slope, const float* x, const float* dy, float* dx,
+                           int64_t n) override {
+    cpu::activation_backward(act, slope, x, dy, dx, n);
+  }
+  void latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample,
+                                float* kl_dim) override {
+    cpu::latent_sample_kl_forward(a.rows, a.latent, a.seed, a.step, a.row0, a.eps_scale, h, z, kl_sample,
+                                  kl_dim);
+  }
+  void latent_sample_kl_backward(const LatentArgs& a, const float* h, const float* dz, float kl_weight,
+                                 float* dh) override {
+    cpu::latent_sample_kl_backward(a.rows, a.latent, a.seed, a.step, a.row0, a.eps_scale, h, dz, kl_weight,
+                                   dh);
+  }
+  void bernoulli_nll(const float* logits, const float* x, float* nll, float* dlogits, int rows, int d,
+                     float grad_scale) override {
+    cpu::bernoulli_nll(logits, x, nll, dlogits, rows, d, grad_scale);
+  }
+  void gaussian_nll(const float* mean, const float* x, const float* log_sigma_raw, float fixed_log_sigma,
+                    float* nll, float* dmean, float* dlog_sigma, int rows, int d, float grad_scale) override {
+    cpu::gaussian_nll(mean, x, log_sigma_raw, fixed_log_sigma, nll, dmean, dlog_sigma, rows, d, grad_scale);
+  }
+  void loss_reduce(const float* nll, const float* kl, int rows, float beta, float* out) override {
+    double sn = 0, sk = 0;
+    for (int r = 0; r < rows; ++r) {
+      sn += nll[r];
+      sk += kl[r];
+    }
+    out[0] = static_cast<float>((sn + static_cast<double>(beta) * sk) / rows);
+    out[1] = static_cast<float>(sn / rows);
+    out[2] = static_cast<float>(sk / rows);
+  }
+  void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
+                 float* grad_norm_out) override {
+    const double norm = std::sqrt(sum_of_squares(g, n));
+    if (grad_norm_out) *grad_norm_out = static_cast<float>(norm);
+    math::AdamCoefficients c{};
+    c.lr = a.lr;
+    c.beta1 = a.beta1;
+    c.beta2 = a.beta2;
+    c.eps = a.eps;
+    c.weight_decay = a.weight_decay;
+    c.decoupled = a.decoupled;
+    const double bc1 = 1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(a.step));
+    const double bc2 = 1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(a.step));
+    c.step_size = static_cast<float>(a.lr / bc1);
+    c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
+    c.grad_scale = (a.clip_norm > 0 && norm > a.clip_norm) ? static_cast<float>(a.clip_norm / (norm + 1e-6)) : 1.0f;
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) math::adam_update(p[i], g[i], m[i], v[i], c);
+  }
+  void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize,
+                     uint64_t seed, uint64_t step, float* x) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r) {
+      const uint8_t* src = images + static_cast<int64_t>(index[r]) * d;
+      float* dst = x + static_cast<int64_t>(r) * d;
+      for (int c = 0; c < d; c += 4) {
+        const Philox4 bits = binarize ? philox_block(seed, kStreamBinarize, r, step, c >> 2) : Philox4{};
+        for (int lane = 0; lane < 4 && c + lane < d; ++lane) {
+          const float p = src[c + lane] * (1.0f / 255.0f);
+          dst[c + lane] = binarize ? (philox_uniform(bits.v[lane]) < p ? 1.0f : 0.0f) : p;
+        }
+      }
+    }
+  }
+  void latent_importance_sample(const float* h, float* z, float* log_pz_minus_qz, int rows, int k, int latent,
+                                uint64_t seed, int64_t row0, int64_t sample0) override {
+    cpu::latent_importance_sample(h, z, log_pz_minus_qz, rows, k, latent, seed, row0, sample0);
+  }
+  void logsumexp_accumulate(const float* log_pz_minus_qz, const float* nll, int rows, int k, float* running_max,
+                            float* running_sum) override {
+    cpu::logsumexp_accumulate(log_pz_minus_qz, nll, rows, k, running_max, running_sum);
+  }
+  void sigmoid(const float* x, float* y, int64_t n) override {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) y[i] = math::sigmoid(x[i]);
+  }
+  void clamp01(const float* x, float* y, int64_t n) override {
+#pragma omp parallel for schedule(static)
+    for (int64_t i = 0; i < n; ++i) y[i] = std::clamp(x[i], 0.0f, 1.0f);
+  }
+  void normal_fill(float* z, int rows, int cols, float scale, uint64_t seed, uint32_t stream,
+                   uint64_t step) override {
+#pragma omp parallel for schedule(static)
+    for (int r = 0; r < rows; ++r)
+      for (int c = 0; c < cols; ++c)
+        z[static_cast<int64_t>(r) * cols + c] = scale * cpu::latent_eps(seed, stream, r, step, c);
+  }
+  void fill(float* x, int64_t n, float value) override { std::fill(x, x + n, value); }
+};
+
+}  // namespace
+
+std::unique_ptr<Backend> make_cpu_backend() { return std::make_unique<CpuBackend>(); }
+
+}  // namespace vae

@@ -1,0 +1,16 @@
+// Device memory and device queries, kept out of the public headers (which include no CUDA header).
+// In a build without CUDA these throw vae::Error saying how to get a CUDA build.
+#pragma once
+
+#include <cstddef>
+
+namespace vae::cuda {
+
+int device_count();  // 0 when there is no driver or no GPU
+void* device_alloc(size_t bytes);
+void device_free(void* ptr) noexcept;
+void copy_host_to_device(void* dst, const void* src, size_t bytes);
+void copy_device_to_host(void* dst, const void* src, size_t bytes);
+void copy_device_to_device(void* dst, const void* src, size_t bytes);
+
+}  // namespace vae::cuda

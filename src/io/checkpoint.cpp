@@ -1,0 +1,50 @@
+#include <set>
+
+#include "model/model_impl.hpp"
+#include "vae/error.hpp"
+#include "vae/model.hpp"
+#include "vae/safetensors.hpp"
+
+namespace vae {
+
+void save_checkpoint(const Model& model, const std::string& path) {
+  SafeTensorsFile file;
+  file.metadata["format"] = "pt";  // lets transformers-style loaders open it as PyTorch tensors
+  file.metadata["vae_config"] = model.config().to_json();
+  file.metadata["vae_version"] = "0.1.0";
+  for (const auto& [name, tensor] : model.named_parameters())
+    file.tensors.push_back({name, tensor.shape(), tensor.to_host()});
+  write_safetensors(path, file);
+}
+
+Model load_checkpoint(const std::string& path, Device device) {
+  const SafeTensorsFile file = read_safetensors(path);
+  const auto it = file.metadata.find("vae_config");
+  if (it == file.metadata.end())
+    throw Error("'" + path + "' is a safetensors file but not a vae checkpoint (no vae_config in its metadata)");
+  ModelConfig config;
+  try {
+    config = ModelConfig::from_json(it->second);
+  } catch (const Error& e) {
+    throw Error("checkpoint '" + path + "' has an invalid configuration: " + e.what());
+  }
+  Model model(config, device);
+  std::vector<float> host(static_cast<size_t>(model.impl().params.numel()), 0.0f);
+  std::set<std::string> expected;
+  for (const auto& slice : model.impl().slices) {
+    expected.insert(slice.name);
+    const SafeTensor* t = file.find(slice.name);
+    if (!t) throw Error("checkpoint '" + path + "' lacks tensor '" + slice.name + "' that its configuration implies");
+    if (t->shape != slice.shape)
+      throw Error("checkpoint '" + path + "': tensor '" + slice.name + "' has shape " + to_string(t->shape) +
+                  " but its configuration implies " + to_string(slice.shape));
+    std::copy(t->values.begin(), t->values.end(), host.begin() + slice.offset);
+  }
+  for (const auto& t : file.tensors)
+    if (!expected.count(t.name))
+      throw Error("checkpoint '" + path + "' has tensor '" + t.name + "' that its configuration does not use");
+  model.impl().params.copy_from_host(host.data(), static_cast<int64_t>(host.size()));
+  return model;
+}
+
+}  // namespace vae

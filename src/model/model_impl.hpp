@@ -1,0 +1,45 @@
+// The VAE's internals, shared by the trainer, the evaluator and the checkpoint code.
+#pragma once
+
+#include <memory>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "graph/layers.hpp"
+#include "vae/config.hpp"
+#include "vae/tensor.hpp"
+
+namespace vae {
+
+struct ModelImpl {
+  ModelImpl(const ModelConfig& config, Device device);
+
+  ModelConfig config;
+  Device device;
+  std::unique_ptr<Backend> backend;
+  Sequential encoder;  // input_dim -> hidden... -> 2*latent
+  Sequential decoder;  // latent -> reversed hidden... -> input_dim (logits or Gaussian mean)
+  std::vector<ParamSlice> slices;
+  int64_t log_sigma_offset = -1;  // learned Gaussian log-sigma [input_dim], or -1
+  Tensor params, grads;           // flat, padded to kParamAlignment per tensor
+
+  // Per-batch workspace, sized by prepare().
+  int capacity = 0;
+  Tensor z, dz, dh, kl_sample, kl_dim, nll, dlogits, loss;  // loss = [total, recon, kl]
+
+  int input_dim() const { return config.input_dim(); }
+  int latent() const { return config.latent; }
+  void prepare(int rows);
+
+  // Forward and backward over x [rows, input_dim] (device memory): fills grads (overwritten), loss,
+  // kl_dim. Loss = mean over rows of (NLL + beta * KL).
+  void forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step);
+  // Forward only: per-row nll and kl_sample, kl_dim, and the encoder output (returned).
+  const float* forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale);
+  // NLL per row of decoder output `out` against x; dout (scaled by grad_scale) when non-null.
+  void likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale);
+  // Decoder output mapped to [0, 1] (sigmoid of logits, or clamped Gaussian mean), in place.
+  void to_image(float* out, int64_t n);
+};
+
+}  // namespace vae

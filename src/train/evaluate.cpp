@@ -1,0 +1,169 @@
+// Evaluation: test -ELBO and its parts, active units, KL per dimension, and the importance-weighted
+// estimate of -log p(x) (Burda et al.): log p(x) ~ log (1/k) sum_j p(x|z_j) p(z_j) / q(z_j|x),
+// accumulated with a streaming log-sum-exp over chunks of samples so memory does not grow with k.
+#include <algorithm>
+#include <cmath>
+#include <limits>
+
+#include "model/model_impl.hpp"
+#include "philox.cuh"
+#include "vae/error.hpp"
+#include "vae/train.hpp"
+
+namespace vae {
+namespace {
+
+// Fixed seeds: the test set's binarisation and the evaluation noise are the same in every run,
+// so numbers from different runs and seeds are comparable.
+constexpr uint64_t kTestBinarizeSeed = 0x7e57b1a5ULL;
+constexpr uint64_t kEvalNoiseSeed = 0xe7a1ULL;
+// Decoder rows per importance-sampling chunk: bounds the evaluation's memory.
+constexpr int64_t kImportanceChunkRows = 8192;
+
+std::vector<float> test_inputs(const ImageSet& set, int64_t first, int rows, bool binarize) {
+  const int d = set.pixels_per_image();
+  std::vector<float> x(static_cast<size_t>(rows) * d);
+  for (int r = 0; r < rows; ++r) {
+    const int64_t img = first + r;
+    const uint8_t* src = set.pixels.data() + img * d;
+    for (int c = 0; c < d; c += 4) {
+      const Philox4 bits = binarize ? philox_block(kTestBinarizeSeed, kStreamTestBinarize, static_cast<uint64_t>(img), 0,
+                                                   static_cast<uint64_t>(c) >> 2)
+                                    : Philox4{};
+      for (int lane = 0; lane < 4 && c + lane < d; ++lane) {
+        const float p = src[c + lane] * (1.0f / 255.0f);
+        x[static_cast<size_t>(r) * d + c + lane] = binarize ? (philox_uniform(bits.v[lane]) < p ? 1.0f : 0.0f) : p;
+      }
+    }
+  }
+  return x;
+}
+
+}  // namespace
+
+EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) {
+  ModelImpl& m = model.impl();
+  if (test.height != m.config.image_height || test.width != m.config.image_width)
+    throw Error("test images are " + std::to_string(test.height) + "x" + std::to_string(test.width) +
+                " but the model expects " + std::to_string(m.config.image_height) + "x" +
+                std::to_string(m.config.image_width));
+  if (opt.k < 0 || opt.k > 1000000) throw Error("k must be in [0, 1000000], got " + std::to_string(opt.k));
+  if (opt.batch < 1) throw Error("evaluation batch must be positive");
+  const int d = m.input_dim(), L = m.latent();
+  const int64_t n = opt.limit > 0 ? std::min(opt.limit, test.count) : test.count;
+  if (n < 1) throw Error("the test set is empty");
+  const bool binarize = opt.binarize && m.config.likelihood == Likelihood::Bernoulli;
+  const int batch = static_cast<int>(std::min<int64_t>(opt.batch, n));
+
+  EvalResult res;
+  res.count = n;
+  res.k = opt.k;
+  std::vector<double> kl_dim(L, 0.0), mu_sum(L, 0.0), mu_sq(L, 0.0);
+  double sum_nll = 0, sum_kl = 0, sum_log_px = 0;
+
+  Tensor x({batch, d}, m.device);
+  const int chunk = opt.k > 0 ? static_cast<int>(std::clamp<int64_t>(kImportanceChunkRows / batch, 1, opt.k)) : 0;
+  Tensor z_iw, lpq, nll_iw, x_rep, run_max, run_sum;
+  if (opt.k > 0) {
+    const int rows_iw = batch * chunk;
+    m.decoder.prepare(rows_iw, m.device);
+    z_iw = Tensor({rows_iw, L}, m.device);
+    lpq = Tensor({rows_iw}, m.device);
+    nll_iw = Tensor({rows_iw}, m.device);
+    x_rep = Tensor({rows_iw, d}, m.device);
+    run_max = Tensor({batch}, m.device);
+    run_sum = Tensor({batch}, m.device);
+  }
+
+  for (int64_t first = 0; first < n; first += batch) {
+    const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
+    const std::vector<float> host_x = test_inputs(test, first, rows, binarize);
+    x.view(0, {rows, d}).copy_from_host(host_x.data(), static_cast<int64_t>(host_x.size()));
+    const float* h = m.forward_eval(x.data(), rows, kEvalNoiseSeed, first, 1.0f);
+    const std::vector<float> nll = m.nll.view(0, {rows}).to_host();
+    const std::vector<float> kl = m.kl_sample.view(0, {rows}).to_host();
+    const std::vector<float> kd = m.kl_dim.to_host();
+    const std::vector<float> hh = m.encoder.output_view(rows).to_host();
+    for (int r = 0; r < rows; ++r) {
+      sum_nll += nll[r];
+      sum_kl += kl[r];
+      for (int u = 0; u < L; ++u) {
+        const double mu = hh[static_cast<size_t>(r) * 2 * L + u];
+        mu_sum[u] += mu;
+        mu_sq[u] += mu * mu;
+      }
+    }
+    for (int u = 0; u < L; ++u) kl_dim[u] += kd[u];
+
+    if (opt.k > 0) {
+      run_max.fill(-std::numeric_limits<float>::infinity());
+      run_sum.fill(0.0f);
+      int replicated = 0;  // samples per row that x_rep currently holds
+      for (int s0 = 0; s0 < opt.k; s0 += chunk) {
+        const int kk = std::min(chunk, opt.k - s0);
+        if (kk != replicated) {
+          std::vector<float> rep(static_cast<size_t>(rows) * kk * d);
+          for (int r = 0; r < rows; ++r)
+            for (int j = 0; j < kk; ++j)
+              std::copy(host_x.begin() + static_cast<int64_t>(r) * d, host_x.begin() + static_cast<int64_t>(r + 1) * d,
+                        rep.begin() + (static_cast<int64_t>(r) * kk + j) * d);
+          x_rep.view(0, {rows * kk, d}).copy_from_host(rep.data(), static_cast<int64_t>(rep.size()));
+          replicated = kk;
+        }
+        m.backend->latent_importance_sample(h, z_iw.data(), lpq.data(), rows, kk, L, kEvalNoiseSeed, first, s0);
+        const float* out = m.decoder.forward(*m.backend, z_iw.data(), rows * kk);
+        m.likelihood(out, x_rep.data(), nll_iw.data(), nullptr, rows * kk, 1.0f);
+        m.backend->logsumexp_accumulate(lpq.data(), nll_iw.data(), rows, kk, run_max.data(), run_sum.data());
+      }
+      const std::vector<float> mx = run_max.view(0, {rows}).to_host(), sm = run_sum.view(0, {rows}).to_host();
+      for (int r = 0; r < rows; ++r)
+        sum_log_px += static_cast<double>(mx[r]) + std::log(static_cast<double>(sm[r])) - std::log(static_cast<double>(opt.k));
+    }
+  }
+
+  res.recon = sum_nll / n;
+  res.kl = sum_kl / n;
+  res.neg_elbo = res.recon + res.kl;
+  res.iwae_nll = opt.k > 0 ? -sum_log_px / n : 0.0;
+  res.kl_per_dim.resize(L);
+  res.mean_variance.resize(L);
+  for (int u = 0; u < L; ++u) {
+    res.kl_per_dim[u] = kl_dim[u] / n;
+    const double mean = mu_sum[u] / n;
+    res.mean_variance[u] = std::max(0.0, mu_sq[u] / n - mean * mean);
+    if (res.mean_variance[u] > 0.01) ++res.active_units;
+  }
+  return res;
+}
+
+Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
+  if (n < 1 || n > 1 << 20) throw Error("number of samples must be in [1, 1048576], got " + std::to_string(n));
+  if (!std::isfinite(temperature) || temperature < 0 || temperature > 100)
+    throw Error("temperature must be in [0, 100], got " + std::to_string(temperature));
+  ModelImpl& m = model.impl();
+  Tensor z({n, m.latent()}, m.device);
+  m.backend->normal_fill(z.data(), n, m.latent(), temperature, seed, kStreamPrior, 0);
+  return model.decode(z);
+}
+
+std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test, int n) {
+  ModelImpl& m = model.impl();
+  if (test.height != m.config.image_height || test.width != m.config.image_width)
+    throw Error("images are " + std::to_string(test.height) + "x" + std::to_string(test.width) + " but the model expects " +
+                std::to_string(m.config.image_height) + "x" + std::to_string(m.config.image_width));
+  if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));
+  const std::vector<float> host_x = test_inputs(test, 0, n, false);
+  Tensor x = Tensor::from_host(host_x, {n, m.input_dim()}, m.device);
+  const Tensor h = model.encode(x);
+  // The posterior mean: z = mu.
+  Tensor z({n, m.latent()}, m.device);
+  const std::vector<float> hh = h.to_host();
+  std::vector<float> mu(static_cast<size_t>(n) * m.latent());
+  for (int r = 0; r < n; ++r)
+    std::copy(hh.begin() + static_cast<int64_t>(r) * 2 * m.latent(),
+              hh.begin() + static_cast<int64_t>(r) * 2 * m.latent() + m.latent(), mu.begin() + static_cast<int64_t>(r) * m.latent());
+  z.copy_from_host(mu.data(), static_cast<int64_t>(mu.size()));
+  return {x, model.decode(z)};
+}
+
+}  // namespace vae

@@ -1,0 +1,166 @@
+#include <chrono>
+#include <cmath>
+
+#include <nlohmann/json.hpp>
+
+#include "model/model_impl.hpp"
+#include "train/schedule.hpp"
+#include "vae/error.hpp"
+#include "vae/train.hpp"
+
+namespace vae {
+namespace {
+
+void check_images(const ModelImpl& m, const ImageSet& set, const char* which) {
+  if (set.height != m.config.image_height || set.width != m.config.image_width)
+    throw Error(std::string(which) + " images are " + std::to_string(set.height) + "x" + std::to_string(set.width) +
+                " but the model expects " + std::to_string(m.config.image_height) + "x" +
+                std::to_string(m.config.image_width));
+}
+
+AdamArgs adam_args(const TrainConfig& c, double lr, int64_t step) {
+  AdamArgs a;
+  a.lr = static_cast<float>(lr);
+  a.beta1 = c.adam_beta1;
+  a.beta2 = c.adam_beta2;
+  a.eps = c.adam_eps;
+  a.weight_decay = c.weight_decay;
+  a.decoupled = c.optimizer == OptimizerKind::AdamW;
+  a.step = step;
+  a.clip_norm = c.clip_norm;
+  return a;
+}
+
+}  // namespace
+
+std::string EpochMetrics::to_json() const {
+  nlohmann::json j;
+  j["epoch"] = epoch;
+  j["train_loss"] = train_loss;
+  j["train_recon"] = train_recon;
+  j["train_kl"] = train_kl;
+  j["beta"] = beta;
+  j["lr"] = lr;
+  j["grad_norm"] = grad_norm;
+  j["test_neg_elbo"] = test.neg_elbo;
+  j["test_recon"] = test.recon;
+  j["test_kl"] = test.kl;
+  j["active_units"] = test.active_units;
+  j["kl_per_dim"] = test.kl_per_dim;
+  j["seconds"] = seconds;
+  j["samples_per_s"] = samples_per_s;
+  return j.dump();
+}
+
+Trainer::Trainer(Model& model, TrainConfig config) : model_(model), config_(std::move(config)) {
+  config_.validate();
+  if (config_.device != model_.device())
+    throw Error("Trainer: the config asks for device " + to_string(config_.device) + " but the model lives on " +
+                to_string(model_.device()));
+}
+
+void Trainer::ensure_optimizer_state() {
+  const int64_t n = model_.impl().params.numel();
+  if (adam_m_.numel() == n) return;
+  adam_m_ = Tensor::zeros({n}, model_.device());
+  adam_v_ = Tensor::zeros({n}, model_.device());
+}
+
+double Trainer::step(const std::vector<float>& images, int rows) {
+  ModelImpl& m = model_.impl();
+  if (rows < 1 || static_cast<int64_t>(images.size()) != static_cast<int64_t>(rows) * m.input_dim())
+    throw Error("Trainer::step: expected " + std::to_string(rows) + " rows of " + std::to_string(m.input_dim()) +
+                " pixels, got " + std::to_string(images.size()) + " values");
+  ensure_optimizer_state();
+  const Tensor x = Tensor::from_host(images, {rows, m.input_dim()}, m.device);
+  m.forward_backward(x.data(), rows, config_.beta, config_.seed, static_cast<uint64_t>(global_step_));
+  ++global_step_;
+  float grad_norm = 0;
+  m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
+                       adam_args(config_, config_.lr, global_step_), &grad_norm);
+  return m.loss.to_host()[0];
+}
+
+std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<void(const StepProgress&)>& on_step,
+                                       const std::function<void(const EpochMetrics&)>& on_epoch) {
+  using clock = std::chrono::steady_clock;
+  set_num_threads(config_.threads);
+  ModelImpl& m = model_.impl();
+  check_images(m, data.train, "training");
+  check_images(m, data.test, "test");
+  const int d = m.input_dim();
+  const int64_t n = config_.train_limit > 0 ? std::min(config_.train_limit, data.train.count) : data.train.count;
+  const int64_t steps_per_epoch = (n + config_.batch - 1) / config_.batch;
+  const int64_t total_steps = steps_per_epoch * config_.epochs;
+  const bool binarize = m.config.likelihood == Likelihood::Bernoulli;
+  const int batch = static_cast<int>(std::min<int64_t>(config_.batch, n));
+
+  ensure_optimizer_state();
+  m.prepare(batch);
+  Tensor x({batch, d}, m.device);
+  // The training images stay where the backend can read them; on the CPU that is the data set itself.
+  const uint8_t* pixels = data.train.pixels.data();
+
+  EvalOptions eval;
+  eval.limit = config_.test_limit;
+  std::vector<EpochMetrics> history;
+  const auto run_start = clock::now();
+  int64_t samples_done = 0;
+  for (int epoch = 1; epoch <= config_.epochs; ++epoch) {
+    const auto epoch_start = clock::now();
+    const std::vector<int32_t> perm = epoch_permutation(n, config_.seed, epoch);
+    double sum_loss = 0, sum_recon = 0, sum_kl = 0, last_beta = 0, last_lr = 0;
+    float grad_norm = 0;
+    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+      const int64_t first = s * config_.batch;
+      const int rows = static_cast<int>(std::min<int64_t>(config_.batch, n - first));
+      const int64_t global = (epoch - 1) * steps_per_epoch + s;
+      last_beta = kl_weight(config_, global, steps_per_epoch);
+      last_lr = learning_rate(config_, global, total_steps);
+      m.backend->gather_pixels(pixels, perm.data() + first, rows, d, binarize, config_.seed,
+                               static_cast<uint64_t>(global_step_), x.data());
+      m.forward_backward(x.data(), rows, static_cast<float>(last_beta), config_.seed,
+                         static_cast<uint64_t>(global_step_));
+      ++global_step_;
+      m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
+                           adam_args(config_, last_lr, global_step_), &grad_norm);
+      const std::vector<float> loss = m.loss.to_host();
+      if (!std::isfinite(loss[0]))
+        throw Error("training diverged at epoch " + std::to_string(epoch) + ", step " + std::to_string(s + 1) +
+                    " (loss is " + std::to_string(loss[0]) + "); lower --lr or set clip_norm");
+      sum_loss += static_cast<double>(loss[0]) * rows;
+      sum_recon += static_cast<double>(loss[1]) * rows;
+      sum_kl += static_cast<double>(loss[2]) * rows;
+      samples_done += rows;
+      if (on_step) {
+        const double elapsed = std::chrono::duration<double>(clock::now() - run_start).count();
+        StepProgress p;
+        p.epoch = epoch;
+        p.step = s + 1;
+        p.steps_per_epoch = steps_per_epoch;
+        p.loss = sum_loss / static_cast<double>(first + rows);
+        p.samples_per_s = samples_done / std::max(elapsed, 1e-9);
+        const int64_t steps_left = total_steps - ((epoch - 1) * steps_per_epoch + s + 1);
+        p.eta_s = elapsed / static_cast<double>(total_steps - steps_left) * static_cast<double>(steps_left);
+        on_step(p);
+      }
+    }
+    const double train_seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
+    EpochMetrics em;
+    em.epoch = epoch;
+    em.train_loss = sum_loss / static_cast<double>(n);
+    em.train_recon = sum_recon / static_cast<double>(n);
+    em.train_kl = sum_kl / static_cast<double>(n);
+    em.beta = last_beta;
+    em.lr = last_lr;
+    em.grad_norm = grad_norm;
+    em.seconds = train_seconds;
+    em.samples_per_s = static_cast<double>(n) / train_seconds;
+    em.test = evaluate(model_, data.test, eval);
+    history.push_back(em);
+    if (on_epoch) on_epoch(em);
+  }
+  return history;
+}
+
+}  // namespace vae
