@@ -230,10 +230,20 @@ int main(int argc, char** argv) {
   recon->add_option("--out", out_png, "PNG file to write")->required();
   recon->add_option("--device", device, "cpu|cuda|auto");
 
+  // CLI11 would only say "a subcommand is required"; name the word it did not know.
+  if (argc > 1 && argv[1][0] != '-') {
+    const std::string cmd = argv[1];
+    if (cmd != "train" && cmd != "eval" && cmd != "sample" && cmd != "reconstruct") {
+      std::fprintf(stderr, "vae: unknown command '%s': expected train, eval, sample or reconstruct (see vae --help)\n",
+                   cmd.c_str());
+      return 2;
+    }
+  }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    return app.exit(e);
+    // CLI11 prints the message; --help and --version exit 0, every usage error exits 2.
+    return app.exit(e) == 0 ? 0 : 2;
   }
 
   try {

@@ -1,0 +1,69 @@
+// Helpers shared by the tests: seeded random vectors, scratch folders, and the error report that
+// prints the worst element as a fraction of its bound.
+#pragma once
+
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <cstdint>
+#include <filesystem>
+#include <random>
+#include <string>
+#include <vector>
+
+namespace vae::test {
+
+template <class T>
+std::vector<T> random_vector(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {
+  std::mt19937_64 rng(seed);
+  std::uniform_real_distribution<double> dist(lo, hi);
+  std::vector<T> v(n);
+  for (auto& x : v) x = static_cast<T>(dist(rng));
+  return v;
+}
+
+// Values in [lo, hi] whose magnitude is at least gap, so a finite difference never straddles a kink.
+inline std::vector<double> random_away_from_zero(size_t n, uint64_t seed, double gap = 0.05) {
+  auto v = random_vector<double>(n, seed, -1.0, 1.0);
+  for (auto& x : v)
+    if (std::abs(x) < gap) x = x < 0 ? x - gap : x + gap;
+  return v;
+}
+
+// Per-element bound atol + rtol*|ref|; fails with the worst element and how close it came.
+template <class A, class B>
+void expect_close(const std::vector<A>& got, const std::vector<B>& ref, double atol, double rtol, const std::string& what) {
+  ASSERT_EQ(got.size(), ref.size()) << what;
+  double worst = 0;
+  size_t worst_i = 0;
+  for (size_t i = 0; i < got.size(); ++i) {
+    const double bound = atol + rtol * std::abs(static_cast<double>(ref[i]));
+    const double err = std::abs(static_cast<double>(got[i]) - static_cast<double>(ref[i]));
+    const double frac = std::isfinite(static_cast<double>(got[i])) ? err / bound : INFINITY;
+    if (frac > worst || std::isnan(frac)) {
+      worst = std::isnan(frac) ? INFINITY : frac;
+      worst_i = i;
+    }
+  }
+  EXPECT_LE(worst, 1.0) << what << ": worst element " << worst_i << " got " << got[worst_i] << " want "
+                        << ref[worst_i] << " (" << worst << " of its bound atol=" << atol << " rtol=" << rtol << ")";
+}
+
+class ScratchDir {
+ public:
+  explicit ScratchDir(const std::string& name) {
+    path_ = std::filesystem::temp_directory_path() /
+            ("vae_test_" + name + "_" + std::to_string(::testing::UnitTest::GetInstance()->random_seed()) + "_" +
+             std::to_string(reinterpret_cast<uintptr_t>(this)));
+    std::filesystem::remove_all(path_);
+    std::filesystem::create_directories(path_);
+  }
+  ~ScratchDir() { std::filesystem::remove_all(path_); }
+  std::string file(const std::string& name) const { return (path_ / name).string(); }
+  const std::filesystem::path& path() const { return path_; }
+
+ private:
+  std::filesystem::path path_;
+};
+
+}  // namespace vae::test
