@@ -20,11 +20,11 @@ struct Philox4 {
 enum RngStream : uint32_t {
   kStreamInit = 1,           // parameter initialisation (row = tensor index)
   kStreamShuffle = 2,        // epoch permutation (row = epoch)
-  kStreamBinarize = 3,       // dynamic binarisation of training pixels (row = batch row, step = step)
+  kStreamBinarize = 3,       // dynamic binarisation of training pixels (row = image index, step = step)
   kStreamLatent = 4,         // reparameterisation noise (row = batch row, step = step)
   kStreamPrior = 5,          // sampling z from the prior
   kStreamImportance = 6,     // importance samples (row = test index, step = sample index)
-  kStreamTestBinarize = 7,   // the fixed binarisation of the test set
+  kStreamTestBinarize = 7,   // the fixed binarisation of the test set (row = image index, step = 0)
 };
 
 VAE_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {

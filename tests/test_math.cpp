@@ -4,6 +4,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backend/backend.hpp"
 #include "backend/cpu/cpu_ops.hpp"
 #include "vae_math.cuh"
 
@@ -82,6 +83,41 @@ TEST(Math, ActivationsMatchDefinitions) {
   EXPECT_NEAR(math::activation(math::Act::Tanh, 0.5, 0.0), std::tanh(0.5), 1e-15);
   EXPECT_NEAR(math::activation(math::Act::SiLU, 0.5, 0.0), 0.5 / (1 + std::exp(-0.5)), 1e-15);
   EXPECT_TRUE(std::isfinite(math::activation(math::Act::SiLU, -1000.0f, 0.0f)));
+}
+
+}  // namespace
+}  // namespace vae
+
+namespace vae {
+namespace {
+
+TEST(GatherPixels, GrayscaleExactAndBinarizationUnbiasedAndKeyedByImage) {
+  auto be = make_cpu_backend();
+  const int d = 7, images = 3;  // 7: not a multiple of the Philox block of 4
+  std::vector<uint8_t> pixels(images * d);
+  for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 37 % 256);
+  const std::vector<int32_t> idx{2, 0, 2};
+  std::vector<float> x(idx.size() * d, -1.0f);
+  be->gather_pixels(pixels.data(), idx.data(), 3, d, false, 0, kStreamBinarize, 0, x.data());
+  for (int r = 0; r < 3; ++r)
+    for (int c = 0; c < d; ++c) EXPECT_EQ(x[r * d + c], pixels[idx[r] * d + c] / 255.0f);
+
+  // The same image index gives the same binary image wherever it sits; the frequency of ones
+  // over many steps matches the grey level (bound: 5 standard errors at 20000 draws).
+  std::vector<double> ones(d, 0.0);
+  const int steps = 20000;
+  for (int s = 0; s < steps; ++s) {
+    be->gather_pixels(pixels.data(), idx.data(), 3, d, true, 9, kStreamBinarize, s, x.data());
+    for (int c = 0; c < d; ++c) {
+      ASSERT_EQ(x[c], x[2 * d + c]);
+      ASSERT_TRUE(x[c] == 0.0f || x[c] == 1.0f);
+      ones[c] += x[c];
+    }
+  }
+  for (int c = 0; c < d; ++c) {
+    const double p = pixels[2 * d + c] / 255.0;
+    EXPECT_NEAR(ones[c] / steps, p, 5 * std::sqrt(p * (1 - p) / steps) + 1e-9) << "pixel " << c;
+  }
 }
 
 }  // namespace

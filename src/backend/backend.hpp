@@ -70,10 +70,11 @@ class Backend {
   virtual void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
                          float* grad_norm_out) = 0;
 
-  // x[r, :] = images[index[r], :] / 255, or Bernoulli draws of it when binarize (Philox counter
-  // (c/4, r, step, kStreamBinarize)).
+  // x[r, :] = images[index[r], :] / 255, or Bernoulli draws of it when binarize. The draw for pixel c
+  // of image i uses Philox counter (c/4, i, step, stream): it depends on the image, not on where the
+  // image sits in the batch, so a repeated index gets the same binary image.
   virtual void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize,
-                             uint64_t seed, uint64_t step, float* x) = 0;
+                             uint64_t seed, uint32_t stream, uint64_t step, float* x) = 0;
 
   // For each data row b and sample j (row b*k + j): z = mu + sigma*eps with eps from Philox
   // (c/4, row0 + b, sample0 + j, kStreamImportance), and log p(z) - log q(z|x) per row.

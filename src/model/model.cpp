@@ -41,6 +41,13 @@ ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev) : config(cfg), device(d
   decoder.bind(params.data(), grads.data());
 }
 
+void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
+  if (set.height != config.image_height || set.width != config.image_width)
+    throw Error(std::string(which) + " images are " + std::to_string(set.height) + "x" + std::to_string(set.width) +
+                " but the model expects " + std::to_string(config.image_height) + "x" +
+                std::to_string(config.image_width));
+}
+
 void ModelImpl::prepare(int rows) {
   if (rows < 1) throw Error("batch must have at least one row");
   encoder.prepare(rows, device);

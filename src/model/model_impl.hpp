@@ -7,6 +7,7 @@
 #include "backend/backend.hpp"
 #include "graph/layers.hpp"
 #include "vae/config.hpp"
+#include "vae/data.hpp"
 #include "vae/tensor.hpp"
 
 namespace vae {
@@ -28,6 +29,8 @@ struct ModelImpl {
   Tensor z, dz, dh, kl_sample, kl_dim, nll, dlogits, loss;  // loss = [total, recon, kl]
 
   int input_dim() const { return config.input_dim(); }
+  // Throws unless set's images have the size the model was built for (which names the set).
+  void check_image_size(const ImageSet& set, const char* which) const;
   int latent() const { return config.latent; }
   void prepare(int rows);
 

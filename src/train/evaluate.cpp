@@ -20,33 +20,19 @@ constexpr uint64_t kEvalNoiseSeed = 0xe7a1ULL;
 // Decoder rows per importance-sampling chunk: bounds the evaluation's memory.
 constexpr int64_t kImportanceChunkRows = 8192;
 
-std::vector<float> test_inputs(const ImageSet& set, int64_t first, int rows, bool binarize) {
-  const int d = set.pixels_per_image();
-  std::vector<float> x(static_cast<size_t>(rows) * d);
-  for (int r = 0; r < rows; ++r) {
-    const int64_t img = first + r;
-    const uint8_t* src = set.pixels.data() + img * d;
-    for (int c = 0; c < d; c += 4) {
-      const Philox4 bits = binarize ? philox_block(kTestBinarizeSeed, kStreamTestBinarize, static_cast<uint64_t>(img), 0,
-                                                   static_cast<uint64_t>(c) >> 2)
-                                    : Philox4{};
-      for (int lane = 0; lane < 4 && c + lane < d; ++lane) {
-        const float p = src[c + lane] * (1.0f / 255.0f);
-        x[static_cast<size_t>(r) * d + c + lane] = binarize ? (philox_uniform(bits.v[lane]) < p ? 1.0f : 0.0f) : p;
-      }
-    }
-  }
-  return x;
+// Image indices first .. first+rows-1, each repeated `repeat` times in a row.
+std::vector<int32_t> image_indices(int64_t first, int rows, int repeat) {
+  std::vector<int32_t> idx(static_cast<size_t>(rows) * repeat);
+  for (int r = 0; r < rows; ++r)
+    for (int j = 0; j < repeat; ++j) idx[static_cast<size_t>(r) * repeat + j] = static_cast<int32_t>(first + r);
+  return idx;
 }
 
 }  // namespace
 
 EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) {
   ModelImpl& m = model.impl();
-  if (test.height != m.config.image_height || test.width != m.config.image_width)
-    throw Error("test images are " + std::to_string(test.height) + "x" + std::to_string(test.width) +
-                " but the model expects " + std::to_string(m.config.image_height) + "x" +
-                std::to_string(m.config.image_width));
+  m.check_image_size(test, "test");
   if (opt.k < 0 || opt.k > 1000000) throw Error("k must be in [0, 1000000], got " + std::to_string(opt.k));
   if (opt.batch < 1) throw Error("evaluation batch must be positive");
   const int d = m.input_dim(), L = m.latent();
@@ -64,6 +50,12 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   Tensor x({batch, d}, m.device);
   const int chunk = opt.k > 0 ? static_cast<int>(std::clamp<int64_t>(kImportanceChunkRows / batch, 1, opt.k)) : 0;
   Tensor z_iw, lpq, nll_iw, x_rep, run_max, run_sum;
+  // Each binary test image is a function of its index alone (kStreamTestBinarize), so the batch and
+  // its k-fold replication for importance sampling see identical pixels.
+  auto gather = [&](const std::vector<int32_t>& idx, float* out) {
+    m.backend->gather_pixels(test.pixels.data(), idx.data(), static_cast<int>(idx.size()), d, binarize,
+                             kTestBinarizeSeed, kStreamTestBinarize, 0, out);
+  };
   if (opt.k > 0) {
     const int rows_iw = batch * chunk;
     m.decoder.prepare(rows_iw, m.device);
@@ -77,8 +69,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
 
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
-    const std::vector<float> host_x = test_inputs(test, first, rows, binarize);
-    x.view(0, {rows, d}).copy_from_host(host_x.data(), static_cast<int64_t>(host_x.size()));
+    gather(image_indices(first, rows, 1), x.data());
     const float* h = m.forward_eval(x.data(), rows, kEvalNoiseSeed, first, 1.0f);
     const std::vector<float> nll = m.nll.view(0, {rows}).to_host();
     const std::vector<float> kl = m.kl_sample.view(0, {rows}).to_host();
@@ -102,12 +93,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       for (int s0 = 0; s0 < opt.k; s0 += chunk) {
         const int kk = std::min(chunk, opt.k - s0);
         if (kk != replicated) {
-          std::vector<float> rep(static_cast<size_t>(rows) * kk * d);
-          for (int r = 0; r < rows; ++r)
-            for (int j = 0; j < kk; ++j)
-              std::copy(host_x.begin() + static_cast<int64_t>(r) * d, host_x.begin() + static_cast<int64_t>(r + 1) * d,
-                        rep.begin() + (static_cast<int64_t>(r) * kk + j) * d);
-          x_rep.view(0, {rows * kk, d}).copy_from_host(rep.data(), static_cast<int64_t>(rep.size()));
+          gather(image_indices(first, rows, kk), x_rep.data());
           replicated = kk;
         }
         m.backend->latent_importance_sample(h, z_iw.data(), lpq.data(), rows, kk, L, kEvalNoiseSeed, first, s0);
@@ -148,12 +134,11 @@ Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
 
 std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test, int n) {
   ModelImpl& m = model.impl();
-  if (test.height != m.config.image_height || test.width != m.config.image_width)
-    throw Error("images are " + std::to_string(test.height) + "x" + std::to_string(test.width) + " but the model expects " +
-                std::to_string(m.config.image_height) + "x" + std::to_string(m.config.image_width));
+  m.check_image_size(test, "test");
   if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));
-  const std::vector<float> host_x = test_inputs(test, 0, n, false);
-  Tensor x = Tensor::from_host(host_x, {n, m.input_dim()}, m.device);
+  Tensor x({n, m.input_dim()}, m.device);
+  const std::vector<int32_t> idx = image_indices(0, n, 1);
+  m.backend->gather_pixels(test.pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, x.data());
   const Tensor h = model.encode(x);
   // The posterior mean: z = mu.
   Tensor z({n, m.latent()}, m.device);

@@ -4,19 +4,13 @@
 #include <nlohmann/json.hpp>
 
 #include "model/model_impl.hpp"
+#include "philox.cuh"
 #include "train/schedule.hpp"
 #include "vae/error.hpp"
 #include "vae/train.hpp"
 
 namespace vae {
 namespace {
-
-void check_images(const ModelImpl& m, const ImageSet& set, const char* which) {
-  if (set.height != m.config.image_height || set.width != m.config.image_width)
-    throw Error(std::string(which) + " images are " + std::to_string(set.height) + "x" + std::to_string(set.width) +
-                " but the model expects " + std::to_string(m.config.image_height) + "x" +
-                std::to_string(m.config.image_width));
-}
 
 AdamArgs adam_args(const TrainConfig& c, double lr, int64_t step) {
   AdamArgs a;
@@ -86,8 +80,8 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   using clock = std::chrono::steady_clock;
   set_num_threads(config_.threads);
   ModelImpl& m = model_.impl();
-  check_images(m, data.train, "training");
-  check_images(m, data.test, "test");
+  m.check_image_size(data.train, "training");
+  m.check_image_size(data.test, "test");
   const int d = m.input_dim();
   const int64_t n = config_.train_limit > 0 ? std::min(config_.train_limit, data.train.count) : data.train.count;
   const int64_t steps_per_epoch = (n + config_.batch - 1) / config_.batch;
@@ -117,7 +111,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       const int64_t global = (epoch - 1) * steps_per_epoch + s;
       last_beta = kl_weight(config_, global, steps_per_epoch);
       last_lr = learning_rate(config_, global, total_steps);
-      m.backend->gather_pixels(pixels, perm.data() + first, rows, d, binarize, config_.seed,
+      m.backend->gather_pixels(pixels, perm.data() + first, rows, d, binarize, config_.seed, kStreamBinarize,
                                static_cast<uint64_t>(global_step_), x.data());
       m.forward_backward(x.data(), rows, static_cast<float>(last_beta), config_.seed,
                          static_cast<uint64_t>(global_step_));

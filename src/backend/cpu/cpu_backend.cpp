@@ -97,15 +97,15 @@ class CpuBackend final : public Backend {
     for (int64_t i = 0; i < n; ++i) math::adam_update(p[i], g[i], m[i], v[i], c);
   }
   void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize,
-                     uint64_t seed, uint64_t step, float* x) override {
+                     uint64_t seed, uint32_t stream, uint64_t step, float* x) override {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const uint8_t* src = images + static_cast<int64_t>(index[r]) * d;
       float* dst = x + static_cast<int64_t>(r) * d;
       for (int c = 0; c < d; c += 4) {
-        const Philox4 bits = binarize ? philox_block(seed, kStreamBinarize, r, step, c >> 2) : Philox4{};
+        const Philox4 bits = binarize ? philox_block(seed, stream, static_cast<uint64_t>(index[r]), step, c >> 2) : Philox4{};
         for (int lane = 0; lane < 4 && c + lane < d; ++lane) {
-          const float p = src[c + lane] * (1.0f / 255.0f);
+          const float p = src[c + lane] / 255.0f;  // as torchvision ToTensor: a division, not * (1/255)
           dst[c + lane] = binarize ? (philox_uniform(bits.v[lane]) < p ? 1.0f : 0.0f) : p;
         }
       }
