@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
-  libopenblas-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libstb-dev
+  libopenblas-openmp-dev zlib1g-dev nlohmann-json3-dev libcli11-dev libstb-dev
   libgtest-dev libbenchmark-dev
   dataset-fashion-mnist
 )

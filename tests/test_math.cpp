@@ -77,6 +77,11 @@ TEST(Math, GaussianKlMatchesMonteCarlo) {
   }
 }
 
+TEST(Build, BlasIsTheOpenMpBuild) {
+  // 2 = OpenMP. The pthreads build's second thread pool fights ours for the cores (see CMakeLists.txt).
+  EXPECT_EQ(openblas_get_parallel(), 2) << "linked OpenBLAS is not the OpenMP build; apt-get install libopenblas-openmp-dev";
+}
+
 TEST(Math, ActivationsMatchDefinitions) {
   EXPECT_EQ(math::activation(math::Act::ReLU, -2.0, 0.0), 0.0);
   EXPECT_EQ(math::activation(math::Act::LeakyReLU, -2.0, 0.1), -0.2);
