@@ -131,8 +131,8 @@ class CpuBackend final : public Backend {
                    uint64_t step) override {
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r)
-      for (int c = 0; c < cols; ++c)
-        z[static_cast<int64_t>(r) * cols + c] = scale * cpu::latent_eps(seed, stream, r, step, c);
+      cpu::for_each_eps(seed, stream, r, step, cols,
+                        [&](int c, float eps) { z[static_cast<int64_t>(r) * cols + c] = scale * eps; });
   }
   void fill(float* x, int64_t n, float value) override { std::fill(x, x + n, value); }
 };
