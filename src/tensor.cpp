@@ -32,13 +32,17 @@ std::string to_string(Device device) { return device == Device::CPU ? "cpu" : "c
 
 bool cuda_available() { return cuda::device_count() > 0; }
 
+// The CUDA backend (cuBLASLt layers, fused kernels) is not in this build yet; until it is, "auto"
+// must not pick a device that make_backend() would refuse.
+bool cuda_backend_available() { return false; }
+
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::CPU;
   if (name == "cuda") {
     if (!cuda_available()) throw Error("--device cuda was asked for, but no CUDA GPU is available; use --device cpu");
     return Device::CUDA;
   }
-  if (name == "auto") return cuda_available() ? Device::CUDA : Device::CPU;
+  if (name == "auto") return cuda_backend_available() && cuda_available() ? Device::CUDA : Device::CPU;
   throw Error("unknown device '" + name + "': expected cpu, cuda or auto");
 }
 

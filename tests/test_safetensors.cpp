@@ -20,7 +20,7 @@ std::vector<uint8_t> with_header(const std::string& header, const std::vector<ui
   const uint64_t n = header.size();
   std::memcpy(out.data(), &n, 8);
   out.insert(out.end(), header.begin(), header.end());
-  out.insert(out.end(), data.begin(), data.end());
+  if (!data.empty()) out.insert(out.end(), data.begin(), data.end());  // GCC 12 warns on empty-range inserts
   return out;
 }
 
