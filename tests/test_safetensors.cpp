@@ -19,8 +19,10 @@ std::vector<uint8_t> with_header(const std::string& header, const std::vector<ui
   std::vector<uint8_t> out(8);
   const uint64_t n = header.size();
   std::memcpy(out.data(), &n, 8);
-  out.insert(out.end(), header.begin(), header.end());
-  if (!data.empty()) out.insert(out.end(), data.begin(), data.end());  // GCC 12 warns on empty-range inserts
+  // resize + memcpy rather than insert: GCC 12 raises a false -Wstringop-overread on these inserts.
+  out.resize(8 + header.size() + data.size());
+  std::memcpy(out.data() + 8, header.data(), header.size());
+  if (!data.empty()) std::memcpy(out.data() + 8 + header.size(), data.data(), data.size());
   return out;
 }
 
