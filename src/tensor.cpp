@@ -20,6 +20,7 @@ namespace {
 }
 }  // namespace
 int device_count() { return 0; }
+std::string device_status() { return "this vae build has no CUDA support"; }
 void* device_alloc(size_t) { no_cuda(); }
 void device_free(void*) noexcept {}
 void copy_host_to_device(void*, const void*, size_t) { no_cuda(); }
@@ -32,14 +33,18 @@ std::string to_string(Device device) { return device == Device::CPU ? "cpu" : "c
 
 bool cuda_available() { return cuda::device_count() > 0; }
 
-// The CUDA backend (cuBLASLt layers, fused kernels) is not in this build yet; until it is, "auto"
-// must not pick a device that make_backend() would refuse.
-bool cuda_backend_available() { return false; }
+bool cuda_backend_available() {
+#ifdef VAE_WITH_CUDA
+  return cuda_available();
+#else
+  return false;
+#endif
+}
 
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::CPU;
   if (name == "cuda") {
-    if (!cuda_available()) throw Error("--device cuda was asked for, but no CUDA GPU is available; use --device cpu");
+    if (!cuda_available()) throw Error("--device cuda was asked for, but " + cuda::device_status() + "; use --device cpu");
     return Device::CUDA;
   }
   if (name == "auto") return cuda_backend_available() && cuda_available() ? Device::CUDA : Device::CPU;

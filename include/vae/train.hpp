@@ -65,6 +65,7 @@ class Trainer {
   TrainConfig config_;
   int64_t global_step_ = 0;  // optimizer steps taken; also the Philox step counter
   Tensor adam_m_, adam_v_;   // flat first and second moments
+  Tensor grad_norm_;         // [1]: the last step's gradient norm, on the device
 };
 
 EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& options = {});

@@ -6,9 +6,13 @@ namespace vae {
 
 std::unique_ptr<Backend> make_backend(Device device) {
   if (device == Device::CPU) return make_cpu_backend();
-  // The CUDA backend (cuBLASLt layers and the fused kernels) is tracked as its own issue; until it
-  // lands a CUDA model cannot run, and saying so beats silently training on the CPU.
-  throw Error("the CUDA backend is not part of this build yet; run with --device cpu");
+#ifdef VAE_WITH_CUDA
+  if (!cuda_available()) throw Error("a CUDA model was asked for, but no CUDA GPU is available; use --device cpu");
+  return make_cuda_backend();
+#else
+  throw Error("this vae build has no CUDA support; rebuild with the CUDA toolkit installed (-DVAE_CUDA=ON) "
+              "or use --device cpu");
+#endif
 }
 
 }  // namespace vae

@@ -29,10 +29,19 @@ struct AdamArgs {
   float clip_norm = 0.0f;   // global-norm clipping threshold; 0 = off
 };
 
+// Numerics switches. The CPU backend has one numerics and ignores them.
+struct BackendOptions {
+  bool tf32 = true;             // CUDA: TF32 tensor-core math in GEMMs; false = strict FP32
+  bool fused_epilogues = true;  // CUDA: bias and bias-gradient fused into cuBLASLt GEMMs when possible
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
   virtual Device device() const = 0;
+  virtual void set_options(const BackendOptions& /*options*/) {}
+  // Waits for all work queued on the backend (no-op on the CPU).
+  virtual void synchronize() {}
 
   // y[rows,out] = x[rows,in] W[out,in]^T + b[out]
   virtual void linear_forward(const float* x, const float* w, const float* b, float* y, int rows,
@@ -64,6 +73,8 @@ class Backend {
 
   // out[0] = mean(nll + beta*kl), out[1] = mean(nll), out[2] = mean(kl); a fixed summation order.
   virtual void loss_reduce(const float* nll, const float* kl, int rows, float beta, float* out) = 0;
+  // dst[i] += scale * src[i]: epoch sums of the loss parts stay on the device between reads.
+  virtual void accumulate_scaled(const float* src, int n, float scale, float* dst) = 0;
 
   // Global-norm clipping (when a.clip_norm > 0) and one Adam/AdamW step over a flat buffer.
   // Writes the pre-clipping gradient norm to grad_norm_out.
@@ -95,5 +106,6 @@ class Backend {
 
 std::unique_ptr<Backend> make_backend(Device device);
 std::unique_ptr<Backend> make_cpu_backend();
+std::unique_ptr<Backend> make_cuda_backend();  // only in builds with VAE_WITH_CUDA
 
 }  // namespace vae

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backend/device_array.hpp"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
@@ -51,10 +52,13 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   const int chunk = opt.k > 0 ? static_cast<int>(std::clamp<int64_t>(kImportanceChunkRows / batch, 1, opt.k)) : 0;
   Tensor z_iw, lpq, nll_iw, x_rep, run_max, run_sum;
   // Each binary test image is a function of its index alone (kStreamTestBinarize), so the batch and
-  // its k-fold replication for importance sampling see identical pixels.
-  auto gather = [&](const std::vector<int32_t>& idx, float* out) {
-    m.backend->gather_pixels(test.pixels.data(), idx.data(), static_cast<int>(idx.size()), d, binarize,
-                             kTestBinarizeSeed, kStreamTestBinarize, 0, out);
+  // its k-fold replication for importance sampling see identical pixels. The test set and the
+  // indices of every image go to the device once; replicated indices once per batch.
+  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(test.pixels, m.device);
+  const std::vector<int32_t> all_host = image_indices(0, static_cast<int>(n), 1);
+  const DeviceArray<int32_t> all = DeviceArray<int32_t>::mirror(all_host, m.device);
+  auto gather = [&](const int32_t* idx, int count, float* out) {
+    m.backend->gather_pixels(pixels.data(), idx, count, d, binarize, kTestBinarizeSeed, kStreamTestBinarize, 0, out);
   };
   if (opt.k > 0) {
     const int rows_iw = batch * chunk;
@@ -69,7 +73,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
 
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
-    gather(image_indices(first, rows, 1), x.data());
+    gather(all.data() + first, rows, x.data());
     const float* h = m.forward_eval(x.data(), rows, kEvalNoiseSeed, first, 1.0f);
     const std::vector<float> nll = m.nll.view(0, {rows}).to_host();
     const std::vector<float> kl = m.kl_sample.view(0, {rows}).to_host();
@@ -93,7 +97,9 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       for (int s0 = 0; s0 < opt.k; s0 += chunk) {
         const int kk = std::min(chunk, opt.k - s0);
         if (kk != replicated) {
-          gather(image_indices(first, rows, kk), x_rep.data());
+          const std::vector<int32_t> rep_host = image_indices(first, rows, kk);
+          const DeviceArray<int32_t> rep = DeviceArray<int32_t>::mirror(rep_host, m.device);
+          gather(rep.data(), rows * kk, x_rep.data());
           replicated = kk;
         }
         m.backend->latent_importance_sample(h, z_iw.data(), lpq.data(), rows, kk, L, kEvalNoiseSeed, first, s0);
@@ -137,8 +143,10 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   m.check_image_size(test, "test");
   if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));
   Tensor x({n, m.input_dim()}, m.device);
-  const std::vector<int32_t> idx = image_indices(0, n, 1);
-  m.backend->gather_pixels(test.pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, x.data());
+  const std::vector<int32_t> idx_host = image_indices(0, n, 1);
+  const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
+  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(test.pixels, m.device);
+  m.backend->gather_pixels(pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, x.data());
   const Tensor h = model.encode(x);
   // The posterior mean: z = mu.
   Tensor z({n, m.latent()}, m.device);

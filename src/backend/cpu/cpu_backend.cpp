@@ -76,6 +76,9 @@ class CpuBackend final : public Backend {
     out[1] = static_cast<float>(sn / rows);
     out[2] = static_cast<float>(sk / rows);
   }
+  void accumulate_scaled(const float* src, int n, float scale, float* dst) override {
+    for (int i = 0; i < n; ++i) dst[i] += scale * src[i];
+  }
   void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
                  float* grad_norm_out) override {
     const double norm = std::sqrt(sum_of_squares(g, n));

@@ -3,33 +3,33 @@
 
 #include <string>
 
+#include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/cuda_runtime.hpp"
 #include "vae/error.hpp"
 
 namespace vae::cuda {
-namespace {
-
-void check(cudaError_t status, const char* what, const char* file, int line) {
-  if (status == cudaSuccess) return;
-  throw Error(std::string("CUDA error in ") + what + " (" + file + ":" + std::to_string(line) +
-              "): " + cudaGetErrorString(status) +
-              ". Check that the NVIDIA driver supports CUDA 13 (nvidia-smi) or run with --device cpu.");
-}
-#define VAE_CUDA_CHECK(expr) check((expr), #expr, __FILE__, __LINE__)
-
-}  // namespace
 
 int device_count() {
   int count = 0;
   if (cudaGetDeviceCount(&count) != cudaSuccess) {
-    cudaGetLastError();  // clear the sticky "no device" status
+    cudaGetLastError();  // clear the "no device" status so later calls do not see it
     return 0;
   }
   return count;
 }
 
+std::string device_status() {
+  int count = 0;
+  const cudaError_t status = cudaGetDeviceCount(&count);
+  cudaGetLastError();
+  if (status == cudaErrorInsufficientDriver)
+    return "the NVIDIA driver is older than this CUDA runtime (13.0); update the driver";
+  if (status != cudaSuccess) return std::string("no usable CUDA GPU (") + cudaGetErrorString(status) + ")";
+  return count > 0 ? std::to_string(count) + " CUDA GPU(s)" : "no CUDA GPU is visible to this process";
+}
+
 void* device_alloc(size_t bytes) {
-  if (device_count() == 0) throw Error("no CUDA GPU is visible to this process; run with --device cpu");
+  if (device_count() == 0) throw Error(device_status() + "; run with --device cpu");
   void* ptr = nullptr;
   const cudaError_t status = cudaMalloc(&ptr, bytes);
   if (status == cudaErrorMemoryAllocation) {

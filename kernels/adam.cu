@@ -1,0 +1,79 @@
+// Adam/AdamW with global-norm clipping over the flat parameter buffer (PyTorch's formulation,
+// vae_math.cuh adam_update).
+//   norm  = sqrt(sum_i g_i^2);  scale = clip and norm > clip ? clip / (norm + 1e-6) : 1
+//   per element: g *= scale; (AdamW: p -= lr*wd*p | Adam+L2: g += wd*p)
+//                m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= (lr/bc1) m / (sqrt(v)/sqrt(bc2) + eps)
+// Bytes: 16n read + 12n written, plus 4n read for the norm. Two launches: a fixed grid of
+// kAdamNormBlocks writes partial sums of squares (double), then every block of the update kernel
+// adds those partials in the same order, so all blocks see the same norm and no atomics or grid-wide
+// barrier are needed: deterministic. CPU twin: CpuBackend::adam_step.
+#include <cmath>
+
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/launchers.hpp"
+#include "block_reduce.cuh"
+#include "launch.cuh"
+#include "vae_math.cuh"
+
+namespace vae::cuda {
+namespace {
+
+__global__ void grad_square_partials_kernel(const float* __restrict__ g, int64_t n, double* __restrict__ partials) {
+  double s = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x)
+    s += double(g[i]) * g[i];
+  s = block_sum(s);
+  if (threadIdx.x == 0) partials[blockIdx.x] = s;
+}
+
+__global__ void adam_update_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                   float* __restrict__ v, int64_t n, math::AdamCoefficients c, float clip_norm,
+                                   const double* __restrict__ partials, float* __restrict__ grad_norm_out) {
+  __shared__ float scale;
+  if (threadIdx.x < 32) {
+    // Warp 0 adds the partials in a fixed order (lane-strided, then a fixed shuffle tree).
+    double s = 0;
+    for (int b = threadIdx.x; b < kAdamNormBlocks; b += 32) s += partials[b];
+    s = warp_sum(s);
+    if (threadIdx.x == 0) {
+      const double norm = sqrt(s);
+      scale = (clip_norm > 0.0f && norm > clip_norm) ? static_cast<float>(clip_norm / (norm + 1e-6)) : 1.0f;
+      if (blockIdx.x == 0 && grad_norm_out) *grad_norm_out = static_cast<float>(norm);
+    }
+  }
+  __syncthreads();
+  c.grad_scale = scale;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    float pi = p[i], mi = m[i], vi = v[i];
+    math::adam_update(pi, g[i], mi, vi, c);
+    p[i] = pi;
+    m[i] = mi;
+    v[i] = vi;
+  }
+}
+
+}  // namespace
+
+void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a, double* partials,
+                      float* grad_norm_out, cudaStream_t s) {
+  require(n >= 1 && p && g && m && v && partials, "adam_step", "empty buffer or null pointer");
+  require(a.step >= 1, "adam_step", "step must be 1-based");
+  math::AdamCoefficients c{};
+  c.lr = a.lr;
+  c.beta1 = a.beta1;
+  c.beta2 = a.beta2;
+  c.eps = a.eps;
+  c.weight_decay = a.weight_decay;
+  c.decoupled = a.decoupled;
+  const double bc1 = 1.0 - std::pow(double(a.beta1), double(a.step));
+  const double bc2 = 1.0 - std::pow(double(a.beta2), double(a.step));
+  c.step_size = static_cast<float>(a.lr / bc1);
+  c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+  c.grad_scale = 1.0f;
+  grad_square_partials_kernel<<<kAdamNormBlocks, kThreads, 0, s>>>(g, n, partials);
+  VAE_CUDA_CHECK_LAUNCH();
+  adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, a.clip_norm, partials, grad_norm_out);
+  VAE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace vae::cuda

@@ -1,0 +1,48 @@
+// The loss and its parts from per-sample terms, kept on the device (no host synchronisation).
+//   loss_reduce:      out = [mean(nll + beta*kl), mean(nll), mean(kl)]     reads 8 bytes per row, writes 12
+//   accumulate_scaled: dst[i] += scale * src[i]   (epoch sums of the loss parts; n is tiny)
+// One block, double accumulation, fixed-order tree: deterministic. CPU twin: CpuBackend::loss_reduce.
+#include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/launchers.hpp"
+#include "block_reduce.cuh"
+#include "launch.cuh"
+
+namespace vae::cuda {
+namespace {
+
+__global__ void loss_reduce_kernel(const float* __restrict__ nll, const float* __restrict__ kl, int rows, float beta,
+                                   float* __restrict__ out) {
+  double sn = 0, sk = 0;
+  for (int r = threadIdx.x; r < rows; r += blockDim.x) {
+    sn += nll[r];
+    sk += kl[r];
+  }
+  sn = block_sum(sn);
+  sk = block_sum(sk);
+  if (threadIdx.x == 0) {
+    out[0] = static_cast<float>((sn + double(beta) * sk) / rows);
+    out[1] = static_cast<float>(sn / rows);
+    out[2] = static_cast<float>(sk / rows);
+  }
+}
+
+__global__ void accumulate_scaled_kernel(const float* __restrict__ src, int n, float scale, float* __restrict__ dst) {
+  const int i = blockIdx.x * blockDim.x + threadIdx.x;
+  if (i < n) dst[i] += scale * src[i];
+}
+
+}  // namespace
+
+void launch_loss_reduce(const float* nll, const float* kl, int rows, float beta, float* out, cudaStream_t s) {
+  require(rows >= 1 && nll && kl && out, "loss_reduce", "empty shape or null pointer");
+  loss_reduce_kernel<<<1, kThreads, 0, s>>>(nll, kl, rows, beta, out);
+  VAE_CUDA_CHECK_LAUNCH();
+}
+
+void launch_accumulate_scaled(const float* src, int n, float scale, float* dst, cudaStream_t s) {
+  require(n >= 1 && src && dst, "accumulate_scaled", "empty shape or null pointer");
+  accumulate_scaled_kernel<<<(n + kThreads - 1) / kThreads, kThreads, 0, s>>>(src, n, scale, dst);
+  VAE_CUDA_CHECK_LAUNCH();
+}
+
+}  // namespace vae::cuda
