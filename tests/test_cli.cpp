@@ -21,7 +21,7 @@ struct Result {
 };
 
 Result run(const std::string& args) {
-  const std::string cmd = std::string(VAE_CLI_PATH) + " " + args + " 2>&1";
+  const std::string cmd = test::env_or("VAE_CLI_PATH", VAE_CLI_PATH) + " " + args + " 2>&1";
   FILE* p = popen(cmd.c_str(), "r");
   std::string out;
   std::array<char, 4096> buf{};
@@ -31,7 +31,9 @@ Result run(const std::string& args) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
-bool have_data() { return std::filesystem::exists(std::string(VAE_TEST_DATA_DIR) + "/t10k-images-idx3-ubyte.gz"); }
+const std::string kData = test::data_dir();
+
+bool have_data() { return std::filesystem::exists(kData + "/t10k-images-idx3-ubyte.gz"); }
 
 void expect_failure(const Result& r, int code, const std::string& fragment) {
   EXPECT_EQ(r.code, code) << r.out;
@@ -47,7 +49,7 @@ TEST(Cli, BadFlagsAndValues) {
   expect_failure(run("train --lr abc"), 2, "--lr");
   expect_failure(run("frobnicate"), 2, "frobnicate");
   expect_failure(run("eval"), 2, "--checkpoint");
-  expect_failure(run("train --hidden 512,abc --data " VAE_TEST_DATA_DIR), 1, "--hidden");
+  expect_failure(run("train --hidden 512,abc --data " + kData), 1, "--hidden");
   expect_failure(run("train --likelihood poisson"), 1, "bernoulli|gaussian");
   expect_failure(run("train --device tpu"), 1, "cpu, cuda or auto");
 }
@@ -83,10 +85,10 @@ TEST(Cli, BadCheckpointsLeaveNoOutput) {
 }
 
 TEST(Cli, TrainEvalSampleReconstruct) {
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << VAE_TEST_DATA_DIR;
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
   test::ScratchDir dir("cli_run");
   const std::string run_dir = dir.file("run");
-  const Result t = run("train --data " VAE_TEST_DATA_DIR " --epochs 1 --train-limit 512 --test-limit 100 --hidden 64 "
+  const Result t = run("train --data " + kData + " --epochs 1 --train-limit 512 --test-limit 100 --hidden 64 "
                        "--latent 4 --batch 64 --threads 2 --out " + run_dir);
   ASSERT_EQ(t.code, 0) << t.out;
   EXPECT_NE(t.out.find("epoch 1/1"), std::string::npos) << t.out;  // not a terminal: one plain line per epoch
@@ -94,7 +96,7 @@ TEST(Cli, TrainEvalSampleReconstruct) {
     EXPECT_TRUE(std::filesystem::exists(run_dir + "/" + f)) << f;
   const std::string ckpt = run_dir + "/model.safetensors";
 
-  const Result e = run("eval --checkpoint " + ckpt + " --data " VAE_TEST_DATA_DIR " --k 5 --limit 50 --json");
+  const Result e = run("eval --checkpoint " + ckpt + " --data " + kData + " --k 5 --limit 50 --json");
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("\"iwae_nll\""), std::string::npos) << e.out;
   EXPECT_NE(e.out.find("\"active_units\""), std::string::npos) << e.out;
@@ -102,7 +104,7 @@ TEST(Cli, TrainEvalSampleReconstruct) {
   const Result s = run("sample --checkpoint " + ckpt + " --n 10 --temperature 0.5 --out " + dir.file("s.png"));
   ASSERT_EQ(s.code, 0) << s.out;
   EXPECT_TRUE(std::filesystem::exists(dir.file("s.png")));
-  const Result r = run("reconstruct --checkpoint " + ckpt + " --data " VAE_TEST_DATA_DIR " --n 5 --out " + dir.file("r.png"));
+  const Result r = run("reconstruct --checkpoint " + ckpt + " --data " + kData + " --n 5 --out " + dir.file("r.png"));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(std::filesystem::exists(dir.file("r.png")));
 
@@ -112,7 +114,7 @@ TEST(Cli, TrainEvalSampleReconstruct) {
 
   // Truncate the checkpoint: eval must say so, not crash.
   std::filesystem::resize_file(ckpt, std::filesystem::file_size(ckpt) / 2);
-  expect_failure(run("eval --checkpoint " + ckpt + " --data " VAE_TEST_DATA_DIR), 1, "truncated");
+  expect_failure(run("eval --checkpoint " + ckpt + " --data " + kData), 1, "truncated");
   // Sampling into a folder that does not exist fails cleanly.
   expect_failure(run("sample --checkpoint " + run_dir + "2/model.safetensors --out " + dir.file("no/such/dir.png")), 1,
                  "does not exist");

@@ -14,18 +14,18 @@ namespace vae {
 namespace {
 
 bool have_data() {
-  return std::filesystem::exists(std::string(VAE_TEST_DATA_DIR) + "/train-images-idx3-ubyte.gz") ||
-         std::filesystem::exists(std::string(VAE_TEST_DATA_DIR) + "/train-images-idx3-ubyte");
+  return std::filesystem::exists(test::data_dir() + "/train-images-idx3-ubyte.gz") ||
+         std::filesystem::exists(test::data_dir() + "/train-images-idx3-ubyte");
 }
 
 const Dataset& data() {
-  static const Dataset d = load_dataset(VAE_TEST_DATA_DIR);
+  static const Dataset d = load_dataset(test::data_dir());
   return d;
 }
 
 TrainConfig small_run() {
   TrainConfig c;
-  c.data_dir = VAE_TEST_DATA_DIR;
+  c.data_dir = test::data_dir();
   c.epochs = 2;
   c.batch = 64;
   c.train_limit = 4000;
@@ -52,7 +52,7 @@ ModelConfig small_model() {
 }
 
 TEST(EndToEnd, TrainingOnASubsetLowersTheTestElbo) {
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << VAE_TEST_DATA_DIR << "; apt-get install dataset-fashion-mnist";
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << test::data_dir() << "; apt-get install dataset-fashion-mnist";
   Model model(small_model());
   model.initialize(1);
   EvalOptions eo;
@@ -85,7 +85,7 @@ TEST(EndToEnd, TrainingOnASubsetLowersTheTestElbo) {
 }
 
 TEST(EndToEnd, SameSeedSameBits) {
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << VAE_TEST_DATA_DIR;
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << test::data_dir();
   TrainConfig c = small_run();
   c.epochs = 1;
   c.train_limit = 1500;
@@ -116,7 +116,7 @@ namespace vae {
 namespace {
 
 TEST(EndToEnd, GaussianLikelihoodWithLearnedSigmaTrains) {
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << VAE_TEST_DATA_DIR;
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << test::data_dir();
   ModelConfig m = small_model();
   m.likelihood = Likelihood::Gaussian;
   m.learned_sigma = true;

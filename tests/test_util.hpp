@@ -6,12 +6,20 @@
 
 #include <cmath>
 #include <cstdint>
+#include <cstdlib>
 #include <filesystem>
 #include <random>
 #include <string>
 #include <vector>
 
 namespace vae::test {
+
+// Build-time paths, overridable at run time (scripts/gpu-check.sh runs a build from elsewhere).
+inline std::string env_or(const char* name, const char* fallback) {
+  const char* v = std::getenv(name);
+  return v && *v ? v : fallback;
+}
+inline std::string data_dir() { return env_or("VAE_TEST_DATA_DIR", VAE_TEST_DATA_DIR); }
 
 template <class T>
 std::vector<T> random_vector(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {

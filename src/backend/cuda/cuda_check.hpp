@@ -3,7 +3,6 @@
 #pragma once
 
 #include <cublasLt.h>
-#include <cublas_v2.h>
 #include <cuda_runtime_api.h>
 
 #include <cstdio>
@@ -22,7 +21,7 @@ namespace vae::cuda {
 }
 
 [[noreturn]] inline void throw_cublas(cublasStatus_t status, const char* expr, const char* file, int line) {
-  throw Error(std::string("cuBLAS error ") + cublasGetStatusName(status) + " (" + cublasGetStatusString(status) +
+  throw Error(std::string("cuBLASLt error ") + cublasLtGetStatusName(status) + " (" + cublasLtGetStatusString(status) +
               ") in " + expr + " at " + file + ":" + std::to_string(line) +
               "; check the GPU and driver with nvidia-smi, or run with --device cpu");
 }
