@@ -7,7 +7,7 @@ build=${1:-build}
 threads=${2:-$(nproc)}
 here=$(cd "$(dirname "$0")" && pwd)
 for batch in 128 1024; do
-  ours=$(OMP_NUM_THREADS=$threads "$build/bench/vae_bench" --benchmark_filter="BM_TrainStep/$batch/" \
+  ours=$(OMP_NUM_THREADS=$threads "$build/bench/vae_bench" --benchmark_filter="BM_TrainStep/batch:$batch/cuda:0/" \
          --benchmark_min_time=3 --benchmark_format=json | /usr/bin/python3 -c '
 import json, sys
 b = json.load(sys.stdin)["benchmarks"][0]

@@ -22,8 +22,15 @@ std::string device_status() {
   int count = 0;
   const cudaError_t status = cudaGetDeviceCount(&count);
   cudaGetLastError();
-  if (status == cudaErrorInsufficientDriver)
-    return "the NVIDIA driver is older than this CUDA runtime (13.0); update the driver";
+  if (status == cudaErrorInsufficientDriver) {
+    // The runtime says "insufficient driver" both for an old driver and for none at all.
+    int driver = 0;
+    cudaDriverGetVersion(&driver);
+    cudaGetLastError();
+    if (driver == 0) return "no NVIDIA driver is installed (is there a GPU on this machine?)";
+    return "the NVIDIA driver supports CUDA " + std::to_string(driver / 1000) + "." + std::to_string(driver % 1000 / 10) +
+           " but this build needs 13.0; update the driver";
+  }
   if (status != cudaSuccess) return std::string("no usable CUDA GPU (") + cudaGetErrorString(status) + ")";
   return count > 0 ? std::to_string(count) + " CUDA GPU(s)" : "no CUDA GPU is visible to this process";
 }

@@ -1,0 +1,74 @@
+#!/usr/bin/env bash
+# Run ON THE GPU MACHINE (through the device tool, with carry ['.gpu'] from scripts/gpu-prepare.sh).
+# One call does it all, because device minutes are scarce: the whole test suite, compute-sanitizer
+# memcheck and racecheck over the CUDA tests, the benchmarks, the PyTorch side-by-side (eager,
+# torch.compile, reduce-overhead) and the default training run on CUDA with its evaluation. Logs and a
+# results summary go to $OUT (fetched back by the tool); copy the summary to bench/results/.
+set -uo pipefail
+root=$(cd "$(dirname "$0")/.." && pwd)
+g=$root/.gpu
+out=${OUT:-$root/gpu-out}
+mkdir -p "$out"
+[ -f "$g/vae_tests" ] || { echo "gpu-check: .gpu/ missing; run scripts/gpu-prepare.sh here and carry .gpu" >&2; exit 1; }
+[ -f "$g/lib/libopenblas.so.0.xz" ] && xz -dkf "$g/lib/libopenblas.so.0.xz"
+
+# cuBLASLt: the toolkit's if the loader finds it, else PyTorch's pip package.
+lt=$(ldconfig -p | awk '/libcublasLt.so.13 /{print $NF; exit}')
+[ -n "$lt" ] || lt=$(find / -name 'libcublasLt.so.13' -not -path '/proc/*' 2>/dev/null | head -1)
+[ -n "$lt" ] || { echo "gpu-check: libcublasLt.so.13 not found" >&2; exit 1; }
+ourlibs="$g/lib:$(dirname "$lt")"
+# Only our binaries get these libraries: Python/PyTorch keep their own.
+ours() { LD_LIBRARY_PATH="$ourlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" VAE_CLI_PATH="$g/vae" VAE_TEST_DATA_DIR="$g/data" "$@"; }
+
+summary=$out/results.md
+{
+  echo "# GPU check"
+  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
+  echo "- commit: $(tr '\n' ' ' < "$g/COMMIT")"
+  echo "- device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
+  echo "- cuBLASLt: $lt"
+} > "$summary"
+status=0
+step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
+  local name=$1; shift
+  local t0=$(date +%s)
+  "$@" > "$out/$name.log" 2>&1
+  local rc=$?
+  echo "- $name: $([ $rc = 0 ] && echo PASS || echo "FAIL (rc $rc)") in $(( $(date +%s) - t0 ))s" | tee -a "$summary"
+  [ $rc = 0 ] || status=1
+}
+
+step tests ours "$g/vae_tests" --gtest_brief=1
+grep -h "^\[parity\]\|^\[golden\]" "$out/tests.log" > "$out/parity.txt" 2>/dev/null
+step memcheck ours compute-sanitizer --tool memcheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='Cuda*:-CudaGolden*' --gtest_brief=1
+step racecheck ours compute-sanitizer --tool racecheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*' --gtest_brief=1
+step bench ours "$g/vae_bench" --benchmark_min_time=1 --benchmark_format=json --benchmark_out="$out/bench.json"
+for b in 128 4096; do
+  for mode in eager compile reduce-overhead; do
+    step "torch-$mode-$b" python3 "$root/bench/pytorch_reference.py" step --device cuda --batch $b --mode $mode --repeats 100
+  done
+done
+step train-cuda ours "$g/vae" train --device cuda --data "$g/data" --out "$out/run-cuda"
+step eval-cuda ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 100 --json
+step eval-cuda-k5000 ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 5000 --limit 1000 --json
+{
+  echo; echo "## Step times (JSON lines: ours from bench.json, PyTorch from torch-*.log)"
+  python3 - "$out" <<'PY'
+import json, sys, glob, os
+out = sys.argv[1]
+try:
+    for b in json.load(open(os.path.join(out, "bench.json")))["benchmarks"]:
+        if b["name"].startswith("BM_TrainStep") and "error_occurred" not in b:
+            print(json.dumps({"impl": "vae", "name": b["name"], "ms_per_step": b["real_time"]}))
+except Exception as e:
+    print("bench.json unreadable:", e)
+for f in sorted(glob.glob(os.path.join(out, "torch-*.log"))):
+    lines = [l for l in open(f) if l.startswith("{")]
+    print(lines[-1].strip() if lines else f"{os.path.basename(f)}: no result")
+PY
+  echo; echo "## Training on CUDA (metrics.jsonl, last line) and evaluation"
+  tail -n 1 "$out/run-cuda/metrics.jsonl" 2>/dev/null | cut -c1-400
+  tail -n 1 "$out/eval-cuda.log" "$out/eval-cuda-k5000.log" 2>/dev/null | cut -c1-300
+} >> "$summary"
+cat "$summary"
+exit $status
