@@ -33,8 +33,11 @@ __global__ void normal_fill_kernel(float* __restrict__ z, int rows, int cols, fl
   const int groups = (cols + 3) / 4;
   VAE_GRID_STRIDE(i, int64_t(rows) * groups) {
     const int r = static_cast<int>(i / groups), c0 = static_cast<int>(i % groups) * 4;
-    const Philox4 bits = philox_block(seed, stream, r, step, c0 >> 2);
-    for (int lane = 0; lane < 4 && c0 + lane < cols; ++lane) z[int64_t(r) * cols + c0 + lane] = scale * philox_normal(bits, lane);
+    float eps[4];
+    philox_normals(philox_block(seed, stream, r, step, c0 >> 2), eps);
+#pragma unroll
+    for (int lane = 0; lane < 4; ++lane)
+      if (c0 + lane < cols) z[int64_t(r) * cols + c0 + lane] = scale * eps[lane];
   }
 }
 

@@ -22,7 +22,9 @@ __global__ void gather_pixels_kernel(const uint8_t* __restrict__ images, const i
     const uint8_t* src = images + img * d;
     float* dst = x + int64_t(r) * d;
     const Philox4 bits = binarize ? philox_block(seed, stream, static_cast<uint64_t>(img), step, c0 >> 2) : Philox4{};
-    for (int lane = 0; lane < 4 && c0 + lane < d; ++lane) {
+#pragma unroll
+    for (int lane = 0; lane < 4; ++lane) {
+      if (c0 + lane >= d) break;
       const float p = src[c0 + lane] / 255.0f;
       dst[c0 + lane] = binarize ? (philox_uniform(bits.v[lane]) < p ? 1.0f : 0.0f) : p;
     }

@@ -25,10 +25,13 @@ __global__ void importance_sample_kernel(const float* __restrict__ h, float* __r
     const float* mu = h + b * 2 * latent;
     float acc = 0.0f;
     for (int c0 = 0; c0 < latent; c0 += 4) {
-      const Philox4 bits = philox_block(seed, kStreamImportance, row0 + b, sample0 + j, c0 >> 2);
-      for (int lane = 0; lane < 4 && c0 + lane < latent; ++lane) {
+      float eps4[4];
+      philox_normals(philox_block(seed, kStreamImportance, row0 + b, sample0 + j, c0 >> 2), eps4);
+#pragma unroll
+      for (int lane = 0; lane < 4; ++lane) {
         const int u = c0 + lane;
-        const float eps = philox_normal(bits, lane);
+        if (u >= latent) break;
+        const float eps = eps4[lane];
         const float lv = math::soft_clamp(mu[latent + u], math::kLogvarMin, math::kLogvarMax);
         const float zu = mu[u] + hd::exp(0.5f * lv) * eps;
         z[row * latent + u] = zu;

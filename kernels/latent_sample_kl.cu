@@ -35,12 +35,14 @@ __global__ void latent_forward_rows_kernel(const float* __restrict__ h, float* _
   float* zr = z + int64_t(r) * latent;
   float kl = 0.0f;
   for (int c0 = threadIdx.x * 4; c0 < latent; c0 += blockDim.x * 4) {
-    const Philox4 bits = eps_scale == 0.0f ? Philox4{} : philox_block(seed, kStreamLatent, row0 + r, step, c0 >> 2);
-    for (int lane = 0; lane < 4 && c0 + lane < latent; ++lane) {
+    float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (eps_scale != 0.0f) philox_normals(philox_block(seed, kStreamLatent, row0 + r, step, c0 >> 2), eps);
+#pragma unroll
+    for (int lane = 0; lane < 4; ++lane) {
       const int u = c0 + lane;
+      if (u >= latent) break;
       const float lv = logvar_of(raw[u]);
-      const float eps = eps_scale == 0.0f ? 0.0f : philox_normal(bits, lane);
-      zr[u] = mu[u] + eps_scale * hd::exp(0.5f * lv) * eps;
+      zr[u] = mu[u] + eps_scale * hd::exp(0.5f * lv) * eps[lane];
       kl += math::gaussian_kl(mu[u], lv);
     }
   }
@@ -73,11 +75,14 @@ __global__ void latent_backward_kernel(const float* __restrict__ h, const float*
     const float* g = dz + int64_t(r) * latent;
     float* dmu = dh + int64_t(r) * 2 * latent;
     float* draw = dmu + latent;
-    const Philox4 bits = eps_scale == 0.0f ? Philox4{} : philox_block(seed, kStreamLatent, row0 + r, step, c0 >> 2);
-    for (int lane = 0; lane < 4 && c0 + lane < latent; ++lane) {
+    float eps4[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (eps_scale != 0.0f) philox_normals(philox_block(seed, kStreamLatent, row0 + r, step, c0 >> 2), eps4);
+#pragma unroll
+    for (int lane = 0; lane < 4; ++lane) {
       const int u = c0 + lane;
+      if (u >= latent) break;
       const float lv = logvar_of(raw[u]);
-      const float eps = eps_scale == 0.0f ? 0.0f : philox_normal(bits, lane);
+      const float eps = eps4[lane];
       const float sigma = hd::exp(0.5f * lv);
       dmu[u] = g[u] + kl_weight * mu[u];
       const float dlv = g[u] * eps_scale * eps * 0.5f * sigma + kl_weight * math::gaussian_kl_grad_logvar(lv);

@@ -60,15 +60,32 @@ VAE_HD Philox4 philox_block(uint64_t seed, uint32_t stream, uint64_t row, uint64
 // Uniform in [0, 1) with 24 random bits (exactly representable in float).
 VAE_HD float philox_uniform(uint32_t bits) { return static_cast<float>(bits >> 8) * (1.0f / 16777216.0f); }
 
-// Standard normal for element `lane` (0..3) of a block, by Box-Muller on the lane pair.
+// Box-Muller on words (a, b): out0 = r cos(t), out1 = r sin(t), r = sqrt(-2 log u1), t = 2 pi u2.
 // u1 is in (0, 1] so the logarithm is finite.
-VAE_HD float philox_normal(const Philox4& r, int lane) {
-  const int pair = lane & 2;
-  const float u1 = static_cast<float>((r.v[pair] >> 8) + 1u) * (1.0f / 16777216.0f);
-  const float u2 = philox_uniform(r.v[pair + 1]);
+VAE_HD void philox_box_muller(uint32_t a, uint32_t b, float& out0, float& out1) {
+  const float u1 = static_cast<float>((a >> 8) + 1u) * (1.0f / 16777216.0f);
+  const float u2 = philox_uniform(b);
   const float radius = hd::sqrt(-2.0f * hd::log(u1));
   const float angle = 6.283185307179586f * u2;
-  return (lane & 1) ? radius * hd::sin(angle) : radius * hd::cos(angle);
+  out0 = radius * hd::cos(angle);
+  out1 = radius * hd::sin(angle);
+}
+
+// The four standard normals of a block: lanes 0-1 from words 0-1, lanes 2-3 from words 2-3.
+// Constant indices only, so a kernel keeps the block in registers (a run-time index into r.v
+// would put it in local memory). ptxas still reports a 32-byte stack frame for kernels that call
+// this: it is sinf/cosf's large-argument reduction buffer (28 bytes), never used for angles in
+// [0, 2 pi). The fast intrinsics would avoid it but move the GPU's noise away from the CPU's.
+VAE_HD void philox_normals(const Philox4& r, float out[4]) {
+  philox_box_muller(r.v[0], r.v[1], out[0], out[1]);
+  philox_box_muller(r.v[2], r.v[3], out[2], out[3]);
+}
+
+// The normal for one lane (0..3) of a block: the same value philox_normals gives.
+VAE_HD float philox_normal(const Philox4& r, int lane) {
+  float out[4];
+  philox_normals(r, out);
+  return out[lane & 3];
 }
 
 }  // namespace vae

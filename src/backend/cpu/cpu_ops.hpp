@@ -72,8 +72,9 @@ inline float latent_eps(uint64_t seed, uint32_t stream, uint64_t row, uint64_t s
 template <class F>
 inline void for_each_eps(uint64_t seed, uint32_t stream, uint64_t row, uint64_t step, int cols, F&& f) {
   for (int c0 = 0; c0 < cols; c0 += 4) {
-    const Philox4 r = philox_block(seed, stream, row, step, static_cast<uint64_t>(c0) >> 2);
-    for (int lane = 0; lane < 4 && c0 + lane < cols; ++lane) f(c0 + lane, philox_normal(r, lane));
+    float eps[4];
+    philox_normals(philox_block(seed, stream, row, step, static_cast<uint64_t>(c0) >> 2), eps);
+    for (int lane = 0; lane < 4 && c0 + lane < cols; ++lane) f(c0 + lane, eps[lane]);
   }
 }
 
