@@ -58,18 +58,7 @@ void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, c
                       float* grad_norm_out, cudaStream_t s) {
   require(n >= 1 && p && g && m && v && partials, "adam_step", "empty buffer or null pointer");
   require(a.step >= 1, "adam_step", "step must be 1-based");
-  math::AdamCoefficients c{};
-  c.lr = a.lr;
-  c.beta1 = a.beta1;
-  c.beta2 = a.beta2;
-  c.eps = a.eps;
-  c.weight_decay = a.weight_decay;
-  c.decoupled = a.decoupled;
-  const double bc1 = 1.0 - std::pow(double(a.beta1), double(a.step));
-  const double bc2 = 1.0 - std::pow(double(a.beta2), double(a.step));
-  c.step_size = static_cast<float>(a.lr / bc1);
-  c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
-  c.grad_scale = 1.0f;
+  const math::AdamCoefficients c = adam_coefficients(a);
   grad_square_partials_kernel<<<kAdamNormBlocks, kThreads, 0, s>>>(g, n, partials);
   VAE_CUDA_CHECK_LAUNCH();
   adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, a.clip_norm, partials, grad_norm_out);

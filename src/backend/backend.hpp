@@ -35,6 +35,10 @@ struct BackendOptions {
   bool fused_epilogues = true;  // CUDA: bias and bias-gradient fused into cuBLASLt GEMMs when possible
 };
 
+// The per-step constants of Adam for a.step (bias corrections folded into step_size and
+// inv_sqrt_bc2, in double before rounding); grad_scale is left at 1 for the caller's clipping.
+math::AdamCoefficients adam_coefficients(const AdamArgs& a);
+
 class Backend {
  public:
   virtual ~Backend() = default;

@@ -83,17 +83,7 @@ class CpuBackend final : public Backend {
                  float* grad_norm_out) override {
     const double norm = std::sqrt(sum_of_squares(g, n));
     if (grad_norm_out) *grad_norm_out = static_cast<float>(norm);
-    math::AdamCoefficients c{};
-    c.lr = a.lr;
-    c.beta1 = a.beta1;
-    c.beta2 = a.beta2;
-    c.eps = a.eps;
-    c.weight_decay = a.weight_decay;
-    c.decoupled = a.decoupled;
-    const double bc1 = 1.0 - std::pow(static_cast<double>(a.beta1), static_cast<double>(a.step));
-    const double bc2 = 1.0 - std::pow(static_cast<double>(a.beta2), static_cast<double>(a.step));
-    c.step_size = static_cast<float>(a.lr / bc1);
-    c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
+    math::AdamCoefficients c = adam_coefficients(a);
     // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
     c.grad_scale = (a.clip_norm > 0 && norm > a.clip_norm) ? static_cast<float>(a.clip_norm / (norm + 1e-6)) : 1.0f;
 #pragma omp parallel for schedule(static)
