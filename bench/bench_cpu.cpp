@@ -25,7 +25,7 @@ std::vector<float> binary_images(int rows, int d, uint64_t seed) {
 void BM_TrainStep(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   const vae::Device device = state.range(1) ? vae::Device::CUDA : vae::Device::CPU;
-  if (device == vae::Device::CUDA && !vae::cuda_backend_available()) {
+  if (device == vae::Device::CUDA && !vae::cuda_available()) {
     state.SkipWithError("no CUDA GPU");
     return;
   }

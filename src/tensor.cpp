@@ -33,21 +33,13 @@ std::string to_string(Device device) { return device == Device::CPU ? "cpu" : "c
 
 bool cuda_available() { return cuda::device_count() > 0; }
 
-bool cuda_backend_available() {
-#ifdef VAE_WITH_CUDA
-  return cuda_available();
-#else
-  return false;
-#endif
-}
-
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::CPU;
   if (name == "cuda") {
     if (!cuda_available()) throw Error("--device cuda was asked for, but " + cuda::device_status() + "; use --device cpu");
     return Device::CUDA;
   }
-  if (name == "auto") return cuda_backend_available() && cuda_available() ? Device::CUDA : Device::CPU;
+  if (name == "auto") return cuda_available() ? Device::CUDA : Device::CPU;
   throw Error("unknown device '" + name + "': expected cpu, cuda or auto");
 }
 

@@ -26,7 +26,7 @@ namespace vae {
 namespace {
 
 #define SKIP_WITHOUT_GPU()                                                                         \
-  if (!cuda_backend_available())                                                                   \
+  if (!cuda_available())                                                                   \
   GTEST_SKIP() << "no CUDA GPU (or a build without CUDA): the CUDA parity tests need one; run "   \
                   "scripts/gpu-check.sh on a GPU machine"
 

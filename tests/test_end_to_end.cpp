@@ -139,7 +139,7 @@ TEST(EndToEnd, GaussianLikelihoodWithLearnedSigmaTrains) {
 }
 
 TEST(Device, AutoPicksCudaOnlyWhenItCanRun) {
-  EXPECT_EQ(parse_device("auto"), cuda_backend_available() ? Device::CUDA : Device::CPU);
+  EXPECT_EQ(parse_device("auto"), cuda_available() ? Device::CUDA : Device::CPU);
   EXPECT_EQ(parse_device("cpu"), Device::CPU);
   if (!cuda_available()) {
     // No GPU: asking for one is a clear error, not a crash or a silent CPU run.

@@ -13,7 +13,6 @@ enum class Device { CPU, CUDA };
 std::string to_string(Device device);
 Device parse_device(const std::string& name);  // "cpu" | "cuda" | "auto"
 bool cuda_available();                          // a CUDA build and at least one usable GPU
-bool cuda_backend_available();                  // cuda_available() and this build has the CUDA backend
 
 using Shape = std::vector<int64_t>;
 std::string to_string(const Shape& shape);

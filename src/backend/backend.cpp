@@ -2,6 +2,8 @@
 
 #include <cmath>
 
+#include "backend/cuda/cuda_runtime.hpp"
+
 #include "vae/error.hpp"
 
 namespace vae {
@@ -25,7 +27,7 @@ math::AdamCoefficients adam_coefficients(const AdamArgs& a) {
 std::unique_ptr<Backend> make_backend(Device device) {
   if (device == Device::CPU) return make_cpu_backend();
 #ifdef VAE_WITH_CUDA
-  if (!cuda_available()) throw Error("a CUDA model was asked for, but no CUDA GPU is available; use --device cpu");
+  if (!cuda_available()) throw Error("a CUDA model was asked for, but " + cuda::device_status() + "; use --device cpu");
   return make_cuda_backend();
 #else
   throw Error("this vae build has no CUDA support; rebuild with the CUDA toolkit installed (-DVAE_CUDA=ON) "

@@ -3,6 +3,7 @@
 // allocates device memory and uploads once.
 #pragma once
 
+#include <algorithm>
 #include <cstdint>
 #include <memory>
 #include <vector>

@@ -232,10 +232,14 @@ int main(int argc, char** argv) {
 
   // CLI11 would only say "a subcommand is required"; name the word it did not know.
   if (argc > 1 && argv[1][0] != '-') {
-    const std::string cmd = argv[1];
-    if (cmd != "train" && cmd != "eval" && cmd != "sample" && cmd != "reconstruct") {
-      std::fprintf(stderr, "vae: unknown command '%s': expected train, eval, sample or reconstruct (see vae --help)\n",
-                   cmd.c_str());
+    std::string names;
+    bool known = false;
+    for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
+      known = known || sub->get_name() == argv[1];
+      names += (names.empty() ? "" : ", ") + sub->get_name();
+    }
+    if (!known) {
+      std::fprintf(stderr, "vae: unknown command '%s': expected one of %s (see vae --help)\n", argv[1], names.c_str());
       return 2;
     }
   }

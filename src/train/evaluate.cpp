@@ -145,7 +145,8 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   Tensor x({n, m.input_dim()}, m.device);
   const std::vector<int32_t> idx_host = image_indices(0, n, 1);
   const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
-  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(test.pixels, m.device);
+  const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
+  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);  // only the n images shown
   m.backend->gather_pixels(pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, x.data());
   const Tensor h = model.encode(x);
   // The posterior mean: z = mu.

@@ -61,14 +61,8 @@ void activation_backward(math::Act act, T slope, const T* x, const T* dy, T* dx,
   for (int64_t i = 0; i < n; ++i) dx[i] = dy[i] * math::activation_grad(act, x[i], slope);
 }
 
-// Normal noise for element (row, col) of the latent block.
-inline float latent_eps(uint64_t seed, uint32_t stream, uint64_t row, uint64_t step, int col) {
-  const Philox4 r = philox_block(seed, stream, row, step, static_cast<uint64_t>(col) >> 2);
-  return philox_normal(r, col & 3);
-}
-
-// Calls f(col, eps) for every column of one row, drawing one Philox block per 4 columns
-// (the same numbers latent_eps gives, at a quarter of the cost).
+// Calls f(col, eps) for every column of one row: the normal noise for element (row, col) is lane
+// col % 4 of the Philox block at counter (col / 4, row, step, stream), one block per 4 columns.
 template <class F>
 inline void for_each_eps(uint64_t seed, uint32_t stream, uint64_t row, uint64_t step, int cols, F&& f) {
   for (int c0 = 0; c0 < cols; c0 += 4) {
