@@ -42,7 +42,7 @@ void BM_TrainStep(benchmark::State& state) {
   vae::AdamArgs args;
   auto step = [&] {
     m.forward_backward(x.data(), batch, 1.0f, 0, static_cast<uint64_t>(args.step));
-    m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args, norm.data());
+    m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args, nullptr, norm.data());
     ++args.step;
     m.backend->synchronize();
   };
@@ -165,7 +165,7 @@ void BM_Adam(benchmark::State& state) {
   vae::AdamArgs a;
   a.clip_norm = 1.0f;
   b.run(state, n * 8 * 4, [&] {
-    b.be->adam_step(p, g, m, v, n, a, norm);
+    b.be->adam_step(p, g, m, v, n, a, nullptr, norm);
     ++a.step;
   });
 }
@@ -185,7 +185,7 @@ void BM_GatherPixels(benchmark::State& state) {
   float* x = b.tensor(int64_t(rows) * d, 0, 0, 26);
   uint64_t step = 0;
   b.run(state, int64_t(rows) * (d * 5 + 4), [&] {
-    b.be->gather_pixels(img.data(), idx.data(), rows, d, true, 3, vae::kStreamBinarize, step++, x);
+    b.be->gather_pixels(img.data(), idx.data(), rows, d, true, 3, vae::kStreamBinarize, step++, nullptr, x);
   });
 }
 VAE_OP_BENCH(BM_GatherPixels, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1})->Args({4096, 1});
@@ -214,7 +214,7 @@ void BM_LossReduce(benchmark::State& state) {
   float *nll = b.tensor(rows, 100, 300, 33), *kl = b.tensor(rows, 0, 30, 34), *out = b.tensor(3, 0, 0, 35),
         *sums = b.tensor(3, 0, 0, 36);
   b.run(state, int64_t(rows) * 8 + 24, [&] {
-    b.be->loss_reduce(nll, kl, rows, 1.0f, out);
+    b.be->loss_reduce(nll, kl, rows, 1.0f, nullptr, out);
     b.be->accumulate_scaled(out, 3, float(rows), sums);
   });
 }

@@ -6,7 +6,8 @@
 // Bytes: 16n read + 12n written, plus 4n read for the norm. Two launches: a fixed grid of
 // kAdamNormBlocks writes partial sums of squares (double), then every block of the update kernel
 // adds those partials in the same order, so all blocks see the same norm and no atomics or grid-wide
-// barrier are needed: deterministic. CPU twin: CpuBackend::adam_step.
+// barrier are needed: deterministic. In a training step the learning rate and bias corrections come
+// from the step's StepScalars record in device memory, so a captured graph needs no re-capture. CPU twin: CpuBackend::adam_step.
 #include <cmath>
 
 #include "backend/cuda/cuda_check.hpp"
@@ -27,9 +28,11 @@ __global__ void grad_square_partials_kernel(const float* __restrict__ g, int64_t
 }
 
 __global__ void adam_update_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                   float* __restrict__ v, int64_t n, math::AdamCoefficients c, float clip_norm,
+                                   float* __restrict__ v, int64_t n, math::AdamCoefficients c,
+                                   const StepScalars* __restrict__ per_step, float clip_norm,
                                    const double* __restrict__ partials, float* __restrict__ grad_norm_out) {
   __shared__ float scale;
+  if (per_step) c = per_step->adam;
   if (threadIdx.x < 32) {
     // Warp 0 adds the partials in a fixed order (lane-strided, then a fixed shuffle tree).
     double s = 0;
@@ -54,14 +57,15 @@ __global__ void adam_update_kernel(float* __restrict__ p, const float* __restric
 
 }  // namespace
 
-void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a, double* partials,
-                      float* grad_norm_out, cudaStream_t s) {
+void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
+                      const StepScalars* per_step, double* partials, float* grad_norm_out, cudaStream_t s) {
   require(n >= 1 && p && g && m && v && partials, "adam_step", "empty buffer or null pointer");
-  require(a.step >= 1, "adam_step", "step must be 1-based");
-  const math::AdamCoefficients c = adam_coefficients(a);
+  require(per_step || a.step >= 1, "adam_step", "step must be 1-based");
+  const math::AdamCoefficients c = per_step ? math::AdamCoefficients{} : adam_coefficients(a);
   grad_square_partials_kernel<<<kAdamNormBlocks, kThreads, 0, s>>>(g, n, partials);
   VAE_CUDA_CHECK_LAUNCH();
-  adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, a.clip_norm, partials, grad_norm_out);
+  adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, per_step, a.clip_norm, partials,
+                                                                  grad_norm_out);
   VAE_CUDA_CHECK_LAUNCH();
 }
 

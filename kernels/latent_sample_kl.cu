@@ -9,6 +9,7 @@
 //             draw = (dz * eps_scale * eps * sigma / 2 + w * (e^lv - 1) / 2) * soft_clamp'(raw)
 // Bytes: forward reads h twice (2 * 8L per row: once per row kernel, once per column kernel) and
 // writes 4L + 4 per row; backward reads h and dz (12L per row) and writes dh (8L per row).
+// With a StepScalars record (a training step), step and w are read from it when the kernel runs.
 // Threads own groups of 4 columns, so each Philox block is computed once. Reductions are
 // fixed-order block trees: deterministic. CPU twin: cpu::latent_sample_kl_{forward,backward}.
 #include "backend/cuda/cuda_check.hpp"
@@ -28,7 +29,8 @@ __device__ __forceinline__ float logvar_of(float raw) { return math::soft_clamp(
 // One block per row; thread t handles column groups t, t + blockDim, ...
 __global__ void latent_forward_rows_kernel(const float* __restrict__ h, float* __restrict__ z,
                                            float* __restrict__ kl_sample, int latent, uint64_t seed, uint64_t step,
-                                           int64_t row0, float eps_scale) {
+                                           int64_t row0, float eps_scale, const StepScalars* __restrict__ per_step) {
+  if (per_step) step = per_step->philox_step;
   const int r = blockIdx.x;
   const float* mu = h + int64_t(r) * 2 * latent;
   const float* raw = mu + latent;
@@ -65,7 +67,12 @@ __global__ void latent_kl_per_dim_kernel(const float* __restrict__ h, float* __r
 // One thread per (row, group of 4 columns).
 __global__ void latent_backward_kernel(const float* __restrict__ h, const float* __restrict__ dz,
                                        float* __restrict__ dh, int rows, int latent, uint64_t seed, uint64_t step,
-                                       int64_t row0, float eps_scale, float kl_weight) {
+                                       int64_t row0, float eps_scale, float kl_weight,
+                                       const StepScalars* __restrict__ per_step) {
+  if (per_step) {
+    step = per_step->philox_step;
+    kl_weight = per_step->kl_grad_weight;
+  }
   const int groups = (latent + 3) / 4;
   const int64_t n = int64_t(rows) * groups;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -97,7 +104,7 @@ void launch_latent_sample_kl_forward(const LatentArgs& a, const float* h, float*
                                      cudaStream_t s) {
   require(a.rows >= 1 && a.latent >= 1 && h && z, "latent_sample_kl_forward", "empty shape or null pointer");
   latent_forward_rows_kernel<<<a.rows, kRowThreads, 0, s>>>(h, z, kl_sample, a.latent, a.seed, a.step, a.row0,
-                                                             a.eps_scale);
+                                                             a.eps_scale, a.per_step);
   VAE_CUDA_CHECK_LAUNCH();
   if (kl_dim) {
     latent_kl_per_dim_kernel<<<a.latent, kThreads, 0, s>>>(h, kl_dim, a.rows, a.latent);
@@ -110,7 +117,7 @@ void launch_latent_sample_kl_backward(const LatentArgs& a, const float* h, const
   require(a.rows >= 1 && a.latent >= 1 && h && dz && dh, "latent_sample_kl_backward", "empty shape or null pointer");
   const int64_t n = int64_t(a.rows) * ((a.latent + 3) / 4);
   latent_backward_kernel<<<grid_for(n), kThreads, 0, s>>>(h, dz, dh, a.rows, a.latent, a.seed, a.step, a.row0,
-                                                           a.eps_scale, kl_weight);
+                                                           a.eps_scale, kl_weight, a.per_step);
   VAE_CUDA_CHECK_LAUNCH();
 }
 

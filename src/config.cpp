@@ -172,6 +172,7 @@ std::string TrainConfig::to_json() const {
   j["train_limit"] = train_limit;
   j["test_limit"] = test_limit;
   j["device"] = to_string(device);
+  j["cuda_graph"] = cuda_graph;
   return j.dump();
 }
 
@@ -179,7 +180,7 @@ TrainConfig TrainConfig::from_json(const std::string& text, TrainConfig c) {
   const json j = parse_json(text, "train config");
   reject_unknown_keys(j, {"data", "out", "epochs", "batch", "optimizer", "lr", "min_lr", "schedule", "adam_beta1",
                           "adam_beta2", "adam_eps", "weight_decay", "clip_norm", "beta", "warmup_epochs", "seed",
-                          "threads", "train_limit", "test_limit", "device"},
+                          "threads", "train_limit", "test_limit", "device", "cuda_graph"},
                       "train");
   read_key(j, "data", c.data_dir);
   read_key(j, "out", c.out_dir);
@@ -202,6 +203,7 @@ TrainConfig TrainConfig::from_json(const std::string& text, TrainConfig c) {
   read_key(j, "train_limit", c.train_limit);
   read_key(j, "test_limit", c.test_limit);
   if (j.contains("device")) read_key(j, "device", s), c.device = parse_device(s);
+  read_key(j, "cuda_graph", c.cuda_graph);
   c.validate();
   return c;
 }

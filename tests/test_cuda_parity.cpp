@@ -212,7 +212,7 @@ TEST(CudaParity, LossReduceAndAccumulate) {
     const auto nll = rnd(rows, 17, 50, 400), kl = rnd(rows, 18, 0, 30), acc = rnd(3, 19, 0, 1000);
     compare("loss_reduce " + std::to_string(rows), [&](Backend& be, Arena& a) {
       float* out = a.out(3);
-      be.loss_reduce(a.in(nll), a.in(kl), rows, 0.7f, out);
+      be.loss_reduce(a.in(nll), a.in(kl), rows, 0.7f, nullptr, out);
       be.accumulate_scaled(out, 3, float(rows), a.out(3, &acc));
     }, {{1e-5, 1e-6}, {1e-2, 1e-6}});
   }
@@ -235,7 +235,7 @@ TEST(CudaParity, AdamSeveralSteps) {
           args.weight_decay = variant == 0 ? 0.0f : 0.01f;
           args.decoupled = variant == 2;
           args.clip_norm = variant == 1 ? 0.5f : 0.0f;
-          be.adam_step(p, a.in(g), m, v, n, args, norm);
+          be.adam_step(p, a.in(g), m, v, n, args, nullptr, norm);
         }
       }, {{1e-6, 1e-5}, {1e-7, 1e-5}, {1e-9, 1e-5}, {1e-6, 1e-6}});
     }
@@ -249,7 +249,7 @@ TEST(CudaParity, GatherPixelsBitExact) {
     const std::vector<int32_t> index{49, 0, 3, 3, 17, 42, 8};
     for (bool binarize : {false, true})
       compare("gather_pixels d=" + std::to_string(d) + (binarize ? " binarized" : " grey"), [&](Backend& be, Arena& a) {
-        be.gather_pixels(a.array(images), a.array(index), 7, d, binarize, 99, kStreamBinarize, 12, a.out(size_t(7) * d));
+        be.gather_pixels(a.array(images), a.array(index), 7, d, binarize, 99, kStreamBinarize, 12, nullptr, a.out(size_t(7) * d));
       }, {{0, 0}});
   }
 }

@@ -103,7 +103,7 @@ TEST(GatherPixels, GrayscaleExactAndBinarizationUnbiasedAndKeyedByImage) {
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 37 % 256);
   const std::vector<int32_t> idx{2, 0, 2};
   std::vector<float> x(idx.size() * d, -1.0f);
-  be->gather_pixels(pixels.data(), idx.data(), 3, d, false, 0, kStreamBinarize, 0, x.data());
+  be->gather_pixels(pixels.data(), idx.data(), 3, d, false, 0, kStreamBinarize, 0, nullptr, x.data());
   for (int r = 0; r < 3; ++r)
     for (int c = 0; c < d; ++c) EXPECT_EQ(x[r * d + c], pixels[idx[r] * d + c] / 255.0f);
 
@@ -112,7 +112,7 @@ TEST(GatherPixels, GrayscaleExactAndBinarizationUnbiasedAndKeyedByImage) {
   std::vector<double> ones(d, 0.0);
   const int steps = 20000;
   for (int s = 0; s < steps; ++s) {
-    be->gather_pixels(pixels.data(), idx.data(), 3, d, true, 9, kStreamBinarize, s, x.data());
+    be->gather_pixels(pixels.data(), idx.data(), 3, d, true, 9, kStreamBinarize, s, nullptr, x.data());
     for (int c = 0; c < d; ++c) {
       ASSERT_EQ(x[c], x[2 * d + c]);
       ASSERT_TRUE(x[c] == 0.0f || x[c] == 1.0f);

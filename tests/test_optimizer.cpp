@@ -40,7 +40,7 @@ TEST(Adam, MatchesHandComputedSteps) {
       a.decoupled = c.decoupled;
       a.step = t + 1;
       float norm = 0;
-      be->adam_step(p.data(), g.data(), m.data(), v.data(), 3, a, &norm);
+      be->adam_step(p.data(), g.data(), m.data(), v.data(), 3, a, nullptr, &norm);
       EXPECT_NEAR(norm, std::sqrt(3.0) * std::abs(grads[t]), 1e-6);
       for (float x : p) EXPECT_NEAR(x, c.want[t], 2e-7) << "step " << t + 1 << " wd " << c.weight_decay << " decoupled " << c.decoupled;
     }
@@ -55,7 +55,7 @@ TEST(Adam, GlobalNormClipping) {
   AdamArgs a;
   a.clip_norm = 1.0f;
   float norm = 0;
-  be->adam_step(p.data(), g.data(), m.data(), v.data(), 2, a, &norm);
+  be->adam_step(p.data(), g.data(), m.data(), v.data(), 2, a, nullptr, &norm);
   EXPECT_NEAR(norm, 5.0f, 1e-6);
   const double s = 1.0 / (5.0 + 1e-6);
   // Bounds are float rounding of the coefficients (1 - 0.999f is 1.3e-5 away from 0.001).
@@ -65,7 +65,7 @@ TEST(Adam, GlobalNormClipping) {
   // Below the threshold nothing is scaled.
   std::vector<float> m2{0, 0}, v2{0, 0};
   a.clip_norm = 10.0f;
-  be->adam_step(p.data(), g.data(), m2.data(), v2.data(), 2, a, &norm);
+  be->adam_step(p.data(), g.data(), m2.data(), v2.data(), 2, a, nullptr, &norm);
   EXPECT_FLOAT_EQ(m2[1], 0.4f);
 }
 

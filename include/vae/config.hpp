@@ -69,6 +69,9 @@ struct TrainConfig {
   int64_t train_limit = 0;     // use only the first N training images (0 = all)
   int64_t test_limit = 0;      // evaluate on the first N test images (0 = all)
   Device device = Device::CPU;
+  // CUDA: record each step once as a CUDA graph and replay it. false runs every kernel uncaptured
+  // (same kernels, same bits; for debugging and profiling). The CPU ignores it.
+  bool cuda_graph = true;
 
   void validate() const;
   std::string to_json() const;

@@ -48,7 +48,9 @@ struct EvalOptions {
   bool binarize = true;    // for Bernoulli models: the fixed-seed binarisation of the test set
 };
 
-// Trains model in place. on_step is called after every step, on_epoch after each epoch's evaluation.
+// Trains model in place. on_step is called with the running loss every 25 steps or so, once those
+// values have reached the host (on CUDA they arrive without stalling the GPU) and at each epoch's
+// end; on_epoch after each epoch's evaluation.
 class Trainer {
  public:
   Trainer(Model& model, TrainConfig config);

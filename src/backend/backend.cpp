@@ -1,6 +1,8 @@
 #include "backend/backend.hpp"
 
+#include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "backend/cuda/cuda_runtime.hpp"
 
@@ -22,6 +24,40 @@ math::AdamCoefficients adam_coefficients(const AdamArgs& a) {
   c.inv_sqrt_bc2 = static_cast<float>(1.0 / std::sqrt(bc2));
   c.grad_scale = 1.0f;
   return c;
+}
+
+namespace {
+
+// Work on the CPU runs as it is queued, so a recording is the function itself.
+class RerunWork final : public RecordedWork {
+ public:
+  explicit RerunWork(std::function<void()> enqueue) : enqueue_(std::move(enqueue)) {}
+  void replay() override { enqueue_(); }
+
+ private:
+  std::function<void()> enqueue_;
+};
+
+class ImmediateReadback final : public HostReadback {
+ public:
+  explicit ImmediateReadback(int n) : values_(static_cast<size_t>(n)) {}
+  void start(const float* src) override { std::copy(src, src + values_.size(), values_.begin()); }
+  bool ready() override { return true; }
+  const float* wait() override { return values_.data(); }
+
+ private:
+  std::vector<float> values_;
+};
+
+}  // namespace
+
+std::unique_ptr<RecordedWork> Backend::capture(std::function<void()> enqueue) {
+  return std::make_unique<RerunWork>(std::move(enqueue));
+}
+
+std::unique_ptr<HostReadback> Backend::make_readback(int n) {
+  if (n < 1) throw Error("make_readback: n must be at least 1");
+  return std::make_unique<ImmediateReadback>(n);
 }
 
 std::unique_ptr<Backend> make_backend(Device device) {

@@ -4,12 +4,25 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <memory>
 
 #include "vae/tensor.hpp"
 #include "vae_math.cuh"
 
 namespace vae {
+
+// The values of one training step that change from step to step. The trainer writes a table of
+// them per epoch into the backend's memory, and select_step copies the current entry into a fixed
+// record that the step's operations read when they run (not when they are queued). That is what
+// lets one captured CUDA graph replay every step of a run: no kernel argument changes.
+struct StepScalars {
+  uint64_t philox_step = 0;       // counter word of this step's binarization and latent noise
+  int64_t row0 = 0;               // first position of the batch in the epoch's permutation
+  float beta = 1.0f;              // KL weight in the loss
+  float kl_grad_weight = 0.0f;    // beta / rows: the KL term's weight in the gradient
+  math::AdamCoefficients adam{};  // learning rate and bias corrections of this step (grad_scale unused)
+};
 
 // Where the reparameterisation noise for a batch comes from: element (r, c) uses Philox counter
 // (c/4, row0 + r, step, kStreamLatent) under seed. eps_scale 0 gives z = mu (posterior mean).
@@ -20,6 +33,8 @@ struct LatentArgs {
   uint64_t step = 0;
   int64_t row0 = 0;
   float eps_scale = 1.0f;
+  // When set, step (and in the backward pass kl_weight) come from *per_step when the kernel runs.
+  const StepScalars* per_step = nullptr;
 };
 
 struct AdamArgs {
@@ -39,6 +54,27 @@ struct BackendOptions {
 // inv_sqrt_bc2, in double before rounding); grad_scale is left at 1 for the caller's clipping.
 math::AdamCoefficients adam_coefficients(const AdamArgs& a);
 
+// Queued work recorded once and replayed. On CUDA, Backend::capture records what `enqueue` queues
+// on the backend's stream into a CUDA graph and replay() launches the graph: one launch for the
+// whole sequence, with every kernel argument fixed at capture time. On the CPU, replay() runs
+// `enqueue` again.
+class RecordedWork {
+ public:
+  virtual ~RecordedWork() = default;
+  virtual void replay() = 0;
+};
+
+// Copies n floats from the backend's memory to the host without blocking: start() queues the copy
+// behind the work already queued, ready() says whether it has landed, wait() blocks until it has
+// and returns the values. On the CPU the copy is made in start().
+class HostReadback {
+ public:
+  virtual ~HostReadback() = default;
+  virtual void start(const float* src) = 0;
+  virtual bool ready() = 0;
+  virtual const float* wait() = 0;
+};
+
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -46,6 +82,13 @@ class Backend {
   virtual void set_options(const BackendOptions& /*options*/) {}
   // Waits for all work queued on the backend (no-op on the CPU).
   virtual void synchronize() {}
+  // Records the work `enqueue` queues (see RecordedWork). Nothing may allocate, copy between host
+  // and device or synchronise inside `enqueue`. The CPU's recording just keeps `enqueue`.
+  virtual std::unique_ptr<RecordedWork> capture(std::function<void()> enqueue);
+  virtual std::unique_ptr<HostReadback> make_readback(int n);
+
+  // *current = table[*cursor]; ++*cursor; cursor must be below count (all in the backend's memory).
+  virtual void select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current) = 0;
 
   // y[rows,out] = x[rows,in] W[out,in]^T + b[out]
   virtual void linear_forward(const float* x, const float* w, const float* b, float* y, int rows,
@@ -76,20 +119,25 @@ class Backend {
                             int d, float grad_scale) = 0;
 
   // out[0] = mean(nll + beta*kl), out[1] = mean(nll), out[2] = mean(kl); a fixed summation order.
-  virtual void loss_reduce(const float* nll, const float* kl, int rows, float beta, float* out) = 0;
+  // beta comes from per_step when that is set.
+  virtual void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
+                           float* out) = 0;
   // dst[i] += scale * src[i]: epoch sums of the loss parts stay on the device between reads.
   virtual void accumulate_scaled(const float* src, int n, float scale, float* dst) = 0;
 
   // Global-norm clipping (when a.clip_norm > 0) and one Adam/AdamW step over a flat buffer.
-  // Writes the pre-clipping gradient norm to grad_norm_out.
+  // Writes the pre-clipping gradient norm to grad_norm_out. When per_step is set, the learning rate
+  // and bias corrections are per_step->adam (read when the step runs) instead of a's.
   virtual void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                         float* grad_norm_out) = 0;
+                         const StepScalars* per_step, float* grad_norm_out) = 0;
 
   // x[r, :] = images[index[r], :] / 255, or Bernoulli draws of it when binarize. The draw for pixel c
   // of image i uses Philox counter (c/4, i, step, stream): it depends on the image, not on where the
-  // image sits in the batch, so a repeated index gets the same binary image.
+  // image sits in the batch, so a repeated index gets the same binary image. When per_step is set,
+  // the rows are index[per_step->row0 ...] and step is per_step->philox_step.
   virtual void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize,
-                             uint64_t seed, uint32_t stream, uint64_t step, float* x) = 0;
+                             uint64_t seed, uint32_t stream, uint64_t step, const StepScalars* per_step,
+                             float* x) = 0;
 
   // For each data row b and sample j (row b*k + j): z = mu + sigma*eps with eps from Philox
   // (c/4, row0 + b, sample0 + j, kStreamImportance), and log p(z) - log q(z|x) per row.

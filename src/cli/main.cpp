@@ -25,6 +25,7 @@ struct TrainFlags {
   std::optional<float> lr, beta, weight_decay, clip_norm;
   std::optional<uint64_t> seed;
   std::optional<int64_t> train_limit, test_limit;
+  bool no_cuda_graph = false;
 };
 
 std::vector<int> parse_hidden(const std::string& text) {
@@ -90,6 +91,7 @@ int run_train(const TrainFlags& f) {
   if (f.train_limit) cfg.train_limit = *f.train_limit;
   if (f.test_limit) cfg.test_limit = *f.test_limit;
   if (f.device) cfg.device = vae::parse_device(*f.device);
+  if (f.no_cuda_graph) cfg.cuda_graph = false;
   if (f.latent) model_cfg.latent = *f.latent;
   if (f.hidden) model_cfg.hidden = parse_hidden(*f.hidden);
   if (f.likelihood) model_cfg.likelihood = vae::parse_likelihood(*f.likelihood);
@@ -198,6 +200,8 @@ int main(int argc, char** argv) {
   train->add_option("--train-limit", tf.train_limit, "train on the first N images only")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   train->add_option("--test-limit", tf.test_limit, "evaluate on the first N test images only")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   train->add_option("--device", tf.device, "cpu|cuda|auto (default cpu)");
+  train->add_flag("--no-cuda-graph", tf.no_cuda_graph,
+                  "CUDA: launch every kernel of each step instead of replaying one recorded graph (debugging)");
 
   std::string checkpoint, data_dir = "/usr/share/datasets/fashion-mnist", out_png, device = "cpu";
   int k = 0, n = 64, threads = 0;

@@ -114,6 +114,7 @@ void Sequential::prepare(int rows, Device device) {
   grad_a_ = Tensor(Shape{rows, widest}, device);
   grad_b_ = Tensor(Shape{rows, widest}, device);
   capacity_ = rows;
+  ++generation_;
 }
 
 const float* Sequential::forward(Backend& be, const float* x, int rows) {

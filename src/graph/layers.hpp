@@ -80,6 +80,8 @@ class Sequential {
   // Makes room for batches of up to rows rows (grows, never shrinks).
   void prepare(int rows, Device device);
   int capacity() const { return capacity_; }
+  // Counts the times prepare() reallocated: work recorded with the old buffers is then stale.
+  uint64_t generation() const { return generation_; }
   // Returns the last layer's output [rows, out_features()], valid until the next forward.
   const float* forward(Backend& be, const float* x, int rows);
   // Needs the activations of the forward pass on the same x. dx may be null.
@@ -92,6 +94,7 @@ class Sequential {
   std::vector<Tensor> outputs_;
   Tensor grad_a_, grad_b_;
   int capacity_ = 0;
+  uint64_t generation_ = 0;
 };
 
 // Parameter offsets are rounded up to this many floats (64 bytes) so every tensor starts aligned.

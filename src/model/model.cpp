@@ -63,6 +63,7 @@ void ModelImpl::prepare(int rows) {
   dlogits = Tensor({rows, d}, device);
   loss = Tensor({3}, device);
   capacity = rows;
+  ++generation;
 }
 
 void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale) {
@@ -77,15 +78,16 @@ void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, fl
   }
 }
 
-void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step) {
+void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step,
+                                 const StepScalars* per_step) {
   prepare(rows);
   Backend& be = *backend;
-  const LatentArgs args{rows, latent(), seed, step, 0, 1.0f};
+  const LatentArgs args{rows, latent(), seed, step, 0, 1.0f, per_step};
   const float* h = encoder.forward(be, x, rows);
   be.latent_sample_kl_forward(args, h, z.data(), kl_sample.data(), kl_dim.data());
   const float* logits = decoder.forward(be, z.data(), rows);
   likelihood(logits, x, nll.data(), dlogits.data(), rows, 1.0f / rows);
-  be.loss_reduce(nll.data(), kl_sample.data(), rows, beta, loss.data());
+  be.loss_reduce(nll.data(), kl_sample.data(), rows, beta, per_step, loss.data());
   decoder.backward(be, z.data(), dlogits.data(), dz.data(), rows);
   be.latent_sample_kl_backward(args, h, dz.data(), beta / rows, dh.data());
   encoder.backward(be, x, dh.data(), nullptr, rows);
@@ -94,7 +96,7 @@ void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t 
 const float* ModelImpl::forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale) {
   prepare(rows);
   Backend& be = *backend;
-  const LatentArgs args{rows, latent(), seed, 0, row0, eps_scale};
+  const LatentArgs args{rows, latent(), seed, 0, row0, eps_scale, nullptr};
   const float* h = encoder.forward(be, x, rows);
   be.latent_sample_kl_forward(args, h, z.data(), kl_sample.data(), kl_dim.data());
   const float* out = decoder.forward(be, z.data(), rows);

@@ -33,10 +33,17 @@ struct ModelImpl {
   void check_image_size(const ImageSet& set, const char* which) const;
   int latent() const { return config.latent; }
   void prepare(int rows);
+  // Changes whenever a workspace buffer is reallocated (here or in the encoder or decoder): a
+  // recorded CUDA graph that addresses the old buffers must then be recorded again.
+  uint64_t workspace_generation() const { return generation + encoder.generation() + decoder.generation(); }
+  uint64_t generation = 0;
 
   // Forward and backward over x [rows, input_dim] (device memory): fills grads (overwritten), loss,
-  // kl_dim. Loss = mean over rows of (NLL + beta * KL).
-  void forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step);
+  // kl_dim. Loss = mean over rows of (NLL + beta * KL). With per_step (backend memory), beta and the
+  // Philox step are read from it when the work runs and the by-value beta and step are ignored:
+  // the form a captured CUDA graph replays.
+  void forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step,
+                        const StepScalars* per_step = nullptr);
   // Forward only: per-row nll and kl_sample, kl_dim, and the encoder output (returned).
   const float* forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale);
   // NLL per row of decoder output `out` against x; dout (scaled by grad_scale) when non-null.

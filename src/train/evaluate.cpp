@@ -58,7 +58,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   const std::vector<int32_t> all_host = image_indices(0, static_cast<int>(n), 1);
   const DeviceArray<int32_t> all = DeviceArray<int32_t>::mirror(all_host, m.device);
   auto gather = [&](const int32_t* idx, int count, float* out) {
-    m.backend->gather_pixels(pixels.data(), idx, count, d, binarize, kTestBinarizeSeed, kStreamTestBinarize, 0, out);
+    m.backend->gather_pixels(pixels.data(), idx, count, d, binarize, kTestBinarizeSeed, kStreamTestBinarize, 0, nullptr, out);
   };
   if (opt.k > 0) {
     const int rows_iw = batch * chunk;
@@ -147,7 +147,7 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
   const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);  // only the n images shown
-  m.backend->gather_pixels(pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, x.data());
+  m.backend->gather_pixels(pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
   const Tensor h = model.encode(x);
   // The posterior mean: z = mu.
   Tensor z({n, m.latent()}, m.device);

@@ -1,5 +1,8 @@
 #include <chrono>
 #include <cmath>
+#include <map>
+#include <memory>
+#include <set>
 
 #include <nlohmann/json.hpp>
 
@@ -76,7 +79,7 @@ double Trainer::step(const std::vector<float>& images, int rows) {
   m.forward_backward(x.data(), rows, config_.beta, config_.seed, static_cast<uint64_t>(global_step_));
   ++global_step_;
   m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
-                       adam_args(config_, config_.lr, global_step_), grad_norm_.data());
+                       adam_args(config_, config_.lr, global_step_), nullptr, grad_norm_.data());
   return m.loss.to_host()[0];
 }
 
@@ -85,6 +88,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   using clock = std::chrono::steady_clock;
   set_num_threads(config_.threads);
   ModelImpl& m = model_.impl();
+  Backend& be = *m.backend;
   m.check_image_size(data.train, "training");
   m.check_image_size(data.test, "test");
   const int d = m.input_dim();
@@ -94,6 +98,8 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   const bool binarize = m.config.likelihood == Likelihood::Bernoulli;
   const int batch = static_cast<int>(std::min<int64_t>(config_.batch, n));
 
+  // Everything a step touches is allocated here, once: the step itself allocates nothing, and a
+  // recorded graph's pointers stay valid for the whole run.
   ensure_optimizer_state();
   m.prepare(batch);
   Tensor x({batch, d}, m.device);
@@ -101,18 +107,57 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   // The training set lives on the backend's device as uint8 for the whole run (on the CPU that is
   // the data set itself); batches are gathered and binarised there.
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(data.train.pixels, m.device);
+  DeviceArray<int32_t> perm = DeviceArray<int32_t>::allocate(static_cast<size_t>(n), m.device);
+  DeviceArray<StepScalars> table = DeviceArray<StepScalars>::allocate(static_cast<size_t>(steps_per_epoch), m.device);
+  DeviceArray<StepScalars> current = DeviceArray<StepScalars>::allocate(1, m.device);
+  DeviceArray<int64_t> cursor = DeviceArray<int64_t>::allocate(1, m.device);
+  const std::unique_ptr<HostReadback> readback = be.make_readback(3);
+  // Constants of the optimizer; the per-step learning rate and bias corrections are in the table.
+  const AdamArgs adam_constants = adam_args(config_, config_.lr, 1);
+
+  // One training step, all of it queued on the backend: select this step's scalars, gather and
+  // binarise the batch, forward, loss, backward, optimizer, and add the loss to the epoch's sums.
+  auto enqueue_step = [&](int rows) {
+    be.select_step(table.data(), steps_per_epoch, cursor.data(), current.data());
+    be.gather_pixels(pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
+                     x.data());
+    m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data());
+    be.adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(), adam_constants,
+                 current.data(), grad_norm_.data());
+    be.accumulate_scaled(m.loss.data(), 3, static_cast<float>(rows), loss_sums.data());
+  };
+  // Recorded steps, one per batch size (the last batch of an epoch may be short). A size runs
+  // uncaptured the first time, so that cuBLASLt chooses its algorithms outside the capture, and is
+  // recorded the second time; the evaluator may grow the model's buffers, which retires them.
+  std::map<int, std::unique_ptr<RecordedWork>> recorded;
+  std::set<int> warmed;
+  uint64_t recorded_generation = m.workspace_generation();
+  auto run_step = [&](int rows) {
+    if (!config_.cuda_graph || !warmed.count(rows)) {
+      enqueue_step(rows);
+      warmed.insert(rows);
+      return;
+    }
+    if (recorded_generation != m.workspace_generation()) {
+      recorded.clear();
+      recorded_generation = m.workspace_generation();
+    }
+    std::unique_ptr<RecordedWork>& work = recorded[rows];
+    if (!work) work = be.capture([&enqueue_step, rows] { enqueue_step(rows); });
+    work->replay();
+  };
 
   EvalOptions eval;
   eval.limit = config_.test_limit;
   std::vector<EpochMetrics> history;
   const auto run_start = clock::now();
   int64_t samples_done = 0;
+  std::vector<StepScalars> host_table(static_cast<size_t>(steps_per_epoch));
   for (int epoch = 1; epoch <= config_.epochs; ++epoch) {
     const auto epoch_start = clock::now();
+    // The epoch's uploads, before its first step: permutation, step table, cursor.
     const std::vector<int32_t> host_perm = epoch_permutation(n, config_.seed, epoch);
-    const DeviceArray<int32_t> perm = DeviceArray<int32_t>::mirror(host_perm, m.device);  // one upload per epoch
-    loss_sums.fill(0.0f);
-    std::vector<float> sums(3, 0.0f);
+    perm.upload(host_perm.data(), host_perm.size());
     double last_beta = 0, last_lr = 0;
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
       const int64_t first = s * config_.batch;
@@ -120,34 +165,65 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       const int64_t global = (epoch - 1) * steps_per_epoch + s;
       last_beta = kl_weight(config_, global, steps_per_epoch);
       last_lr = learning_rate(config_, global, total_steps);
-      m.backend->gather_pixels(pixels.data(), perm.data() + first, rows, d, binarize, config_.seed, kStreamBinarize,
-                               static_cast<uint64_t>(global_step_), x.data());
-      m.forward_backward(x.data(), rows, static_cast<float>(last_beta), config_.seed,
-                         static_cast<uint64_t>(global_step_));
+      StepScalars& t = host_table[static_cast<size_t>(s)];
+      t.philox_step = static_cast<uint64_t>(global_step_ + s);
+      t.row0 = first;
+      t.beta = static_cast<float>(last_beta);
+      t.kl_grad_weight = t.beta / static_cast<float>(rows);
+      t.adam = adam_coefficients(adam_args(config_, last_lr, global_step_ + s + 1));
+    }
+    table.upload(host_table.data(), host_table.size());
+    const int64_t zero = 0;
+    cursor.upload(&zero, 1);
+    loss_sums.fill(0.0f);
+
+    // Loss sums reach the host asynchronously: every kReadLossEvery steps a copy is queued, and its
+    // values are reported once it has landed, without the host waiting for the GPU.
+    std::vector<float> sums(3, 0.0f);
+    bool pending = false;
+    int64_t pending_step = 0, pending_rows = 0, pending_samples = 0;
+    auto report = [&](const float* values) {
+      sums.assign(values, values + 3);
+      pending = false;
+      if (!std::isfinite(sums[0]))
+        throw Error("training diverged in epoch " + std::to_string(epoch) + " by step " + std::to_string(pending_step) +
+                    " (the loss is not finite); lower --lr or set clip_norm");
+      if (!on_step) return;
+      const double elapsed = std::chrono::duration<double>(clock::now() - run_start).count();
+      StepProgress p;
+      p.epoch = epoch;
+      p.step = pending_step;
+      p.steps_per_epoch = steps_per_epoch;
+      p.loss = sums[0] / static_cast<double>(pending_rows);
+      p.samples_per_s = static_cast<double>(pending_samples) / std::max(elapsed, 1e-9);
+      const int64_t steps_done = (epoch - 1) * steps_per_epoch + pending_step;
+      p.eta_s = elapsed / static_cast<double>(steps_done) * static_cast<double>(total_steps - steps_done);
+      on_step(p);
+    };
+    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+      const int64_t first = s * config_.batch;
+      const int rows = static_cast<int>(std::min<int64_t>(config_.batch, n - first));
+      run_step(rows);
       ++global_step_;
-      m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
-                           adam_args(config_, last_lr, global_step_), grad_norm_.data());
-      m.backend->accumulate_scaled(m.loss.data(), 3, static_cast<float>(rows), loss_sums.data());
       samples_done += rows;
       const bool last = s + 1 == steps_per_epoch;
-      if (!last && (s + 1) % kReadLossEvery != 0) continue;
-      sums = loss_sums.to_host();
-      if (!std::isfinite(sums[0]))
-        throw Error("training diverged in epoch " + std::to_string(epoch) + " by step " + std::to_string(s + 1) +
-                    " (the loss is not finite); lower --lr or set clip_norm");
-      if (on_step) {
-        const double elapsed = std::chrono::duration<double>(clock::now() - run_start).count();
-        StepProgress p;
-        p.epoch = epoch;
-        p.step = s + 1;
-        p.steps_per_epoch = steps_per_epoch;
-        p.loss = sums[0] / static_cast<double>(first + rows);
-        p.samples_per_s = samples_done / std::max(elapsed, 1e-9);
-        const int64_t steps_left = total_steps - ((epoch - 1) * steps_per_epoch + s + 1);
-        p.eta_s = elapsed / static_cast<double>(total_steps - steps_left) * static_cast<double>(steps_left);
-        on_step(p);
+      if (last) {
+        if (pending) report(readback->wait());
+      } else if (!pending && (s + 1) % kReadLossEvery == 0) {
+        readback->start(loss_sums.data());
+        pending = true;
+        pending_step = s + 1;
+        pending_rows = first + rows;
+        pending_samples = samples_done;
       }
+      if (pending && readback->ready()) report(readback->wait());
     }
+    readback->start(loss_sums.data());
+    pending = true;
+    pending_step = steps_per_epoch;
+    pending_rows = n;
+    pending_samples = samples_done;
+    report(readback->wait());
     const double train_seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
     EpochMetrics em;
     em.epoch = epoch;

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <string>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -50,13 +51,13 @@ class CpuBackend final : public Backend {
   }
   void latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample,
                                 float* kl_dim) override {
-    cpu::latent_sample_kl_forward(a.rows, a.latent, a.seed, a.step, a.row0, a.eps_scale, h, z, kl_sample,
+    cpu::latent_sample_kl_forward(a.rows, a.latent, a.seed, a.per_step ? a.per_step->philox_step : a.step, a.row0, a.eps_scale, h, z, kl_sample,
                                   kl_dim);
   }
   void latent_sample_kl_backward(const LatentArgs& a, const float* h, const float* dz, float kl_weight,
                                  float* dh) override {
-    cpu::latent_sample_kl_backward(a.rows, a.latent, a.seed, a.step, a.row0, a.eps_scale, h, dz, kl_weight,
-                                   dh);
+    cpu::latent_sample_kl_backward(a.rows, a.latent, a.seed, a.per_step ? a.per_step->philox_step : a.step, a.row0,
+                                   a.eps_scale, h, dz, a.per_step ? a.per_step->kl_grad_weight : kl_weight, dh);
   }
   void bernoulli_nll(const float* logits, const float* x, float* nll, float* dlogits, int rows, int d,
                      float grad_scale) override {
@@ -66,7 +67,15 @@ class CpuBackend final : public Backend {
                     float* nll, float* dmean, float* dlog_sigma, int rows, int d, float grad_scale) override {
     cpu::gaussian_nll(mean, x, log_sigma_raw, fixed_log_sigma, nll, dmean, dlog_sigma, rows, d, grad_scale);
   }
-  void loss_reduce(const float* nll, const float* kl, int rows, float beta, float* out) override {
+  void select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current) override {
+    if (*cursor < 0 || *cursor >= count)
+      throw Error("select_step: step " + std::to_string(*cursor) + " is outside the table of " + std::to_string(count));
+    *current = table[*cursor];
+    ++*cursor;
+  }
+  void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
+                   float* out) override {
+    if (per_step) beta = per_step->beta;
     double sn = 0, sk = 0;
     for (int r = 0; r < rows; ++r) {
       sn += nll[r];
@@ -80,17 +89,21 @@ class CpuBackend final : public Backend {
     for (int i = 0; i < n; ++i) dst[i] += scale * src[i];
   }
   void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                 float* grad_norm_out) override {
+                 const StepScalars* per_step, float* grad_norm_out) override {
     const double norm = std::sqrt(sum_of_squares(g, n));
     if (grad_norm_out) *grad_norm_out = static_cast<float>(norm);
-    math::AdamCoefficients c = adam_coefficients(a);
+    math::AdamCoefficients c = per_step ? per_step->adam : adam_coefficients(a);
     // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
     c.grad_scale = (a.clip_norm > 0 && norm > a.clip_norm) ? static_cast<float>(a.clip_norm / (norm + 1e-6)) : 1.0f;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) math::adam_update(p[i], g[i], m[i], v[i], c);
   }
   void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize,
-                     uint64_t seed, uint32_t stream, uint64_t step, float* x) override {
+                     uint64_t seed, uint32_t stream, uint64_t step, const StepScalars* per_step, float* x) override {
+    if (per_step) {
+      index += per_step->row0;
+      step = per_step->philox_step;
+    }
 #pragma omp parallel for schedule(static)
     for (int r = 0; r < rows; ++r) {
       const uint8_t* src = images + static_cast<int64_t>(index[r]) * d;

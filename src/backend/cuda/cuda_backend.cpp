@@ -5,6 +5,9 @@
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
 
+#include <exception>
+#include <string>
+
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/launchers.hpp"
@@ -14,6 +17,62 @@ namespace vae {
 namespace {
 
 constexpr size_t kLtWorkspaceBytes = size_t(32) << 20;
+
+// A CUDA graph instantiated from one capture; replay() launches it on the backend's stream.
+class CudaGraphWork final : public RecordedWork {
+ public:
+  CudaGraphWork(cudaGraphExec_t exec, cudaStream_t stream) : exec_(exec), stream_(stream) {}
+  ~CudaGraphWork() override { VAE_CUDA_CHECK_NOTHROW(cudaGraphExecDestroy(exec_)); }
+  CudaGraphWork(const CudaGraphWork&) = delete;
+  CudaGraphWork& operator=(const CudaGraphWork&) = delete;
+  void replay() override { VAE_CUDA_CHECK(cudaGraphLaunch(exec_, stream_)); }
+
+ private:
+  cudaGraphExec_t exec_;
+  cudaStream_t stream_;
+};
+
+// Device-to-host copies into pinned memory, completion tracked by an event: the host looks at the
+// event instead of waiting on the stream, so reading metrics never stalls the queue of steps.
+class CudaReadback final : public HostReadback {
+ public:
+  CudaReadback(int n, cudaStream_t stream) : bytes_(sizeof(float) * static_cast<size_t>(n)), stream_(stream) {
+    VAE_CUDA_CHECK(cudaMallocHost(reinterpret_cast<void**>(&host_), bytes_));
+    const cudaError_t status = cudaEventCreateWithFlags(&done_, cudaEventDisableTiming);
+    if (status != cudaSuccess) {
+      cudaFreeHost(host_);
+      VAE_CUDA_CHECK(status);
+    }
+  }
+  ~CudaReadback() override {
+    VAE_CUDA_CHECK_NOTHROW(cudaEventSynchronize(done_));
+    VAE_CUDA_CHECK_NOTHROW(cudaEventDestroy(done_));
+    VAE_CUDA_CHECK_NOTHROW(cudaFreeHost(host_));
+  }
+  CudaReadback(const CudaReadback&) = delete;
+  CudaReadback& operator=(const CudaReadback&) = delete;
+
+  void start(const float* src) override {
+    VAE_CUDA_CHECK(cudaMemcpyAsync(host_, src, bytes_, cudaMemcpyDeviceToHost, stream_));
+    VAE_CUDA_CHECK(cudaEventRecord(done_, stream_));
+  }
+  bool ready() override {
+    const cudaError_t status = cudaEventQuery(done_);
+    if (status == cudaErrorNotReady) return false;
+    VAE_CUDA_CHECK(status);
+    return true;
+  }
+  const float* wait() override {
+    VAE_CUDA_CHECK(cudaEventSynchronize(done_));
+    return host_;
+  }
+
+ private:
+  size_t bytes_;
+  cudaStream_t stream_;
+  float* host_ = nullptr;
+  cudaEvent_t done_ = nullptr;
+};
 
 class CudaBackend final : public Backend {
  public:
@@ -38,6 +97,41 @@ class CudaBackend final : public Backend {
   Device device() const override { return Device::CUDA; }
   void set_options(const BackendOptions& o) override { options_ = o; }
   void synchronize() override { VAE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
+
+  // Thread-local capture mode: a call from this thread that could touch the stream implicitly (an
+  // allocation, a synchronous copy on the legacy stream) fails the capture instead of being
+  // recorded wrongly. The capture is always ended, even when enqueue throws, so the stream stays usable.
+  std::unique_ptr<RecordedWork> capture(std::function<void()> enqueue) override {
+    VAE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
+    std::string failure;
+    try {
+      enqueue();
+    } catch (const std::exception& e) {
+      failure = e.what();
+    }
+    cudaGraph_t graph = nullptr;
+    const cudaError_t ended = cudaStreamEndCapture(stream_, &graph);
+    if (failure.empty() && (ended != cudaSuccess || graph == nullptr))
+      failure = std::string("cudaStreamEndCapture: ") + cudaGetErrorName(ended) + " (" + cudaGetErrorString(ended) + ")";
+    if (!failure.empty()) {
+      if (graph) cudaGraphDestroy(graph);
+      cudaGetLastError();  // the capture's error is reported here, not by the next call
+      throw Error("recording the training step as a CUDA graph failed: " + failure +
+                  "; train without the graph (--no-cuda-graph, or cuda_graph: false in the config) and report this");
+    }
+    cudaGraphExec_t exec = nullptr;
+    const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
+    cudaGraphDestroy(graph);
+    VAE_CUDA_CHECK(instantiated);
+    return std::make_unique<CudaGraphWork>(exec, stream_);
+  }
+  std::unique_ptr<HostReadback> make_readback(int n) override {
+    if (n < 1) throw Error("make_readback: n must be at least 1");
+    return std::make_unique<CudaReadback>(n, stream_);
+  }
+  void select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current) override {
+    cuda::launch_select_step(table, count, cursor, current, stream_);
+  }
 
   // Row-major y[rows,out] = x w^T + b is column-major y^T[out,rows] = (w viewed as [in,out])^T x^T.
   void linear_forward(const float* x, const float* w, const float* b, float* y, int rows, int in, int out) override {
@@ -83,19 +177,20 @@ class CudaBackend final : public Backend {
     cuda::launch_gaussian_nll(mean, x, log_sigma_raw, fixed_log_sigma, nll, dmean, dlog_sigma, rows, d, grad_scale,
                               stream_);
   }
-  void loss_reduce(const float* nll, const float* kl, int rows, float beta, float* out) override {
-    cuda::launch_loss_reduce(nll, kl, rows, beta, out, stream_);
+  void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
+                   float* out) override {
+    cuda::launch_loss_reduce(nll, kl, rows, beta, per_step, out, stream_);
   }
   void accumulate_scaled(const float* src, int n, float scale, float* dst) override {
     cuda::launch_accumulate_scaled(src, n, scale, dst, stream_);
   }
   void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                 float* grad_norm_out) override {
-    cuda::launch_adam_step(p, g, m, v, n, a, norm_partials_, grad_norm_out, stream_);
+                 const StepScalars* per_step, float* grad_norm_out) override {
+    cuda::launch_adam_step(p, g, m, v, n, a, per_step, norm_partials_, grad_norm_out, stream_);
   }
   void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize, uint64_t seed,
-                     uint32_t stream, uint64_t step, float* x) override {
-    cuda::launch_gather_pixels(images, index, rows, d, binarize, seed, stream, step, x, stream_);
+                     uint32_t stream, uint64_t step, const StepScalars* per_step, float* x) override {
+    cuda::launch_gather_pixels(images, index, rows, d, binarize, seed, stream, step, per_step, x, stream_);
   }
   void latent_importance_sample(const float* h, float* z, float* log_pz_minus_qz, int rows, int k, int latent,
                                 uint64_t seed, int64_t row0, int64_t sample0) override {

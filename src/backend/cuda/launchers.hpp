@@ -25,14 +25,17 @@ void launch_bernoulli_nll(const float* logits, const float* x, float* nll, float
                           float grad_scale, cudaStream_t s);
 void launch_gaussian_nll(const float* mean, const float* x, const float* log_sigma_raw, float fixed_log_sigma,
                          float* nll, float* dmean, float* dlog_sigma, int rows, int d, float grad_scale, cudaStream_t s);
-void launch_loss_reduce(const float* nll, const float* kl, int rows, float beta, float* out, cudaStream_t s);
+void launch_loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step, float* out,
+                        cudaStream_t s);
 void launch_accumulate_scaled(const float* src, int n, float scale, float* dst, cudaStream_t s);
 // partials must hold kAdamNormBlocks doubles.
 constexpr int kAdamNormBlocks = 256;
-void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a, double* partials,
-                      float* grad_norm_out, cudaStream_t s);
+void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
+                      const StepScalars* per_step, double* partials, float* grad_norm_out, cudaStream_t s);
 void launch_gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize, uint64_t seed,
-                          uint32_t stream, uint64_t step, float* x, cudaStream_t s);
+                          uint32_t stream, uint64_t step, const StepScalars* per_step, float* x, cudaStream_t s);
+// *current = table[*cursor]; ++*cursor (one thread; traps when the cursor is outside the table).
+void launch_select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current, cudaStream_t s);
 void launch_latent_importance_sample(const float* h, float* z, float* log_pz_minus_qz, int rows, int k, int latent,
                                      uint64_t seed, int64_t row0, int64_t sample0, cudaStream_t s);
 void launch_logsumexp_accumulate(const float* log_pz_minus_qz, const float* nll, int rows, int k, float* running_max,
