@@ -23,11 +23,14 @@ std::vector<float> binary_images(int rows, int d, uint64_t seed) {
 
 // One optimizer step of the default model (784-512-256-(2x32), mirrored decoder, Bernoulli, Adam):
 // forward, loss, backward and Adam on a batch already on the device, as vae train runs it (the
-// gather is a separate, small kernel). Arguments: batch, device (0 = CPU, 1 = CUDA with TF32).
+// gather is a separate, small kernel). Arguments: batch, device (0 = CPU, 1 = CUDA with TF32), graph
+// (1 = the step recorded once and replayed, as vae train does; its per-step scalars sit in one fixed
+// record here, where training walks a table, which adds one 1-thread kernel per step).
 // Each iteration ends with a device synchronisation, so the time is the step's, not the queue's.
 void BM_TrainStep(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   const vae::Device device = state.range(1) ? vae::Device::CUDA : vae::Device::CPU;
+  const bool graph = state.range(2) != 0;
   if (device == vae::Device::CUDA && !vae::cuda_available()) {
     state.SkipWithError("no CUDA GPU");
     return;
@@ -47,15 +50,36 @@ void BM_TrainStep(benchmark::State& state) {
     m.backend->synchronize();
   };
   for (int i = 0; i < 3; ++i) step();  // warm-up: allocation and GEMM plans happen here
-  for (auto _ : state) step();
+  if (graph) {
+    vae::StepScalars record;
+    record.philox_step = 3;
+    record.beta = 1.0f;
+    record.kl_grad_weight = 1.0f / static_cast<float>(batch);
+    record.adam = vae::adam_coefficients(args);
+    auto scalars = vae::DeviceArray<vae::StepScalars>::allocate(1, device);
+    scalars.upload(&record, 1);
+    const vae::StepScalars* per_step = scalars.data();
+    const auto work = m.backend->capture([&] {
+      m.forward_backward(x.data(), batch, 0.0f, 0, 0, per_step);
+      m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args,
+                           per_step, norm.data());
+    });
+    for (auto _ : state) {
+      work->replay();
+      m.backend->synchronize();
+    }
+  } else {
+    for (auto _ : state) step();
+  }
   state.SetItemsProcessed(state.iterations() * batch);
   // Forward 2*P*B FLOPs, backward about twice that.
   state.counters["GFLOP/s"] = benchmark::Counter(6.0 * model.parameter_count() * batch * state.iterations() / 1e9,
                                                  benchmark::Counter::kIsRate);
 }
 BENCHMARK(BM_TrainStep)
-    ->ArgNames({"batch", "cuda"})
-    ->Args({128, 0})->Args({1024, 0})->Args({128, 1})->Args({4096, 1})
+    ->ArgNames({"batch", "cuda", "graph"})
+    ->Args({128, 0, 0})->Args({1024, 0, 0})
+    ->Args({128, 1, 0})->Args({128, 1, 1})->Args({4096, 1, 0})->Args({4096, 1, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The fused operations, each on the CPU (device 0) and on CUDA (device 1, skipped without a GPU).
@@ -221,5 +245,35 @@ void BM_LossReduce(benchmark::State& state) {
 VAE_OP_BENCH(BM_LossReduce, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1})->Args({4096, 1});
 
 }  // namespace
+
+// The Linear+ReLU pair of the default model's first layer (B x 784 -> 512) and the input gradient
+// of the layer above it (512 <- 256) through that ReLU: cuBLASLt RELU_AUX_BIAS + DRELU_BGRAD when
+// fused (device 1, fused 1), GEMMs plus our relu_bias / relu_grad_bias_grad kernels when not.
+// Counted as FLOPs of the two GEMMs.
+void BM_LinearReluPair(benchmark::State& state) {
+  OpBench b(state);
+  if (b.skip(state)) return;
+  const int rows = static_cast<int>(state.range(0)), in = 784, hidden = 512, out = 256;
+  b.be->set_options({true, state.range(2) != 0});
+  float *x = b.tensor(int64_t(rows) * in, 0, 1, 31), *w = b.tensor(int64_t(hidden) * in, -0.05f, 0.05f, 32),
+        *bias = b.tensor(hidden, -0.1f, 0.1f, 33), *y = b.tensor(int64_t(rows) * hidden, 0, 0, 34),
+        *w2 = b.tensor(int64_t(out) * hidden, -0.05f, 0.05f, 35), *dy = b.tensor(int64_t(rows) * out, -1, 1, 36),
+        *dpre = b.tensor(int64_t(rows) * hidden, 0, 0, 37), *dbias = b.tensor(hidden, 0, 0, 38);
+  const size_t mask_bytes = b.be->relu_mask_bytes(rows, hidden);
+  float* mask = mask_bytes ? b.tensor(static_cast<int64_t>((mask_bytes + 3) / 4), 0, 0, 39) : nullptr;
+  bool wrote = false;
+  b.run(state, 0, [&] {
+    wrote = b.be->linear_relu_forward(x, w, bias, y, mask, rows, in, hidden);
+    b.be->linear_relu_input_backward(w2, dy, y, wrote ? mask : nullptr, dpre, dbias, rows, hidden, out);
+  });
+  state.counters["mask"] = wrote ? 1 : 0;
+  state.counters["GFLOP/s"] = benchmark::Counter(
+      2.0 * rows * (double(in) * hidden + double(hidden) * out) * kRepeat * state.iterations() / 1e9,
+      benchmark::Counter::kIsRate);
+}
+BENCHMARK(BM_LinearReluPair)
+    ->ArgNames({"rows", "cuda", "fused"})
+    ->Args({128, 0, 1})->Args({128, 1, 1})->Args({128, 1, 0})->Args({4096, 1, 1})->Args({4096, 1, 0})
+    ->UseRealTime();
 
 BENCHMARK_MAIN();

@@ -149,6 +149,53 @@ TEST(CudaParity, LinearForwardBackward) {
   }, {{2e-3 * std::sqrt(784.0), 1e-2}}, {true, true});
 }
 
+// Multiples of 1/4 in [-1/2, 1/2] and biases that are odd multiples of 1/32: every pre-activation
+// is exact in FP32 whatever the summation order and at least 1/32 from zero, so both backends see
+// the same ReLU pattern and cuBLASLt's bit-mask must encode exactly the CPU's y > 0.
+std::vector<float> quarters(size_t n, uint64_t seed) {
+  auto v = rnd(n, seed, -2.499, 2.499);
+  for (auto& x : v) x = std::round(x) * 0.25f;
+  return v;
+}
+std::vector<float> odd_32nds(size_t n, uint64_t seed) {
+  auto v = rnd(n, seed, -8, 8);
+  for (auto& x : v) x = (2.0f * std::floor(x) + 1.0f) / 32.0f;
+  return v;
+}
+
+// The fused Linear+ReLU pair: RELU_AUX_BIAS forward and DRELU_BGRAD backward (mask), RELU_BIAS with
+// our relu_grad_bias_grad (no mask), and the unfused path; hidden widths 1, 3, 129 and 200 put the
+// mask's 128-bit column padding to work.
+TEST(CudaParity, LinearReluPair) {
+  SKIP_WITHOUT_GPU();
+  struct Shape { int rows, in, hidden, out; };
+  enum class Mode { FusedWithMask, FusedNoMask, Unfused };
+  for (const Shape s : {Shape{1, 1, 1, 1}, Shape{7, 5, 3, 2}, Shape{128, 784, 512, 256}, Shape{257, 33, 129, 65},
+                        Shape{3, 1031, 200, 17}}) {
+    for (Mode mode : {Mode::FusedWithMask, Mode::FusedNoMask, Mode::Unfused}) {
+      const auto x = quarters(size_t(s.rows) * s.in, 41), w = quarters(size_t(s.hidden) * s.in, 42);
+      const auto b = odd_32nds(s.hidden, 43), w2 = rnd(size_t(s.out) * s.hidden, 44), dy = rnd(size_t(s.rows) * s.out, 45);
+      const std::string name = "linear+relu " + std::to_string(s.rows) + "x" + std::to_string(s.in) + "x" +
+                               std::to_string(s.hidden) + "x" + std::to_string(s.out) +
+                               (mode == Mode::FusedWithMask ? " fused+mask" : mode == Mode::FusedNoMask ? " fused" : " unfused");
+      compare(name, [&](Backend& be, Arena& a) {
+        float* y = a.out(size_t(s.rows) * s.hidden);
+        const size_t mask_bytes = mode == Mode::FusedWithMask ? be.relu_mask_bytes(s.rows, s.hidden) : 0;
+        // An input buffer: the mask is not compared (its layout is cuBLASLt's), only what it steers.
+        void* mask = mask_bytes ? static_cast<void*>(a.in(std::vector<float>((mask_bytes + 3) / 4, 0.0f))) : nullptr;
+        const bool wrote = be.linear_relu_forward(a.in(x), a.in(w), a.in(b), y, mask, s.rows, s.in, s.hidden);
+        if (be.device() == Device::CUDA && mode == Mode::FusedWithMask)
+          std::cout << "[parity] " << name << ": cuBLASLt " << (wrote ? "wrote" : "could not write") << " the ReLU mask\n";
+        float* dpre = a.out(size_t(s.rows) * s.hidden);
+        float* dbias = a.out(s.hidden);
+        be.linear_relu_input_backward(a.in(w2), a.in(dy), y, wrote ? mask : nullptr, dpre, dbias, s.rows, s.hidden,
+                                      s.out);
+      }, {{0, 0}, {2e-6 * std::sqrt(double(s.out)), 1e-5}, {2e-6 * std::sqrt(double(s.rows) * s.out), 1e-5}},
+         {false, mode != Mode::Unfused});
+    }
+  }
+}
+
 TEST(CudaParity, Activations) {
   SKIP_WITHOUT_GPU();
   for (math::Act act : {math::Act::ReLU, math::Act::LeakyReLU, math::Act::Tanh, math::Act::SiLU})

@@ -4,9 +4,13 @@
 // with h = 1e-5 the truncation error is ~1e-10 and rounding ~1e-11, so a real bug cannot hide under it.
 #include <gtest/gtest.h>
 
+#include <cmath>
 #include <functional>
+#include <memory>
 
+#include "backend/backend.hpp"
 #include "backend/cpu/cpu_ops.hpp"
+#include "graph/layers.hpp"
 #include "model/model_impl.hpp"
 #include "test_util.hpp"
 #include "vae/model.hpp"
@@ -54,6 +58,48 @@ TEST(GradCheck, Linear) {
     test::expect_close(dx, numeric_gradient(x, objective), kTol, kTol, "linear dx");
     test::expect_close(dw, numeric_gradient(w, objective), kTol, kTol, "linear dW");
     test::expect_close(db, numeric_gradient(b, objective), kTol, kTol, "linear db");
+  }
+}
+
+// Multiples of 1/4 in [-1/2, 1/2] (exact products and sums), and biases that are odd multiples of
+// 1/32: every pre-activation x.w + b is then exact and at least 1/32 from ReLU's kink.
+template <class T>
+std::vector<T> quarters(size_t n, uint64_t seed) {
+  auto v = random_vector<double>(n, seed, -2.499, 2.499);
+  std::vector<T> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<T>(std::round(v[i]) * 0.25);
+  return out;
+}
+template <class T>
+std::vector<T> odd_32nds(size_t n, uint64_t seed) {
+  auto v = random_vector<double>(n, seed, -8.0, 8.0);
+  std::vector<T> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<T>((2.0 * std::floor(v[i]) + 1.0) / 32.0);
+  return out;
+}
+
+// The fused pair Linear -> ReLU -> Linear: linear_relu_forward, then linear_relu_input_backward
+// (the upper layer's input gradient through the ReLU, with the lower layer's bias gradient) and the
+// lower layer's weight gradient without its bias, as Sequential runs them.
+TEST(GradCheck, LinearReluPair) {
+  for (auto [rows, in, hidden, out] : {std::tuple{1, 1, 1, 1}, std::tuple{3, 5, 7, 2}, std::tuple{4, 9, 6, 5}}) {
+    auto x = quarters<double>(rows * in, 21), w = quarters<double>(hidden * in, 22);
+    auto b = odd_32nds<double>(hidden, 23);
+    const auto v = random_vector<double>(out * hidden, 24), c = random_vector<double>(out, 25);
+    const auto r = random_vector<double>(rows * out, 26);
+    std::vector<double> y(rows * hidden), z(rows * out);
+    auto objective = [&] {
+      cpu::linear_relu_forward(x.data(), w.data(), b.data(), y.data(), rows, in, hidden);
+      cpu::linear_forward(y.data(), v.data(), c.data(), z.data(), rows, hidden, out);
+      return dot(z, r);
+    };
+    objective();
+    std::vector<double> dpre(rows * hidden), db(hidden), dx(x.size()), dw(w.size());
+    cpu::linear_relu_input_backward(v.data(), r.data(), y.data(), dpre.data(), db.data(), rows, hidden, out);
+    cpu::linear_backward<double>(x.data(), w.data(), dpre.data(), dx.data(), dw.data(), nullptr, rows, in, hidden);
+    test::expect_close(dx, numeric_gradient(x, objective), kTol, kTol, "linear+relu dx");
+    test::expect_close(dw, numeric_gradient(w, objective), kTol, kTol, "linear+relu dW");
+    test::expect_close(db, numeric_gradient(b, objective), kTol, kTol, "linear+relu db (from the upper layer)");
   }
 }
 
@@ -168,6 +214,63 @@ TEST(ImportanceSampling, LogDensityRatioAndLogSumExp) {
     for (int j = 0; j < k; ++j) direct += std::exp(lpq[b * k + j] - nll[b * k + j] - shift);
     EXPECT_NEAR(run_max[b] + std::log(run_sum[b]), shift + std::log(direct), 1e-10);
   }
+}
+
+// Sequential fuses each Linear followed by ReLU (one backend call forward, and the upper layer's
+// input gradient through the ReLU with the pair's bias gradient backward). On the CPU that must give
+// exactly the bits of the layers run one by one, including a pair at the very end (whose ReLU
+// gradient comes from outside) and a Tanh in the middle (not fused).
+TEST(SequentialFusion, SameBitsAsLayerByLayer) {
+  auto be = make_cpu_backend();
+  Sequential seq;
+  seq.add(std::make_unique<Linear>(5, 7));
+  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, 7));
+  seq.add(std::make_unique<Linear>(7, 6));
+  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, 6));
+  seq.add(std::make_unique<Linear>(6, 4));
+  seq.add(std::make_unique<ActivationLayer>(Activation::Tanh, 0.0f, 4));
+  seq.add(std::make_unique<Linear>(4, 3));
+  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, 3));
+  const int64_t n = align_params(seq.layout(0));
+  std::vector<float> params(static_cast<size_t>(n), 0.0f), grads(params.size(), -7.0f);
+  uint32_t tensor_index = 0;
+  seq.initialize(params, InitScheme::Torch, 3, tensor_index);
+  seq.bind(params.data(), grads.data());
+  const int rows = 6;
+  const auto x = random_vector<float>(rows * 5, 30), dy = random_vector<float>(rows * 3, 31);
+  std::vector<float> dx(x.size());
+  seq.prepare(rows, *be);
+  const float* y = seq.forward(*be, x.data(), rows);
+  const std::vector<float> out(y, y + rows * 3);
+  seq.backward(*be, x.data(), dy.data(), dx.data(), rows);
+
+  // Layer by layer, unfused, with the same parameters (offsets from the Sequential's layout).
+  std::vector<ParamSlice> slices;
+  seq.param_slices("", slices);
+  ASSERT_EQ(slices.size(), 8u);
+  const int widths[5] = {5, 7, 6, 4, 3};
+  const math::Act acts[4] = {math::Act::ReLU, math::Act::ReLU, math::Act::Tanh, math::Act::ReLU};
+  std::vector<std::vector<float>> inputs{x}, pres;
+  for (int l = 0; l < 4; ++l) {
+    std::vector<float> pre(rows * widths[l + 1]), post(pre.size());
+    be->linear_forward(inputs.back().data(), params.data() + slices[2 * l].offset,
+                       params.data() + slices[2 * l + 1].offset, pre.data(), rows, widths[l], widths[l + 1]);
+    be->activation_forward(acts[l], 0.0f, pre.data(), post.data(), static_cast<int64_t>(pre.size()));
+    pres.push_back(pre);
+    inputs.push_back(post);
+  }
+  EXPECT_EQ(out, inputs.back());
+  std::vector<float> upstream = dy, want_grads(grads.size(), -7.0f), want_dx(x.size());
+  for (int l = 3; l >= 0; --l) {
+    std::vector<float> dpre(upstream.size()), down(rows * widths[l]);
+    be->activation_backward(acts[l], 0.0f, pres[l].data(), upstream.data(), dpre.data(), static_cast<int64_t>(dpre.size()));
+    be->linear_backward(inputs[l].data(), params.data() + slices[2 * l].offset, dpre.data(),
+                        l == 0 ? want_dx.data() : down.data(), want_grads.data() + slices[2 * l].offset,
+                        want_grads.data() + slices[2 * l + 1].offset, rows, widths[l], widths[l + 1]);
+    upstream = down;
+  }
+  EXPECT_EQ(grads, want_grads);
+  EXPECT_EQ(dx, want_dx);
 }
 
 // The graph plumbing (Sequential, flat buffers, the model's wiring of encoder, latent, decoder and

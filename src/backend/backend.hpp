@@ -3,6 +3,7 @@
 // The CPU implementation (cpu/) is the reference; a CUDA implementation must agree with it.
 #pragma once
 
+#include <cstddef>
 #include <cstdint>
 #include <functional>
 #include <memory>
@@ -93,9 +94,23 @@ class Backend {
   // y[rows,out] = x[rows,in] W[out,in]^T + b[out]
   virtual void linear_forward(const float* x, const float* w, const float* b, float* y, int rows,
                               int in, int out) = 0;
-  // dW = dy^T x, db = column sums of dy, dx = dy W (skipped when dx is null). Overwrites dW, db.
+  // dW = dy^T x, db = column sums of dy, dx = dy W. Overwrites dW and db; db (when the bias
+  // gradient came from linear_relu_input_backward) and dx (the first layer) may be null.
   virtual void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw,
                                float* db, int rows, int in, int out) = 0;
+  // A linear layer followed by ReLU, the pair the CUDA backend runs as one cuBLASLt GEMM with a
+  // RELU_AUX_BIAS epilogue: y[rows,out] = max(0, x W^T + b). relu_mask is backend memory of
+  // relu_mask_bytes(rows, out) bytes (null when that is 0) where the backend may keep a bit-mask of
+  // y > 0 for linear_relu_input_backward; returns whether it wrote one.
+  virtual size_t relu_mask_bytes(int /*rows*/, int /*out*/) const { return 0; }
+  virtual bool linear_relu_forward(const float* x, const float* w, const float* b, float* y, void* relu_mask,
+                                   int rows, int in, int out) = 0;
+  // The input gradient of a linear layer whose input a[rows,in] is a ReLU's output, taken through
+  // that ReLU, with the bias gradient of the layer below it (a DRELU_BGRAD epilogue on CUDA):
+  //   dpre[rows,in] = (dy W) * (a > 0),  dbias[in] = column sums of dpre.
+  // relu_mask: the bit-mask linear_relu_forward wrote for a, or null.
+  virtual void linear_relu_input_backward(const float* w, const float* dy, const float* a, const void* relu_mask,
+                                          float* dpre, float* dbias, int rows, int in, int out) = 0;
   virtual void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) = 0;
   // dx = dy * act'(x)
   virtual void activation_backward(math::Act act, float slope, const float* x, const float* dy,

@@ -52,7 +52,20 @@ void Linear::forward(Backend& be, const float* x, float* y, int rows) {
 }
 
 void Linear::backward(Backend& be, const float* x, const float* dy, float* dx, int rows) {
-  be.linear_backward(x, w_, dy, dx, dw_, db_, rows, in_, out_);
+  backward_parts(be, x, dy, dx, true, rows);
+}
+
+bool Linear::forward_relu(Backend& be, const float* x, float* y, void* relu_mask, int rows) {
+  return be.linear_relu_forward(x, w_, b_, y, relu_mask, rows, in_, out_);
+}
+
+void Linear::backward_parts(Backend& be, const float* x, const float* dy, float* dx, bool with_bias, int rows) {
+  be.linear_backward(x, w_, dy, dx, dw_, with_bias ? db_ : nullptr, rows, in_, out_);
+}
+
+void Linear::input_backward_through_relu(Backend& be, const float* dy, const float* a, const void* relu_mask,
+                                         float* dpre, Linear& below, int rows) {
+  be.linear_relu_input_backward(w_, dy, a, relu_mask, dpre, below.db_, rows, in_, out_);
 }
 
 namespace {
@@ -82,7 +95,13 @@ void Sequential::add(std::unique_ptr<Layer> layer) {
   if (!layers_.empty() && layers_.back()->out_features() != layer->in_features())
     throw Error("Sequential: layer of " + std::to_string(layer->in_features()) + " inputs after one of " +
                 std::to_string(layers_.back()->out_features()) + " outputs");
+  const auto* act = dynamic_cast<const ActivationLayer*>(layer.get());
+  const bool relu_after_linear = act && act->act() == math::Act::ReLU && !layers_.empty() &&
+                                 dynamic_cast<const Linear*>(layers_.back().get()) != nullptr;
   layers_.push_back(std::move(layer));
+  relu_after_.resize(layers_.size(), false);
+  if (relu_after_linear) relu_after_[layers_.size() - 2] = true;
+  mask_written_.assign(layers_.size(), false);
   capacity_ = 0;
 }
 
@@ -103,13 +122,19 @@ void Sequential::initialize(std::vector<float>& params, InitScheme scheme, uint6
   for (const auto& l : layers_) l->initialize(params, scheme, seed, tensor_index);
 }
 
-void Sequential::prepare(int rows, Device device) {
+void Sequential::prepare(int rows, Backend& be) {
   if (rows <= capacity_) return;
+  const Device device = be.device();
   outputs_.clear();
+  masks_.assign(layers_.size(), Tensor());
   int widest = in_features();
-  for (const auto& l : layers_) {
-    outputs_.emplace_back(Shape{rows, l->out_features()}, device);
-    widest = std::max(widest, l->out_features());
+  for (size_t i = 0; i < layers_.size(); ++i) {
+    const int out = layers_[i]->out_features();
+    // A fused pair's pre-activation buffer is never written: a 1-element placeholder keeps indices aligned.
+    outputs_.emplace_back(relu_after_[i] ? Shape{1} : Shape{rows, out}, device);
+    widest = std::max(widest, out);
+    const size_t mask_bytes = relu_after_[i] ? be.relu_mask_bytes(rows, out) : 0;
+    if (mask_bytes > 0) masks_[i] = Tensor(Shape{static_cast<int64_t>((mask_bytes + 3) / 4)}, device);
   }
   grad_a_ = Tensor(Shape{rows, widest}, device);
   grad_b_ = Tensor(Shape{rows, widest}, device);
@@ -122,6 +147,14 @@ const float* Sequential::forward(Backend& be, const float* x, int rows) {
                                     std::to_string(capacity_));
   const float* in = x;
   for (size_t i = 0; i < layers_.size(); ++i) {
+    if (relu_after_[i]) {
+      float* y = outputs_[i + 1].data();
+      mask_written_[i] = static_cast<Linear&>(*layers_[i]).forward_relu(
+          be, in, y, masks_[i].defined() ? masks_[i].data() : nullptr, rows);
+      in = y;
+      ++i;  // the ReLU ran inside the pair
+      continue;
+    }
     layers_[i]->forward(be, in, outputs_[i].data(), rows);
     in = outputs_[i].data();
   }
@@ -130,12 +163,42 @@ const float* Sequential::forward(Backend& be, const float* x, int rows) {
 
 void Sequential::backward(Backend& be, const float* x, const float* dy, float* dx, int rows) {
   // Gradients ping-pong between two buffers; the first layer writes straight into dx.
-  const float* upstream = dy;
+  // pre_done: upstream is already the gradient of a fused pair's pre-activation, taken through its
+  // ReLU by the linear layer above, which also wrote the pair's bias gradient.
   float* buffers[2] = {grad_a_.data(), grad_b_.data()};
+  const float* upstream = dy;
+  bool pre_done = false;
+  auto spare = [&] { return upstream == buffers[0] ? buffers[1] : buffers[0]; };
   for (size_t i = layers_.size(); i-- > 0;) {
     const float* in = i == 0 ? x : outputs_[i - 1].data();
-    float* out = i == 0 ? dx : buffers[i & 1];
-    layers_[i]->backward(be, in, upstream, out, rows);
+    float* out = i == 0 ? dx : spare();
+    if (i >= 1 && relu_after_[i - 1]) {
+      // The ReLU of a fused pair: unless done above, take the gradient through it using its output.
+      if (!pre_done) {
+        const float* a = outputs_[i].data();
+        be.activation_backward(math::Act::ReLU, 0.0f, a, upstream, out,
+                               static_cast<int64_t>(rows) * layers_[i]->out_features());
+        upstream = out;
+      }
+      continue;  // pre_done carries to the pair's linear layer: its bias gradient may be written already
+
+    }
+    auto* linear = dynamic_cast<Linear*>(layers_[i].get());
+    if (linear && i >= 2 && relu_after_[i - 2]) {
+      // Weights here, then the input gradient straight through the ReLU below into its pair's
+      // pre-activation, with that pair's bias gradient, in one GEMM on CUDA (DRELU_BGRAD).
+      linear->backward_parts(be, in, upstream, nullptr, !pre_done, rows);
+      float* dpre = spare();
+      linear->input_backward_through_relu(be, upstream, outputs_[i - 1].data(),
+                                          mask_written_[i - 2] ? masks_[i - 2].data() : nullptr, dpre,
+                                          static_cast<Linear&>(*layers_[i - 2]), rows);
+      upstream = dpre;
+      pre_done = true;
+      continue;
+    }
+    if (linear) linear->backward_parts(be, in, upstream, out, !pre_done, rows);
+    else layers_[i]->backward(be, in, upstream, out, rows);
+    pre_done = false;
     upstream = out;
   }
 }

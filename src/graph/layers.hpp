@@ -48,6 +48,15 @@ class Linear final : public Layer {
   void forward(Backend& be, const float* x, float* y, int rows) override;
   void backward(Backend& be, const float* x, const float* dy, float* dx, int rows) override;
 
+  // This layer followed by ReLU in one backend call; returns whether relu_mask was written.
+  bool forward_relu(Backend& be, const float* x, float* y, void* relu_mask, int rows);
+  // dW, db (unless with_bias is false: the bias gradient was already written) and dx (when non-null).
+  void backward_parts(Backend& be, const float* x, const float* dy, float* dx, bool with_bias, int rows);
+  // The input gradient taken through the ReLU below (whose output a is this layer's input) into that
+  // ReLU's pre-activation, dpre, with the bias gradient of `below`, the linear layer under the ReLU.
+  void input_backward_through_relu(Backend& be, const float* dy, const float* a, const void* relu_mask, float* dpre,
+                                   Linear& below, int rows);
+
  private:
   int in_, out_;
   int64_t weight_offset_ = 0, bias_offset_ = 0;
@@ -57,6 +66,7 @@ class Linear final : public Layer {
 class ActivationLayer final : public Layer {
  public:
   ActivationLayer(Activation act, float slope, int width);
+  math::Act act() const { return act_; }
   int in_features() const override { return width_; }
   int out_features() const override { return width_; }
   void forward(Backend& be, const float* x, float* y, int rows) override;
@@ -77,8 +87,9 @@ class Sequential {
   void bind(float* params, float* grads);
   void param_slices(const std::string& prefix, std::vector<ParamSlice>& out) const;
   void initialize(std::vector<float>& params, InitScheme scheme, uint64_t seed, uint32_t& tensor_index) const;
-  // Makes room for batches of up to rows rows (grows, never shrinks).
-  void prepare(int rows, Device device);
+  // Makes room for batches of up to rows rows (grows, never shrinks), including the ReLU bit-masks
+  // that be keeps for fused Linear+ReLU pairs.
+  void prepare(int rows, Backend& be);
   int capacity() const { return capacity_; }
   // Counts the times prepare() reallocated: work recorded with the old buffers is then stale.
   uint64_t generation() const { return generation_; }
@@ -91,6 +102,12 @@ class Sequential {
 
  private:
   std::vector<std::unique_ptr<Layer>> layers_;
+  // relu_after_[i]: layer i is a Linear and layer i+1 a ReLU. The pair runs as one fused GEMM: its
+  // output lands in outputs_[i+1] and outputs_[i] (the pre-activation) is never written; ReLU's
+  // derivative is read off its output instead. masks_[i] holds the pair's bit-mask when the backend
+  // keeps one, mask_written_[i] whether the last forward wrote it.
+  std::vector<bool> relu_after_, mask_written_;
+  std::vector<Tensor> masks_;
   std::vector<Tensor> outputs_;
   Tensor grad_a_, grad_b_;
   int capacity_ = 0;

@@ -50,8 +50,8 @@ void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
 
 void ModelImpl::prepare(int rows) {
   if (rows < 1) throw Error("batch must have at least one row");
-  encoder.prepare(rows, device);
-  decoder.prepare(rows, device);
+  encoder.prepare(rows, *backend);
+  decoder.prepare(rows, *backend);
   if (rows <= capacity) return;
   const int L = latent(), d = input_dim();
   z = Tensor({rows, L}, device);
@@ -149,7 +149,7 @@ Tensor Model::encode(const Tensor& x) {
   const int n = static_cast<int>(x.dim(0));
   Tensor input({n, impl_->input_dim()}, impl_->device);
   input.copy_from(x);
-  impl_->encoder.prepare(n, impl_->device);
+  impl_->encoder.prepare(n, *impl_->backend);
   impl_->encoder.forward(*impl_->backend, input.data(), n);
   Tensor out({n, 2 * impl_->latent()}, impl_->device);
   out.copy_from(impl_->encoder.output_view(n));
@@ -162,7 +162,7 @@ Tensor Model::decode(const Tensor& z) {
   const int n = static_cast<int>(z.dim(0));
   Tensor input({n, impl_->latent()}, impl_->device);
   input.copy_from(z);
-  impl_->decoder.prepare(n, impl_->device);
+  impl_->decoder.prepare(n, *impl_->backend);
   impl_->decoder.forward(*impl_->backend, input.data(), n);
   Tensor out({n, impl_->input_dim()}, impl_->device);
   out.copy_from(impl_->decoder.output_view(n));

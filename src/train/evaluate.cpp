@@ -62,7 +62,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   };
   if (opt.k > 0) {
     const int rows_iw = batch * chunk;
-    m.decoder.prepare(rows_iw, m.device);
+    m.decoder.prepare(rows_iw, *m.backend);
     z_iw = Tensor({rows_iw, L}, m.device);
     lpq = Tensor({rows_iw}, m.device);
     nll_iw = Tensor({rows_iw}, m.device);

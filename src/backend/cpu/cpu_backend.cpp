@@ -42,6 +42,15 @@ class CpuBackend final : public Backend {
                        int rows, int in, int out) override {
     cpu::linear_backward(x, w, dy, dx, dw, db, rows, in, out);
   }
+  bool linear_relu_forward(const float* x, const float* w, const float* b, float* y, void* /*relu_mask*/, int rows,
+                           int in, int out) override {
+    cpu::linear_relu_forward(x, w, b, y, rows, in, out);
+    return false;
+  }
+  void linear_relu_input_backward(const float* w, const float* dy, const float* a, const void* /*relu_mask*/,
+                                  float* dpre, float* dbias, int rows, int in, int out) override {
+    cpu::linear_relu_input_backward(w, dy, a, dpre, dbias, rows, in, out);
+  }
   void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) override {
     cpu::activation_forward(act, slope, x, y, n);
   }

@@ -38,15 +38,41 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, int rows, int in, 
   gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(1), y, out);
 }
 
+// s[c] = sum over rows of m[r, c], rows in order (the bias gradient).
+template <class T>
+void column_sums(const T* m, T* s, int rows, int cols) {
+  std::fill(s, s + cols, T(0));
+  for (int r = 0; r < rows; ++r) {
+    const T* row = m + static_cast<int64_t>(r) * cols;
+    for (int c = 0; c < cols; ++c) s[c] += row[c];
+  }
+}
+
 template <class T>
 void linear_backward(const T* x, const T* w, const T* dy, T* dx, T* dw, T* db, int rows, int in, int out) {
   gemm<T>(true, false, out, in, rows, T(1), dy, out, x, in, T(0), dw, in);
-  std::fill(db, db + out, T(0));
-  for (int r = 0; r < rows; ++r) {
-    const T* row = dy + static_cast<int64_t>(r) * out;
-    for (int o = 0; o < out; ++o) db[o] += row[o];
-  }
+  if (db) column_sums(dy, db, rows, out);
   if (dx) gemm<T>(false, false, rows, in, out, T(1), dy, out, w, in, T(0), dx, in);
+}
+
+// y = max(0, x W^T + b): the linear layer, then ReLU in place (the same values as the two apart).
+template <class T>
+void linear_relu_forward(const T* x, const T* w, const T* b, T* y, int rows, int in, int out) {
+  linear_forward(x, w, b, y, rows, in, out);
+  const int64_t n = static_cast<int64_t>(rows) * out;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) y[i] = math::activation(math::Act::ReLU, y[i], T(0));
+}
+
+// dpre = (dy W) * relu'(a), dbias = column sums of dpre. relu'(a) = relu'(pre) because a > 0 exactly
+// when pre > 0, so the ReLU's output stands in for its input.
+template <class T>
+void linear_relu_input_backward(const T* w, const T* dy, const T* a, T* dpre, T* dbias, int rows, int in, int out) {
+  gemm<T>(false, false, rows, in, out, T(1), dy, out, w, in, T(0), dpre, in);
+  const int64_t n = static_cast<int64_t>(rows) * in;
+#pragma omp parallel for schedule(static)
+  for (int64_t i = 0; i < n; ++i) dpre[i] = dpre[i] * math::activation_grad(math::Act::ReLU, a[i], T(0));
+  column_sums(dpre, dbias, rows, in);
 }
 
 template <class T>

@@ -1,5 +1,5 @@
-// The CUDA backend: cuBLASLt for the linear layers (bias and bias gradient fused into the GEMM
-// epilogue where cuBLASLt supports the shape, our kernels otherwise), and the fused kernels of
+// The CUDA backend: cuBLASLt for the linear layers (bias, ReLU, bias gradient and ReLU gradient
+// fused into the GEMM epilogue where cuBLASLt supports the shape, our kernels otherwise), and the fused kernels of
 // kernels/*.cu for everything the VAE adds. All work is queued on one stream; nothing here
 // allocates after construction except the GEMM plan cache on a shape's first use.
 #include <cublasLt.h>
@@ -136,8 +136,8 @@ class CudaBackend final : public Backend {
   // Row-major y[rows,out] = x w^T + b is column-major y^T[out,rows] = (w viewed as [in,out])^T x^T.
   void linear_forward(const float* x, const float* w, const float* b, float* y, int rows, int in, int out) override {
     if (options_.fused_epilogues &&
-        lt_->run(stream_, true, false, out, rows, in, w, in, x, in, y, out, CUBLASLT_EPILOGUE_BIAS,
-                 const_cast<float*>(b), options_.tf32))
+        lt_->run(stream_, true, false, out, rows, in, w, in, x, in, y, out, {CUBLASLT_EPILOGUE_BIAS, const_cast<float*>(b)},
+                 options_.tf32))
       return;
     gemm(true, false, out, rows, in, w, in, x, in, y, out);
     cuda::launch_bias_add(b, y, rows, out, stream_);
@@ -147,13 +147,50 @@ class CudaBackend final : public Backend {
   // B over k = rows); dx (column-major [in,rows]) = (w as [in,out]) dy^T.
   void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db, int rows,
                        int in, int out) override {
-    if (!(options_.fused_epilogues &&
-          lt_->run(stream_, false, true, in, out, rows, x, in, dy, out, dw, in, CUBLASLT_EPILOGUE_BGRADB, db,
-                   options_.tf32))) {
+    if (!db) {
+      gemm(false, true, in, out, rows, x, in, dy, out, dw, in);
+    } else if (!(options_.fused_epilogues &&
+                 lt_->run(stream_, false, true, in, out, rows, x, in, dy, out, dw, in, {CUBLASLT_EPILOGUE_BGRADB, db},
+                          options_.tf32))) {
       gemm(false, true, in, out, rows, x, in, dy, out, dw, in);
       cuda::launch_bias_grad(dy, db, rows, out, stream_);
     }
     if (dx) gemm(false, false, in, rows, out, w, in, dy, out, dx, in);
+  }
+
+  // The ReLU bit-mask: one bit per element of the column-major [out, rows] output, columns padded
+  // to a multiple of 128 bits as cuBLASLt requires.
+  size_t relu_mask_bytes(int rows, int out) const override {
+    return static_cast<size_t>(cuda::relu_mask_ld(out) / 8) * static_cast<size_t>(rows);
+  }
+  // RELU_AUX_BIAS writes the mask the backward pass's DRELU_BGRAD reads; without a mask (or an
+  // algorithm for it) the product runs with the bias epilogue or none, then our relu_bias kernel.
+  bool linear_relu_forward(const float* x, const float* w, const float* b, float* y, void* relu_mask, int rows, int in,
+                           int out) override {
+    const auto bias = const_cast<float*>(b);
+    if (options_.fused_epilogues && relu_mask &&
+        lt_->run(stream_, true, false, out, rows, in, w, in, x, in, y, out,
+                 {CUBLASLT_EPILOGUE_RELU_AUX_BIAS, bias, relu_mask, cuda::relu_mask_ld(out)}, options_.tf32))
+      return true;
+    if (options_.fused_epilogues &&
+        lt_->run(stream_, true, false, out, rows, in, w, in, x, in, y, out, {CUBLASLT_EPILOGUE_RELU_BIAS, bias},
+                 options_.tf32))
+      return false;
+    gemm(true, false, out, rows, in, w, in, x, in, y, out);
+    cuda::launch_relu_bias(b, y, rows, out, stream_);
+    return false;
+  }
+  // dpre (column-major [in,rows]) = (w as [in,out]) dy^T, masked by DRELU_BGRAD, whose bias gradient
+  // (length m = in, summed over the rows) is the layer below's.
+  void linear_relu_input_backward(const float* w, const float* dy, const float* a, const void* relu_mask, float* dpre,
+                                  float* dbias, int rows, int in, int out) override {
+    if (options_.fused_epilogues && relu_mask &&
+        lt_->run(stream_, false, false, in, rows, out, w, in, dy, out, dpre, in,
+                 {CUBLASLT_EPILOGUE_DRELU_BGRAD, dbias, const_cast<void*>(relu_mask), cuda::relu_mask_ld(in)},
+                 options_.tf32))
+      return;
+    gemm(false, false, in, rows, out, w, in, dy, out, dpre, in);
+    cuda::launch_relu_grad_bias_grad(a, dpre, dbias, rows, in, stream_);
   }
 
   void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) override {
@@ -210,7 +247,7 @@ class CudaBackend final : public Backend {
  private:
   // The unfused GEMM: no epilogue; a shape cuBLASLt cannot run at all is an error.
   void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
-    if (!lt_->run(stream_, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, CUBLASLT_EPILOGUE_DEFAULT, nullptr, options_.tf32))
+    if (!lt_->run(stream_, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, {}, options_.tf32))
       throw Error("cuBLASLt has no algorithm for a " + std::to_string(m) + "x" + std::to_string(n) + "x" +
                   std::to_string(k) + " float GEMM on this GPU");
   }

@@ -16,6 +16,9 @@ void launch_activation_backward(math::Act act, float slope, const float* x, cons
 // b[out] added to every row of y[rows, out]; db[out] = column sums of dy[rows, out] (the unfused path).
 void launch_bias_add(const float* b, float* y, int rows, int out, cudaStream_t s);
 void launch_bias_grad(const float* dy, float* db, int rows, int out, cudaStream_t s);
+// The unfused ReLU epilogues, in place on a GEMM output: y = max(0, y + b); g *= (a > 0), db = column sums of g.
+void launch_relu_bias(const float* b, float* y, int rows, int out, cudaStream_t s);
+void launch_relu_grad_bias_grad(const float* a, float* g, float* db, int rows, int out, cudaStream_t s);
 
 void launch_latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample, float* kl_dim,
                                      cudaStream_t s);

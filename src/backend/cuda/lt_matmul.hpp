@@ -1,4 +1,5 @@
-// Column-major GEMMs through cuBLASLt, with an optional epilogue (bias add, bias gradient).
+// Column-major GEMMs through cuBLASLt, with an optional epilogue (bias add, bias gradient, ReLU
+// with its bit-mask, ReLU gradient with bias gradient).
 // Plans (descriptors, layouts and the heuristic's algorithm) are cached per shape, so a training
 // step queries the heuristic only on its first run. run() returns false when cuBLASLt has no
 // algorithm for the (shape, epilogue) pair; the caller then takes the unfused path.
@@ -6,10 +7,24 @@
 
 #include <cublasLt.h>
 
+#include <cstdint>
 #include <map>
 #include <tuple>
 
 namespace vae::cuda {
+
+// What runs after the product. bias is the bias (BIAS, RELU_*BIAS) or the bias-gradient output
+// (BGRADB, DRELU_BGRAD); relu_mask the ReLU bit-mask written by RELU_AUX_BIAS and read by
+// DRELU_BGRAD, with mask_ld bits per column (a multiple of 128, at least m).
+struct Epilogue {
+  cublasLtEpilogue_t kind = CUBLASLT_EPILOGUE_DEFAULT;
+  void* bias = nullptr;
+  void* relu_mask = nullptr;
+  int64_t mask_ld = 0;
+};
+
+// Bits per column of a ReLU bit-mask for an output with m rows (cuBLASLt: divisible by 128).
+inline int64_t relu_mask_ld(int m) { return (int64_t(m) + 127) / 128 * 128; }
 
 class LtMatmul {
  public:
@@ -19,10 +34,10 @@ class LtMatmul {
   LtMatmul(const LtMatmul&) = delete;
   LtMatmul& operator=(const LtMatmul&) = delete;
 
-  // C[m, n] = op(A)[m, k] op(B)[k, n], all column-major, beta = 0. epilogue_pointer is the bias
-  // (CUBLASLT_EPILOGUE_BIAS, length m) or the bias gradient output (BGRADB, length n).
+  // C[m, n] = op(A)[m, k] op(B)[k, n], all column-major, beta = 0, then the epilogue. Bias lengths:
+  // m for BIAS, RELU_*BIAS and DRELU_BGRAD (a sum over n), n for BGRADB (a sum over k).
   bool run(cudaStream_t stream, bool trans_a, bool trans_b, int m, int n, int k, const float* a, int lda,
-           const float* b, int ldb, float* c, int ldc, cublasLtEpilogue_t epilogue, void* epilogue_pointer, bool tf32);
+           const float* b, int ldb, float* c, int ldc, const Epilogue& epilogue, bool tf32);
 
  private:
   struct Plan {
@@ -31,7 +46,7 @@ class LtMatmul {
     cublasLtMatmulAlgo_t algo{};
     bool usable = false;
   };
-  using Key = std::tuple<bool, bool, int, int, int, int, int, int, int, bool>;
+  using Key = std::tuple<bool, bool, int, int, int, int, int, int, int, int64_t, bool>;
   Plan& plan(const Key& key);
 
   cublasLtHandle_t handle_;
