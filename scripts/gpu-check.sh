@@ -40,8 +40,25 @@ step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
 
 step tests ours "$g/vae_tests" --gtest_brief=1
 grep -h "^\[parity\]\|^\[golden\]" "$out/tests.log" > "$out/parity.txt" 2>/dev/null
-step memcheck ours compute-sanitizer --tool memcheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='Cuda*:-CudaGolden*' --gtest_brief=1
+step memcheck ours compute-sanitizer --tool memcheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='*Cuda*:-CudaGolden*' --gtest_brief=1
 step racecheck ours compute-sanitizer --tool racecheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*' --gtest_brief=1
+# Which kernels one training step launches (the fused-epilogue check): with the default ReLU model
+# and fused epilogues, none of our fallback kernels (bias_add, bias_grad, relu_bias,
+# relu_grad_bias_grad, activation_*) may appear. nsys if present (graph nodes traced one by one),
+# else ncu on the uncaptured step.
+profile_step() {
+  if command -v nsys > /dev/null; then
+    ours nsys profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$out/step" \
+      "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:128/cuda:1/graph:1' --benchmark_min_time=0.05 &&
+      nsys stats --report cuda_gpu_kern_sum --format csv "$out/step.nsys-rep" > "$out/kernels.csv"
+  elif command -v ncu > /dev/null; then
+    ours ncu --csv --metrics gpu__time_duration.sum --launch-count 120 \
+      "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:128/cuda:1/graph:0' --benchmark_min_time=0.01 > "$out/kernels.csv"
+  else
+    echo "neither nsys nor ncu is installed" >&2; return 1
+  fi
+}
+step profile profile_step
 step bench ours "$g/vae_bench" --benchmark_min_time=1 --benchmark_format=json --benchmark_out="$out/bench.json"
 for b in 128 4096; do
   for mode in eager compile reduce-overhead; do
@@ -66,6 +83,14 @@ for f in sorted(glob.glob(os.path.join(out, "torch-*.log"))):
     lines = [l for l in open(f) if l.startswith("{")]
     print(lines[-1].strip() if lines else f"{os.path.basename(f)}: no result")
 PY
+  echo; echo "## Kernels of one training step (batch 128; fallback kernels must not appear)"
+  if [ -s "$out/kernels.csv" ]; then
+    grep -o '[A-Za-z_0-9]*kernel[A-Za-z_0-9]*\|sm[0-9]*_xmma[A-Za-z_0-9]*\|[A-Za-z_0-9]*gemm[A-Za-z_0-9]*' "$out/kernels.csv" | sort | uniq -c | sort -rn | head -40
+    echo "fallback kernels seen: $(grep -o 'bias_add_kernel\|bias_grad_kernel\|relu_bias_kernel\|relu_grad_bias_grad_kernel\|activation_forward_kernel\|activation_backward_kernel' "$out/kernels.csv" | sort -u | tr '\n' ' ')"
+  else
+    echo "no profile (see profile.log)"
+  fi
+  grep -h "ReLU mask" "$out/parity.txt" 2>/dev/null | head -5
   echo; echo "## Training on CUDA (metrics.jsonl, last line) and evaluation"
   tail -n 1 "$out/run-cuda/metrics.jsonl" 2>/dev/null | cut -c1-400
   tail -n 1 "$out/eval-cuda.log" "$out/eval-cuda-k5000.log" 2>/dev/null | cut -c1-300
