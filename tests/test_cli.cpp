@@ -7,6 +7,8 @@
 #include <cstdio>
 #include <filesystem>
 #include <fstream>
+#include <iterator>
+#include <string>
 
 #include "test_util.hpp"
 
@@ -71,6 +73,8 @@ TEST(Cli, BadConfigFiles) {
   expect_failure(run("train --config " + dir.file("range.json")), 1, "latent");
   write_text(dir.file("type.json"), "{\"train\": {\"lr\": \"fast\"}}");
   expect_failure(run("train --config " + dir.file("type.json")), 1, "'lr'");
+  write_text(dir.file("graph.json"), "{\"train\": {\"cuda_graph\": \"no\"}}");
+  expect_failure(run("train --config " + dir.file("graph.json")), 1, "'cuda_graph'");
   expect_failure(run("train --config " + dir.file("absent.json")), 1, "does not exist");
 }
 
@@ -107,6 +111,14 @@ TEST(Cli, TrainEvalSampleReconstruct) {
   const Result r = run("reconstruct --checkpoint " + ckpt + " --data " + kData + " --n 5 --out " + dir.file("r.png"));
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(std::filesystem::exists(dir.file("r.png")));
+
+  // --no-cuda-graph reaches the run's configuration (the CPU ignores it; CUDA runs each kernel).
+  const Result plain = run("train --data " + kData + " --epochs 1 --train-limit 128 --test-limit 50 --hidden 16 "
+                           "--latent 2 --batch 64 --threads 2 --no-cuda-graph --out " + dir.file("plain"));
+  ASSERT_EQ(plain.code, 0) << plain.out;
+  std::ifstream config(dir.file("plain/config.json"));
+  const std::string config_text((std::istreambuf_iterator<char>(config)), std::istreambuf_iterator<char>());
+  EXPECT_NE(config_text.find("\"cuda_graph\": false"), std::string::npos) << config_text;
 
   // The run's config.json is a valid --config file.
   const Result again = run("train --config " + run_dir + "/config.json --epochs 1 --out " + dir.file("run2"));

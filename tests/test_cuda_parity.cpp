@@ -336,6 +336,23 @@ TEST(CudaParity, Elementwise) {
           {{1e-5, 1e-5}});
 }
 
+// Asking for more GPU memory than there is: one message with the size asked for and what to do.
+TEST(CudaErrors, OutOfMemorySaysHowMuchAndSuggestsASmallerBatch) {
+  SKIP_WITHOUT_GPU();
+  try {
+    Tensor huge({int64_t{1} << 42}, Device::CUDA);  // 16 TiB
+    FAIL() << "a 16 TiB allocation succeeded";
+  } catch (const Error& e) {
+    const std::string what = e.what();
+    EXPECT_NE(what.find("out of GPU memory"), std::string::npos) << what;
+    EXPECT_NE(what.find("16777216 MiB"), std::string::npos) << what;
+    EXPECT_NE(what.find("--batch"), std::string::npos) << what;
+  }
+  Tensor fine({1024}, Device::CUDA);  // the failure left the device usable
+  fine.fill(2.0f);
+  EXPECT_EQ(fine.to_host()[1023], 2.0f);
+}
+
 // STYLE.md item 6: the same weights, batch and noise on both backends; the loss terms and every
 // gradient after the first step, then ten optimizer steps, then a second GPU run for identical bits.
 TEST(CudaGolden, TenStepsAgreeAndRepeatBitExact) {
