@@ -3,11 +3,17 @@
 //   norm  = sqrt(sum_i g_i^2);  scale = clip and norm > clip ? clip / (norm + 1e-6) : 1
 //   per element: g *= scale; (AdamW: p -= lr*wd*p | Adam+L2: g += wd*p)
 //                m = b1 m + (1-b1) g;  v = b2 v + (1-b2) g^2;  p -= (lr/bc1) m / (sqrt(v)/sqrt(bc2) + eps)
-// Bytes: 16n read + 12n written, plus 4n read for the norm. Two launches: a fixed grid of
-// kAdamNormBlocks writes partial sums of squares (double), then every block of the update kernel
-// adds those partials in the same order, so all blocks see the same norm and no atomics or grid-wide
-// barrier are needed: deterministic. In a training step the learning rate and bias corrections come
-// from the step's StepScalars record in device memory, so a captured graph needs no re-capture. CPU twin: CpuBackend::adam_step.
+// Shapes: p, g, m, v [n] (the flat buffers); grad_norm_out [1].
+// Without clipping (the default) the update needs no norm first: ONE launch over a fixed grid of
+// kAdamFusedBlocks updates every element and adds g^2 into per-block partial sums (double); the
+// last block to finish (an integer counter, reset by that block for the next launch) adds the
+// partials in index order and writes the norm. Bytes: 16n read + 12n written.
+// With clipping the scale must be known before any update: TWO launches. A fixed grid of
+// kAdamNormBlocks writes the partial sums, then every block of the update kernel adds them in the
+// same order, so all blocks see the same norm without a grid-wide barrier. Bytes: 20n read + 12n written.
+// Both are deterministic: fixed partitions, fixed summation order, no floating-point atomics.
+// In a training step the learning rate and bias corrections come from the step's StepScalars record
+// in device memory, so a captured graph needs no re-capture. CPU twin: CpuBackend::adam_step.
 #include <cmath>
 
 #include "backend/cuda/cuda_check.hpp"
@@ -55,16 +61,60 @@ __global__ void adam_update_kernel(float* __restrict__ p, const float* __restric
   }
 }
 
+// The one-launch form (no clipping). gridDim.x must be kAdamFusedBlocks; *blocks_done must be 0.
+__global__ void adam_update_with_norm_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
+                                             float* __restrict__ v, int64_t n, math::AdamCoefficients c,
+                                             const StepScalars* __restrict__ per_step, double* __restrict__ partials,
+                                             unsigned* __restrict__ blocks_done, float* __restrict__ grad_norm_out) {
+  if (per_step) c = per_step->adam;
+  c.grad_scale = 1.0f;
+  double s = 0;
+  for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
+    const float gi = g[i];
+    s += double(gi) * gi;
+    float pi = p[i], mi = m[i], vi = v[i];
+    math::adam_update(pi, gi, mi, vi, c);
+    p[i] = pi;
+    m[i] = mi;
+    v[i] = vi;
+  }
+  s = block_sum(s);
+  __shared__ bool last;
+  if (threadIdx.x == 0) {
+    partials[blockIdx.x] = s;
+    __threadfence();  // the partial is visible to every block before the counter says so
+    last = atomicAdd(blocks_done, 1u) == gridDim.x - 1;
+  }
+  __syncthreads();
+  if (!last || threadIdx.x >= 32) return;
+  // Warp 0 of the last block: the partials in index order (lane-strided, then a fixed shuffle tree).
+  // __ldcg reads from L2, where the other blocks' fenced writes are.
+  double total = 0;
+  for (int b = threadIdx.x; b < kAdamFusedBlocks; b += 32) total += __ldcg(partials + b);
+  total = warp_sum(total);
+  if (threadIdx.x == 0) {
+    if (grad_norm_out) *grad_norm_out = static_cast<float>(sqrt(total));
+    *blocks_done = 0;  // ready for the next launch (kernels on one stream do not overlap)
+  }
+}
+
 }  // namespace
 
 void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                      const StepScalars* per_step, double* partials, float* grad_norm_out, cudaStream_t s) {
-  require(n >= 1 && p && g && m && v && partials, "adam_step", "empty buffer or null pointer");
+                      const StepScalars* per_step, const AdamScratch& scratch, float* grad_norm_out, cudaStream_t s) {
+  require(n >= 1 && p && g && m && v && scratch.partials && scratch.blocks_done, "adam_step",
+          "empty buffer or null pointer");
   require(per_step || a.step >= 1, "adam_step", "step must be 1-based");
   const math::AdamCoefficients c = per_step ? math::AdamCoefficients{} : adam_coefficients(a);
-  grad_square_partials_kernel<<<kAdamNormBlocks, kThreads, 0, s>>>(g, n, partials);
+  if (a.clip_norm <= 0.0f) {
+    adam_update_with_norm_kernel<<<kAdamFusedBlocks, kThreads, 0, s>>>(p, g, m, v, n, c, per_step, scratch.partials,
+                                                                        scratch.blocks_done, grad_norm_out);
+    VAE_CUDA_CHECK_LAUNCH();
+    return;
+  }
+  grad_square_partials_kernel<<<kAdamNormBlocks, kThreads, 0, s>>>(g, n, scratch.partials);
   VAE_CUDA_CHECK_LAUNCH();
-  adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, per_step, a.clip_norm, partials,
+  adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, per_step, a.clip_norm, scratch.partials,
                                                                   grad_norm_out);
   VAE_CUDA_CHECK_LAUNCH();
 }

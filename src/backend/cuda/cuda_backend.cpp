@@ -82,13 +82,17 @@ class CudaBackend final : public Backend {
     VAE_CUDA_CHECK(cudaStreamCreate(&stream_));
     VAE_CUBLAS_CHECK(cublasLtCreate(&lt_handle_));
     VAE_CUDA_CHECK(cudaMalloc(&workspace_, kLtWorkspaceBytes));
-    VAE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&norm_partials_), cuda::kAdamNormBlocks * sizeof(double)));
+    static_assert(cuda::kAdamFusedBlocks >= cuda::kAdamNormBlocks);
+    VAE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_.partials), cuda::kAdamFusedBlocks * sizeof(double)));
+    VAE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_.blocks_done), sizeof(unsigned)));
+    VAE_CUDA_CHECK(cudaMemset(adam_.blocks_done, 0, sizeof(unsigned)));
     lt_ = std::make_unique<cuda::LtMatmul>(lt_handle_, workspace_, kLtWorkspaceBytes);
   }
   ~CudaBackend() override {
     lt_.reset();
     VAE_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(stream_));
-    VAE_CUDA_CHECK_NOTHROW(cudaFree(norm_partials_));
+    VAE_CUDA_CHECK_NOTHROW(cudaFree(adam_.blocks_done));
+    VAE_CUDA_CHECK_NOTHROW(cudaFree(adam_.partials));
     VAE_CUDA_CHECK_NOTHROW(cudaFree(workspace_));
     cublasLtDestroy(lt_handle_);
     VAE_CUDA_CHECK_NOTHROW(cudaStreamDestroy(stream_));
@@ -223,7 +227,7 @@ class CudaBackend final : public Backend {
   }
   void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
                  const StepScalars* per_step, float* grad_norm_out) override {
-    cuda::launch_adam_step(p, g, m, v, n, a, per_step, norm_partials_, grad_norm_out, stream_);
+    cuda::launch_adam_step(p, g, m, v, n, a, per_step, adam_, grad_norm_out, stream_);
   }
   void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize, uint64_t seed,
                      uint32_t stream, uint64_t step, const StepScalars* per_step, float* x) override {
@@ -255,7 +259,7 @@ class CudaBackend final : public Backend {
   cudaStream_t stream_ = nullptr;
   cublasLtHandle_t lt_handle_ = nullptr;
   void* workspace_ = nullptr;
-  double* norm_partials_ = nullptr;
+  cuda::AdamScratch adam_;
   std::unique_ptr<cuda::LtMatmul> lt_;
   BackendOptions options_;
 };

@@ -31,10 +31,16 @@ void launch_gaussian_nll(const float* mean, const float* x, const float* log_sig
 void launch_loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step, float* out,
                         cudaStream_t s);
 void launch_accumulate_scaled(const float* src, int n, float scale, float* dst, cudaStream_t s);
-// partials must hold kAdamNormBlocks doubles.
-constexpr int kAdamNormBlocks = 256;
+// Adam's device scratch: partial sums of squares (kAdamFusedBlocks doubles, the larger grid) and the
+// one-launch form's block counter (zero between launches).
+constexpr int kAdamNormBlocks = 256;    // the norm pass of the two-launch (clipping) form
+constexpr int kAdamFusedBlocks = 1024;  // the one-launch form
+struct AdamScratch {
+  double* partials = nullptr;
+  unsigned* blocks_done = nullptr;
+};
 void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                      const StepScalars* per_step, double* partials, float* grad_norm_out, cudaStream_t s);
+                      const StepScalars* per_step, const AdamScratch& scratch, float* grad_norm_out, cudaStream_t s);
 void launch_gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize, uint64_t seed,
                           uint32_t stream, uint64_t step, const StepScalars* per_step, float* x, cudaStream_t s);
 // *current = table[*cursor]; ++*cursor (one thread; traps when the cursor is outside the table).
