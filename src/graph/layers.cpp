@@ -181,7 +181,6 @@ void Sequential::backward(Backend& be, const float* x, const float* dy, float* d
         upstream = out;
       }
       continue;  // pre_done carries to the pair's linear layer: its bias gradient may be written already
-
     }
     auto* linear = dynamic_cast<Linear*>(layers_[i].get());
     if (linear && i >= 2 && relu_after_[i - 2]) {
