@@ -173,6 +173,8 @@ std::string TrainConfig::to_json() const {
   j["test_limit"] = test_limit;
   j["device"] = to_string(device);
   j["cuda_graph"] = cuda_graph;
+  j["tf32"] = tf32;
+  j["fused_epilogues"] = fused_epilogues;
   return j.dump();
 }
 
@@ -180,7 +182,8 @@ TrainConfig TrainConfig::from_json(const std::string& text, TrainConfig c) {
   const json j = parse_json(text, "train config");
   reject_unknown_keys(j, {"data", "out", "epochs", "batch", "optimizer", "lr", "min_lr", "schedule", "adam_beta1",
                           "adam_beta2", "adam_eps", "weight_decay", "clip_norm", "beta", "warmup_epochs", "seed",
-                          "threads", "train_limit", "test_limit", "device", "cuda_graph"},
+                          "threads", "train_limit", "test_limit", "device", "cuda_graph", "tf32",
+                          "fused_epilogues"},
                       "train");
   read_key(j, "data", c.data_dir);
   read_key(j, "out", c.out_dir);
@@ -204,6 +207,8 @@ TrainConfig TrainConfig::from_json(const std::string& text, TrainConfig c) {
   read_key(j, "test_limit", c.test_limit);
   if (j.contains("device")) read_key(j, "device", s), c.device = parse_device(s);
   read_key(j, "cuda_graph", c.cuda_graph);
+  read_key(j, "tf32", c.tf32);
+  read_key(j, "fused_epilogues", c.fused_epilogues);
   c.validate();
   return c;
 }

@@ -112,13 +112,16 @@ TEST(Cli, TrainEvalSampleReconstruct) {
   ASSERT_EQ(r.code, 0) << r.out;
   EXPECT_TRUE(std::filesystem::exists(dir.file("r.png")));
 
-  // --no-cuda-graph reaches the run's configuration (the CPU ignores it; CUDA runs each kernel).
+  // The CUDA debugging switches reach the run's configuration (the CPU ignores them).
   const Result plain = run("train --data " + kData + " --epochs 1 --train-limit 128 --test-limit 50 --hidden 16 "
-                           "--latent 2 --batch 64 --threads 2 --no-cuda-graph --out " + dir.file("plain"));
+                           "--latent 2 --batch 64 --threads 2 --no-cuda-graph --strict-fp32 --no-fused-epilogues --out " +
+                           dir.file("plain"));
   ASSERT_EQ(plain.code, 0) << plain.out;
   std::ifstream config(dir.file("plain/config.json"));
   const std::string config_text((std::istreambuf_iterator<char>(config)), std::istreambuf_iterator<char>());
   EXPECT_NE(config_text.find("\"cuda_graph\": false"), std::string::npos) << config_text;
+  EXPECT_NE(config_text.find("\"tf32\": false"), std::string::npos) << config_text;
+  EXPECT_NE(config_text.find("\"fused_epilogues\": false"), std::string::npos) << config_text;
 
   // The run's config.json is a valid --config file.
   const Result again = run("train --config " + run_dir + "/config.json --epochs 1 --out " + dir.file("run2"));

@@ -369,8 +369,8 @@ TEST(CudaGolden, TenStepsAgreeAndRepeatBitExact) {
   auto run = [&](Device device, std::vector<float>* first_grads, std::vector<float>* losses) {
     Model model(cfg, device);
     model.initialize(11);
-    model.impl().backend->set_options({false, true});  // strict FP32 for the comparison
     tc.device = device;
+    tc.tf32 = false;  // strict FP32 for the comparison (the Trainer applies it)
     Trainer trainer(model, tc);
     for (int s = 0; s < 10; ++s) {
       losses->push_back(static_cast<float>(trainer.step(images, rows)));

@@ -166,6 +166,7 @@ TrainConfig awkward_run(Device device, float clip_norm) {
   c.weight_decay = 0.01f;
   c.clip_norm = clip_norm;
   c.device = device;
+  c.tf32 = false;  // strict FP32 on CUDA, as the reference runs
   return c;
 }
 
@@ -174,7 +175,7 @@ std::vector<float> reference_run(const TrainConfig& c) {
   Model model(tiny_model(), c.device);
   model.initialize(c.seed);
   ModelImpl& m = model.impl();
-  m.backend->set_options({false, true});
+  model.set_numerics({c.tf32, c.fused_epilogues});
   const int d = m.input_dim();
   const int64_t n = c.train_limit;
   const int64_t steps_per_epoch = (n + c.batch - 1) / c.batch;
@@ -222,8 +223,7 @@ FitResult fit_run(TrainConfig c, bool recorded) {
   c.cuda_graph = recorded;
   Model model(tiny_model(), c.device);
   model.initialize(c.seed);
-  model.impl().backend->set_options({false, true});
-  Trainer trainer(model, c);
+  Trainer trainer(model, c);  // applies c.tf32 and c.fused_epilogues
   FitResult r;
   for (const auto& e : trainer.fit(data())) r.train_loss.push_back(e.train_loss);
   r.params = model.impl().params.to_host();

@@ -72,6 +72,10 @@ struct TrainConfig {
   // CUDA: record each step once as a CUDA graph and replay it. false runs every kernel uncaptured
   // (same kernels, same bits; for debugging and profiling). The CPU ignores it.
   bool cuda_graph = true;
+  // CUDA numerics (see Numerics in model.hpp): TF32 GEMMs, or strict FP32 when false; cuBLASLt
+  // epilogue fusion, or our separate kernels when false. The CPU ignores both.
+  bool tf32 = true;
+  bool fused_epilogues = true;
 
   void validate() const;
   std::string to_json() const;

@@ -15,6 +15,12 @@ namespace vae {
 
 struct ModelImpl;  // internal; see src/model/model_impl.hpp
 
+// How the CUDA backend runs the linear layers; the CPU has one numerics and ignores these.
+struct Numerics {
+  bool tf32 = true;             // TF32 tensor-core GEMMs; false = strict FP32
+  bool fused_epilogues = true;  // bias, ReLU and their gradients inside the cuBLASLt GEMM where it can
+};
+
 class Model {
  public:
   explicit Model(const ModelConfig& config, Device device = Device::CPU);
@@ -26,6 +32,8 @@ class Model {
   Device device() const;
   int64_t parameter_count() const;  // trainable scalars (excluding alignment padding)
   void initialize(uint64_t seed);
+  // Applies from the next operation on; Trainer sets it from TrainConfig::tf32/fused_epilogues.
+  void set_numerics(const Numerics& numerics);
 
   // Views into the flat parameter buffer, in module order.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;

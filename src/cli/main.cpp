@@ -25,7 +25,7 @@ struct TrainFlags {
   std::optional<float> lr, beta, weight_decay, clip_norm;
   std::optional<uint64_t> seed;
   std::optional<int64_t> train_limit, test_limit;
-  bool no_cuda_graph = false;
+  bool no_cuda_graph = false, strict_fp32 = false, no_fused_epilogues = false;
 };
 
 std::vector<int> parse_hidden(const std::string& text) {
@@ -92,6 +92,8 @@ int run_train(const TrainFlags& f) {
   if (f.test_limit) cfg.test_limit = *f.test_limit;
   if (f.device) cfg.device = vae::parse_device(*f.device);
   if (f.no_cuda_graph) cfg.cuda_graph = false;
+  if (f.strict_fp32) cfg.tf32 = false;
+  if (f.no_fused_epilogues) cfg.fused_epilogues = false;
   if (f.latent) model_cfg.latent = *f.latent;
   if (f.hidden) model_cfg.hidden = parse_hidden(*f.hidden);
   if (f.likelihood) model_cfg.likelihood = vae::parse_likelihood(*f.likelihood);
@@ -139,9 +141,10 @@ int run_train(const TrainFlags& f) {
 }
 
 int run_eval(const std::string& checkpoint, const std::string& data_dir, int k, bool as_json, int threads,
-             int64_t limit, const std::string& device) {
+             int64_t limit, const std::string& device, bool strict_fp32) {
   vae::set_num_threads(threads);
   vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
+  model.set_numerics({!strict_fp32, true});
   const vae::Dataset data = vae::load_dataset(data_dir);
   vae::EvalOptions opt;
   opt.k = k;
@@ -202,11 +205,14 @@ int main(int argc, char** argv) {
   train->add_option("--device", tf.device, "cpu|cuda|auto (default cpu)");
   train->add_flag("--no-cuda-graph", tf.no_cuda_graph,
                   "CUDA: launch every kernel of each step instead of replaying one recorded graph (debugging)");
+  train->add_flag("--strict-fp32", tf.strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
+  train->add_flag("--no-fused-epilogues", tf.no_fused_epilogues,
+                  "CUDA: bias, ReLU and their gradients as separate kernels, not in the cuBLASLt GEMM (debugging)");
 
   std::string checkpoint, data_dir = "/usr/share/datasets/fashion-mnist", out_png, device = "cpu";
   int k = 0, n = 64, threads = 0;
   int64_t limit = 0;
-  bool as_json = false;
+  bool as_json = false, strict_fp32 = false;
   float temperature = 1.0f;
   uint64_t seed = 0;
   auto* eval = app.add_subcommand("eval", "test -ELBO, importance-weighted -log p(x), active units, KL per dimension");
@@ -217,6 +223,7 @@ int main(int argc, char** argv) {
   eval->add_option("--threads", threads, "CPU threads, 0 = all cores")->check(CLI::Range(0, 1024));
   eval->add_option("--device", device, "cpu|cuda|auto");
   eval->add_flag("--json", as_json, "print one JSON object");
+  eval->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
   auto* sample = app.add_subcommand("sample", "decode samples from the prior into a PNG grid");
   sample->add_option("--checkpoint", checkpoint, "model.safetensors from vae train")->required();
@@ -225,6 +232,7 @@ int main(int argc, char** argv) {
   sample->add_option("--seed", seed, "random seed (default 0)");
   sample->add_option("--out", out_png, "PNG file to write")->required();
   sample->add_option("--device", device, "cpu|cuda|auto");
+  sample->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
   int n_recon = 16;
   auto* recon = app.add_subcommand("reconstruct", "test images above their reconstructions, as a PNG grid");
@@ -233,6 +241,7 @@ int main(int argc, char** argv) {
   recon->add_option("--data", data_dir, "folder with the IDX files");
   recon->add_option("--out", out_png, "PNG file to write")->required();
   recon->add_option("--device", device, "cpu|cuda|auto");
+  recon->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
   // CLI11 would only say "a subcommand is required"; name the word it did not know.
   if (argc > 1 && argv[1][0] != '-') {
@@ -256,9 +265,10 @@ int main(int argc, char** argv) {
 
   try {
     if (*train) return run_train(tf);
-    if (*eval) return run_eval(checkpoint, data_dir, k, as_json, threads, limit, device);
+    if (*eval) return run_eval(checkpoint, data_dir, k, as_json, threads, limit, device, strict_fp32);
     if (*sample) {
       vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
+      model.set_numerics({!strict_fp32, true});
       const vae::Tensor images = vae::sample_images(model, n, temperature, seed);
       vae::write_png_grid(out_png, images.to_host(), n, model.config().image_height, model.config().image_width,
                           std::min(n, 8));
@@ -267,6 +277,7 @@ int main(int argc, char** argv) {
     }
     if (*recon) {
       vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
+      model.set_numerics({!strict_fp32, true});
       const vae::Dataset data = vae::load_dataset(data_dir);
       const auto [inputs, outputs] = vae::reconstruct_images(model, data.test, n_recon);
       // Rows of up to 8: a row of test images, then the row of their reconstructions.

@@ -117,6 +117,8 @@ Model& Model::operator=(Model&&) noexcept = default;
 const ModelConfig& Model::config() const { return impl_->config; }
 Device Model::device() const { return impl_->device; }
 
+void Model::set_numerics(const Numerics& n) { impl_->backend->set_options({n.tf32, n.fused_epilogues}); }
+
 int64_t Model::parameter_count() const {
   int64_t n = 0;
   for (const auto& s : impl_->slices) n += shape_numel(s.shape);

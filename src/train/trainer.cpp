@@ -59,6 +59,7 @@ Trainer::Trainer(Model& model, TrainConfig config) : model_(model), config_(std:
   if (config_.device != model_.device())
     throw Error("Trainer: the config asks for device " + to_string(config_.device) + " but the model lives on " +
                 to_string(model_.device()));
+  model_.set_numerics({config_.tf32, config_.fused_epilogues});
 }
 
 void Trainer::ensure_optimizer_state() {
