@@ -4,7 +4,14 @@
 # memcheck and racecheck over the CUDA tests, the benchmarks, the PyTorch side-by-side (eager,
 # torch.compile, reduce-overhead) and the default training run on CUDA with its evaluation. Logs and a
 # results summary go to $OUT (fetched back by the tool); copy the summary to bench/results/.
+#
+# Phases (arguments; none = all): tests sanitizers profile bench torch train. One device call may run
+# at most 10 minutes, so a first run can split them, e.g. `tests sanitizers profile`, then
+# `bench torch train`. Each phase appends to results.md as it finishes, so a call cut off by its
+# time limit still returns what it did.
 set -uo pipefail
+phases=" ${*:-tests sanitizers profile bench torch train} "
+want() { [[ "$phases" == *" $1 "* ]]; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 g=$root/.gpu
 out=${OUT:-$root/gpu-out}
@@ -27,6 +34,7 @@ summary=$out/results.md
   echo "- commit: $(tr '\n' ' ' < "$g/COMMIT")"
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
   echo "- cuBLASLt: $lt"
+  echo "- phases:$phases"
 } > "$summary"
 status=0
 step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
@@ -38,10 +46,12 @@ step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
   [ $rc = 0 ] || status=1
 }
 
-step tests ours "$g/vae_tests" --gtest_brief=1
-grep -h "^\[parity\]\|^\[golden\]" "$out/tests.log" > "$out/parity.txt" 2>/dev/null
-step memcheck ours compute-sanitizer --tool memcheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='*Cuda*:-CudaGolden*' --gtest_brief=1
-step racecheck ours compute-sanitizer --tool racecheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*' --gtest_brief=1
+if want tests; then
+  step tests ours "$g/vae_tests" --gtest_brief=1
+  grep -h "^\[parity\]\|^\[golden\]" "$out/tests.log" > "$out/parity.txt" 2>/dev/null
+fi
+want sanitizers && step memcheck ours compute-sanitizer --tool memcheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='*Cuda*:-CudaGolden*' --gtest_brief=1
+want sanitizers && step racecheck ours compute-sanitizer --tool racecheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*' --gtest_brief=1
 # Which kernels one training step launches (the fused-epilogue check): with the default ReLU model
 # and fused epilogues, none of our fallback kernels (bias_add, bias_grad, relu_bias,
 # relu_grad_bias_grad, activation_*) may appear. nsys if present (graph nodes traced one by one),
@@ -58,16 +68,16 @@ profile_step() {
     echo "neither nsys nor ncu is installed" >&2; return 1
   fi
 }
-step profile profile_step
-step bench ours "$g/vae_bench" --benchmark_min_time=1 --benchmark_format=json --benchmark_out="$out/bench.json"
+want profile && step profile profile_step
+want bench && step bench ours "$g/vae_bench" --benchmark_min_time=1 --benchmark_format=json --benchmark_out="$out/bench.json"
 for b in 128 4096; do
   for mode in eager compile reduce-overhead; do
-    step "torch-$mode-$b" python3 "$root/bench/pytorch_reference.py" step --device cuda --batch $b --mode $mode --repeats 100
+    want torch && step "torch-$mode-$b" python3 "$root/bench/pytorch_reference.py" step --device cuda --batch $b --mode $mode --repeats 100
   done
 done
-step train-cuda ours "$g/vae" train --device cuda --data "$g/data" --out "$out/run-cuda"
-step eval-cuda ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 100 --json
-step eval-cuda-k5000 ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 5000 --limit 1000 --json
+want train && step train-cuda ours "$g/vae" train --device cuda --data "$g/data" --out "$out/run-cuda"
+want train && step eval-cuda ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 100 --json
+want train && step eval-cuda-k5000 ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 5000 --limit 1000 --json
 {
   echo; echo "## Step times (JSON lines: ours from bench.json, PyTorch from torch-*.log)"
   python3 - "$out" <<'PY'
