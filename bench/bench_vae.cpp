@@ -251,6 +251,37 @@ VAE_OP_BENCH(BM_LossReduce, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1
 
 }  // namespace
 
+// select_step, the first kernel of every recorded training step: one thread copies one StepScalars
+// record (and moves the cursor). Its cost is launch latency, not bytes. The table holds `records`
+// entries; the cursor is rewound (a synchronous upload, inside the timing) each time it runs out.
+void BM_SelectStep(benchmark::State& state) {
+  OpBench b(state);
+  if (b.skip(state)) return;
+  const int64_t kTable = state.range(0);
+  std::vector<vae::StepScalars> host(kTable);
+  for (int64_t i = 0; i < kTable; ++i) host[static_cast<size_t>(i)].philox_step = static_cast<uint64_t>(i);
+  auto table = vae::DeviceArray<vae::StepScalars>::allocate(kTable, b.device);
+  table.upload(host.data(), host.size());
+  auto cursor = vae::DeviceArray<int64_t>::allocate(1, b.device);
+  auto current = vae::DeviceArray<vae::StepScalars>::allocate(1, b.device);
+  int64_t calls = 0;
+  auto rewind = [&] {
+    const int64_t zero = 0;
+    cursor.upload(&zero, 1);
+    calls = 0;
+  };
+  rewind();
+  b.run(state, 2 * int64_t(sizeof(vae::StepScalars) + sizeof(int64_t)), [&] {
+    if (calls == kTable) {  // about once per 3000 iterations of 20 calls
+      b.be->synchronize();
+      rewind();
+    }
+    b.be->select_step(table.data(), kTable, cursor.data(), current.data());
+    ++calls;
+  });
+}
+VAE_OP_BENCH(BM_SelectStep, records)->Args({65536, 0})->Args({65536, 1});
+
 // The Linear+ReLU pair of the default model's first layer (B x 784 -> 512) and the input gradient
 // of the layer above it (512 <- 256) through that ReLU: cuBLASLt RELU_AUX_BIAS + DRELU_BGRAD when
 // fused (device 1, fused 1), GEMMs plus our relu_bias / relu_grad_bias_grad kernels when not.
