@@ -115,7 +115,7 @@ void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, c
   grad_square_partials_kernel<<<kAdamNormBlocks, kThreads, 0, s>>>(g, n, scratch.partials);
   VAE_CUDA_CHECK_LAUNCH();
   adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, per_step, a.clip_norm, scratch.partials,
-                                                                  grad_norm_out);
+                                                       grad_norm_out);
   VAE_CUDA_CHECK_LAUNCH();
 }
 

@@ -1,5 +1,5 @@
 // The unfused twins of cuBLASLt's RELU_BIAS and DRELU_BGRAD epilogues, for the shapes and settings
-// where the GEMM cannot run them itself (--no fused epilogues, or no algorithm for the shape).
+// where the GEMM cannot run them itself (--no-fused-epilogues, no mask, or no algorithm for the shape).
 //   relu_bias:            y[r, o] = max(0, y[r, o] + b[o])        in place on the GEMM output
 //                         reads rows*out + out floats, writes rows*out
 //   relu_grad_bias_grad:  g[r, o] *= (a[r, o] > 0);  db[o] = sum_r g[r, o]   in place on the GEMM output

@@ -25,11 +25,6 @@
 namespace vae {
 namespace {
 
-#define SKIP_WITHOUT_GPU()                                                                         \
-  if (!cuda_available())                                                                   \
-  GTEST_SKIP() << "no CUDA GPU (or a build without CUDA): the CUDA parity tests need one; run "   \
-                  "scripts/gpu-check.sh on a GPU machine"
-
 // Device buffers for one run of an operation; outputs are poisoned and read back in order.
 class Arena {
  public:
@@ -149,20 +144,6 @@ TEST(CudaParity, LinearForwardBackward) {
   }, {{2e-3 * std::sqrt(784.0), 1e-2}}, {true, true});
 }
 
-// Multiples of 1/4 in [-1/2, 1/2] and biases that are odd multiples of 1/32: every pre-activation
-// is exact in FP32 whatever the summation order and at least 1/32 from zero, so both backends see
-// the same ReLU pattern and cuBLASLt's bit-mask must encode exactly the CPU's y > 0.
-std::vector<float> quarters(size_t n, uint64_t seed) {
-  auto v = rnd(n, seed, -2.499, 2.499);
-  for (auto& x : v) x = std::round(x) * 0.25f;
-  return v;
-}
-std::vector<float> odd_32nds(size_t n, uint64_t seed) {
-  auto v = rnd(n, seed, -8, 8);
-  for (auto& x : v) x = (2.0f * std::floor(x) + 1.0f) / 32.0f;
-  return v;
-}
-
 // The fused Linear+ReLU pair: RELU_AUX_BIAS forward and DRELU_BGRAD backward (mask), RELU_BIAS with
 // our relu_grad_bias_grad (no mask), and the unfused path; hidden widths 1, 3, 129 and 200 put the
 // mask's 128-bit column padding to work.
@@ -173,8 +154,12 @@ TEST(CudaParity, LinearReluPair) {
   for (const Shape s : {Shape{1, 1, 1, 1}, Shape{7, 5, 3, 2}, Shape{128, 784, 512, 256}, Shape{257, 33, 129, 65},
                         Shape{3, 1031, 200, 17}}) {
     for (Mode mode : {Mode::FusedWithMask, Mode::FusedNoMask, Mode::Unfused}) {
-      const auto x = quarters(size_t(s.rows) * s.in, 41), w = quarters(size_t(s.hidden) * s.in, 42);
-      const auto b = odd_32nds(s.hidden, 43), w2 = rnd(size_t(s.out) * s.hidden, 44), dy = rnd(size_t(s.rows) * s.out, 45);
+      // Exact pre-activations at least 1/32 from zero (see test::quarters): both backends see the
+      // same ReLU pattern, so cuBLASLt's bit-mask must encode exactly the CPU's y > 0.
+      const auto x = test::quarters<float>(size_t(s.rows) * s.in, 41);
+      const auto w = test::quarters<float>(size_t(s.hidden) * s.in, 42);
+      const auto b = test::odd_32nds<float>(s.hidden, 43);
+      const auto w2 = rnd(size_t(s.out) * s.hidden, 44), dy = rnd(size_t(s.rows) * s.out, 45);
       const std::string name = "linear+relu " + std::to_string(s.rows) + "x" + std::to_string(s.in) + "x" +
                                std::to_string(s.hidden) + "x" + std::to_string(s.out) +
                                (mode == Mode::FusedWithMask ? " fused+mask" : mode == Mode::FusedNoMask ? " fused" : " unfused");

@@ -13,16 +13,6 @@
 namespace vae {
 namespace {
 
-bool have_data() {
-  return std::filesystem::exists(test::data_dir() + "/train-images-idx3-ubyte.gz") ||
-         std::filesystem::exists(test::data_dir() + "/train-images-idx3-ubyte");
-}
-
-const Dataset& data() {
-  static const Dataset d = load_dataset(test::data_dir());
-  return d;
-}
-
 TrainConfig small_run() {
   TrainConfig c;
   c.data_dir = test::data_dir();
@@ -52,14 +42,14 @@ ModelConfig small_model() {
 }
 
 TEST(EndToEnd, TrainingOnASubsetLowersTheTestElbo) {
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << test::data_dir() << "; apt-get install dataset-fashion-mnist";
+  SKIP_WITHOUT_FASHION_MNIST();
   Model model(small_model());
   model.initialize(1);
   EvalOptions eo;
   eo.limit = 1000;
-  const double before = evaluate(model, data().test, eo).neg_elbo;
+  const double before = evaluate(model, test::fashion_mnist().test, eo).neg_elbo;
   Trainer trainer(model, small_run());
-  const auto history = trainer.fit(data());
+  const auto history = trainer.fit(test::fashion_mnist());
   ASSERT_EQ(history.size(), 2u);
   const EvalResult after = history.back().test;
   // An untrained model scores ~545 nats; the mean-image baseline ~390. 4000 images x 2 epochs
@@ -76,16 +66,16 @@ TEST(EndToEnd, TrainingOnASubsetLowersTheTestElbo) {
   // Importance weighting: the k-sample bound is tighter than the ELBO and improves with k.
   eo.limit = 200;
   eo.k = 1;
-  const double iw1 = evaluate(model, data().test, eo).iwae_nll;
+  const double iw1 = evaluate(model, test::fashion_mnist().test, eo).iwae_nll;
   eo.k = 50;
-  const EvalResult r50 = evaluate(model, data().test, eo);
+  const EvalResult r50 = evaluate(model, test::fashion_mnist().test, eo);
   EXPECT_LT(r50.iwae_nll, iw1);
   EXPECT_LT(r50.iwae_nll, r50.neg_elbo);
   EXPECT_GT(r50.iwae_nll, r50.neg_elbo - 30.0);
 }
 
 TEST(EndToEnd, SameSeedSameBits) {
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << test::data_dir();
+  SKIP_WITHOUT_FASHION_MNIST();
   TrainConfig c = small_run();
   c.epochs = 1;
   c.train_limit = 1500;
@@ -96,7 +86,7 @@ TEST(EndToEnd, SameSeedSameBits) {
     Model model(small_model());
     model.initialize(c.seed);
     Trainer trainer(model, c);
-    const auto h = trainer.fit(data());
+    const auto h = trainer.fit(test::fashion_mnist());
     finals.push_back(flat_params(model));
     losses.push_back(h.back().train_loss);
   }
@@ -116,7 +106,7 @@ namespace vae {
 namespace {
 
 TEST(EndToEnd, GaussianLikelihoodWithLearnedSigmaTrains) {
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << test::data_dir();
+  SKIP_WITHOUT_FASHION_MNIST();
   ModelConfig m = small_model();
   m.likelihood = Likelihood::Gaussian;
   m.learned_sigma = true;
@@ -127,7 +117,7 @@ TEST(EndToEnd, GaussianLikelihoodWithLearnedSigmaTrains) {
   c.epochs = 2;
   c.train_limit = 2000;
   c.test_limit = 300;
-  const auto history = Trainer(model, c).fit(data());
+  const auto history = Trainer(model, c).fit(test::fashion_mnist());
   // Continuous pixels: the NLL is a density and goes negative as sigma shrinks; the point is that
   // it falls and stays finite (the soft clamp keeps sigma >= ~1e-3).
   EXPECT_LT(history[1].test.neg_elbo, history[0].test.neg_elbo);

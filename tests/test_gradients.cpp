@@ -61,30 +61,14 @@ TEST(GradCheck, Linear) {
   }
 }
 
-// Multiples of 1/4 in [-1/2, 1/2] (exact products and sums), and biases that are odd multiples of
-// 1/32: every pre-activation x.w + b is then exact and at least 1/32 from ReLU's kink.
-template <class T>
-std::vector<T> quarters(size_t n, uint64_t seed) {
-  auto v = random_vector<double>(n, seed, -2.499, 2.499);
-  std::vector<T> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = static_cast<T>(std::round(v[i]) * 0.25);
-  return out;
-}
-template <class T>
-std::vector<T> odd_32nds(size_t n, uint64_t seed) {
-  auto v = random_vector<double>(n, seed, -8.0, 8.0);
-  std::vector<T> out(n);
-  for (size_t i = 0; i < n; ++i) out[i] = static_cast<T>((2.0 * std::floor(v[i]) + 1.0) / 32.0);
-  return out;
-}
-
 // The fused pair Linear -> ReLU -> Linear: linear_relu_forward, then linear_relu_input_backward
 // (the upper layer's input gradient through the ReLU, with the lower layer's bias gradient) and the
 // lower layer's weight gradient without its bias, as Sequential runs them.
 TEST(GradCheck, LinearReluPair) {
   for (auto [rows, in, hidden, out] : {std::tuple{1, 1, 1, 1}, std::tuple{3, 5, 7, 2}, std::tuple{4, 9, 6, 5}}) {
-    auto x = quarters<double>(rows * in, 21), w = quarters<double>(hidden * in, 22);
-    auto b = odd_32nds<double>(hidden, 23);
+    // Exact pre-activations at least 1/32 from ReLU's kink (see test::quarters).
+    auto x = test::quarters<double>(rows * in, 21), w = test::quarters<double>(hidden * in, 22);
+    auto b = test::odd_32nds<double>(hidden, 23);
     const auto v = random_vector<double>(out * hidden, 24), c = random_vector<double>(out, 25);
     const auto r = random_vector<double>(rows * out, 26);
     std::vector<double> y(rows * hidden), z(rows * out);

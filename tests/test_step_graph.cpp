@@ -45,7 +45,7 @@ void expect_select_step_walks_the_table(Device device) {
   cursor.upload(&zero, 1);
   for (size_t i = 0; i < host.size(); ++i) {
     be->select_step(table.data(), static_cast<int64_t>(host.size()), cursor.data(), current.data());
-    // Read back through a float tensor-free path: a host copy of the record.
+    // Read the record and the cursor back (Tensor holds floats only, so copy the bytes directly).
     StepScalars got;
     int64_t at = 0;
     if (device == Device::CPU) {
@@ -72,7 +72,7 @@ TEST(StepTable, SelectStepWalksTheTableOnTheCpu) {
 }
 
 TEST(StepTable, SelectStepWalksTheTableOnCuda) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU (or a build without CUDA); run scripts/gpu-check.sh on a GPU machine";
+  SKIP_WITHOUT_GPU();
   expect_select_step_walks_the_table(Device::CUDA);
 }
 
@@ -129,16 +129,6 @@ TEST(StepTable, PerStepValuesReplaceTheByValueOnes) {
   EXPECT_EQ(n1, n2);
 }
 
-bool have_data() {
-  return std::filesystem::exists(test::data_dir() + "/train-images-idx3-ubyte.gz") ||
-         std::filesystem::exists(test::data_dir() + "/train-images-idx3-ubyte");
-}
-
-const Dataset& data() {
-  static const Dataset d = load_dataset(test::data_dir());
-  return d;
-}
-
 ModelConfig tiny_model() {
   ModelConfig m;
   m.hidden = {64};
@@ -184,7 +174,7 @@ std::vector<float> reference_run(const TrainConfig& c) {
   Tensor x({c.batch, d}, c.device);
   Tensor adam_m = Tensor::zeros({m.params.numel()}, c.device), adam_v = Tensor::zeros({m.params.numel()}, c.device);
   Tensor norm = Tensor::zeros({1}, c.device);
-  const auto pixels = DeviceArray<uint8_t>::mirror(data().train.pixels, c.device);
+  const auto pixels = DeviceArray<uint8_t>::mirror(test::fashion_mnist().train.pixels, c.device);
   int64_t step = 0;
   for (int epoch = 1; epoch <= c.epochs; ++epoch) {
     const std::vector<int32_t> host_perm = epoch_permutation(n, c.seed, epoch);
@@ -225,7 +215,7 @@ FitResult fit_run(TrainConfig c, bool recorded) {
   model.initialize(c.seed);
   Trainer trainer(model, c);  // applies c.tf32 and c.fused_epilogues
   FitResult r;
-  for (const auto& e : trainer.fit(data())) r.train_loss.push_back(e.train_loss);
+  for (const auto& e : trainer.fit(test::fashion_mnist())) r.train_loss.push_back(e.train_loss);
   r.params = model.impl().params.to_host();
   return r;
 }
@@ -246,13 +236,13 @@ void expect_fit_matches_reference(Device device, float clip_norm) {
 }
 
 TEST(StepGraph, FitMatchesTheByValueReferenceOnTheCpu) {
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << test::data_dir() << "; apt-get install dataset-fashion-mnist";
+  SKIP_WITHOUT_FASHION_MNIST();
   for (float clip : {20.0f, 0.0f}) expect_fit_matches_reference(Device::CPU, clip);
 }
 
 TEST(StepGraph, CudaGraphReplayMatchesUncapturedAndReference) {
-  if (!cuda_available()) GTEST_SKIP() << "no CUDA GPU (or a build without CUDA); run scripts/gpu-check.sh on a GPU machine";
-  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << test::data_dir() << "; apt-get install dataset-fashion-mnist";
+  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_FASHION_MNIST();
   for (float clip : {20.0f, 0.0f}) expect_fit_matches_reference(Device::CUDA, clip);
 }
 

@@ -1,5 +1,5 @@
-// Helpers shared by the tests: seeded random vectors, scratch folders, and the error report that
-// prints the worst element as a fraction of its bound.
+// Helpers shared by the tests: seeded random vectors, scratch folders, the Fashion-MNIST data set,
+// and the error report that prints the worst element as a fraction of its bound.
 #pragma once
 
 #include <gtest/gtest.h>
@@ -12,6 +12,9 @@
 #include <string>
 #include <vector>
 
+#include "vae/data.hpp"
+#include "vae/tensor.hpp"
+
 namespace vae::test {
 
 // Build-time paths, overridable at run time (scripts/gpu-check.sh runs a build from elsewhere).
@@ -20,6 +23,25 @@ inline std::string env_or(const char* name, const char* fallback) {
   return v && *v ? v : fallback;
 }
 inline std::string data_dir() { return env_or("VAE_TEST_DATA_DIR", VAE_TEST_DATA_DIR); }
+
+// Fashion-MNIST (Debian's dataset-fashion-mnist) for the tests that train; loaded once per binary.
+inline bool have_fashion_mnist() {
+  return std::filesystem::exists(data_dir() + "/train-images-idx3-ubyte.gz") ||
+         std::filesystem::exists(data_dir() + "/train-images-idx3-ubyte");
+}
+inline const Dataset& fashion_mnist() {
+  static const Dataset d = load_dataset(data_dir());
+  return d;
+}
+// The CUDA tests skip, saying why, on machines without a GPU (and in builds without CUDA).
+#define SKIP_WITHOUT_GPU()                                                                        \
+  if (!::vae::cuda_available())                                                                   \
+  GTEST_SKIP() << "no CUDA GPU (or a build without CUDA): this CUDA test needs one; run "         \
+                  "scripts/gpu-check.sh on a GPU machine (docs/gpu.md)"
+#define SKIP_WITHOUT_FASHION_MNIST()                                                              \
+  if (!::vae::test::have_fashion_mnist())                                                         \
+  GTEST_SKIP() << "Fashion-MNIST not found in " << ::vae::test::data_dir()                        \
+               << "; apt-get install dataset-fashion-mnist"
 
 template <class T>
 std::vector<T> random_vector(size_t n, uint64_t seed, double lo = -1.0, double hi = 1.0) {
@@ -36,6 +58,25 @@ inline std::vector<double> random_away_from_zero(size_t n, uint64_t seed, double
   for (auto& x : v)
     if (std::abs(x) < gap) x = x < 0 ? x - gap : x + gap;
   return v;
+}
+
+// Multiples of 1/4 in [-1/2, 1/2], and (odd_32nds) odd multiples of 1/32 in [-15/32, 15/32]. With x
+// and W from quarters and b from odd_32nds, every pre-activation x.W + b is exact in float whatever
+// the summation order (for fan-in below 2^19) and at least 1/32 from zero: ReLU's pattern is the
+// same on every backend and a finite difference never straddles its kink.
+template <class T>
+std::vector<T> quarters(size_t n, uint64_t seed) {
+  const auto v = random_vector<double>(n, seed, -2.499, 2.499);
+  std::vector<T> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<T>(std::round(v[i]) * 0.25);
+  return out;
+}
+template <class T>
+std::vector<T> odd_32nds(size_t n, uint64_t seed) {
+  const auto v = random_vector<double>(n, seed, -8.0, 8.0);
+  std::vector<T> out(n);
+  for (size_t i = 0; i < n; ++i) out[i] = static_cast<T>((2.0 * std::floor(v[i]) + 1.0) / 32.0);
+  return out;
 }
 
 // Per-element bound atol + rtol*|ref|; fails with the worst element and how close it came.

@@ -57,8 +57,10 @@ std::unique_ptr<RecordedWork> Backend::capture(std::function<void()> enqueue) {
 
 std::unique_ptr<HostReadback> Backend::make_readback(int n) {
   if (n < 1) throw Error("make_readback: n must be at least 1");
-  return std::make_unique<ImmediateReadback>(n);
+  return new_readback(n);
 }
+
+std::unique_ptr<HostReadback> Backend::new_readback(int n) { return std::make_unique<ImmediateReadback>(n); }
 
 std::unique_ptr<Backend> make_backend(Device device) {
   if (device == Device::CPU) return make_cpu_backend();

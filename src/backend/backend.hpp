@@ -48,7 +48,7 @@ struct AdamArgs {
 // Numerics switches. The CPU backend has one numerics and ignores them.
 struct BackendOptions {
   bool tf32 = true;             // CUDA: TF32 tensor-core math in GEMMs; false = strict FP32
-  bool fused_epilogues = true;  // CUDA: bias and bias-gradient fused into cuBLASLt GEMMs when possible
+  bool fused_epilogues = true;  // CUDA: bias, ReLU and their gradients in the cuBLASLt GEMM when possible
 };
 
 // The per-step constants of Adam for a.step (bias corrections folded into step_size and
@@ -86,7 +86,8 @@ class Backend {
   // Records the work `enqueue` queues (see RecordedWork). Nothing may allocate, copy between host
   // and device or synchronise inside `enqueue`. The CPU's recording just keeps `enqueue`.
   virtual std::unique_ptr<RecordedWork> capture(std::function<void()> enqueue);
-  virtual std::unique_ptr<HostReadback> make_readback(int n);
+  // A readback of n >= 1 floats (see HostReadback).
+  std::unique_ptr<HostReadback> make_readback(int n);
 
   // *current = table[*cursor]; ++*cursor; cursor must be below count (all in the backend's memory).
   virtual void select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current) = 0;
@@ -169,6 +170,10 @@ class Backend {
   virtual void normal_fill(float* z, int rows, int cols, float scale, uint64_t seed, uint32_t stream,
                            uint64_t step) = 0;
   virtual void fill(float* x, int64_t n, float value) = 0;
+
+ protected:
+  // make_readback's backend part, n already checked. The CPU's copies in start().
+  virtual std::unique_ptr<HostReadback> new_readback(int n);
 };
 
 std::unique_ptr<Backend> make_backend(Device device);

@@ -154,6 +154,9 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   const auto run_start = clock::now();
   int64_t samples_done = 0;
   std::vector<StepScalars> host_table(static_cast<size_t>(steps_per_epoch));
+  auto rows_of_step = [&](int64_t s) {
+    return static_cast<int>(std::min<int64_t>(config_.batch, n - s * config_.batch));
+  };
   for (int epoch = 1; epoch <= config_.epochs; ++epoch) {
     const auto epoch_start = clock::now();
     // The epoch's uploads, before its first step: permutation, step table, cursor.
@@ -161,14 +164,13 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     perm.upload(host_perm.data(), host_perm.size());
     double last_beta = 0, last_lr = 0;
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
-      const int64_t first = s * config_.batch;
-      const int rows = static_cast<int>(std::min<int64_t>(config_.batch, n - first));
+      const int rows = rows_of_step(s);
       const int64_t global = (epoch - 1) * steps_per_epoch + s;
       last_beta = kl_weight(config_, global, steps_per_epoch);
       last_lr = learning_rate(config_, global, total_steps);
       StepScalars& t = host_table[static_cast<size_t>(s)];
       t.philox_step = static_cast<uint64_t>(global_step_ + s);
-      t.row0 = first;
+      t.row0 = s * config_.batch;
       t.beta = static_cast<float>(last_beta);
       t.kl_grad_weight = t.beta / static_cast<float>(rows);
       t.adam = adam_coefficients(adam_args(config_, last_lr, global_step_ + s + 1));
@@ -178,11 +180,19 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     cursor.upload(&zero, 1);
     loss_sums.fill(0.0f);
 
-    // Loss sums reach the host asynchronously: every kReadLossEvery steps a copy is queued, and its
-    // values are reported once it has landed, without the host waiting for the GPU.
+    // Loss sums reach the host asynchronously: every kReadLossEvery steps a copy is queued (unless
+    // one is still in flight), and its values are reported once it has landed, without the host
+    // waiting for the GPU. The epoch's last step waits for its own copy.
     std::vector<float> sums(3, 0.0f);
     bool pending = false;
     int64_t pending_step = 0, pending_rows = 0, pending_samples = 0;
+    auto queue_read = [&](int64_t step, int64_t rows_done) {
+      readback->start(loss_sums.data());
+      pending = true;
+      pending_step = step;
+      pending_rows = rows_done;
+      pending_samples = samples_done;
+    };
     auto report = [&](const float* values) {
       sums.assign(values, values + 3);
       pending = false;
@@ -201,30 +211,22 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       p.eta_s = elapsed / static_cast<double>(steps_done) * static_cast<double>(total_steps - steps_done);
       on_step(p);
     };
+    int64_t rows_done = 0;
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
-      const int64_t first = s * config_.batch;
-      const int rows = static_cast<int>(std::min<int64_t>(config_.batch, n - first));
+      const int rows = rows_of_step(s);
       run_step(rows);
       ++global_step_;
       samples_done += rows;
-      const bool last = s + 1 == steps_per_epoch;
-      if (last) {
+      rows_done += rows;
+      if (s + 1 == steps_per_epoch) {
         if (pending) report(readback->wait());
-      } else if (!pending && (s + 1) % kReadLossEvery == 0) {
-        readback->start(loss_sums.data());
-        pending = true;
-        pending_step = s + 1;
-        pending_rows = first + rows;
-        pending_samples = samples_done;
+        queue_read(s + 1, rows_done);
+        report(readback->wait());
+      } else {
+        if (!pending && (s + 1) % kReadLossEvery == 0) queue_read(s + 1, rows_done);
+        if (pending && readback->ready()) report(readback->wait());
       }
-      if (pending && readback->ready()) report(readback->wait());
     }
-    readback->start(loss_sums.data());
-    pending = true;
-    pending_step = steps_per_epoch;
-    pending_rows = n;
-    pending_samples = samples_done;
-    report(readback->wait());
     const double train_seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
     EpochMetrics em;
     em.epoch = epoch;

@@ -60,8 +60,8 @@ class CpuBackend final : public Backend {
   }
   void latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample,
                                 float* kl_dim) override {
-    cpu::latent_sample_kl_forward(a.rows, a.latent, a.seed, a.per_step ? a.per_step->philox_step : a.step, a.row0, a.eps_scale, h, z, kl_sample,
-                                  kl_dim);
+    cpu::latent_sample_kl_forward(a.rows, a.latent, a.seed, a.per_step ? a.per_step->philox_step : a.step, a.row0,
+                                  a.eps_scale, h, z, kl_sample, kl_dim);
   }
   void latent_sample_kl_backward(const LatentArgs& a, const float* h, const float* dz, float kl_weight,
                                  float* dh) override {

@@ -1,6 +1,6 @@
 // The CUDA backend: cuBLASLt for the linear layers (bias, ReLU, bias gradient and ReLU gradient
-// fused into the GEMM epilogue where cuBLASLt supports the shape, our kernels otherwise), and the fused kernels of
-// kernels/*.cu for everything the VAE adds. All work is queued on one stream; nothing here
+// fused into the GEMM epilogue where cuBLASLt supports the shape, our kernels otherwise), and the
+// fused kernels of kernels/*.cu for everything the VAE adds. All work is queued on one stream; nothing here
 // allocates after construction except the GEMM plan cache on a shape's first use.
 #include <cublasLt.h>
 #include <cuda_runtime_api.h>
@@ -129,10 +129,6 @@ class CudaBackend final : public Backend {
     VAE_CUDA_CHECK(instantiated);
     return std::make_unique<CudaGraphWork>(exec, stream_);
   }
-  std::unique_ptr<HostReadback> make_readback(int n) override {
-    if (n < 1) throw Error("make_readback: n must be at least 1");
-    return std::make_unique<CudaReadback>(n, stream_);
-  }
   void select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current) override {
     cuda::launch_select_step(table, count, cursor, current, stream_);
   }
@@ -249,6 +245,8 @@ class CudaBackend final : public Backend {
   void fill(float* x, int64_t n, float value) override { cuda::launch_fill(x, n, value, stream_); }
 
  private:
+  std::unique_ptr<HostReadback> new_readback(int n) override { return std::make_unique<CudaReadback>(n, stream_); }
+
   // The unfused GEMM: no epilogue; a shape cuBLASLt cannot run at all is an error.
   void gemm(bool ta, bool tb, int m, int n, int k, const float* a, int lda, const float* b, int ldb, float* c, int ldc) {
     if (!lt_->run(stream_, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, {}, options_.tf32))
