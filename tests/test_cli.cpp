@@ -73,8 +73,10 @@ TEST(Cli, BadConfigFiles) {
   expect_failure(run("train --config " + dir.file("range.json")), 1, "latent");
   write_text(dir.file("type.json"), "{\"train\": {\"lr\": \"fast\"}}");
   expect_failure(run("train --config " + dir.file("type.json")), 1, "'lr'");
-  write_text(dir.file("graph.json"), "{\"train\": {\"cuda_graph\": \"no\"}}");
-  expect_failure(run("train --config " + dir.file("graph.json")), 1, "'cuda_graph'");
+  for (const std::string key : {"cuda_graph", "tf32", "fused_epilogues"}) {
+    write_text(dir.file(key + ".json"), "{\"train\": {\"" + key + "\": \"no\"}}");
+    expect_failure(run("train --config " + dir.file(key + ".json")), 1, "'" + key + "'");
+  }
   expect_failure(run("train --config " + dir.file("absent.json")), 1, "does not exist");
 }
 
