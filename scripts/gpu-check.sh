@@ -69,6 +69,13 @@ profile_step() {
   fi
 }
 want profile && step profile profile_step
+# Which cuBLASLt plan each GEMM of a training step got (fused epilogue, or no algorithm and the
+# unfused path), at both benchmark batch sizes: src/backend/cuda/lt_matmul.cpp logs them.
+gemm_plans() {
+  VAE_LOG_GEMM_PLANS=1 ours "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:(128|4096)/cuda:1/graph:1' \
+    --benchmark_min_time=0.01
+}
+want profile && step gemm-plans gemm_plans
 want bench && step bench ours "$g/vae_bench" --benchmark_min_time=1 --benchmark_format=json --benchmark_out="$out/bench.json"
 for b in 128 4096; do
   for mode in eager compile reduce-overhead; do
@@ -101,6 +108,8 @@ PY
     echo "no profile (see profile.log)"
   fi
   grep -h "ReLU mask" "$out/parity.txt" 2>/dev/null | head -5
+  echo; echo "## cuBLASLt plans of the training step (epilogue: cuBLASLt = fused; otherwise the unfused path)"
+  grep -h "GEMM" "$out/gemm-plans.log" 2>/dev/null | sed 's/^vae: /- /' | sort -u
   echo; echo "## Training on CUDA (metrics.jsonl, last line) and evaluation"
   tail -n 1 "$out/run-cuda/metrics.jsonl" 2>/dev/null | cut -c1-400
   tail -n 1 "$out/eval-cuda.log" "$out/eval-cuda-k5000.log" 2>/dev/null | cut -c1-300

@@ -84,7 +84,8 @@ void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t 
   Backend& be = *backend;
   const LatentArgs args{rows, latent(), seed, step, 0, 1.0f, per_step};
   const float* h = encoder.forward(be, x, rows);
-  be.latent_sample_kl_forward(args, h, z.data(), kl_sample.data(), kl_dim.data());
+  // No KL per dimension here: only evaluation reports it, and on the GPU it is a kernel of its own.
+  be.latent_sample_kl_forward(args, h, z.data(), kl_sample.data(), nullptr);
   const float* logits = decoder.forward(be, z.data(), rows);
   likelihood(logits, x, nll.data(), dlogits.data(), rows, 1.0f / rows);
   be.loss_reduce(nll.data(), kl_sample.data(), rows, beta, per_step, loss.data());

@@ -38,8 +38,8 @@ struct ModelImpl {
   uint64_t workspace_generation() const { return generation + encoder.generation() + decoder.generation(); }
   uint64_t generation = 0;
 
-  // Forward and backward over x [rows, input_dim] (device memory): fills grads (overwritten), loss,
-  // kl_dim. Loss = mean over rows of (NLL + beta * KL). With per_step (backend memory), beta and the
+  // Forward and backward over x [rows, input_dim] (device memory): fills grads (overwritten) and
+  // loss (not kl_dim: forward_eval reports that). Loss = mean over rows of (NLL + beta * KL). With per_step (backend memory), beta and the
   // Philox step are read from it when the work runs and the by-value beta and step are ignored:
   // the form a captured CUDA graph replays.
   void forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step,

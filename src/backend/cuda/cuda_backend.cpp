@@ -77,26 +77,24 @@ class CudaReadback final : public HostReadback {
 class CudaBackend final : public Backend {
  public:
   CudaBackend() {
-    // A blocking stream: it orders itself with the synchronous copies Tensor makes on the legacy
-    // default stream, so host reads see finished results.
-    VAE_CUDA_CHECK(cudaStreamCreate(&stream_));
-    VAE_CUBLAS_CHECK(cublasLtCreate(&lt_handle_));
-    VAE_CUDA_CHECK(cudaMalloc(&workspace_, kLtWorkspaceBytes));
-    static_assert(cuda::kAdamFusedBlocks >= cuda::kAdamNormBlocks);
-    VAE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_.partials), cuda::kAdamFusedBlocks * sizeof(double)));
-    VAE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_.blocks_done), sizeof(unsigned)));
-    VAE_CUDA_CHECK(cudaMemset(adam_.blocks_done, 0, sizeof(unsigned)));
-    lt_ = std::make_unique<cuda::LtMatmul>(lt_handle_, workspace_, kLtWorkspaceBytes);
+    // A failure part-way (no GPU memory for the workspace, say) releases what was already made.
+    try {
+      // A blocking stream: it orders itself with the synchronous copies Tensor makes on the legacy
+      // default stream, so host reads see finished results.
+      VAE_CUDA_CHECK(cudaStreamCreate(&stream_));
+      VAE_CUBLAS_CHECK(cublasLtCreate(&lt_handle_));
+      VAE_CUDA_CHECK(cudaMalloc(&workspace_, kLtWorkspaceBytes));
+      static_assert(cuda::kAdamFusedBlocks >= cuda::kAdamNormBlocks);
+      VAE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_.partials), cuda::kAdamFusedBlocks * sizeof(double)));
+      VAE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_.blocks_done), sizeof(unsigned)));
+      VAE_CUDA_CHECK(cudaMemset(adam_.blocks_done, 0, sizeof(unsigned)));
+      lt_ = std::make_unique<cuda::LtMatmul>(lt_handle_, workspace_, kLtWorkspaceBytes);
+    } catch (...) {
+      release();
+      throw;
+    }
   }
-  ~CudaBackend() override {
-    lt_.reset();
-    VAE_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(stream_));
-    VAE_CUDA_CHECK_NOTHROW(cudaFree(adam_.blocks_done));
-    VAE_CUDA_CHECK_NOTHROW(cudaFree(adam_.partials));
-    VAE_CUDA_CHECK_NOTHROW(cudaFree(workspace_));
-    cublasLtDestroy(lt_handle_);
-    VAE_CUDA_CHECK_NOTHROW(cudaStreamDestroy(stream_));
-  }
+  ~CudaBackend() override { release(); }
 
   Device device() const override { return Device::CUDA; }
   void set_options(const BackendOptions& o) override { options_ = o; }
@@ -252,6 +250,21 @@ class CudaBackend final : public Backend {
     if (!lt_->run(stream_, ta, tb, m, n, k, a, lda, b, ldb, c, ldc, {}, options_.tf32))
       throw Error("cuBLASLt has no algorithm for a " + std::to_string(m) + "x" + std::to_string(n) + "x" +
                   std::to_string(k) + " float GEMM on this GPU");
+  }
+
+  // Frees whatever exists, in reverse order of creation (the constructor's unwinding uses it too).
+  void release() noexcept {
+    lt_.reset();
+    if (stream_) VAE_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(stream_));
+    if (adam_.blocks_done) VAE_CUDA_CHECK_NOTHROW(cudaFree(adam_.blocks_done));
+    if (adam_.partials) VAE_CUDA_CHECK_NOTHROW(cudaFree(adam_.partials));
+    if (workspace_) VAE_CUDA_CHECK_NOTHROW(cudaFree(workspace_));
+    if (lt_handle_) cublasLtDestroy(lt_handle_);
+    if (stream_) VAE_CUDA_CHECK_NOTHROW(cudaStreamDestroy(stream_));
+    adam_ = {};
+    workspace_ = nullptr;
+    lt_handle_ = nullptr;
+    stream_ = nullptr;
   }
 
   cudaStream_t stream_ = nullptr;

@@ -1,8 +1,11 @@
 // Column-major GEMMs through cuBLASLt, with an optional epilogue (bias add, bias gradient, ReLU
 // with its bit-mask, ReLU gradient with bias gradient).
-// Plans (descriptors, layouts and the heuristic's algorithm) are cached per shape, so a training
-// step queries the heuristic only on its first run. run() returns false when cuBLASLt has no
-// algorithm for the (shape, epilogue) pair; the caller then takes the unfused path.
+// Plans (descriptors, layouts and the heuristic's algorithm) are cached per shape and per pointer
+// alignment, so a training step queries the heuristic only on its first run. run() returns false
+// when cuBLASLt has no algorithm for an epilogue at that (shape, alignment); the caller then takes
+// the unfused path. A plain product with no algorithm is an error.
+// VAE_LOG_GEMM_PLANS=1 in the environment prints each plan as it is made (to stderr): which
+// epilogues were fused and which fell back, and why, on the GPU at hand.
 #pragma once
 
 #include <cublasLt.h>
@@ -26,10 +29,22 @@ struct Epilogue {
 // Bits per column of a ReLU bit-mask for an output with m rows (cuBLASLt: divisible by 128).
 inline int64_t relu_mask_ld(int m) { return (int64_t(m) + 127) / 128 * 128; }
 
+// The largest power of two, at most 256, that divides the address: what cuBLASLt's heuristic must
+// be told (it assumes 256 unless told less, and may then pick a kernel the pointer cannot feed).
+inline int pointer_alignment(const void* p) {
+  const auto address = reinterpret_cast<uintptr_t>(p);
+  int alignment = 256;
+  while (alignment > 1 && address % static_cast<uintptr_t>(alignment) != 0) alignment /= 2;
+  return alignment;
+}
+
+// Bias and bias-gradient vectors below this alignment go to the unfused path: epilogues have been
+// seen to fault on 8-byte-aligned bias vectors (Marian NMT's notes on A100). Ours are 64-byte aligned.
+constexpr int kMinEpilogueVectorAlignment = 16;
+
 class LtMatmul {
  public:
-  LtMatmul(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes)
-      : handle_(handle), workspace_(workspace), workspace_bytes_(workspace_bytes) {}
+  LtMatmul(cublasLtHandle_t handle, void* workspace, size_t workspace_bytes);
   ~LtMatmul();
   LtMatmul(const LtMatmul&) = delete;
   LtMatmul& operator=(const LtMatmul&) = delete;
@@ -46,12 +61,15 @@ class LtMatmul {
     cublasLtMatmulAlgo_t algo{};
     bool usable = false;
   };
-  using Key = std::tuple<bool, bool, int, int, int, int, int, int, int, int64_t, bool>;
-  Plan& plan(const Key& key);
+  // (trans_a, trans_b, m, n, k, lda, ldb, ldc, epilogue, mask_ld, tf32, alignment of a, b, c)
+  using Key = std::tuple<bool, bool, int, int, int, int, int, int, int, int64_t, bool, int, int, int>;
+  Plan& plan(const Key& key, const Epilogue& epilogue);
+  void set_epilogue_pointers(Plan& p, const Epilogue& epilogue);
 
   cublasLtHandle_t handle_;
   void* workspace_;
   size_t workspace_bytes_;
+  bool log_plans_ = false;
   std::map<Key, Plan> plans_;
 };
 
