@@ -6,6 +6,7 @@
 #include <new>
 
 #include "backend/cuda/cuda_runtime.hpp"
+#include "backend/recording_guard.hpp"
 #include "vae/error.hpp"
 
 namespace vae {
@@ -59,6 +60,7 @@ int64_t shape_numel(const Shape& shape) {
 }
 
 Tensor::Tensor(Shape shape, Device device) : shape_(std::move(shape)), device_(device) {
+  forbid_while_recording("allocating a tensor");
   numel_ = shape_numel(shape_);
   const size_t bytes = std::max<size_t>(1, static_cast<size_t>(numel_) * sizeof(float));
   if (device == Device::CPU) {
@@ -107,6 +109,7 @@ Tensor Tensor::reshape(Shape shape) const {
 }
 
 std::vector<float> Tensor::to_host() const {
+  forbid_while_recording("copying a tensor to the host");
   std::vector<float> out(static_cast<size_t>(numel_));
   if (numel_ == 0) return out;
   if (device_ == Device::CPU) std::memcpy(out.data(), data_, out.size() * sizeof(float));
@@ -115,6 +118,7 @@ std::vector<float> Tensor::to_host() const {
 }
 
 void Tensor::copy_from_host(const float* values, int64_t count) {
+  forbid_while_recording("copying host values into a tensor");
   if (count != numel_) throw Error("copy_from_host: " + std::to_string(count) + " values into " + to_string(shape_));
   if (count == 0) return;
   if (device_ == Device::CPU) std::memcpy(data_, values, static_cast<size_t>(count) * sizeof(float));
@@ -122,6 +126,7 @@ void Tensor::copy_from_host(const float* values, int64_t count) {
 }
 
 void Tensor::copy_from(const Tensor& other) {
+  forbid_while_recording("copying a tensor");
   if (other.numel_ != numel_) throw Error("copy_from: " + to_string(other.shape_) + " into " + to_string(shape_));
   const size_t bytes = static_cast<size_t>(numel_) * sizeof(float);
   if (bytes == 0) return;
@@ -132,6 +137,7 @@ void Tensor::copy_from(const Tensor& other) {
 }
 
 void Tensor::fill(float value) {
+  forbid_while_recording("filling a tensor from the host");
   if (device_ == Device::CPU) {
     std::fill(data_, data_ + numel_, value);
   } else {

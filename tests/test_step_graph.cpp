@@ -7,7 +7,9 @@
 
 #include <cstring>
 #include <filesystem>
+#include <functional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -127,6 +129,55 @@ TEST(StepTable, PerStepValuesReplaceTheByValueOnes) {
   EXPECT_EQ(m1, m2);
   EXPECT_EQ(v1, v2);
   EXPECT_EQ(n1, n2);
+}
+
+// A recorded step may not allocate, copy between host and device or wait for the device: the
+// guard refuses each (on the CPU when the recording replays, on CUDA when it is captured), and the
+// backend stays usable afterwards.
+void expect_recording_refuses_host_work(Device device) {
+  auto be = make_backend(device);
+  Tensor t({4}, device);
+  const std::vector<float> values(4, 1.0f);
+  const std::vector<std::pair<const char*, std::function<void()>>> forbidden = {
+      {"allocating a tensor", [&] { Tensor fresh({8}, device); }},
+      {"copying a tensor to the host", [&] { (void)t.to_host(); }},
+      {"copying host values into a tensor", [&] { t.copy_from_host(values.data(), 4); }},
+      {"filling a tensor from the host", [&] { t.fill(0.0f); }},
+      {"uploading an array", [&] { auto a = DeviceArray<float>::mirror(values, device); }},
+      {"waiting for the device", [&] { be->synchronize(); }},
+      {"creating a host readback", [&] { auto r = be->make_readback(1); }},
+  };
+  for (const auto& [what, work] : forbidden) {
+    SCOPED_TRACE(what);
+    try {
+      std::unique_ptr<RecordedWork> recorded = be->capture([&] {
+        be->fill(t.data(), 4, 2.0f);  // device work is what a recording is for
+        work();
+      });
+      recorded->replay();
+      ADD_FAILURE() << what << " inside a recorded step was allowed on " << to_string(device);
+    } catch (const Error& e) {
+      const std::string message = e.what();
+      EXPECT_NE(message.find(what), std::string::npos) << message;
+      EXPECT_NE(message.find("inside a recorded training step"), std::string::npos) << message;
+      EXPECT_NE(message.find("--no-cuda-graph"), std::string::npos) << message;
+    }
+  }
+  // Outside a recording the same calls are fine, and a clean recording replays.
+  Tensor fresh({8}, device);
+  auto recorded = be->capture([&] { be->fill(t.data(), 4, 3.0f); });
+  recorded->replay();
+  be->synchronize();
+  EXPECT_EQ(t.to_host(), std::vector<float>(4, 3.0f));
+}
+
+TEST(StepGraph, RecordingRefusesAllocationCopiesAndWaitsOnTheCpu) {
+  expect_recording_refuses_host_work(Device::CPU);
+}
+
+TEST(StepGraph, RecordingRefusesAllocationCopiesAndWaitsOnCuda) {
+  SKIP_WITHOUT_GPU();
+  expect_recording_refuses_host_work(Device::CUDA);
 }
 
 ModelConfig tiny_model() {

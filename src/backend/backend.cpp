@@ -2,9 +2,11 @@
 
 #include <algorithm>
 #include <cmath>
+#include <string>
 #include <vector>
 
 #include "backend/cuda/cuda_runtime.hpp"
+#include "backend/recording_guard.hpp"
 
 #include "vae/error.hpp"
 
@@ -28,11 +30,32 @@ math::AdamCoefficients adam_coefficients(const AdamArgs& a) {
 
 namespace {
 
+thread_local bool t_recording = false;
+
+}  // namespace
+
+RecordingScope::RecordingScope() : outer_(t_recording) { t_recording = true; }
+RecordingScope::~RecordingScope() { t_recording = outer_; }
+bool recording_active() { return t_recording; }
+
+void forbid_while_recording(const char* what) {
+  if (!t_recording) return;
+  throw Error(std::string(what) +
+              " inside a recorded training step: a CUDA graph cannot hold it. This is a bug in vae: train "
+              "with --no-cuda-graph (cuda_graph: false) meanwhile, and report it");
+}
+
+namespace {
+
 // Work on the CPU runs as it is queued, so a recording is the function itself.
 class RerunWork final : public RecordedWork {
  public:
   explicit RerunWork(std::function<void()> enqueue) : enqueue_(std::move(enqueue)) {}
-  void replay() override { enqueue_(); }
+  // The replay is where the CPU runs the recorded work, so it is checked here as CUDA checks a capture.
+  void replay() override {
+    RecordingScope recording;
+    enqueue_();
+  }
 
  private:
   std::function<void()> enqueue_;
@@ -55,7 +78,13 @@ std::unique_ptr<RecordedWork> Backend::capture(std::function<void()> enqueue) {
   return std::make_unique<RerunWork>(std::move(enqueue));
 }
 
+void Backend::synchronize() {
+  forbid_while_recording("waiting for the device (Backend::synchronize)");
+  wait_idle();
+}
+
 std::unique_ptr<HostReadback> Backend::make_readback(int n) {
+  forbid_while_recording("creating a host readback");
   if (n < 1) throw Error("make_readback: n must be at least 1");
   return new_readback(n);
 }

@@ -81,10 +81,11 @@ class Backend {
   virtual ~Backend() = default;
   virtual Device device() const = 0;
   virtual void set_options(const BackendOptions& /*options*/) {}
-  // Waits for all work queued on the backend (no-op on the CPU).
-  virtual void synchronize() {}
+  // Waits for all work queued on the backend (no-op on the CPU). Not allowed while recording.
+  void synchronize();
   // Records the work `enqueue` queues (see RecordedWork). Nothing may allocate, copy between host
-  // and device or synchronise inside `enqueue`. The CPU's recording just keeps `enqueue`.
+  // and device or synchronise inside `enqueue` (recording_guard.hpp checks it, on every backend).
+  // The CPU's recording just keeps `enqueue`.
   virtual std::unique_ptr<RecordedWork> capture(std::function<void()> enqueue);
   // A readback of n >= 1 floats (see HostReadback).
   std::unique_ptr<HostReadback> make_readback(int n);
@@ -172,6 +173,8 @@ class Backend {
   virtual void fill(float* x, int64_t n, float value) = 0;
 
  protected:
+  // synchronize's backend part.
+  virtual void wait_idle() {}
   // make_readback's backend part, n already checked. The CPU's copies in start().
   virtual std::unique_ptr<HostReadback> new_readback(int n);
 };

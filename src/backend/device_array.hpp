@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "backend/cuda/cuda_runtime.hpp"
+#include "backend/recording_guard.hpp"
 #include "vae/error.hpp"
 #include "vae/tensor.hpp"
 
@@ -23,6 +24,7 @@ class DeviceArray {
   DeviceArray() = default;
 
   static DeviceArray mirror(const std::vector<T>& host, Device device) {
+    forbid_while_recording("uploading an array");
     DeviceArray a;
     a.size_ = host.size();
     a.device_ = device;
@@ -39,6 +41,7 @@ class DeviceArray {
   }
 
   static DeviceArray allocate(size_t n, Device device) {
+    forbid_while_recording("allocating an array");
     DeviceArray a;
     a.size_ = n;
     const size_t bytes = std::max<size_t>(1, n * sizeof(T));
@@ -54,6 +57,7 @@ class DeviceArray {
 
   // Replaces the first count elements (synchronously; on CUDA ordered after the work already queued).
   void upload(const T* host, size_t count) {
+    forbid_while_recording("uploading an array");
     if (count > size_) throw Error("DeviceArray::upload: " + std::to_string(count) + " elements into an array of " +
                                    std::to_string(size_));
     if (read_only_) throw Error("DeviceArray::upload: this array is a view of a host vector (mirror on the CPU)");

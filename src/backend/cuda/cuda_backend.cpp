@@ -9,6 +9,7 @@
 #include <string>
 
 #include "backend/backend.hpp"
+#include "backend/recording_guard.hpp"
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/launchers.hpp"
 #include "backend/cuda/lt_matmul.hpp"
@@ -98,7 +99,6 @@ class CudaBackend final : public Backend {
 
   Device device() const override { return Device::CUDA; }
   void set_options(const BackendOptions& o) override { options_ = o; }
-  void synchronize() override { VAE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
 
   // Thread-local capture mode: a call from this thread that could touch the stream implicitly (an
   // allocation, a synchronous copy on the legacy stream) fails the capture instead of being
@@ -107,6 +107,7 @@ class CudaBackend final : public Backend {
     VAE_CUDA_CHECK(cudaStreamBeginCapture(stream_, cudaStreamCaptureModeThreadLocal));
     std::string failure;
     try {
+      RecordingScope recording;
       enqueue();
     } catch (const std::exception& e) {
       failure = e.what();
@@ -243,6 +244,7 @@ class CudaBackend final : public Backend {
   void fill(float* x, int64_t n, float value) override { cuda::launch_fill(x, n, value, stream_); }
 
  private:
+  void wait_idle() override { VAE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }
   std::unique_ptr<HostReadback> new_readback(int n) override { return std::make_unique<CudaReadback>(n, stream_); }
 
   // The unfused GEMM: no epilogue; a shape cuBLASLt cannot run at all is an error.
