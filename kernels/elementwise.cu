@@ -16,11 +16,14 @@ namespace {
 #define VAE_GRID_STRIDE(i, n) \
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < (n); i += int64_t(gridDim.x) * blockDim.x)
 
-__global__ void sigmoid_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+// sigmoid and clamp01 run in place (x == y) when decoder outputs become images, so x and y are
+// not __restrict__: the promise would be false, and it lets the compiler read x through the
+// non-coherent cache.
+__global__ void sigmoid_kernel(const float* x, float* y, int64_t n) {
   VAE_GRID_STRIDE(i, n) y[i] = math::sigmoid(x[i]);
 }
 
-__global__ void clamp01_kernel(const float* __restrict__ x, float* __restrict__ y, int64_t n) {
+__global__ void clamp01_kernel(const float* x, float* y, int64_t n) {
   VAE_GRID_STRIDE(i, n) y[i] = fminf(fmaxf(x[i], 0.0f), 1.0f);
 }
 

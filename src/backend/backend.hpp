@@ -165,6 +165,7 @@ class Backend {
   virtual void logsumexp_accumulate(const float* log_pz_minus_qz, const float* nll, int rows, int k,
                                     float* running_max, float* running_sum) = 0;
 
+  // y = sigmoid(x) and y = clamp(x, 0, 1); both may run in place (x == y).
   virtual void sigmoid(const float* x, float* y, int64_t n) = 0;
   virtual void clamp01(const float* x, float* y, int64_t n) = 0;
   // z[rows, cols] = scale * N(0, 1) from Philox (c/4, r, step, stream).
