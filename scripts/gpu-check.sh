@@ -86,19 +86,40 @@ want train && step train-cuda ours "$g/vae" train --device cuda --data "$g/data"
 want train && step eval-cuda ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 100 --json
 want train && step eval-cuda-k5000 ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 5000 --limit 1000 --json
 {
-  echo; echo "## Step times (JSON lines: ours from bench.json, PyTorch from torch-*.log)"
+  echo; echo "## Step times (the same JSON fields for ours and PyTorch's) and ratios"
   python3 - "$out" <<'PY'
-import json, sys, glob, os
+import glob, json, os, re, sys
 out = sys.argv[1]
+ours, torch = {}, {}
 try:
     for b in json.load(open(os.path.join(out, "bench.json")))["benchmarks"]:
-        if b["name"].startswith("BM_TrainStep") and "error_occurred" not in b:
-            print(json.dumps({"impl": "vae", "name": b["name"], "ms_per_step": b["real_time"]}))
+        m = re.match(r"BM_TrainStep/batch:(\d+)/cuda:1/graph:(\d)", b["name"])
+        if not m or "error_occurred" in b:
+            continue
+        ms = b["real_time"] * {"ms": 1.0, "us": 1e-3, "ns": 1e-6, "s": 1e3}[b["time_unit"]]
+        batch, graph = int(m.group(1)), m.group(2) == "1"
+        row = {"impl": "vae-cuda-graph" if graph else "vae-cuda", "device": "cuda", "batch": batch,
+               "precision": "tf32", "ms_per_step": ms, "samples_per_s": batch / (ms / 1000)}
+        ours[(row["impl"], batch)] = row
+        print(json.dumps(row))
 except Exception as e:
     print("bench.json unreadable:", e)
 for f in sorted(glob.glob(os.path.join(out, "torch-*.log"))):
     lines = [l for l in open(f) if l.startswith("{")]
-    print(lines[-1].strip() if lines else f"{os.path.basename(f)}: no result")
+    if not lines:
+        print(f"{os.path.basename(f)}: no result")
+        continue
+    row = json.loads(lines[-1])
+    torch[(row["impl"], row["batch"])] = row
+    print(json.dumps(row))
+print()
+print("| batch | PyTorch mode | PyTorch ms | vae-cuda-graph ms | PyTorch / vae (higher = vae faster) |")
+print("| --- | --- | --- | --- | --- |")
+for (impl, batch), t in sorted(torch.items(), key=lambda kv: (kv[0][1], kv[0][0])):
+    v = ours.get(("vae-cuda-graph", batch))
+    ratio = f"{t['ms_per_step'] / v['ms_per_step']:.2f}x" if v else "n/a"
+    vms = f"{v['ms_per_step']:.3f}" if v else "n/a"
+    print(f"| {batch} | {impl} | {t['ms_per_step']:.3f} | {vms} | {ratio} |")
 PY
   echo; echo "## Kernels of one training step (batch 128; fallback kernels must not appear)"
   if [ -s "$out/kernels.csv" ]; then
