@@ -36,7 +36,6 @@ thread_local bool t_recording = false;
 
 RecordingScope::RecordingScope() : outer_(t_recording) { t_recording = true; }
 RecordingScope::~RecordingScope() { t_recording = outer_; }
-bool recording_active() { return t_recording; }
 
 void forbid_while_recording(const char* what) {
   if (!t_recording) return;

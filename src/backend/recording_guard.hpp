@@ -21,7 +21,6 @@ class RecordingScope {
   bool outer_;
 };
 
-bool recording_active();
 // Throws vae::Error naming `what` when this thread is recording a step.
 void forbid_while_recording(const char* what);
 

@@ -9,10 +9,10 @@
 #include <string>
 
 #include "backend/backend.hpp"
-#include "backend/recording_guard.hpp"
 #include "backend/cuda/cuda_check.hpp"
 #include "backend/cuda/launchers.hpp"
 #include "backend/cuda/lt_matmul.hpp"
+#include "backend/recording_guard.hpp"
 
 namespace vae {
 namespace {
@@ -119,8 +119,11 @@ class CudaBackend final : public Backend {
     if (!failure.empty()) {
       if (graph) cudaGraphDestroy(graph);
       cudaGetLastError();  // the capture's error is reported here, not by the next call
+      // The recording guard's messages already say what to do; CUDA's own do not.
+      const bool advised = failure.find("--no-cuda-graph") != std::string::npos;
       throw Error("recording the training step as a CUDA graph failed: " + failure +
-                  "; train without the graph (--no-cuda-graph, or cuda_graph: false in the config) and report this");
+                  (advised ? "" : "; train without the graph (--no-cuda-graph, or cuda_graph: false in the config) "
+                                  "and report this"));
     }
     cudaGraphExec_t exec = nullptr;
     const cudaError_t instantiated = cudaGraphInstantiate(&exec, graph, 0);
