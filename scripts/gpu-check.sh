@@ -34,8 +34,16 @@ summary=$out/results.md
   echo "- commit: $(tr '\n' ' ' < "$g/COMMIT")"
   echo "- device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
   echo "- cuBLASLt: $lt"
+  echo "- C library: $(ldd --version 2>&1 | head -1)"
   echo "- phases:$phases"
 } > "$summary"
+# The binaries were built elsewhere (they need GLIBC_2.34 and GLIBCXX_3.4.29 at most, see
+# docs/gpu.md): name any library the loader cannot find before running anything.
+missing=$(ours ldd "$g/vae_tests" "$g/vae" "$g/vae_bench" 2>&1 | grep -E "not found|version .* not found" | sort -u)
+if [ -n "$missing" ]; then
+  { echo "- FAIL: the carried binaries cannot load here:"; echo "$missing" | sed 's/^/  /'; } | tee -a "$summary"
+  exit 1
+fi
 status=0
 step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
   local name=$1; shift
