@@ -249,8 +249,6 @@ void BM_LossReduce(benchmark::State& state) {
 }
 VAE_OP_BENCH(BM_LossReduce, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1})->Args({4096, 1});
 
-}  // namespace
-
 // select_step, the first kernel of every recorded training step: one thread copies one StepScalars
 // record (and moves the cursor). Its cost is launch latency, not bytes. The table holds `records`
 // entries; the cursor is rewound (a synchronous upload, inside the timing) each time it runs out.
@@ -311,5 +309,7 @@ BENCHMARK(BM_LinearReluPair)
     ->ArgNames({"rows", "cuda", "fused"})
     ->Args({128, 0, 1})->Args({128, 1, 1})->Args({128, 1, 0})->Args({4096, 1, 1})->Args({4096, 1, 0})
     ->UseRealTime();
+
+}  // namespace
 
 BENCHMARK_MAIN();

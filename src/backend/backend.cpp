@@ -32,20 +32,6 @@ namespace {
 
 thread_local bool t_recording = false;
 
-}  // namespace
-
-RecordingScope::RecordingScope() : outer_(t_recording) { t_recording = true; }
-RecordingScope::~RecordingScope() { t_recording = outer_; }
-
-void forbid_while_recording(const char* what) {
-  if (!t_recording) return;
-  throw Error(std::string(what) +
-              " inside a recorded training step: a CUDA graph cannot hold it. This is a bug in vae: train "
-              "with --no-cuda-graph (cuda_graph: false) meanwhile, and report it");
-}
-
-namespace {
-
 // Work on the CPU runs as it is queued, so a recording is the function itself.
 class RerunWork final : public RecordedWork {
  public:
@@ -72,6 +58,16 @@ class ImmediateReadback final : public HostReadback {
 };
 
 }  // namespace
+
+RecordingScope::RecordingScope() : outer_(t_recording) { t_recording = true; }
+RecordingScope::~RecordingScope() { t_recording = outer_; }
+
+void forbid_while_recording(const char* what) {
+  if (!t_recording) return;
+  throw Error(std::string(what) +
+              " inside a recorded training step: a CUDA graph cannot hold it. This is a bug in vae: train "
+              "with --no-cuda-graph (cuda_graph: false) meanwhile, and report it");
+}
 
 std::unique_ptr<RecordedWork> Backend::capture(std::function<void()> enqueue) {
   return std::make_unique<RerunWork>(std::move(enqueue));

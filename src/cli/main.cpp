@@ -140,11 +140,17 @@ int run_train(const TrainFlags& f) {
   return 0;
 }
 
+// A saved model on the asked-for device, with the GEMM numerics eval, sample and reconstruct share.
+vae::Model load_model(const std::string& checkpoint, const std::string& device, bool strict_fp32) {
+  vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
+  model.set_numerics({!strict_fp32, true});
+  return model;
+}
+
 int run_eval(const std::string& checkpoint, const std::string& data_dir, int k, bool as_json, int threads,
              int64_t limit, const std::string& device, bool strict_fp32) {
   vae::set_num_threads(threads);
-  vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
-  model.set_numerics({!strict_fp32, true});
+  vae::Model model = load_model(checkpoint, device, strict_fp32);
   const vae::Dataset data = vae::load_dataset(data_dir);
   vae::EvalOptions opt;
   opt.k = k;
@@ -267,8 +273,7 @@ int main(int argc, char** argv) {
     if (*train) return run_train(tf);
     if (*eval) return run_eval(checkpoint, data_dir, k, as_json, threads, limit, device, strict_fp32);
     if (*sample) {
-      vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
-      model.set_numerics({!strict_fp32, true});
+      vae::Model model = load_model(checkpoint, device, strict_fp32);
       const vae::Tensor images = vae::sample_images(model, n, temperature, seed);
       vae::write_png_grid(out_png, images.to_host(), n, model.config().image_height, model.config().image_width,
                           std::min(n, 8));
@@ -276,8 +281,7 @@ int main(int argc, char** argv) {
       return 0;
     }
     if (*recon) {
-      vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
-      model.set_numerics({!strict_fp32, true});
+      vae::Model model = load_model(checkpoint, device, strict_fp32);
       const vae::Dataset data = vae::load_dataset(data_dir);
       const auto [inputs, outputs] = vae::reconstruct_images(model, data.test, n_recon);
       // Rows of up to 8: a row of test images, then the row of their reconstructions.
