@@ -7,13 +7,16 @@
 // Without clipping (the default) the update needs no norm first: ONE launch over a fixed grid of
 // kAdamFusedBlocks updates every element and adds g^2 into per-block partial sums (double); the
 // last block to finish (an integer counter, reset by that block for the next launch) adds the
-// partials in index order and writes the norm. Bytes: 16n read + 12n written.
+// partials in index order and writes the norm. The counter is an acq_rel atomic, so the last block's
+// reads of the partials are ordered after every other block's writes. Bytes: 16n read + 12n written.
 // With clipping the scale must be known before any update: TWO launches. A fixed grid of
 // kAdamNormBlocks writes the partial sums, then every block of the update kernel adds them in the
 // same order, so all blocks see the same norm without a grid-wide barrier. Bytes: 20n read + 12n written.
 // Both are deterministic: fixed partitions, fixed summation order, no floating-point atomics.
 // In a training step the learning rate and bias corrections come from the step's StepScalars record
 // in device memory, so a captured graph needs no re-capture. CPU twin: CpuBackend::adam_step.
+#include <cuda/atomic>
+
 #include <cmath>
 
 #include "backend/cuda/cuda_check.hpp"
@@ -82,19 +85,27 @@ __global__ void adam_update_with_norm_kernel(float* __restrict__ p, const float*
   __shared__ bool last;
   if (threadIdx.x == 0) {
     partials[blockIdx.x] = s;
-    __threadfence();  // the partial is visible to every block before the counter says so
-    last = atomicAdd(blocks_done, 1u) == gridDim.x - 1;
+    // acq_rel at device scope, both halves needed: the release publishes this block's partial with
+    // its count; the acquire, in the block that takes the last count, orders every other block's
+    // published partial before the reads below. (A fence before a relaxed atomicAdd gives only the
+    // release half; the last block then read partials with nothing ordering those reads after the
+    // count it saw.) __syncthreads carries the acquire from thread 0 to the rest of warp 0, as
+    // cooperative groups' grid sync does.
+    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device> done(*blocks_done);
+    last = done.fetch_add(1u, ::cuda::memory_order_acq_rel) == gridDim.x - 1;
   }
   __syncthreads();
   if (!last || threadIdx.x >= 32) return;
   // Warp 0 of the last block: the partials in index order (lane-strided, then a fixed shuffle tree).
-  // __ldcg reads from L2, where the other blocks' fenced writes are.
+  // __ldcg reads from L2, not from an L1 line this SM may hold from before.
   double total = 0;
   for (int b = threadIdx.x; b < kAdamFusedBlocks; b += 32) total += __ldcg(partials + b);
   total = warp_sum(total);
   if (threadIdx.x == 0) {
     if (grad_norm_out) *grad_norm_out = static_cast<float>(sqrt(total));
-    *blocks_done = 0;  // ready for the next launch (kernels on one stream do not overlap)
+    // Ready for the next launch: kernels on one stream do not overlap, and the kernel boundary
+    // orders this store before the next launch's fetch_add.
+    ::cuda::atomic_ref<unsigned, ::cuda::thread_scope_device>(*blocks_done).store(0u, ::cuda::memory_order_relaxed);
   }
 }
 
