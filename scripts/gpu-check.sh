@@ -1,147 +1,304 @@
 #!/usr/bin/env bash
-# Run ON THE GPU MACHINE (through the device tool, with carry ['.gpu'] from scripts/gpu-prepare.sh).
-# One call does it all, because device minutes are scarce: the whole test suite, compute-sanitizer
-# memcheck and racecheck over the CUDA tests, the benchmarks, the PyTorch side-by-side (eager,
-# torch.compile, reduce-overhead) and the default training run on CUDA with its evaluation. Logs and a
-# results summary go to $OUT (fetched back by the tool); copy the summary to bench/results/.
+# Run ON THE GPU MACHINE (through the device tool, with carry [".gpu"] from scripts/gpu-prepare.sh):
+# the whole test suite, compute-sanitizer memcheck and racecheck over the CUDA tests, the kernels and
+# cuBLASLt plans of one training step, the benchmarks, the PyTorch side-by-side and the default
+# training run on CUDA with its evaluation. docs/gpu.md says how to call it and what to look for.
 #
-# Phases (arguments; none = all): tests sanitizers profile bench torch train. One device call may run
-# at most 10 minutes, so a first run can split them, e.g. `tests sanitizers profile`, then
-# `bench torch train`. Each phase appends to results.md as it finishes, so a call cut off by its
-# time limit still returns what it did.
+#   bash scripts/gpu-check.sh [PHASE...]   phases: tests sanitizers profile bench torch autotune train
+#                                          (none = all; one device call may run 10 minutes at most,
+#                                          so docs/gpu.md splits them over three calls)
+#
+# What comes back: the device tool returns at most 8 files from $OUT. This script leaves two there:
+# results.md (the summary) and logs.tar.gz (every log, the training run and the reports). Both are
+# rewritten after every step, so a call cut off by its time limit still returns everything done.
+# Each step has its own time limit (GPU_CHECK_STEP_LIMIT seconds, default 540) so one hung step cannot
+# take the rest of the call. A tool that is missing or refuses the device (compute-sanitizer and ncu
+# have refused it on some machines of this kind) marks its step SKIPPED with the reason; only our own
+# failures say FAIL. GPU_CHECK_WITHOUT="xz gzip" pretends those tools are missing, to try the
+# fallbacks on a machine that has them.
 set -uo pipefail
-phases=" ${*:-tests sanitizers profile bench torch train} "
+all_phases="tests sanitizers profile bench torch autotune train"
+phases=" ${*:-$all_phases} "
+for p in $phases; do
+  [[ " $all_phases " == *" $p "* ]] || { echo "gpu-check: unknown phase '$p'; the phases are: $all_phases" >&2; exit 2; }
+done
 want() { [[ "$phases" == *" $1 "* ]]; }
 root=$(cd "$(dirname "$0")/.." && pwd)
 g=$root/.gpu
 out=${OUT:-$root/gpu-out}
+work=${GPU_CHECK_WORK:-/tmp/vae-gpu-check}
+logs=$work/logs
+step_limit=${GPU_CHECK_STEP_LIMIT:-540}
+report=$root/scripts/gpu_report.py
+[ -f "$g/vae_tests" ] && [ -f "$g/DEVICE_LIBS" ] ||
+  { echo "gpu-check: .gpu/ is missing or from an older gpu-prepare.sh; run scripts/gpu-prepare.sh here and carry .gpu" >&2; exit 1; }
 mkdir -p "$out"
-[ -f "$g/vae_tests" ] || { echo "gpu-check: .gpu/ missing; run scripts/gpu-prepare.sh here and carry .gpu" >&2; exit 1; }
-[ -f "$g/lib/libopenblas.so.0.xz" ] && xz -dkf "$g/lib/libopenblas.so.0.xz"
+rm -rf "$work" && mkdir -p "$logs"
+summary=$out/results.md
+facts=$work/facts.md
+steps=$work/steps.md
+: > "$facts"
+: > "$steps"
+status=0
 
-# cuBLASLt: the toolkit's if the loader finds it, else PyTorch's pip package.
-lt=$(ldconfig -p | awk '/libcublasLt.so.13 /{print $NF; exit}')
-[ -n "$lt" ] || lt=$(find / -name 'libcublasLt.so.13' -not -path '/proc/*' 2>/dev/null | head -1)
-[ -n "$lt" ] || { echo "gpu-check: libcublasLt.so.13 not found" >&2; exit 1; }
-ourlibs="$g/lib:$(dirname "$lt")"
-# Only our binaries get these libraries: Python/PyTorch keep their own.
+have() { [[ " ${GPU_CHECK_WITHOUT:-} " != *" $1 "* ]] && command -v "$1" > /dev/null; }
+fact() { echo "- $*" | tee -a "$facts"; }
+
+# Every log in one archive in $OUT, replaced whole (written beside it, then renamed).
+archive() {
+  local part=$out/logs-part.tar.gz
+  if have tar && have gzip; then
+    tar -C "$work" --exclude='*.nsys-rep' --exclude='*.sqlite' -czf "$part" logs
+  else
+    (cd "$work" && python3 -m tarfile -c "$part" logs)  # the .gz name asks tarfile for gzip
+  fi && mv -f "$part" "$out/logs.tar.gz"
+}
+refresh() {
+  {
+    echo "# GPU check"
+    cat "$facts"
+    echo
+    echo "## Steps"
+    echo
+    cat "$steps"
+    python3 "$report" summary "$work" 2>&1
+  } > "$work/results.md"
+  cp "$work/results.md" "$logs/results.md"
+  mv -f "$work/results.md" "$summary"
+  archive
+}
+
+# step NAME COMMAND...: runs under the step limit with its output in $logs/NAME.log, and records
+# PASS or FAIL with the time taken and the step's own verdict (its "gpu-check: " lines), or, for a
+# failure without one, the log's last line. COMMAND may be a function of this script (exported).
+step() {
+  local name=$1 t0=$SECONDS rc result verdict
+  shift
+  timeout -k 10 "$step_limit" bash -c '"$@"' "$name" "$@" > "$logs/$name.log" 2>&1
+  rc=$?
+  verdict=$(grep '^gpu-check: ' "$logs/$name.log" | cut -c12- | paste -sd ';' -)
+  case $rc in
+    0) result=PASS ;;
+    124 | 137) result="FAIL (no result within ${step_limit}s)" ;;
+    *) result="FAIL (rc $rc)" ;;
+  esac
+  [ $rc = 0 ] || [ -n "$verdict" ] || verdict=$(grep -v '^[[:space:]]*$' "$logs/$name.log" | tail -1 | cut -c1-300)
+  echo "- $name: $result in $((SECONDS - t0))s${verdict:+: $verdict}" | tee -a "$steps"
+  [ $rc = 0 ] || status=1
+  refresh
+}
+skip() { echo "- $1: SKIPPED: $2" | tee -a "$steps"; refresh; }
+fail() { echo "- $1: FAIL: $2" | tee -a "$steps"; status=1; refresh; }
+
+# ---- what the carried binaries need ----------------------------------------------------------
+# OpenBLAS travels xz-compressed and is unpacked outside .gpu/ (which must stay small enough to
+# carry); xz may be missing here, Python's lzma is not.
+mkdir -p "$work/lib"
+for f in "$g"/lib/*.xz; do
+  [ -e "$f" ] || continue
+  unpacked=$work/lib/$(basename "${f%.xz}")
+  if have xz; then
+    xz -dc "$f" > "$unpacked"
+  else
+    python3 -c 'import lzma, shutil, sys; shutil.copyfileobj(lzma.open(sys.argv[1]), open(sys.argv[2], "wb"))' "$f" "$unpacked"
+  fi || { echo "gpu-check: could not decompress $f (xz, then python3's lzma)" >&2; exit 1; }
+done
+
+# CUDA libraries (cuBLASLt, later cuDNN): PyTorch's pip packages first (nvidia/cu13/lib: the copies
+# PyTorch runs with on this driver), then what the loader knows, then the toolkit, then a search
+# that does not walk /proc, /sys, /dev or /run.
+find_device_lib() {
+  local name=$1 p d
+  p=$(python3 "$report" find-lib "$name" 2> /dev/null)
+  [ -z "$p" ] && p=$(ldconfig -p 2> /dev/null | awk -v n="$name" '$1 == n { print $NF; exit }')
+  if [ -z "$p" ]; then
+    for d in ${CUDA_HOME:+$CUDA_HOME/lib64} /usr/local/cuda/lib64 /usr/local/cuda/targets/x86_64-linux/lib; do
+      [ -e "$d/$name" ] && { p=$d/$name; break; }
+    done
+  fi
+  [ -z "$p" ] && p=$(find / \( -path /proc -o -path /sys -o -path /dev -o -path /run \) -prune -o -name "$name" -print 2> /dev/null | sort | head -1)
+  echo "$p"
+}
+
+# Only our binaries get these libraries: Python and PyTorch keep their own.
 ours() { LD_LIBRARY_PATH="$ourlibs${LD_LIBRARY_PATH:+:$LD_LIBRARY_PATH}" VAE_CLI_PATH="$g/vae" VAE_TEST_DATA_DIR="$g/data" "$@"; }
 
-summary=$out/results.md
-{
-  echo "# GPU check"
-  echo "- date: $(date -u +%Y-%m-%dT%H:%MZ)"
-  echo "- commit: $(tr '\n' ' ' < "$g/COMMIT")"
-  echo "- device: $(nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader 2>&1)"
-  echo "- cuBLASLt: $lt"
-  echo "- C library: $(ldd --version 2>&1 | head -1)"
-  echo "- phases:$phases"
-} > "$summary"
-# The binaries were built elsewhere (they need GLIBC_2.34 and GLIBCXX_3.4.29 at most, see
-# docs/gpu.md): name any library the loader cannot find before running anything.
-missing=$(ours ldd "$g/vae_tests" "$g/vae" "$g/vae_bench" 2>&1 | grep -E "not found|version .* not found" | sort -u)
+fact "date: $(date -u +%Y-%m-%dT%H:%MZ)"
+fact "commit: $(tr '\n' ' ' < "$g/COMMIT")"
+fact "build: $(tr '\n' ';' < "$g/BUILD" 2> /dev/null)"
+if have nvidia-smi; then
+  fact "nvidia-smi: $(nvidia-smi --query-gpu=name,driver_version,memory.total,clocks.sm,clocks.max.sm --format=csv,noheader 2>&1 | head -1)"
+else
+  fact "nvidia-smi: not installed here"
+fi
+fact "C library: $(ldd --version 2>&1 | head -1); the binaries need at most $(tr '\n' ' ' < "$g/NEEDS")"
+fact "phases:$phases"
+ourlibs=$g/lib:$work/lib
+while read -r name; do
+  [ -n "$name" ] || continue
+  path=$(find_device_lib "$name")
+  [ -n "$path" ] || { fail loader "$name is not on this machine (looked in PyTorch's nvidia packages, ldconfig, /usr/local/cuda, then everywhere)"; exit 1; }
+  fact "$name: $path ($(basename "$(readlink -f "$path")"))"
+  ourlibs=$ourlibs:$(dirname "$path")
+done < "$g/DEVICE_LIBS"
+
+# The binaries were built elsewhere: name any library the loader cannot find before running anything.
+ours ldd "$g"/vae "$g"/vae_tests "$g"/vae_bench "$g"/vae_gpu_probe > "$logs/ldd.log" 2>&1
+missing=$(grep -E "not found" "$logs/ldd.log" | sort -u)
 if [ -n "$missing" ]; then
-  { echo "- FAIL: the carried binaries cannot load here:"; echo "$missing" | sed 's/^/  /'; } | tee -a "$summary"
+  fail loader "the carried binaries cannot load here: $(echo "$missing" | tr -s ' \t\n' ' ')"
   exit 1
 fi
-status=0
-step() {  # step NAME COMMAND...: runs, logs to $out/NAME.log, records pass/fail
-  local name=$1; shift
-  local t0=$(date +%s)
-  "$@" > "$out/$name.log" 2>&1
-  local rc=$?
-  echo "- $name: $([ $rc = 0 ] && echo PASS || echo "FAIL (rc $rc)") in $(( $(date +%s) - t0 ))s" | tee -a "$summary"
-  [ $rc = 0 ] || status=1
-}
 
-if want tests; then
-  step tests ours "$g/vae_tests" --gtest_brief=1
-  grep -h "^\[parity\]\|^\[golden\]" "$out/tests.log" > "$out/parity.txt" 2>/dev/null
+# Is there a usable GPU at all? The probe is a few lines of CUDA, none of ours.
+ours "$g/vae_gpu_probe" > "$logs/probe.log" 2>&1
+probe_rc=$?
+probe_says=$(grep -m1 '^vae_gpu_probe: ' "$logs/probe.log" | cut -c16-)
+if [ $probe_rc = 0 ]; then
+  fact "CUDA probe: ${probe_says:-ok}"
+else
+  fact "CUDA probe: FAILED (rc $probe_rc): ${probe_says:-$(tail -1 "$logs/probe.log")}"
 fi
-want sanitizers && step memcheck ours compute-sanitizer --tool memcheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='*Cuda*:-CudaGolden*' --gtest_brief=1
-want sanitizers && step racecheck ours compute-sanitizer --tool racecheck --error-exitcode 1 "$g/vae_tests" --gtest_filter='CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*' --gtest_brief=1
-# Which kernels one training step launches (the fused-epilogue check): with the default ReLU model
-# and fused epilogues, none of our fallback kernels (bias_add, bias_grad, relu_bias,
-# relu_grad_bias_grad, activation_*) may appear. nsys if present (graph nodes traced one by one),
-# else ncu on the uncaptured step.
-profile_step() {
-  if command -v nsys > /dev/null; then
-    ours nsys profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$out/step" \
-      "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:128/cuda:1/graph:1' --benchmark_min_time=0.05 &&
-      nsys stats --report cuda_gpu_kern_sum --format csv "$out/step.nsys-rep" > "$out/kernels.csv"
-  elif command -v ncu > /dev/null; then
-    ours ncu --csv --metrics gpu__time_duration.sum --launch-count 120 \
-      "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:128/cuda:1/graph:0' --benchmark_min_time=0.01 > "$out/kernels.csv"
-  else
-    echo "neither nsys nor ncu is installed" >&2; return 1
+refresh
+
+# A CUDA tool: on PATH, else the first of the usual places (newest version first).
+find_tool() {
+  local name=$1 c
+  shift
+  have "$name" && { command -v "$name"; return; }
+  for c in "$@"; do [ -x "$c" ] && { echo "$c"; return; }; done
+}
+newest() { ls -d "$@" 2> /dev/null | sort -rV; }  # its words are candidates for find_tool (no spaces in these paths)
+# tool_refuses NAME COMMAND...: runs the probe under a tool; prints why the tool cannot be used, if so.
+tool_refuses() {
+  local log=$logs/probe-$1.log
+  shift
+  timeout -k 5 120 bash -c '"$@"' "$1" "$@" > "$log" 2>&1 && return 1
+  grep -m1 -iE 'error|not supported|fail' "$log" | sed -E 's/^=+([A-Z]+=+)? *//' | cut -c1-200 || tail -1 "$log"
+  return 0
+}
+# needs_tool STEP TOOL NAME PROBE-ARGS...: decides whether STEP can run; if not, records why.
+needs_tool() {
+  local stepname=$1 tool=$2 toolname=$3 why
+  shift 3
+  if [ -z "$tool" ]; then skip "$stepname" "$toolname is not installed here (not on PATH or in the usual places)"; return 1; fi
+  if [ $probe_rc != 0 ]; then fail "$stepname" "no usable CUDA device: $probe_says"; return 1; fi
+  if why=$(tool_refuses "$toolname" ours "$tool" "$@" "$g/vae_gpu_probe"); then
+    skip "$stepname" "$toolname refuses this device: $why"
+    return 1
   fi
 }
-want profile && step profile profile_step
-# Which cuBLASLt plan each GEMM of a training step got (fused epilogue, or no algorithm and the
-# unfused path), at both benchmark batch sizes: src/backend/cuda/lt_matmul.cpp logs them.
+
+# run_gtest JSON COMMAND...: the test binary (last word of COMMAND) with a JSON report, then the
+# verdict: any failed or skipped test fails the step (on this machine every CUDA test must run).
+run_gtest() {
+  local json=$1 rc
+  shift
+  "$@" --gtest_brief=1 --gtest_output="json:$json"
+  rc=$?
+  python3 "$report" gtest "$json" || { [ $rc = 0 ] && rc=3; }
+  return $rc
+}
+# sanitize TOOL LOGNAME FILTER: the CUDA tests under a compute-sanitizer tool, its report in a file of its own.
+sanitize() {
+  local tool=$1 name=$2 filter=$3 rc
+  ours "$cs" --tool "$tool" --error-exitcode 1 --log-file "$logs/$name-report.log" \
+    "$g/vae_tests" --gtest_filter="$filter" --gtest_brief=1 --gtest_output="json:$logs/$name.json"
+  rc=$?
+  python3 "$report" sanitizer "$logs/$name-report.log" || { [ $rc = 0 ] && rc=1; }
+  python3 "$report" gtest "$logs/$name.json" || { [ $rc = 0 ] && rc=3; }
+  return $rc
+}
+# The kernels one training step launches (batch 128), for the fused-epilogue check: nsys traces the
+# recorded graph node by node; ncu (clock control off: the card's clocks are left as they are) lists
+# the uncaptured step's kernels.
+profile_nsys() {
+  ours "$nsys" profile --trace=cuda --cuda-graph-trace=node --force-overwrite=true -o "$logs/step" \
+    "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:128/cuda:1/graph:1' --benchmark_min_time=0.05 &&
+    "$nsys" stats --report cuda_gpu_kern_sum --format csv "$logs/step.nsys-rep" > "$logs/kernels.csv"
+}
+profile_ncu() {
+  ours "$ncu" --clock-control none --csv --metrics gpu__time_duration.sum --launch-count 150 \
+    "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:128/cuda:1/graph:0' --benchmark_min_time=0.01 > "$logs/kernels.csv"
+}
+# Which cuBLASLt plan each GEMM of a training step got (fused epilogue, or the unfused path), at
+# both benchmark batch sizes (src/backend/cuda/lt_matmul.cpp logs them).
 gemm_plans() {
   VAE_LOG_GEMM_PLANS=1 ours "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:(128|4096)/cuda:1/graph:1' \
     --benchmark_min_time=0.01
+  local n
+  n=$(grep -c "GEMM plan" "$logs/gemm-plans.log")
+  [ "$n" -gt 0 ] || { echo "gpu-check: no GEMM plan was logged"; return 3; }
+  echo "gpu-check: $n GEMM plans, $(grep "GEMM plan" "$logs/gemm-plans.log" | grep -c "epilogue=[A-Z].*: cuBLASLt") with a fused epilogue"
 }
-want profile && step gemm-plans gemm_plans
-want bench && step bench ours "$g/vae_bench" --benchmark_min_time=1 --benchmark_format=json --benchmark_out="$out/bench.json"
-for b in 128 4096; do
-  for mode in eager compile reduce-overhead; do
-    want torch && step "torch-$mode-$b" python3 "$root/bench/pytorch_reference.py" step --device cuda --batch $b --mode $mode --repeats 100
-  done
-done
-want train && step train-cuda ours "$g/vae" train --device cuda --data "$g/data" --out "$out/run-cuda"
-want train && step eval-cuda ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 100 --json
-want train && step eval-cuda-k5000 ours "$g/vae" eval --device cuda --checkpoint "$out/run-cuda/model.safetensors" --data "$g/data" --k 5000 --limit 1000 --json
-{
-  echo; echo "## Step times (the same JSON fields for ours and PyTorch's) and ratios"
-  python3 - "$out" <<'PY'
-import glob, json, os, re, sys
-out = sys.argv[1]
-ours, torch = {}, {}
-try:
-    for b in json.load(open(os.path.join(out, "bench.json")))["benchmarks"]:
-        m = re.match(r"BM_TrainStep/batch:(\d+)/cuda:1/graph:(\d)", b["name"])
-        if not m or "error_occurred" in b:
-            continue
-        ms = b["real_time"] * {"ms": 1.0, "us": 1e-3, "ns": 1e-6, "s": 1e3}[b["time_unit"]]
-        batch, graph = int(m.group(1)), m.group(2) == "1"
-        row = {"impl": "vae-cuda-graph" if graph else "vae-cuda", "device": "cuda", "batch": batch,
-               "precision": "tf32", "ms_per_step": ms, "samples_per_s": batch / (ms / 1000)}
-        ours[(row["impl"], batch)] = row
-        print(json.dumps(row))
-except Exception as e:
-    print("bench.json unreadable:", e)
-for f in sorted(glob.glob(os.path.join(out, "torch-*.log"))):
-    lines = [l for l in open(f) if l.startswith("{")]
-    if not lines:
-        print(f"{os.path.basename(f)}: no result")
-        continue
-    row = json.loads(lines[-1])
-    torch[(row["impl"], row["batch"])] = row
-    print(json.dumps(row))
-print()
-print("| batch | PyTorch mode | PyTorch ms | vae-cuda-graph ms | PyTorch / vae (higher = vae faster) |")
-print("| --- | --- | --- | --- | --- |")
-for (impl, batch), t in sorted(torch.items(), key=lambda kv: (kv[0][1], kv[0][0])):
-    v = ours.get(("vae-cuda-graph", batch))
-    ratio = f"{t['ms_per_step'] / v['ms_per_step']:.2f}x" if v else "n/a"
-    vms = f"{v['ms_per_step']:.3f}" if v else "n/a"
-    print(f"| {batch} | {impl} | {t['ms_per_step']:.3f} | {vms} | {ratio} |")
-PY
-  echo; echo "## Kernels of one training step (batch 128; fallback kernels must not appear)"
-  if [ -s "$out/kernels.csv" ]; then
-    grep -o '[A-Za-z_0-9]*kernel[A-Za-z_0-9]*\|sm[0-9]*_xmma[A-Za-z_0-9]*\|[A-Za-z_0-9]*gemm[A-Za-z_0-9]*' "$out/kernels.csv" | sort | uniq -c | sort -rn | head -40
-    echo "fallback kernels seen: $(grep -o 'bias_add_kernel\|bias_grad_kernel\|relu_bias_kernel\|relu_grad_bias_grad_kernel\|activation_forward_kernel\|activation_backward_kernel' "$out/kernels.csv" | sort -u | tr '\n' ' ')"
-  else
-    echo "no profile (see profile.log)"
+# Every CUDA benchmark (the CPU ones mean nothing on this machine's CPU), three repetitions, medians.
+bench() {
+  ours "$g/vae_bench" --benchmark_filter='cuda:1' --benchmark_min_time=0.5 --benchmark_repetitions=3 \
+    --benchmark_report_aggregates_only=true --benchmark_format=json --benchmark_out="$logs/bench.json" > /dev/null
+  local rc=$?
+  python3 "$report" bench "$logs/bench.json" || { [ $rc = 0 ] && rc=3; }
+  return $rc
+}
+torch_step() { python3 "$root/bench/pytorch_reference.py" step --device cuda --batch "$1" --mode "$2" --repeats 100; }
+export g logs ourlibs report root
+export -f ours run_gtest sanitize profile_nsys profile_ncu gemm_plans bench torch_step
+
+if want tests; then
+  step tests run_gtest "$logs/tests.json" ours "$g/vae_tests"
+fi
+
+if want sanitizers; then
+  # shellcheck disable=SC2046
+  cs=$(find_tool compute-sanitizer /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
+    $(newest /opt/nvidia/compute-sanitizer*/compute-sanitizer))
+  export cs
+  # Every CUDA test but the golden run (slow under the tool, and the parity suite covers its kernels)
+  # and the out-of-memory test, whose 16 TiB cudaMalloc fails on purpose: the sanitizer would count it.
+  needs_tool memcheck "$cs" compute-sanitizer --tool memcheck --error-exitcode 1 &&
+    step memcheck sanitize memcheck memcheck '*Cuda*:-CudaGolden*:CudaErrors.OutOfMemory*'
+  # The kernels that use shared memory.
+  needs_tool racecheck "$cs" compute-sanitizer --tool racecheck --error-exitcode 1 &&
+    step racecheck sanitize racecheck racecheck 'CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*'
+fi
+
+if want profile; then
+  # shellcheck disable=SC2046
+  nsys=$(find_tool nsys /usr/local/cuda/bin/nsys $(newest /opt/nvidia/nsight-systems/*/bin/nsys))
+  # shellcheck disable=SC2046
+  ncu=$(find_tool ncu /usr/local/cuda/bin/ncu $(newest /opt/nvidia/nsight-compute/*/ncu))
+  export nsys ncu
+  if [ -n "$nsys" ] && [ $probe_rc = 0 ] && ! tool_refuses nsys ours "$nsys" profile --trace=cuda --force-overwrite=true \
+    -o "$logs/probe" "$g/vae_gpu_probe" > /dev/null; then
+    step profile profile_nsys
+  elif needs_tool profile "$ncu" ncu --clock-control none --metrics gpu__time_duration.sum; then
+    step profile profile_ncu
   fi
-  grep -h "ReLU mask" "$out/parity.txt" 2>/dev/null | head -5
-  echo; echo "## cuBLASLt plans of the training step (epilogue: cuBLASLt = fused; otherwise the unfused path)"
-  grep -h "GEMM" "$out/gemm-plans.log" 2>/dev/null | sed 's/^vae: /- /' | sort -u
-  echo; echo "## Training on CUDA (metrics.jsonl, last line) and evaluation"
-  tail -n 1 "$out/run-cuda/metrics.jsonl" 2>/dev/null | cut -c1-400
-  tail -n 1 "$out/eval-cuda.log" "$out/eval-cuda-k5000.log" 2>/dev/null | cut -c1-300
-} >> "$summary"
+  step gemm-plans gemm_plans
+fi
+
+if want bench; then
+  step bench bench
+fi
+
+if want torch; then
+  for b in 128 4096; do
+    for mode in eager compile reduce-overhead; do step "torch-$mode-$b" torch_step $b $mode; done
+  done
+fi
+
+if want autotune; then
+  # max-autotune benchmarks GEMM variants while it compiles: minutes per batch size.
+  for b in 128 4096; do step "torch-max-autotune-$b" torch_step $b max-autotune; done
+fi
+
+if want train; then
+  run=$logs/run-cuda
+  step train-cuda ours "$g/vae" train --device cuda --data "$g/data" --out "$run"
+  step eval-cuda ours "$g/vae" eval --device cuda --checkpoint "$run/model.safetensors" --data "$g/data" --k 100 --json
+  # The same weights evaluated by the CPU reference backend (the same binarised test set and noise).
+  step eval-cpu-of-cuda-model ours "$g/vae" eval --device cpu --checkpoint "$run/model.safetensors" --data "$g/data" --k 100 --json
+  step eval-cuda-k5000 ours "$g/vae" eval --device cuda --checkpoint "$run/model.safetensors" --data "$g/data" --k 5000 --json
+fi
+
 cat "$summary"
 exit $status
