@@ -199,14 +199,14 @@ run_gtest() {
   python3 "$report" gtest "$json" || { [ $rc = 0 ] && rc=3; }
   return $rc
 }
-# sanitize TOOL LOGNAME FILTER: the CUDA tests under a compute-sanitizer tool, its report in a file of its own.
+# sanitize TOOL FILTER: the CUDA tests under a compute-sanitizer tool, whose report goes to a file of
+# its own; the step fails on a sanitizer error as well as on a failed or skipped test.
 sanitize() {
-  local tool=$1 name=$2 filter=$3 rc
-  ours "$cs" --tool "$tool" --error-exitcode 1 --log-file "$logs/$name-report.log" \
-    "$g/vae_tests" --gtest_filter="$filter" --gtest_brief=1 --gtest_output="json:$logs/$name.json"
+  local tool=$1 filter=$2 rc
+  run_gtest "$logs/$tool.json" ours "$cs" --tool "$tool" --error-exitcode 1 --log-file "$logs/$tool-report.log" \
+    "$g/vae_tests" --gtest_filter="$filter"
   rc=$?
-  python3 "$report" sanitizer "$logs/$name-report.log" || { [ $rc = 0 ] && rc=1; }
-  python3 "$report" gtest "$logs/$name.json" || { [ $rc = 0 ] && rc=3; }
+  python3 "$report" sanitizer "$logs/$tool-report.log" || { [ $rc = 0 ] && rc=1; }
   return $rc
 }
 # The kernels one training step launches (batch 128), for the fused-epilogue check: nsys traces the
@@ -224,12 +224,13 @@ profile_ncu() {
 # Which cuBLASLt plan each GEMM of a training step got (fused epilogue, or the unfused path), at
 # both benchmark batch sizes (src/backend/cuda/lt_matmul.cpp logs them).
 gemm_plans() {
-  VAE_LOG_GEMM_PLANS=1 ours "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:(128|4096)/cuda:1/graph:1' \
-    --benchmark_min_time=0.01
-  local n
-  n=$(grep -c "GEMM plan" "$logs/gemm-plans.log")
+  local plans n
+  plans=$(VAE_LOG_GEMM_PLANS=1 ours "$g/vae_bench" --benchmark_filter='BM_TrainStep/batch:(128|4096)/cuda:1/graph:1' \
+    --benchmark_min_time=0.01 2>&1)
+  echo "$plans"
+  n=$(grep -c "GEMM plan" <<< "$plans")
   [ "$n" -gt 0 ] || { echo "gpu-check: no GEMM plan was logged"; return 3; }
-  echo "gpu-check: $n GEMM plans, $(grep "GEMM plan" "$logs/gemm-plans.log" | grep -c "epilogue=[A-Z].*: cuBLASLt") with a fused epilogue"
+  echo "gpu-check: $n GEMM plans, $(grep "GEMM plan" <<< "$plans" | grep -c "epilogue=[A-Z].*: cuBLASLt") with a fused epilogue"
 }
 # Every CUDA benchmark (the CPU ones mean nothing on this machine's CPU), three repetitions, medians.
 bench() {
@@ -255,10 +256,10 @@ if want sanitizers; then
   # Every CUDA test but the golden run (slow under the tool, and the parity suite covers its kernels)
   # and the out-of-memory test, whose 16 TiB cudaMalloc fails on purpose: the sanitizer would count it.
   needs_tool memcheck "$cs" compute-sanitizer --tool memcheck --error-exitcode 1 &&
-    step memcheck sanitize memcheck memcheck '*Cuda*:-CudaGolden*:CudaErrors.OutOfMemory*'
+    step memcheck sanitize memcheck '*Cuda*:-CudaGolden*:CudaErrors.OutOfMemory*'
   # The kernels that use shared memory.
   needs_tool racecheck "$cs" compute-sanitizer --tool racecheck --error-exitcode 1 &&
-    step racecheck sanitize racecheck racecheck 'CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*'
+    step racecheck sanitize racecheck 'CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*'
 fi
 
 if want profile; then
