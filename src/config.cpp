@@ -5,8 +5,11 @@
 #include <cblas.h>
 #include <nlohmann/json.hpp>
 
+#include <charconv>
 #include <cmath>
+#include <limits>
 #include <thread>
+#include <type_traits>
 
 #include "vae/error.hpp"
 
@@ -45,15 +48,68 @@ void require(bool ok, const std::string& message) {
   if (!ok) throw Error(message);
 }
 
-// Reads key into out when present; rejects values of the wrong JSON type with the key's name.
+// An integer of type T from a JSON number, or an error naming the key: a fraction, an exponent form
+// (1e30) or a value outside T's range is never converted silently (4294967298 is not 2).
+template <class T>
+T checked_integer(const json& v, const std::string& key) {
+  if (!v.is_number_integer())
+    throw Error("config key '" + key + "' must be an integer, got " + v.dump());
+  if (v.is_number_unsigned()) {
+    const auto u = v.get<uint64_t>();
+    if (u > static_cast<uint64_t>(std::numeric_limits<T>::max()))
+      throw Error("config key '" + key + "' = " + v.dump() + " is out of range (at most " +
+                  std::to_string(std::numeric_limits<T>::max()) + ")");
+    return static_cast<T>(u);
+  }
+  const auto i = v.get<int64_t>();
+  if constexpr (std::is_unsigned_v<T>) {
+    if (i < 0) throw Error("config key '" + key + "' = " + v.dump() + " must not be negative");
+  } else if (i < static_cast<int64_t>(std::numeric_limits<T>::min()) || i > static_cast<int64_t>(std::numeric_limits<T>::max())) {
+    throw Error("config key '" + key + "' = " + v.dump() + " is out of range (" +
+                std::to_string(std::numeric_limits<T>::min()) + " to " + std::to_string(std::numeric_limits<T>::max()) + ")");
+  }
+  return static_cast<T>(i);
+}
+
+// Reads key into out when present; rejects values of the wrong JSON type, and numbers that do not
+// fit out's type, with the key's name.
 template <class T>
 void read_key(const json& j, const char* key, T& out) {
   if (!j.contains(key)) return;
-  try {
-    out = j.at(key).get<T>();
-  } catch (const json::exception&) {
-    throw Error(std::string("config key '") + key + "' has the wrong type: " + j.at(key).dump());
+  const json& v = j.at(key);
+  const auto wrong_type = [&](const char* expected) {
+    return Error(std::string("config key '") + key + "' must be " + expected + ", got " + v.dump());
+  };
+  if constexpr (std::is_same_v<T, bool>) {
+    if (!v.is_boolean()) throw wrong_type("true or false");
+    out = v.get<bool>();
+  } else if constexpr (std::is_same_v<T, std::string>) {
+    if (!v.is_string()) throw wrong_type("a string");
+    out = v.get<std::string>();
+  } else if constexpr (std::is_integral_v<T>) {
+    out = checked_integer<T>(v, key);
+  } else if constexpr (std::is_floating_point_v<T>) {
+    if (!v.is_number()) throw wrong_type("a number");
+    const double d = v.get<double>();
+    if (!std::isfinite(d) || std::fabs(d) > static_cast<double>(std::numeric_limits<T>::max()))
+      throw Error(std::string("config key '") + key + "' = " + v.dump() + " is out of range for a " +
+                  (sizeof(T) == 4 ? "32-bit" : "64-bit") + " float");
+    out = static_cast<T>(d);
+  } else {  // std::vector<int>
+    if (!v.is_array() || v.size() > 1024) throw wrong_type("a list of integers");
+    T values;
+    for (size_t i = 0; i < v.size(); ++i)
+      values.push_back(checked_integer<typename T::value_type>(v[i], std::string(key) + "[" + std::to_string(i) + "]"));
+    out = std::move(values);
   }
+}
+
+// A float as the JSON number with the fewest digits that reads back as the same float: 0.001, not
+// 0.0010000000474974513 (what widening the float to double and printing that would give).
+double typed_float(float f) {
+  char buf[32];
+  const auto r = std::to_chars(buf, buf + sizeof buf, f);
+  return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
 }
 
 void reject_unknown_keys(const json& j, std::initializer_list<const char*> known, const char* section) {
@@ -86,7 +142,24 @@ InitScheme parse_init(const std::string& s) { return parse_enum(s, "init scheme"
 OptimizerKind parse_optimizer(const std::string& s) { return parse_enum(s, "optimizer", kOptimizers); }
 LrSchedule parse_schedule(const std::string& s) { return parse_enum(s, "lr schedule", kSchedules); }
 
+int64_t ModelConfig::parameter_count() const {
+  // Encoder: input -> hidden... -> 2*latent; decoder: latent -> reversed hidden... -> input; plus a
+  // learned log-sigma per input value. Widths are validated small enough that int64 cannot overflow
+  // (at most 4*4096*4096 inputs times 65536 outputs per layer, 34 layers).
+  const int64_t in = static_cast<int64_t>(image_channels) * image_height * image_width;
+  int64_t total = 0, prev = in;
+  for (int h : hidden) total += prev * h + h, prev = h;
+  total += prev * 2 * latent + 2 * latent;
+  prev = latent;
+  for (auto it = hidden.rbegin(); it != hidden.rend(); ++it) total += prev * *it + *it, prev = *it;
+  total += prev * in + in;
+  if (likelihood == Likelihood::Gaussian && learned_sigma) total += in;
+  return total;
+}
+
 void ModelConfig::validate() const {
+  require(image_channels >= 1 && image_channels <= 4,
+          "image_channels must be 1 to 4, got " + std::to_string(image_channels));
   require(image_height >= 1 && image_height <= 4096 && image_width >= 1 && image_width <= 4096,
           "image size must be between 1 and 4096 pixels a side, got " + std::to_string(image_height) + "x" +
               std::to_string(image_width));
@@ -96,29 +169,36 @@ void ModelConfig::validate() const {
   require(leaky_slope >= 0.0f && leaky_slope < 1.0f, "leaky_slope must be in [0, 1)");
   require(std::isfinite(gaussian_sigma) && gaussian_sigma >= 1e-3f && gaussian_sigma <= 10.0f,
           "gaussian_sigma must be in [0.001, 10], got " + std::to_string(gaussian_sigma));
+  const int64_t n = parameter_count();
+  require(n <= kMaxParameters,
+          "the model is too large: " + std::to_string(n) + " parameters (" + std::to_string((n * 16) >> 30) +
+              " GiB with gradients and Adam moments); the limit is " + std::to_string(kMaxParameters) +
+              " parameters. Use narrower hidden layers (--hidden), a smaller latent or smaller images");
 }
 
 std::string ModelConfig::to_json() const {
   json j;
+  j["image_channels"] = image_channels;
   j["image_height"] = image_height;
   j["image_width"] = image_width;
   j["hidden"] = hidden;
   j["latent"] = latent;
   j["activation"] = to_string(activation);
-  j["leaky_slope"] = leaky_slope;
+  j["leaky_slope"] = typed_float(leaky_slope);
   j["likelihood"] = to_string(likelihood);
   j["learned_sigma"] = learned_sigma;
-  j["gaussian_sigma"] = gaussian_sigma;
+  j["gaussian_sigma"] = typed_float(gaussian_sigma);
   j["init"] = to_string(init);
   return j.dump();
 }
 
 ModelConfig ModelConfig::from_json(const std::string& text) {
   const json j = parse_json(text, "model config");
-  reject_unknown_keys(j, {"image_height", "image_width", "hidden", "latent", "activation", "leaky_slope",
+  reject_unknown_keys(j, {"image_channels", "image_height", "image_width", "hidden", "latent", "activation", "leaky_slope",
                           "likelihood", "learned_sigma", "gaussian_sigma", "init"},
                       "model");
   ModelConfig c;
+  read_key(j, "image_channels", c.image_channels);  // absent in checkpoints before channels: 1
   read_key(j, "image_height", c.image_height);
   read_key(j, "image_width", c.image_width);
   read_key(j, "hidden", c.hidden);
@@ -148,24 +228,27 @@ void TrainConfig::validate() const {
   require(threads >= 0 && threads <= 1024, "threads must be in [0, 1024] (0 = all cores)");
   require(train_limit >= 0 && test_limit >= 0, "train_limit and test_limit must be >= 0");
   require(!out_dir.empty(), "out must name a folder");
+  require(test_fraction > 0 && test_fraction < 1, "test_fraction must be in (0, 1), got " + std::to_string(test_fraction));
 }
 
 std::string TrainConfig::to_json() const {
   json j;
   j["data"] = data_dir;
+  if (!labels_path.empty()) j["labels"] = labels_path;
+  j["test_fraction"] = test_fraction;
   j["out"] = out_dir;
   j["epochs"] = epochs;
   j["batch"] = batch;
   j["optimizer"] = to_string(optimizer);
-  j["lr"] = lr;
-  j["min_lr"] = min_lr;
+  j["lr"] = typed_float(lr);
+  j["min_lr"] = typed_float(min_lr);
   j["schedule"] = to_string(schedule);
-  j["adam_beta1"] = adam_beta1;
-  j["adam_beta2"] = adam_beta2;
-  j["adam_eps"] = adam_eps;
-  j["weight_decay"] = weight_decay;
-  j["clip_norm"] = clip_norm;
-  j["beta"] = beta;
+  j["adam_beta1"] = typed_float(adam_beta1);
+  j["adam_beta2"] = typed_float(adam_beta2);
+  j["adam_eps"] = typed_float(adam_eps);
+  j["weight_decay"] = typed_float(weight_decay);
+  j["clip_norm"] = typed_float(clip_norm);
+  j["beta"] = typed_float(beta);
   j["warmup_epochs"] = warmup_epochs;
   j["seed"] = seed;
   j["threads"] = threads;
@@ -180,12 +263,14 @@ std::string TrainConfig::to_json() const {
 
 TrainConfig TrainConfig::from_json(const std::string& text, TrainConfig c) {
   const json j = parse_json(text, "train config");
-  reject_unknown_keys(j, {"data", "out", "epochs", "batch", "optimizer", "lr", "min_lr", "schedule", "adam_beta1",
+  reject_unknown_keys(j, {"data", "labels", "test_fraction", "out", "epochs", "batch", "optimizer", "lr", "min_lr", "schedule", "adam_beta1",
                           "adam_beta2", "adam_eps", "weight_decay", "clip_norm", "beta", "warmup_epochs", "seed",
                           "threads", "train_limit", "test_limit", "device", "cuda_graph", "tf32",
                           "fused_epilogues"},
                       "train");
   read_key(j, "data", c.data_dir);
+  read_key(j, "labels", c.labels_path);
+  read_key(j, "test_fraction", c.test_fraction);
   read_key(j, "out", c.out_dir);
   read_key(j, "epochs", c.epochs);
   read_key(j, "batch", c.batch);

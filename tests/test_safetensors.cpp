@@ -115,6 +115,14 @@ TEST(SafeTensors, RejectsMalformedFiles) {
   expect_error(with_header(R"({"x":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}})", four), "outside");
   expect_error(with_header(R"({"x":{"dtype":"F32","shape":[-2],"data_offsets":[0,8]}})", eight), "negative");
   expect_error(with_header(R"({"x":{"dtype":"F32","shape":[1]}})", four), "lacks");
+  // 2^32 * 2^32 wraps a 64-bit count to 0, which would match an empty buffer; a dimension above
+  // INT64_MAX would be stored negative. Both are refused before anything is multiplied or stored.
+  expect_error(with_header(R"({"x":{"dtype":"F32","shape":[4294967296,4294967296],"data_offsets":[0,0]}})", {}),
+               "implausibly large");
+  expect_error(with_header(R"({"x":{"dtype":"F32","shape":[18446744073709551615],"data_offsets":[0,0]}})", {}),
+               "implausibly large");
+  expect_error(with_header(R"({"x":{"dtype":"F32","shape":[0,18446744073709551615],"data_offsets":[0,0]}})", {}),
+               "implausibly large");
   expect_error(with_header(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[4,8]}})", eight), "hole");
   expect_error(with_header(R"({"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", eight), "after its last tensor");
   expect_error(with_header(R"({"__metadata__":{"a":1},"x":{"dtype":"F32","shape":[1],"data_offsets":[0,4]}})", four),
@@ -173,6 +181,75 @@ TEST(Checkpoint, RoundTripAndShapeValidation) {
   write_safetensors(dir.file("plain.safetensors"), f);
   EXPECT_THROW(load_checkpoint(dir.file("plain.safetensors")), Error);
   EXPECT_THROW(load_checkpoint(dir.file("missing.safetensors")), Error);
+}
+
+}  // namespace
+}  // namespace vae
+
+namespace vae {
+namespace {
+
+void expect_config_error(const std::string& json, const std::string& fragment) {
+  try {
+    ModelConfig::from_json(json);
+    FAIL() << "expected an error containing '" << fragment << "' for " << json;
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+  }
+}
+
+TEST(Config, NumbersOutOfRangeForTheirTypeNameTheField) {
+  expect_config_error(R"({"latent": 1e30})", "'latent' must be an integer");
+  expect_config_error(R"({"latent": 4294967298})", "'latent' = 4294967298 is out of range");
+  expect_config_error(R"({"latent": -4294967298})", "'latent' = -4294967298 is out of range");
+  expect_config_error(R"({"latent": 2.5})", "'latent' must be an integer");
+  expect_config_error(R"({"hidden": [512, 4294967297]})", "'hidden[1]'");
+  expect_config_error(R"({"gaussian_sigma": 1e300})", "'gaussian_sigma' = 1e+300 is out of range");
+  expect_config_error(R"({"learned_sigma": 1})", "'learned_sigma' must be true or false");
+  try {
+    TrainConfig::from_json(R"({"epochs": 4294967297})");
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("'epochs' = 4294967297 is out of range"), std::string::npos) << e.what();
+  }
+  EXPECT_THROW(TrainConfig::from_json(R"({"seed": -1})"), Error);
+  EXPECT_EQ(TrainConfig::from_json(R"({"seed": 18446744073709551615})").seed, UINT64_MAX);
+}
+
+TEST(Config, ModelSizeIsBoundedBeforeAllocation) {
+  ModelConfig c;
+  c.image_height = 4096;
+  c.image_width = 4096;
+  c.hidden = {65536};
+  try {
+    c.validate();
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("the model is too large"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("--hidden"), std::string::npos) << e.what();
+  }
+  // The count the configuration implies is the model's own.
+  for (const bool sigma : {false, true}) {
+    ModelConfig m;
+    m.image_channels = 3;
+    m.image_height = 5;
+    m.image_width = 7;
+    m.hidden = {13, 6};
+    m.latent = 4;
+    m.likelihood = Likelihood::Gaussian;
+    m.learned_sigma = sigma;
+    EXPECT_EQ(m.parameter_count(), Model(m).parameter_count());
+  }
+}
+
+TEST(Config, FloatsAreWrittenAsTyped) {
+  TrainConfig t;
+  t.lr = 0.001f;
+  t.beta = 0.1f;
+  const std::string j = t.to_json();
+  EXPECT_NE(j.find("\"lr\":0.001,"), std::string::npos) << j;
+  EXPECT_NE(j.find("\"beta\":0.1,"), std::string::npos) << j;
+  EXPECT_EQ(TrainConfig::from_json(j).lr, 0.001f);
 }
 
 }  // namespace

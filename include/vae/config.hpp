@@ -27,7 +27,12 @@ InitScheme parse_init(const std::string& s);
 OptimizerKind parse_optimizer(const std::string& s);
 LrSchedule parse_schedule(const std::string& s);
 
+// The largest model a configuration or checkpoint may describe: 2^30 parameters, which with their
+// gradients and Adam moments is 16 GiB. Checked before anything is allocated.
+inline constexpr int64_t kMaxParameters = int64_t{1} << 30;
+
 struct ModelConfig {
+  int image_channels = 1;  // 1 grey, 3 RGB (2 and 4 with alpha); set from the data set
   int image_height = 28;
   int image_width = 28;
   std::vector<int> hidden{512, 256};  // encoder widths; the decoder mirrors them
@@ -42,7 +47,10 @@ struct ModelConfig {
   // Kaiming: He uniform for ReLU, U(+-sqrt(6/fan_in)), zero bias. Xavier: U(+-sqrt(6/(in+out))), zero bias.
   InitScheme init = InitScheme::Torch;
 
-  int input_dim() const { return image_height * image_width; }
+  int input_dim() const { return image_channels * image_height * image_width; }
+  // Trainable scalars the configuration implies (exact, without alignment padding).
+  int64_t parameter_count() const;
+  // Rejects out-of-range fields, and models above kMaxParameters, with a message naming the field.
   void validate() const;
   std::string to_json() const;
   static ModelConfig from_json(const std::string& text);
@@ -50,6 +58,8 @@ struct ModelConfig {
 
 struct TrainConfig {
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
+  std::string labels_path;      // labels .npy for a .npy data set (optional)
+  double test_fraction = 0.1;   // held out when the data has no test split of its own
   std::string out_dir = "runs/latest";
   int epochs = 10;
   int batch = 128;

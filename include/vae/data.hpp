@@ -1,4 +1,6 @@
-// Image data sets in IDX format (MNIST, Fashion-MNIST), gzipped or raw.
+// Image data sets: IDX files (MNIST, Fashion-MNIST, gzipped or raw), numpy .npy arrays, and
+// folders of PNG images. Every source becomes the same thing: uint8 pixels [N, C, H, W] and, when
+// the source has them, one integer label per image.
 #pragma once
 
 #include <cstdint>
@@ -9,23 +11,73 @@ namespace vae {
 
 struct ImageSet {
   int64_t count = 0;
+  int channels = 1;  // 1 (grey), 2 (grey + alpha), 3 (RGB) or 4 (RGBA)
   int height = 0;
   int width = 0;
-  std::vector<uint8_t> pixels;  // count * height * width, row-major
-  int pixels_per_image() const { return height * width; }
+  std::vector<uint8_t> pixels;   // count * channels * height * width, [N, C, H, W]
+  std::vector<int32_t> labels;   // count labels in [0, classes), or empty
+  int pixels_per_image() const { return channels * height * width; }
 };
 
-// Reads an IDX file of unsigned bytes with 3 dimensions (images). Validates the magic number,
-// the dimensions and that the payload has exactly the announced length.
+// The largest data set a reader accepts: 2^34 bytes (16 GiB) of pixels, checked against what a
+// file announces before anything of that size is allocated or inflated.
+inline constexpr uint64_t kMaxDatasetBytes = uint64_t{1} << 34;
+
+// Reads an IDX file of unsigned bytes with 3 dimensions (images). Validates the magic number and
+// the dimensions before reading the payload, and that the payload has exactly the announced
+// length; a gzipped file is inflated only as far as its header says.
 ImageSet read_idx_images(const std::string& path);
+// Reads an IDX file of unsigned bytes with 1 dimension (labels).
+std::vector<int32_t> read_idx_labels(const std::string& path);
+// The same from bytes in memory (what names the source in messages).
+ImageSet parse_idx_images(const uint8_t* data, size_t size, const std::string& what);
+std::vector<int32_t> parse_idx_labels(const uint8_t* data, size_t size, const std::string& what);
+
+// A numpy .npy array (format versions 1-3, C order) of images: uint8, or float32 in [0, 1]
+// (rounded to the nearest 1/255, as every source is stored in 8 bits). Shapes and layout:
+//   [N, H, W]     one channel
+//   [N, H, W, C]  when the last dimension is 1 to 4 (numpy's and PIL's channels-last convention)
+//   [N, C, H, W]  otherwise, when the second dimension is 1 to 4
+ImageSet read_npy_images(const std::string& path);
+ImageSet parse_npy_images(const uint8_t* data, size_t size, const std::string& what);
+// A 1-D .npy array of integer labels (any signed or unsigned integer dtype) in [0, 2^31).
+std::vector<int32_t> read_npy_labels(const std::string& path);
+std::vector<int32_t> parse_npy_labels(const uint8_t* data, size_t size, const std::string& what);
+
+// A PNG image decoded to uint8 [C, H, W], C = 1 for grey and 3 for colour (an alpha channel is
+// composited onto black); channels = 3 forces colour, 1 forces grey.
+struct DecodedPng {
+  int channels = 0, height = 0, width = 0;
+  std::vector<uint8_t> pixels;
+};
+DecodedPng decode_png(const uint8_t* data, size_t size, const std::string& what, int channels = 0);
+// A folder of PNG images (*.png, any letter case), all of one size. Images directly in the folder,
+// or in sub-folders, one per class: labels number the sub-folders in sorted name order and
+// class_names (when given) receives those names. Files are read in sorted name order. When any
+// image is in colour, every image is read as RGB.
+ImageSet read_png_folder(const std::string& dir, std::vector<std::string>* class_names = nullptr);
 
 struct Dataset {
   ImageSet train;
   ImageSet test;
+  std::string source;                    // what was loaded, for messages and logs
+  std::vector<std::string> class_names;  // PNG class folders, when the source has them
 };
 
-// Loads train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz] from dir. A missing folder
-// names the Debian package to install.
-Dataset load_dataset(const std::string& dir);
+struct DataOptions {
+  // Held-out share for a source without its own test split (a .npy array, a PNG folder, an IDX
+  // folder without t10k files): the test set is a fixed pseudo-random subset of this share, the same
+  // in every run, so that `vae eval` with the same --data and --test-fraction sees the same images.
+  double test_fraction = 0.1;
+  std::string labels;  // a .npy of labels for a .npy source (optional)
+};
+
+// Loads a data set from `path`:
+//  - a folder with train-images-idx3-ubyte[.gz] (and t10k-images-idx3-ubyte[.gz], and the matching
+//    *-labels-idx1-ubyte[.gz] files when present): the IDX layout of MNIST and Fashion-MNIST;
+//  - a .npy file of images (labels from options.labels);
+//  - any other folder: PNG images (see read_png_folder).
+// A missing path names the Debian package that installs Fashion-MNIST.
+Dataset load_dataset(const std::string& path, const DataOptions& options = {});
 
 }  // namespace vae

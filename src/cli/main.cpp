@@ -134,7 +134,7 @@ int run_train(const TrainFlags& f) {
         std::fflush(stdout);
       });
   const vae::Tensor samples = vae::sample_images(model, 64, 1.0f, cfg.seed);
-  vae::write_png_grid((out / "samples.png").string(), samples.to_host(), 64, model_cfg.image_height,
+  vae::write_png_grid((out / "samples.png").string(), samples.to_host(), 64, model_cfg.image_channels, model_cfg.image_height,
                       model_cfg.image_width, 8);
   std::printf("wrote %s/{model.safetensors,config.json,metrics.jsonl,samples.png}\n", cfg.out_dir.c_str());
   return 0;
@@ -275,7 +275,7 @@ int main(int argc, char** argv) {
     if (*sample) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
       const vae::Tensor images = vae::sample_images(model, n, temperature, seed);
-      vae::write_png_grid(out_png, images.to_host(), n, model.config().image_height, model.config().image_width,
+      vae::write_png_grid(out_png, images.to_host(), n, model.config().image_channels, model.config().image_height, model.config().image_width,
                           std::min(n, 8));
       std::printf("wrote %d samples to %s\n", n, out_png.c_str());
       return 0;
@@ -297,7 +297,7 @@ int main(int argc, char** argv) {
             ++tiles;
           }
       }
-      vae::write_png_grid(out_png, grid, tiles, model.config().image_height, model.config().image_width, cols);
+      vae::write_png_grid(out_png, grid, tiles, model.config().image_channels, model.config().image_height, model.config().image_width, cols);
       std::printf("wrote %d test images and their reconstructions to %s\n", n_recon, out_png.c_str());
       return 0;
     }

@@ -1,36 +1,127 @@
+// load_dataset: the IDX folder, a .npy array or a PNG folder, with a held-out test split for
+// sources that have none.
+#include <algorithm>
+#include <cmath>
 #include <filesystem>
 
+#include "train/schedule.hpp"
 #include "vae/data.hpp"
 #include "vae/error.hpp"
 
 namespace vae {
 namespace {
 
-std::string find_idx(const std::filesystem::path& dir, const std::string& stem) {
+namespace fs = std::filesystem;
+
+// The held-out split's permutation seed: fixed, not the training seed, so every run and `vae eval`
+// hold out the same images of a source.
+constexpr uint64_t kSplitSeed = 0x5b117e57ULL;
+
+std::string find_idx(const fs::path& dir, const std::string& stem, bool required) {
   for (const char* suffix : {".gz", ""}) {
     const auto p = dir / (stem + suffix);
     std::error_code ec;
-    if (std::filesystem::is_regular_file(p, ec)) return p.string();
+    if (fs::is_regular_file(p, ec)) return p.string();
   }
+  if (!required) return {};
   throw Error("data folder '" + dir.string() + "' has no " + stem + "[.gz]; point --data at a folder with the "
               "Fashion-MNIST IDX files (apt-get install dataset-fashion-mnist puts them in "
-              "/usr/share/datasets/fashion-mnist)");
+              "/usr/share/datasets/fashion-mnist), a .npy array or a folder of PNG images");
+}
+
+void attach_labels(ImageSet& set, std::vector<int32_t> labels, const std::string& from) {
+  if (static_cast<int64_t>(labels.size()) != set.count)
+    throw Error("labels '" + from + "' hold " + std::to_string(labels.size()) + " labels for " +
+                std::to_string(set.count) + " images; give one label per image");
+  set.labels = std::move(labels);
+}
+
+ImageSet take_rows(const ImageSet& all, const std::vector<int32_t>& rows) {
+  ImageSet s;
+  s.count = static_cast<int64_t>(rows.size());
+  s.channels = all.channels;
+  s.height = all.height;
+  s.width = all.width;
+  const auto per = static_cast<size_t>(all.pixels_per_image());
+  s.pixels.resize(rows.size() * per);
+  for (size_t i = 0; i < rows.size(); ++i)
+    std::copy_n(all.pixels.begin() + static_cast<int64_t>(rows[i] * per), per, s.pixels.begin() + static_cast<int64_t>(i * per));
+  if (!all.labels.empty())
+    for (int32_t r : rows) s.labels.push_back(all.labels[static_cast<size_t>(r)]);
+  return s;
+}
+
+// Holds out round(fraction * N) images (at least one, and at least one left to train on), chosen by
+// a fixed permutation; both parts keep the source's order.
+void split(Dataset& d, ImageSet all, double fraction, const std::string& source) {
+  if (!(fraction > 0.0 && fraction < 1.0))
+    throw Error("--test-fraction must be in (0, 1) for '" + source + "', which has no test split of its own; got " +
+                std::to_string(fraction));
+  if (all.count < 2)
+    throw Error("'" + source + "' holds " + std::to_string(all.count) + " image; at least 2 are needed to hold one out for testing");
+  const auto held = std::clamp<int64_t>(std::llround(fraction * static_cast<double>(all.count)), 1, all.count - 1);
+  std::vector<int32_t> perm = epoch_permutation(all.count, kSplitSeed, 0);
+  std::vector<int32_t> test(perm.end() - held, perm.end()), train(perm.begin(), perm.end() - held);
+  std::sort(test.begin(), test.end());
+  std::sort(train.begin(), train.end());
+  d.test = take_rows(all, test);
+  d.train = take_rows(all, train);
+}
+
+bool ends_with_npy(const std::string& p) {
+  std::string ext = fs::path(p).extension().string();
+  std::transform(ext.begin(), ext.end(), ext.begin(), [](unsigned char c) { return static_cast<char>(std::tolower(c)); });
+  return ext == ".npy";
 }
 
 }  // namespace
 
-Dataset load_dataset(const std::string& dir) {
+Dataset load_dataset(const std::string& path, const DataOptions& options) {
   std::error_code ec;
-  if (!std::filesystem::is_directory(dir, ec))
-    throw Error("data folder '" + dir + "' not found; install Fashion-MNIST with "
-                "'apt-get install dataset-fashion-mnist' or pass --data DIR");
   Dataset d;
-  d.train = read_idx_images(find_idx(dir, "train-images-idx3-ubyte"));
-  d.test = read_idx_images(find_idx(dir, "t10k-images-idx3-ubyte"));
+  d.source = path;
+  if (!options.labels.empty() && !ends_with_npy(path))
+    throw Error("--labels goes with a .npy image array; '" + path + "' is not one (IDX folders take labels from their "
+                "*-labels-idx1-ubyte files, PNG folders from class sub-folders)");
+  if (fs::is_regular_file(path, ec)) {
+    if (!ends_with_npy(path))
+      throw Error("data file '" + path + "' is not a .npy array; --data takes a .npy file, a folder of PNG images, or a "
+                  "folder of IDX files");
+    ImageSet all = read_npy_images(path);
+    if (!options.labels.empty()) attach_labels(all, read_npy_labels(options.labels), options.labels);
+    split(d, std::move(all), options.test_fraction, path);
+    return d;
+  }
+  if (!fs::is_directory(path, ec))
+    throw Error("data '" + path + "' not found; install Fashion-MNIST with 'apt-get install dataset-fashion-mnist' "
+                "or pass --data with a folder of IDX files, a .npy array or a folder of PNG images");
+  const fs::path dir(path);
+  const std::string train_images = find_idx(dir, "train-images-idx3-ubyte", false);
+  if (train_images.empty()) {
+    ImageSet all = read_png_folder(path, &d.class_names);
+    split(d, std::move(all), options.test_fraction, path);
+    return d;
+  }
+  ImageSet train = read_idx_images(train_images);
+  if (const std::string l = find_idx(dir, "train-labels-idx1-ubyte", false); !l.empty())
+    attach_labels(train, read_idx_labels(l), l);
+  const std::string test_images = find_idx(dir, "t10k-images-idx3-ubyte", false);
+  if (test_images.empty()) {
+    split(d, std::move(train), options.test_fraction, path);
+    return d;
+  }
+  d.train = std::move(train);
+  d.test = read_idx_images(test_images);
+  if (const std::string l = find_idx(dir, "t10k-labels-idx1-ubyte", false); !l.empty())
+    attach_labels(d.test, read_idx_labels(l), l);
   if (d.train.height != d.test.height || d.train.width != d.test.width)
-    throw Error("data folder '" + dir + "': training images are " + std::to_string(d.train.height) + "x" +
+    throw Error("data folder '" + path + "': training images are " + std::to_string(d.train.height) + "x" +
                 std::to_string(d.train.width) + " but test images are " + std::to_string(d.test.height) + "x" +
                 std::to_string(d.test.width));
+  if (d.train.labels.empty() != d.test.labels.empty()) {  // labels for one split only: use none
+    d.train.labels.clear();
+    d.test.labels.clear();
+  }
   return d;
 }
 

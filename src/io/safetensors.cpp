@@ -46,7 +46,7 @@ std::vector<uint8_t> serialize_safetensors(const SafeTensorsFile& file) {
   std::memcpy(out.data() + 8, text.data(), text.size());
   uint8_t* data = out.data() + 8 + text.size();
   for (const SafeTensor* t : order) {
-    std::memcpy(data, t->values.data(), t->values.size() * 4);
+    if (!t->values.empty()) std::memcpy(data, t->values.data(), t->values.size() * 4);
     data += t->values.size() * 4;
   }
   return out;
@@ -98,12 +98,17 @@ SafeTensorsFile parse_safetensors(const std::vector<uint8_t>& bytes, const std::
       throw Error(t + " has a malformed shape or data_offsets");
     SafeTensor st;
     st.name = name;
+    // Every dimension is checked before it is multiplied in: the count can neither wrap around
+    // (to 0, say) nor exceed what the data buffer could hold.
+    constexpr uint64_t kMaxElements = uint64_t(1) << 40;
     uint64_t numel = 1;
+    if (shape.size() > 16) throw Error(t + " has " + std::to_string(shape.size()) + " dimensions; at most 16");
     for (const auto& d : shape) {
       if (!d.is_number_unsigned()) throw Error(t + " has a negative or non-integer dimension");
-      st.shape.push_back(d.get<int64_t>());
-      numel *= d.get<uint64_t>();
-      if (numel > (uint64_t(1) << 40)) throw Error(t + " is implausibly large");
+      const auto dim = d.get<uint64_t>();
+      if (dim > kMaxElements || (dim != 0 && numel > kMaxElements / dim)) throw Error(t + " is implausibly large (more than 2^40 elements)");
+      st.shape.push_back(static_cast<int64_t>(dim));
+      numel *= dim;
     }
     const uint64_t begin = offs[0].get<uint64_t>(), end = offs[1].get<uint64_t>();
     if (begin > end || end > data_len)

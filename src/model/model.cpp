@@ -42,9 +42,10 @@ ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev) : config(cfg), device(d
 }
 
 void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
-  if (set.height != config.image_height || set.width != config.image_width)
-    throw Error(std::string(which) + " images are " + std::to_string(set.height) + "x" + std::to_string(set.width) +
-                " but the model expects " + std::to_string(config.image_height) + "x" +
+  if (set.channels != config.image_channels || set.height != config.image_height || set.width != config.image_width)
+    throw Error(std::string(which) + " images are " + std::to_string(set.channels) + "x" + std::to_string(set.height) +
+                "x" + std::to_string(set.width) + " (channels x height x width) but the model expects " +
+                std::to_string(config.image_channels) + "x" + std::to_string(config.image_height) + "x" +
                 std::to_string(config.image_width));
 }
 

@@ -5,6 +5,7 @@
 #include <cmath>
 #include <limits>
 
+#include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
@@ -32,6 +33,7 @@ std::vector<int32_t> image_indices(int64_t first, int rows, int repeat) {
 }  // namespace
 
 EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) {
+  const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model.impl();
   m.check_image_size(test, "test");
   if (opt.k < 0 || opt.k > 1000000) throw Error("k must be in [0, 1000000], got " + std::to_string(opt.k));
@@ -132,6 +134,7 @@ Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
   if (n < 1 || n > 1 << 20) throw Error("number of samples must be in [1, 1048576], got " + std::to_string(n));
   if (!std::isfinite(temperature) || temperature < 0 || temperature > 100)
     throw Error("temperature must be in [0, 100], got " + std::to_string(temperature));
+  const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model.impl();
   Tensor z({n, m.latent()}, m.device);
   m.backend->normal_fill(z.data(), n, m.latent(), temperature, seed, kStreamPrior, 0);
@@ -139,6 +142,7 @@ Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
 }
 
 std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test, int n) {
+  const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model.impl();
   m.check_image_size(test, "test");
   if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));

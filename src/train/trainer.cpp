@@ -6,6 +6,7 @@
 
 #include <nlohmann/json.hpp>
 
+#include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
@@ -76,6 +77,7 @@ double Trainer::step(const std::vector<float>& images, int rows) {
     throw Error("Trainer::step: expected " + std::to_string(rows) + " rows of " + std::to_string(m.input_dim()) +
                 " pixels, got " + std::to_string(images.size()) + " values");
   ensure_optimizer_state();
+  const FlushDenormalsScope flush_denormals;
   const Tensor x = Tensor::from_host(images, {rows, m.input_dim()}, m.device);
   m.forward_backward(x.data(), rows, config_.beta, config_.seed, static_cast<uint64_t>(global_step_));
   ++global_step_;
@@ -88,6 +90,8 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
                                        const std::function<void(const EpochMetrics&)>& on_epoch) {
   using clock = std::chrono::steady_clock;
   set_num_threads(config_.threads);
+  // For the whole run, on every thread that computes (see flush_denormals.hpp).
+  const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model_.impl();
   Backend& be = *m.backend;
   m.check_image_size(data.train, "training");
