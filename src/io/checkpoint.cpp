@@ -28,6 +28,13 @@ Model load_checkpoint(const std::string& path, Device device) {
   } catch (const Error& e) {
     throw Error("checkpoint '" + path + "' has an invalid configuration: " + e.what());
   }
+  // Before the model is allocated: a configuration may describe up to kMaxParameters, but only
+  // what the file actually holds is plausible (each parameter is exactly one stored float).
+  uint64_t stored = 0;
+  for (const auto& t : file.tensors) stored += t.values.size();
+  if (stored != static_cast<uint64_t>(config.parameter_count()))
+    throw Error("checkpoint '" + path + "' holds " + std::to_string(stored) + " parameter values but its configuration "
+                "implies " + std::to_string(config.parameter_count()) + "; the file is damaged or not from this engine");
   Model model(config, device);
   std::vector<float> host(static_cast<size_t>(model.impl().params.numel()), 0.0f);
   std::set<std::string> expected;

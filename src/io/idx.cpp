@@ -67,6 +67,14 @@ class ByteStream {
     return got;
   }
 
+  // The most bytes the rest of the data could yield: what is left of a plain buffer, or for gzip
+  // 1032 bytes per compressed byte left (deflate's largest ratio). Checked before a payload is
+  // allocated, so a header announcing gigabytes in a small file allocates nothing.
+  uint64_t max_remaining() const {
+    if (!gzip_) return size_ - pos_;
+    return (uint64_t(zs_->avail_in) + (size_ - consumed_)) * 1032 + 1032;
+  }
+
   // Whether anything follows what was read: a byte of payload, or more gzip data.
   bool has_more() {
     uint8_t b;
@@ -104,6 +112,12 @@ std::vector<uint32_t> read_header(ByteStream& in, int ndim, const std::string& w
   return dims;
 }
 
+void check_room(const ByteStream& in, uint64_t expected, const std::string& where) {
+  if (expected > in.max_remaining())
+    throw Error(where + " is truncated: its header announces " + std::to_string(expected) +
+                " bytes of data, more than the rest of the file can hold");
+}
+
 void read_payload(ByteStream& in, uint8_t* dst, uint64_t expected, const std::string& where) {
   const size_t found = in.read(dst, expected);
   if (found != expected)
@@ -129,6 +143,7 @@ ImageSet parse_idx_images(const uint8_t* data, size_t size, const std::string& w
   set.channels = 1;
   set.height = static_cast<int>(rows);
   set.width = static_cast<int>(cols);
+  check_room(in, expected, where);
   set.pixels.resize(expected);
   read_payload(in, set.pixels.data(), expected, where);
   return set;
@@ -139,6 +154,7 @@ std::vector<int32_t> parse_idx_labels(const uint8_t* data, size_t size, const st
   ByteStream in(data, size, where);
   const uint32_t count = read_header(in, 1, where, "one label per image")[0];
   if (count == 0 || count > (1u << 31) - 1) throw Error(where + " announces " + std::to_string(count) + " labels");
+  check_room(in, count, where);
   std::vector<uint8_t> bytes(count);
   read_payload(in, bytes.data(), count, where);
   return {bytes.begin(), bytes.end()};
