@@ -41,11 +41,15 @@ void BM_TrainStep(benchmark::State& state) {
   vae::ModelImpl& m = model.impl();
   const vae::Tensor x = vae::Tensor::from_host(binary_images(batch, 784, 1), {batch, 784}, device);
   vae::Tensor adam_m = vae::Tensor::zeros({m.params.numel()}, device), adam_v = vae::Tensor::zeros({m.params.numel()}, device);
-  vae::Tensor norm({1}, device);
+  vae::Tensor norm({1}, device), skipped = vae::Tensor::zeros({1}, device);
+  // Guarded, as every training step is (the update waits for the norm: two launches on CUDA); the
+  // loss buffer exists once forward_backward has sized the workspace, so the guard is made after it.
+  auto guard = [&] { return vae::StepGuard{m.loss.data(), skipped.data()}; };
   vae::AdamArgs args;
   auto step = [&] {
     m.forward_backward(x.data(), batch, 1.0f, 0, static_cast<uint64_t>(args.step));
-    m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args, nullptr, norm.data());
+    m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args, nullptr,
+                         norm.data(), guard());
     ++args.step;
     m.backend->synchronize();
   };
@@ -62,7 +66,7 @@ void BM_TrainStep(benchmark::State& state) {
     const auto work = m.backend->capture([&] {
       m.forward_backward(x.data(), batch, 0.0f, 0, 0, per_step);
       m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args,
-                           per_step, norm.data());
+                           per_step, norm.data(), guard());
     });
     for (auto _ : state) {
       work->replay();
@@ -191,7 +195,7 @@ void BM_Adam(benchmark::State& state) {
   vae::AdamArgs a;
   a.clip_norm = clip ? 1.0f : 0.0f;
   b.run(state, n * (clip ? 8 : 7) * 4, [&] {
-    b.be->adam_step(p, g, m, v, n, a, nullptr, norm);
+    b.be->adam_step(p, g, m, v, n, a, nullptr, norm, {});
     ++a.step;
   });
 }

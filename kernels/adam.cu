@@ -13,6 +13,10 @@
 // kAdamNormBlocks writes the partial sums, then every block of the update kernel adds them in the
 // same order, so all blocks see the same norm without a grid-wide barrier. Bytes: 20n read + 12n written.
 // Both are deterministic: fixed partitions, fixed summation order, no floating-point atomics.
+// The guard (training): the step must be skipped whole when the loss or the norm is not finite, so
+// the norm must be known before any update: a guarded step always takes the two-launch form, and
+// every block of the update kernel skips when *guard.loss or the norm is not finite (block 0 then
+// adds 1 to *guard.skipped_steps). The one-launch form serves unguarded calls.
 // In a training step the learning rate and bias corrections come from the step's StepScalars record
 // in device memory, so a captured graph needs no re-capture. CPU twin: CpuBackend::adam_step.
 #include <cuda/atomic>
@@ -39,8 +43,10 @@ __global__ void grad_square_partials_kernel(const float* __restrict__ g, int64_t
 __global__ void adam_update_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
                                    float* __restrict__ v, int64_t n, math::AdamCoefficients c,
                                    const StepScalars* __restrict__ per_step, float clip_norm,
-                                   const double* __restrict__ partials, float* __restrict__ grad_norm_out) {
+                                   const double* __restrict__ partials, float* __restrict__ grad_norm_out,
+                                   StepGuard guard) {
   __shared__ float scale;
+  __shared__ bool skip;
   if (per_step) c = per_step->adam;
   if (threadIdx.x < 32) {
     // Warp 0 adds the partials in a fixed order (lane-strided, then a fixed shuffle tree).
@@ -50,10 +56,13 @@ __global__ void adam_update_kernel(float* __restrict__ p, const float* __restric
     if (threadIdx.x == 0) {
       const double norm = sqrt(s);
       scale = (clip_norm > 0.0f && norm > clip_norm) ? static_cast<float>(clip_norm / (norm + 1e-6)) : 1.0f;
+      skip = guard.active() && !(isfinite(norm) && isfinite(*guard.loss));
       if (blockIdx.x == 0 && grad_norm_out) *grad_norm_out = static_cast<float>(norm);
+      if (blockIdx.x == 0 && skip) *guard.skipped_steps += 1.0f;
     }
   }
   __syncthreads();
+  if (skip) return;
   c.grad_scale = scale;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
     float pi = p[i], mi = m[i], vi = v[i];
@@ -112,12 +121,13 @@ __global__ void adam_update_with_norm_kernel(float* __restrict__ p, const float*
 }  // namespace
 
 void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                      const StepScalars* per_step, const AdamScratch& scratch, float* grad_norm_out, cudaStream_t s) {
+                      const StepScalars* per_step, const AdamScratch& scratch, float* grad_norm_out,
+                      const StepGuard& guard, cudaStream_t s) {
   require(n >= 1 && p && g && m && v && scratch.partials && scratch.blocks_done, "adam_step",
           "empty buffer or null pointer");
   require(per_step || a.step >= 1, "adam_step", "step must be 1-based");
   const math::AdamCoefficients c = per_step ? math::AdamCoefficients{} : adam_coefficients(a);
-  if (a.clip_norm <= 0.0f) {
+  if (a.clip_norm <= 0.0f && !guard.active()) {
     adam_update_with_norm_kernel<<<kAdamFusedBlocks, kThreads, 0, s>>>(p, g, m, v, n, c, per_step, scratch.partials,
                                                                         scratch.blocks_done, grad_norm_out);
     VAE_CUDA_CHECK_LAUNCH();
@@ -126,7 +136,7 @@ void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, c
   grad_square_partials_kernel<<<kAdamNormBlocks, kThreads, 0, s>>>(g, n, scratch.partials);
   VAE_CUDA_CHECK_LAUNCH();
   adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, per_step, a.clip_norm, scratch.partials,
-                                                       grad_norm_out);
+                                                       grad_norm_out, guard);
   VAE_CUDA_CHECK_LAUNCH();
 }
 

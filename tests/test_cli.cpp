@@ -1,10 +1,14 @@
 // The vae command as a user runs it: a tiny training run and every subcommand on its output, and
 // each kind of bad input (exit code, one clear message, no partial file).
 #include <gtest/gtest.h>
+#include <signal.h>
 #include <sys/wait.h>
+#include <unistd.h>
 
+#include <algorithm>
 #include <array>
 #include <cstdio>
+#include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
@@ -45,7 +49,10 @@ void expect_failure(const Result& r, int code, const std::string& fragment) {
 void write_text(const std::string& path, const std::string& text) { std::ofstream(path) << text; }
 
 TEST(Cli, BadFlagsAndValues) {
+  expect_failure(run("train --bogus 1"), 2, "vae: error:");
   expect_failure(run("train --bogus 1"), 2, "--bogus");
+  expect_failure(run("train --epoch 3"), 2, "did you mean --epochs?");
+  expect_failure(run("trian"), 2, "did you mean train?");
   expect_failure(run("train --epochs 0"), 2, "--epochs");
   expect_failure(run("train --batch -3"), 2, "--batch");
   expect_failure(run("train --lr abc"), 2, "--lr");
@@ -135,6 +142,151 @@ TEST(Cli, TrainEvalSampleReconstruct) {
   // Sampling into a folder that does not exist fails cleanly.
   expect_failure(run("sample --checkpoint " + run_dir + "2/model.safetensors --out " + dir.file("no/such/dir.png")), 1,
                  "does not exist");
+}
+
+
+std::vector<uint8_t> file_bytes(const std::string& path) {
+  std::ifstream in(path, std::ios::binary);
+  return {std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>()};
+}
+
+const std::string kSmallRun = " --train-limit 640 --test-limit 100 --hidden 32 --latent 4 --batch 64 --threads 1 --seed 3";
+
+TEST(Cli, ResumeGivesTheBitsOfAnUninterruptedRun) {
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
+  test::ScratchDir dir("cli_resume");
+  const Result straight = run("train --data " + kData + kSmallRun + " --epochs 4 --out " + dir.file("straight"));
+  ASSERT_EQ(straight.code, 0) << straight.out;
+  const Result first = run("train --data " + kData + kSmallRun + " --epochs 2 --out " + dir.file("split"));
+  ASSERT_EQ(first.code, 0) << first.out;
+  // The folder now holds a run: a new run there is refused, and --resume takes only --epochs/--threads.
+  expect_failure(run("train --data " + kData + " --out " + dir.file("split")), 1, "already holds a run");
+  expect_failure(run("train --resume " + dir.file("split") + " --lr 0.1"), 2, "--lr");
+  expect_failure(run("train --resume " + dir.file("split")), 1, "has finished its 2 epochs");
+  const Result second = run("train --resume " + dir.file("split") + " --epochs 4");
+  ASSERT_EQ(second.code, 0) << second.out;
+  EXPECT_NE(second.out.find("resuming"), std::string::npos) << second.out;
+  EXPECT_EQ(file_bytes(dir.file("straight/model.safetensors")), file_bytes(dir.file("split/model.safetensors")));
+  // The training states differ only in the run folder their configuration names: compare the tensors.
+  auto tensor_bytes = [](const std::vector<uint8_t>& b) {
+    uint64_t n = 0;
+    std::memcpy(&n, b.data(), 8);
+    return std::vector<uint8_t>(b.begin() + 8 + static_cast<std::ptrdiff_t>(n), b.end());
+  };
+  EXPECT_EQ(tensor_bytes(file_bytes(dir.file("straight/train_state.safetensors"))),
+            tensor_bytes(file_bytes(dir.file("split/train_state.safetensors"))));
+  // metrics.jsonl holds the four epochs once each.
+  const auto metrics = file_bytes(dir.file("split/metrics.jsonl"));
+  EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 4);
+  // --overwrite replaces the run.
+  const Result again = run("train --data " + kData + kSmallRun + " --epochs 1 --overwrite --out " + dir.file("split"));
+  ASSERT_EQ(again.code, 0) << again.out;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("split/best.safetensors")) &&
+               file_bytes(dir.file("split/best.safetensors")) == file_bytes(dir.file("straight/best.safetensors")));
+}
+
+// SIGINT in the middle of an epoch: the run saves a checkpoint and its state, says how to resume,
+// exits 130; resuming it ends with the bits of a run that was never interrupted.
+TEST(Cli, InterruptSavesAndResumesExactly) {
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
+  test::ScratchDir dir("cli_interrupt");
+  const std::string args = " --train-limit 6400 --test-limit 100 --hidden 256 --latent 8 --batch 32 --threads 1 --seed 5 --epochs 2";
+  const Result straight = run("train --data " + kData + args + " --out " + dir.file("straight"));
+  ASSERT_EQ(straight.code, 0) << straight.out;
+
+  int out_pipe[2];
+  ASSERT_EQ(pipe(out_pipe), 0);
+  const pid_t pid = fork();
+  ASSERT_GE(pid, 0);
+  if (pid == 0) {
+    dup2(out_pipe[1], STDOUT_FILENO);
+    dup2(out_pipe[1], STDERR_FILENO);
+    close(out_pipe[0]);
+    const std::string cli = test::env_or("VAE_CLI_PATH", VAE_CLI_PATH);
+    const std::string cmd = cli + " train --data " + kData + args + " --out " + dir.file("stopped");
+    execl("/bin/sh", "sh", "-c", ("exec " + cmd).c_str(), static_cast<char*>(nullptr));
+    _exit(127);
+  }
+  close(out_pipe[1]);
+  // Wait for the run to start training, then a little into its first epoch.
+  std::string out;
+  char buf[256];
+  while (out.find("training ") == std::string::npos) {
+    const ssize_t n = read(out_pipe[0], buf, sizeof buf);
+    if (n <= 0) break;
+    out.append(buf, static_cast<size_t>(n));
+  }
+  usleep(300 * 1000);
+  kill(pid, SIGINT);
+  ssize_t n;
+  while ((n = read(out_pipe[0], buf, sizeof buf)) > 0) out.append(buf, static_cast<size_t>(n));
+  close(out_pipe[0]);
+  int status = 0;
+  waitpid(pid, &status, 0);
+  ASSERT_TRUE(WIFEXITED(status)) << out;
+  ASSERT_EQ(WEXITSTATUS(status), 130) << out;
+  EXPECT_NE(out.find("vae train --resume " + dir.file("stopped")), std::string::npos) << out;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("stopped/train_state.safetensors"))) << out;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("stopped/samples.png"))) << out;
+  const Result resumed = run("train --resume " + dir.file("stopped"));
+  ASSERT_EQ(resumed.code, 0) << resumed.out;
+  EXPECT_EQ(file_bytes(dir.file("straight/model.safetensors")), file_bytes(dir.file("stopped/model.safetensors")));
+}
+
+TEST(Cli, ExplodingRunStopsAndSavesNothingNonFinite) {
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
+  test::ScratchDir dir("cli_explode");
+  const Result r = run("train --data " + kData + " --lr 10 --epochs 2 --train-limit 2000 --test-limit 100 --threads 1 --out " +
+                       dir.file("run"));
+  expect_failure(r, 1, "training diverged in epoch 1");
+  EXPECT_NE(r.out.find("lower --lr"), std::string::npos) << r.out;
+  EXPECT_FALSE(std::filesystem::exists(dir.file("run/model.safetensors")));
+}
+
+TEST(Cli, TrainsOnNpyAndPngFolders) {
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
+  test::ScratchDir dir("cli_own");
+  // A grey [N, H, W] uint8 array and an RGB [N, H, W, 3] one, written as numpy.save does.
+  auto npy = [](const std::string& path, const std::string& shape, size_t bytes, int seed) {
+    std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': " + shape + ", }";
+    while ((10 + header.size() + 1) % 64) header += ' ';
+    header += '\n';
+    std::ofstream f(path, std::ios::binary);
+    const char magic[8] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0};
+    f.write(magic, 8);
+    f.put(static_cast<char>(header.size() & 0xff)).put(static_cast<char>(header.size() >> 8));
+    f << header;
+    for (size_t i = 0; i < bytes; ++i) f.put(static_cast<char>((i * 2654435761u + seed) >> 24));
+  };
+  npy(dir.file("grey.npy"), "(200, 12, 10)", 200 * 120, 1);
+  npy(dir.file("rgb.npy"), "(150, 8, 9, 3)", 150 * 216, 2);
+  const std::string small = " --epochs 1 --hidden 16 --latent 2 --batch 32 --threads 1";
+  const Result g = run("train --data " + dir.file("grey.npy") + small + " --out " + dir.file("grey"));
+  ASSERT_EQ(g.code, 0) << g.out;
+  EXPECT_NE(g.out.find("180 images of 1x12x10"), std::string::npos) << g.out;
+  const Result c = run("train --data " + dir.file("rgb.npy") + small + " --test-fraction 0.2 --out " + dir.file("rgb"));
+  ASSERT_EQ(c.code, 0) << c.out;
+  EXPECT_NE(c.out.find("120 images of 3x8x9"), std::string::npos) << c.out;
+  const Result e = run("eval --checkpoint " + dir.file("rgb/model.safetensors") + " --data " + dir.file("rgb.npy") +
+                       " --test-fraction 0.2 --json");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("\"count\":30"), std::string::npos) << e.out;
+  // The grey model refuses the RGB data, naming both shapes.
+  expect_failure(run("eval --checkpoint " + dir.file("grey/model.safetensors") + " --data " + dir.file("rgb.npy")), 1,
+                 "3x8x9");
+  // A folder of PNG images in two class sub-folders, made with the sample command (one RGB sample
+  // per file, all of one size).
+  std::filesystem::create_directories(dir.path() / "pngs" / "a");
+  std::filesystem::create_directories(dir.path() / "pngs" / "b");
+  for (int i = 0; i < 6; ++i) {
+    const Result s = run("sample --checkpoint " + dir.file("rgb/model.safetensors") + " --n 1 --seed " + std::to_string(i) +
+                         " --out " + dir.file("pngs/" + std::string(i % 2 ? "a" : "b") + "/" + std::to_string(i) + ".png"));
+    ASSERT_EQ(s.code, 0) << s.out;
+  }
+  const Result p = run("train --data " + dir.file("pngs") + small + " --test-fraction 0.34 --out " + dir.file("png"));
+  ASSERT_EQ(p.code, 0) << p.out;
+  EXPECT_NE(p.out.find("4 images of 3x12x13"), std::string::npos) << p.out;  // an 8x9 sample framed by 2 pixels
+  expect_failure(run("train --data " + dir.file("nothing-here") + small), 1, "not found");
 }
 
 }  // namespace

@@ -267,7 +267,7 @@ TEST(CudaParity, AdamSeveralSteps) {
           args.weight_decay = variant == 0 ? 0.0f : 0.01f;
           args.decoupled = variant == 2;
           args.clip_norm = variant == 1 ? 0.5f : 0.0f;
-          be.adam_step(p, a.in(g), m, v, n, args, nullptr, norm);
+          be.adam_step(p, a.in(g), m, v, n, args, nullptr, norm, {});
         }
       }, {{1e-6, 1e-5}, {1e-7, 1e-5}, {1e-9, 1e-5}, {1e-6, 1e-6}});
     }

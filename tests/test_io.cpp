@@ -138,6 +138,17 @@ TEST(Png, GridHasPngSignatureAndSize) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("none")));
 }
 
+TEST(AtomicFile, StaleTemporariesAreRemovedAndOthersKept) {
+  test::ScratchDir dir("atomic_stale");
+  write_raw(dir.file(".model.safetensors.vae-tmp-123-0"), {1, 2, 3});  // what kill -9 mid-write leaves
+  write_raw(dir.file("model.safetensors"), {4});
+  write_raw(dir.file(".hidden-but-mine"), {5});
+  EXPECT_EQ(remove_stale_temporaries(dir.path().string()), 1);
+  EXPECT_FALSE(std::filesystem::exists(dir.file(".model.safetensors.vae-tmp-123-0")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file("model.safetensors")));
+  EXPECT_TRUE(std::filesystem::exists(dir.file(".hidden-but-mine")));
+}
+
 TEST(AtomicFile, ReplacesWholeFileAndLeavesNoTemporary) {
   test::ScratchDir dir("atomic");
   write_file_atomic(dir.file("f.txt"), std::string("first version, longer"));

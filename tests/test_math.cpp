@@ -1,11 +1,14 @@
 // The shared element-wise formulas: stability at extreme inputs, and the closed-form KL.
 #include <gtest/gtest.h>
 
+#include <omp.h>
+
 #include <cmath>
 #include <limits>
 
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_ops.hpp"
+#include "backend/cpu/flush_denormals.hpp"
 #include "vae_math.cuh"
 
 namespace vae {
@@ -75,6 +78,32 @@ TEST(Math, GaussianKlMatchesMonteCarlo) {
     const double mean = sum / n, se = std::sqrt((sum2 / n - mean * mean) / n);
     EXPECT_NEAR(mean, math::gaussian_kl(mu, lv), 5 * se + 1e-9) << "mu " << mu << " logvar " << lv;
   }
+}
+
+// Denormals flush to zero on the calling thread and every OpenMP worker inside the scope, and the
+// previous mode comes back after it.
+TEST(Numerics, FlushDenormalsScopeCoversEveryWorker) {
+  volatile float tiny = 1e-38f;  // normal; tiny * 1e-3 is subnormal
+  const bool before = FlushDenormalsScope::active_on_this_thread();
+  {
+    const FlushDenormalsScope scope;
+    EXPECT_TRUE(FlushDenormalsScope::active_on_this_thread());
+    const int n = omp_get_max_threads();
+    std::vector<int> flushed(static_cast<size_t>(n), -1);
+    std::vector<float> product(static_cast<size_t>(n), -1.0f);
+#pragma omp parallel num_threads(n)
+    {
+      const int t = omp_get_thread_num();
+      flushed[static_cast<size_t>(t)] = FlushDenormalsScope::active_on_this_thread();
+      product[static_cast<size_t>(t)] = tiny * 1e-3f;
+    }
+    for (int t = 0; t < n; ++t) {
+      EXPECT_EQ(flushed[static_cast<size_t>(t)], 1) << "OpenMP thread " << t;
+      EXPECT_EQ(product[static_cast<size_t>(t)], 0.0f) << "OpenMP thread " << t;
+    }
+  }
+  EXPECT_EQ(FlushDenormalsScope::active_on_this_thread(), before);
+  if (!before) EXPECT_GT(tiny * 1e-3f, 0.0f);  // subnormals are back
 }
 
 TEST(Build, BlasIsTheOpenMpBuild) {

@@ -3,6 +3,8 @@
 #include <gtest/gtest.h>
 
 #include <algorithm>
+#include <cmath>
+#include <limits>
 #include <numeric>
 
 #include "backend/backend.hpp"
@@ -40,10 +42,44 @@ TEST(Adam, MatchesHandComputedSteps) {
       a.decoupled = c.decoupled;
       a.step = t + 1;
       float norm = 0;
-      be->adam_step(p.data(), g.data(), m.data(), v.data(), 3, a, nullptr, &norm);
+      be->adam_step(p.data(), g.data(), m.data(), v.data(), 3, a, nullptr, &norm, {});
       EXPECT_NEAR(norm, std::sqrt(3.0) * std::abs(grads[t]), 1e-6);
       for (float x : p) EXPECT_NEAR(x, c.want[t], 2e-7) << "step " << t + 1 << " wd " << c.weight_decay << " decoupled " << c.decoupled;
     }
+  }
+}
+
+// The divergence guard: a step whose loss or gradient is not finite changes nothing but the count,
+// and its loss stays out of the epoch's sums; a finite step updates exactly as without the guard.
+TEST(Adam, GuardSkipsNonFiniteSteps) {
+  auto be = make_cpu_backend();
+  const float nan = std::numeric_limits<float>::quiet_NaN(), inf = std::numeric_limits<float>::infinity();
+  struct Case {
+    float loss, g1;
+    bool skip;
+  };
+  for (const Case c : {Case{1.0f, 0.5f, false}, Case{nan, 0.5f, true}, Case{inf, 0.5f, true}, Case{1.0f, nan, true},
+                       Case{1.0f, -inf, true}, Case{-inf, 0.5f, true}}) {
+    std::vector<float> p{1, 2}, g{0.25f, c.g1}, m{0.1f, 0.2f}, v{0.01f, 0.02f};
+    std::vector<float> p_ref = p, m_ref = m, v_ref = v;
+    float skipped = 0, norm = 0, loss = c.loss;
+    AdamArgs a;
+    a.step = 3;
+    be->adam_step(p.data(), g.data(), m.data(), v.data(), 2, a, nullptr, &norm, StepGuard{&loss, &skipped});
+    if (c.skip) {
+      EXPECT_EQ(skipped, 1.0f);
+      EXPECT_EQ(p, p_ref);
+      EXPECT_EQ(m, m_ref);
+      EXPECT_EQ(v, v_ref);
+    } else {
+      EXPECT_EQ(skipped, 0.0f);
+      be->adam_step(p_ref.data(), g.data(), m_ref.data(), v_ref.data(), 2, a, nullptr, &norm, {});
+      EXPECT_EQ(p, p_ref);
+      EXPECT_EQ(m, m_ref);
+    }
+    std::vector<float> sums{10, 20, 30}, step_loss{c.loss, 1, 2};
+    be->accumulate_scaled(step_loss.data(), 3, 2.0f, sums.data());
+    EXPECT_EQ(sums, std::isfinite(c.loss) ? (std::vector<float>{10 + 2 * c.loss, 22, 34}) : (std::vector<float>{10, 20, 30}));
   }
 }
 
@@ -55,7 +91,7 @@ TEST(Adam, GlobalNormClipping) {
   AdamArgs a;
   a.clip_norm = 1.0f;
   float norm = 0;
-  be->adam_step(p.data(), g.data(), m.data(), v.data(), 2, a, nullptr, &norm);
+  be->adam_step(p.data(), g.data(), m.data(), v.data(), 2, a, nullptr, &norm, {});
   EXPECT_NEAR(norm, 5.0f, 1e-6);
   const double s = 1.0 / (5.0 + 1e-6);
   // Bounds are float rounding of the coefficients (1 - 0.999f is 1.3e-5 away from 0.001).
@@ -65,7 +101,7 @@ TEST(Adam, GlobalNormClipping) {
   // Below the threshold nothing is scaled.
   std::vector<float> m2{0, 0}, v2{0, 0};
   a.clip_norm = 10.0f;
-  be->adam_step(p.data(), g.data(), m2.data(), v2.data(), 2, a, nullptr, &norm);
+  be->adam_step(p.data(), g.data(), m2.data(), v2.data(), 2, a, nullptr, &norm, {});
   EXPECT_FLOAT_EQ(m2[1], 0.4f);
 }
 

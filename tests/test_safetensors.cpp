@@ -181,6 +181,20 @@ TEST(Checkpoint, RoundTripAndShapeValidation) {
   write_safetensors(dir.file("plain.safetensors"), f);
   EXPECT_THROW(load_checkpoint(dir.file("plain.safetensors")), Error);
   EXPECT_THROW(load_checkpoint(dir.file("missing.safetensors")), Error);
+  // The step a checkpoint records, and the refusal to write a non-finite parameter.
+  save_checkpoint(model, dir.file("stepped.safetensors"), 1234);
+  EXPECT_EQ(checkpoint_step(dir.file("stepped.safetensors")), 1234);
+  EXPECT_EQ(checkpoint_step(path), -1);
+  std::vector<float> host = model.named_parameters()[0].second.to_host();
+  host[1] = std::numeric_limits<float>::quiet_NaN();
+  model.named_parameters()[0].second.copy_from_host(host.data(), static_cast<int64_t>(host.size()));
+  try {
+    save_checkpoint(model, dir.file("nan.safetensors"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("encoder.0.weight"), std::string::npos) << e.what();
+  }
+  EXPECT_FALSE(std::filesystem::exists(dir.file("nan.safetensors")));
 }
 
 }  // namespace

@@ -123,8 +123,8 @@ TEST(StepTable, PerStepValuesReplaceTheByValueOnes) {
   AdamArgs constants = a;
   constants.lr = 7.0f;  // ignored when per_step is set
   float n1 = 0, n2 = 0;
-  be->adam_step(p1.data(), g.data(), m1.data(), v1.data(), 33, a, nullptr, &n1);
-  be->adam_step(p2.data(), g.data(), m2.data(), v2.data(), 33, constants, &s, &n2);
+  be->adam_step(p1.data(), g.data(), m1.data(), v1.data(), 33, a, nullptr, &n1, {});
+  be->adam_step(p2.data(), g.data(), m2.data(), v2.data(), 33, constants, &s, &n2, {});
   EXPECT_EQ(p1, p2);
   EXPECT_EQ(m1, m2);
   EXPECT_EQ(v1, v2);
@@ -249,7 +249,7 @@ std::vector<float> reference_run(const TrainConfig& c) {
       a.step = step;
       a.clip_norm = c.clip_norm;
       m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), a,
-                           nullptr, norm.data());
+                           nullptr, norm.data(), {});
     }
   }
   return m.params.to_host();

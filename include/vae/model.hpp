@@ -51,8 +51,12 @@ class Model {
 };
 
 // safetensors checkpoint: one F32 tensor per parameter, the model configuration as JSON in the
-// metadata (key "vae_config"). Written to a temporary file and renamed.
-void save_checkpoint(const Model& model, const std::string& path);
+// metadata (key "vae_config") and, when step >= 0, the optimizer step it was taken at ("vae_step",
+// which --resume matches against the training state). Written to a temporary file and renamed.
+// Refuses (vae::Error) to write a parameter that is not finite.
+void save_checkpoint(const Model& model, const std::string& path, int64_t step = -1);
+// The step recorded by save_checkpoint, or -1 when the checkpoint has none.
+int64_t checkpoint_step(const std::string& path);
 // Throws vae::Error for a missing, truncated or malformed file, or shapes that do not match the config.
 Model load_checkpoint(const std::string& path, Device device = Device::CPU);
 

@@ -2,11 +2,13 @@
 #pragma once
 
 #include <functional>
+#include <limits>
 #include <string>
 #include <vector>
 
 #include "vae/config.hpp"
 #include "vae/data.hpp"
+#include "vae/error.hpp"
 #include "vae/model.hpp"
 
 namespace vae {
@@ -36,6 +38,7 @@ struct EpochMetrics {
   int epoch = 0;
   double train_loss = 0, train_recon = 0, train_kl = 0;
   double beta = 0, lr = 0, grad_norm = 0;
+  int64_t skipped_steps = 0;  // steps whose loss or gradient norm was not finite: no update was made
   EvalResult test;
   double seconds = 0, samples_per_s = 0;
   std::string to_json() const;
@@ -46,26 +49,61 @@ struct EvalOptions {
   int batch = 250;
   int64_t limit = 0;       // first N images (0 = all)
   bool binarize = true;    // for Bernoulli models: the fixed-seed binarisation of the test set
+  // Called after each batch with the images done and the total (vae eval draws its progress line).
+  std::function<void(int64_t done, int64_t total)> on_progress;
+};
+
+// Where a run stands: with the parameters and the Adam moments, everything --resume needs to
+// continue with the same bits as a run that was never stopped.
+struct TrainProgress {
+  int64_t global_step = 0;       // optimizer steps taken; also the Philox step counter
+  int epochs_done = 0;           // completed epochs
+  int64_t steps_into_epoch = 0;  // steps of epoch epochs_done + 1 already taken (a stop mid-epoch)
+  std::vector<double> epoch_sums = std::vector<double>(4, 0.0);  // those steps' [loss, recon, kl] row sums, skipped steps
+  double best_neg_elbo = std::numeric_limits<double>::infinity();  // best test -ELBO at an epoch's end
+  int best_epoch = 0;
+};
+
+// A run stopped because its loss blew up far above its own running level, or because it kept
+// skipping steps with non-finite numbers. The message names the epoch, the step and what to try.
+class TrainingDiverged : public Error {
+ public:
+  using Error::Error;
 };
 
 // Trains model in place. on_step is called with the running loss every 25 steps or so, once those
 // values have reached the host (on CUDA they arrive without stalling the GPU) and at each epoch's
-// end; on_epoch after each epoch's evaluation.
+// end; on_epoch after each epoch's evaluation. should_stop is asked after every step: when it says
+// yes, fit finishes that step, waits for the device and returns, with stopped() true and progress()
+// saying where the run stands (save_state then writes it). Every step is guarded: a step whose loss
+// or gradient norm is not finite makes no update (counted in EpochMetrics::skipped_steps); a run
+// that diverges throws TrainingDiverged, leaving the model as it was after its last good step window.
 class Trainer {
  public:
   Trainer(Model& model, TrainConfig config);
   std::vector<EpochMetrics> fit(const Dataset& data,
                                 const std::function<void(const StepProgress&)>& on_step = {},
-                                const std::function<void(const EpochMetrics&)>& on_epoch = {});
+                                const std::function<void(const EpochMetrics&)>& on_epoch = {},
+                                const std::function<bool()>& should_stop = {});
   // One optimizer step on the given images (rows of input_dim floats in [0, 1], host memory);
   // returns the loss. For tests and benchmarks.
   double step(const std::vector<float>& images, int rows);
+
+  bool stopped() const { return stopped_; }
+  const TrainProgress& progress() const { return progress_; }
+  // The optimizer state and progress as safetensors: tensors optimizer.adam_m and optimizer.adam_v
+  // (the flat moment buffers), metadata vae_train_state (progress, the run's configuration as JSON).
+  // load_state checks that the file belongs to this model and configuration (parameter count,
+  // model configuration, seed, batch) and that it is from the step the model checkpoint records.
+  void save_state(const std::string& path) const;
+  void load_state(const std::string& path, int64_t checkpoint_step);
 
  private:
   void ensure_optimizer_state();
   Model& model_;
   TrainConfig config_;
-  int64_t global_step_ = 0;  // optimizer steps taken; also the Philox step counter
+  TrainProgress progress_;
+  bool stopped_ = false;
   Tensor adam_m_, adam_v_;   // flat first and second moments
   Tensor grad_norm_;         // [1]: the last step's gradient norm, on the device
 };

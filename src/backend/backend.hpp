@@ -45,6 +45,15 @@ struct AdamArgs {
   float clip_norm = 0.0f;   // global-norm clipping threshold; 0 = off
 };
 
+// The divergence guard of a training step, in the backend's memory. When either the step's loss
+// (*loss) or its gradient norm is not finite, adam_step leaves the parameters and moments as they
+// are and adds 1 to *skipped_steps; decided on the device, so a recorded step needs no host check.
+struct StepGuard {
+  const float* loss = nullptr;     // the step's total loss (loss_reduce's out[0])
+  float* skipped_steps = nullptr;  // incremented per skipped step
+  VAE_HD bool active() const { return loss != nullptr && skipped_steps != nullptr; }
+};
+
 // Numerics switches. The CPU backend has one numerics and ignores them.
 struct BackendOptions {
   bool tf32 = true;             // CUDA: TF32 tensor-core math in GEMMs; false = strict FP32
@@ -139,14 +148,16 @@ class Backend {
   // beta comes from per_step when that is set.
   virtual void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
                            float* out) = 0;
-  // dst[i] += scale * src[i]: epoch sums of the loss parts stay on the device between reads.
+  // dst[i] += scale * src[i]: epoch sums of the loss parts stay on the device between reads. Adds
+  // nothing when any src[i] is not finite: a skipped step's loss stays out of the sums.
   virtual void accumulate_scaled(const float* src, int n, float scale, float* dst) = 0;
 
   // Global-norm clipping (when a.clip_norm > 0) and one Adam/AdamW step over a flat buffer.
   // Writes the pre-clipping gradient norm to grad_norm_out. When per_step is set, the learning rate
-  // and bias corrections are per_step->adam (read when the step runs) instead of a's.
+  // and bias corrections are per_step->adam (read when the step runs) instead of a's. With an active
+  // guard, a step whose loss or gradient norm is not finite changes nothing but the guard's count.
   virtual void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                         const StepScalars* per_step, float* grad_norm_out) = 0;
+                         const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) = 0;
 
   // x[r, :] = images[index[r], :] / 255, or Bernoulli draws of it when binarize. The draw for pixel c
   // of image i uses Philox counter (c/4, i, step, stream): it depends on the image, not on where the

@@ -1,10 +1,15 @@
-// The `vae` command: train, eval, sample, reconstruct. Errors print one line on stderr and exit 1;
-// bad flags exit 2 (CLI11's convention) with the offending flag named.
+// The `vae` command: train (with --resume), eval, sample, reconstruct. Errors print one line on
+// stderr ("vae: error: ...") and exit 1; usage errors exit 2 and suggest the nearest flag; a
+// training run stopped by SIGINT/SIGTERM saves its checkpoint and state and exits 128 + signal.
+#include <signal.h>
 #include <unistd.h>
 
 #include <CLI/CLI.hpp>
+#include <algorithm>
 #include <nlohmann/json.hpp>
 
+#include <csignal>
+#include <chrono>
 #include <cstdio>
 #include <filesystem>
 #include <iostream>
@@ -20,13 +25,40 @@ namespace {
 using json = nlohmann::json;
 
 struct TrainFlags {
-  std::optional<std::string> config_file, data, out, hidden, likelihood, activation, optimizer, schedule, device;
+  std::optional<std::string> config_file, data, labels, out, hidden, likelihood, activation, optimizer, schedule, device,
+      resume;
   std::optional<int> epochs, batch, latent, warmup_epochs, threads;
   std::optional<float> lr, beta, weight_decay, clip_norm;
+  std::optional<double> test_fraction;
   std::optional<uint64_t> seed;
   std::optional<int64_t> train_limit, test_limit;
-  bool no_cuda_graph = false, strict_fp32 = false, no_fused_epilogues = false;
+  bool no_cuda_graph = false, strict_fp32 = false, no_fused_epilogues = false, overwrite = false;
 };
+
+// Exit codes: 0 done, 1 error, 2 usage error, 128 + signal for a run stopped by SIGINT/SIGTERM.
+constexpr int kExitError = 1, kExitUsage = 2;
+
+// SIGINT/SIGTERM: the first asks the run to stop after its current step (and write a checkpoint);
+// a second ends the process at once.
+volatile std::sig_atomic_t g_stop_signal = 0;
+
+extern "C" void on_stop_signal(int sig) {
+  if (g_stop_signal != 0) {
+    static const char msg[] = "\nvae: second interrupt: exiting at once (the last checkpoint is kept)\n";
+    [[maybe_unused]] const ssize_t n = ::write(STDERR_FILENO, msg, sizeof msg - 1);
+    ::_exit(128 + sig);
+  }
+  g_stop_signal = sig;
+}
+
+void install_stop_handlers() {
+  struct sigaction sa{};
+  sa.sa_handler = on_stop_signal;
+  sigemptyset(&sa.sa_mask);
+  sa.sa_flags = 0;  // no SA_RESTART: a blocking read returns, the step loop polls the flag
+  sigaction(SIGINT, &sa, nullptr);
+  sigaction(SIGTERM, &sa, nullptr);
+}
 
 std::vector<int> parse_hidden(const std::string& text) {
   std::vector<int> widths;
@@ -60,8 +92,12 @@ void load_config_file(const std::string& path, vae::ModelConfig& model, vae::Tra
   for (const auto& [key, value] : j.items())
     if (key != "model" && key != "train")
       throw vae::Error("config file '" + path + "': unknown top-level key '" + key + "' (expected 'model' and 'train')");
-  if (j.contains("model")) model = vae::ModelConfig::from_json(j["model"].dump());
-  if (j.contains("train")) train = vae::TrainConfig::from_json(j["train"].dump(), train);
+  try {
+    if (j.contains("model")) model = vae::ModelConfig::from_json(j["model"].dump());
+    if (j.contains("train")) train = vae::TrainConfig::from_json(j["train"].dump(), train);
+  } catch (const vae::Error& e) {
+    throw vae::Error("config file '" + path + "': " + e.what());
+  }
 }
 
 std::string run_config_json(const vae::ModelConfig& model, const vae::TrainConfig& train) {
@@ -71,72 +107,210 @@ std::string run_config_json(const vae::ModelConfig& model, const vae::TrainConfi
   return j.dump(2) + "\n";
 }
 
+vae::DataOptions data_options(const vae::TrainConfig& cfg) {
+  vae::DataOptions d;
+  d.labels = cfg.labels_path;
+  d.test_fraction = cfg.test_fraction;
+  return d;
+}
+
+// The files a run writes into its folder. A folder holding any of them holds a run.
+const char* const kRunFiles[] = {"config.json", "model.safetensors", "train_state.safetensors", "best.safetensors",
+                                 "metrics.jsonl", "samples.png"};
+
+bool holds_a_run(const std::filesystem::path& dir) {
+  std::error_code ec;
+  for (const char* f : kRunFiles)
+    if (std::filesystem::exists(dir / f, ec)) return true;
+  return false;
+}
+
+// Flags --resume cannot take: the run continues with its own configuration.
+std::string flags_resume_forbids(const TrainFlags& f) {
+  std::string bad;
+  auto add = [&](bool given, const char* name) {
+    if (given) bad += (bad.empty() ? "" : ", ") + std::string(name);
+  };
+  add(f.config_file.has_value(), "--config");
+  add(f.data.has_value(), "--data");
+  add(f.labels.has_value(), "--labels");
+  add(f.out.has_value(), "--out");
+  add(f.hidden.has_value(), "--hidden");
+  add(f.likelihood.has_value(), "--likelihood");
+  add(f.activation.has_value(), "--activation");
+  add(f.optimizer.has_value(), "--optimizer");
+  add(f.schedule.has_value(), "--schedule");
+  add(f.device.has_value(), "--device");
+  add(f.batch.has_value(), "--batch");
+  add(f.latent.has_value(), "--latent");
+  add(f.warmup_epochs.has_value(), "--warmup-epochs");
+  add(f.lr.has_value(), "--lr");
+  add(f.beta.has_value(), "--beta");
+  add(f.weight_decay.has_value(), "--weight-decay");
+  add(f.clip_norm.has_value(), "--clip-norm");
+  add(f.test_fraction.has_value(), "--test-fraction");
+  add(f.seed.has_value(), "--seed");
+  add(f.train_limit.has_value(), "--train-limit");
+  add(f.test_limit.has_value(), "--test-limit");
+  add(f.no_cuda_graph || f.strict_fp32 || f.no_fused_epilogues, "the CUDA numerics flags");
+  add(f.overwrite, "--overwrite");
+  return bad;
+}
+
 int run_train(const TrainFlags& f) {
   vae::ModelConfig model_cfg;
   vae::TrainConfig cfg;
-  if (f.config_file) load_config_file(*f.config_file, model_cfg, cfg);
-  if (f.data) cfg.data_dir = *f.data;
-  if (f.out) cfg.out_dir = *f.out;
+  const bool resume = f.resume.has_value();
+  if (resume) {
+    if (const std::string bad = flags_resume_forbids(f); !bad.empty()) {
+      std::fprintf(stderr, "vae: error: --resume continues a run with its own configuration; only --epochs and "
+                           "--threads may change (remove %s)\n", bad.c_str());
+      return kExitUsage;
+    }
+    const std::filesystem::path dir(*f.resume);
+    if (!std::filesystem::is_regular_file(dir / "config.json") || !std::filesystem::is_regular_file(dir / "model.safetensors") ||
+        !std::filesystem::is_regular_file(dir / "train_state.safetensors"))
+      throw vae::Error("cannot resume '" + dir.string() + "': it needs config.json, model.safetensors and "
+                       "train_state.safetensors, as a run of vae train writes after its first epoch or when interrupted");
+    load_config_file((dir / "config.json").string(), model_cfg, cfg);
+    cfg.out_dir = dir.string();
+  } else {
+    if (f.config_file) load_config_file(*f.config_file, model_cfg, cfg);
+    if (f.data) cfg.data_dir = *f.data;
+    if (f.labels) cfg.labels_path = *f.labels;
+    if (f.test_fraction) cfg.test_fraction = *f.test_fraction;
+    if (f.out) cfg.out_dir = *f.out;
+    if (f.batch) cfg.batch = *f.batch;
+    if (f.lr) cfg.lr = *f.lr;
+    if (f.beta) cfg.beta = *f.beta;
+    if (f.warmup_epochs) cfg.warmup_epochs = *f.warmup_epochs;
+    if (f.seed) cfg.seed = *f.seed;
+    if (f.weight_decay) cfg.weight_decay = *f.weight_decay;
+    if (f.clip_norm) cfg.clip_norm = *f.clip_norm;
+    if (f.optimizer) cfg.optimizer = vae::parse_optimizer(*f.optimizer);
+    if (f.schedule) cfg.schedule = vae::parse_schedule(*f.schedule);
+    if (f.train_limit) cfg.train_limit = *f.train_limit;
+    if (f.test_limit) cfg.test_limit = *f.test_limit;
+    if (f.device) cfg.device = vae::parse_device(*f.device);
+    if (f.no_cuda_graph) cfg.cuda_graph = false;
+    if (f.strict_fp32) cfg.tf32 = false;
+    if (f.no_fused_epilogues) cfg.fused_epilogues = false;
+    if (f.latent) model_cfg.latent = *f.latent;
+    if (f.hidden) model_cfg.hidden = parse_hidden(*f.hidden);
+    if (f.likelihood) model_cfg.likelihood = vae::parse_likelihood(*f.likelihood);
+    if (f.activation) model_cfg.activation = vae::parse_activation(*f.activation);
+  }
   if (f.epochs) cfg.epochs = *f.epochs;
-  if (f.batch) cfg.batch = *f.batch;
-  if (f.lr) cfg.lr = *f.lr;
-  if (f.beta) cfg.beta = *f.beta;
-  if (f.warmup_epochs) cfg.warmup_epochs = *f.warmup_epochs;
-  if (f.seed) cfg.seed = *f.seed;
   if (f.threads) cfg.threads = *f.threads;
-  if (f.weight_decay) cfg.weight_decay = *f.weight_decay;
-  if (f.clip_norm) cfg.clip_norm = *f.clip_norm;
-  if (f.optimizer) cfg.optimizer = vae::parse_optimizer(*f.optimizer);
-  if (f.schedule) cfg.schedule = vae::parse_schedule(*f.schedule);
-  if (f.train_limit) cfg.train_limit = *f.train_limit;
-  if (f.test_limit) cfg.test_limit = *f.test_limit;
-  if (f.device) cfg.device = vae::parse_device(*f.device);
-  if (f.no_cuda_graph) cfg.cuda_graph = false;
-  if (f.strict_fp32) cfg.tf32 = false;
-  if (f.no_fused_epilogues) cfg.fused_epilogues = false;
-  if (f.latent) model_cfg.latent = *f.latent;
-  if (f.hidden) model_cfg.hidden = parse_hidden(*f.hidden);
-  if (f.likelihood) model_cfg.likelihood = vae::parse_likelihood(*f.likelihood);
-  if (f.activation) model_cfg.activation = vae::parse_activation(*f.activation);
   model_cfg.validate();
   cfg.validate();
 
-  const vae::Dataset data = vae::load_dataset(cfg.data_dir);
-  model_cfg.image_height = data.train.height;
-  model_cfg.image_width = data.train.width;
-  std::error_code ec;
-  std::filesystem::create_directories(cfg.out_dir, ec);
-  if (ec) throw vae::Error("cannot create output folder '" + cfg.out_dir + "': " + ec.message());
   const std::filesystem::path out(cfg.out_dir);
-  vae::write_file_atomic((out / "config.json").string(), run_config_json(model_cfg, cfg));
+  if (!resume && holds_a_run(out) && !f.overwrite)
+    throw vae::Error("output folder '" + cfg.out_dir + "' already holds a run; pass --resume " + cfg.out_dir +
+                     " to continue it, --overwrite to replace it, or --out with another folder");
+  const vae::Dataset data = vae::load_dataset(cfg.data_dir, data_options(cfg));
+  if (!resume) {
+    model_cfg.image_channels = data.train.channels;
+    model_cfg.image_height = data.train.height;
+    model_cfg.image_width = data.train.width;
+    model_cfg.validate();
+  }
+  std::error_code ec;
+  std::filesystem::create_directories(out, ec);
+  if (ec) throw vae::Error("cannot create output folder '" + cfg.out_dir + "': " + ec.message());
+  if (const int stale = vae::remove_stale_temporaries(out.string()); stale > 0)
+    std::printf("removed %d temporary file(s) an interrupted run left in %s\n", stale, cfg.out_dir.c_str());
+  if (!resume && f.overwrite)
+    for (const char* file : kRunFiles) std::filesystem::remove(out / file, ec);
 
-  vae::Model model(model_cfg, cfg.device);
-  model.initialize(cfg.seed);
+  const std::string model_path = (out / "model.safetensors").string(), state_path = (out / "train_state.safetensors").string();
+  std::optional<vae::Model> loaded;
+  if (resume) loaded.emplace(vae::load_checkpoint(model_path, cfg.device));
+  else loaded.emplace(model_cfg, cfg.device);
+  vae::Model& model = *loaded;
+  if (!resume) model.initialize(cfg.seed);
   vae::Trainer trainer(model, cfg);
+  std::string metrics_lines;
+  if (resume) {
+    trainer.load_state(state_path, vae::checkpoint_step(model_path));
+    const vae::TrainProgress& p = trainer.progress();
+    if (p.epochs_done >= cfg.epochs)
+      throw vae::Error("the run in '" + cfg.out_dir + "' has finished its " + std::to_string(p.epochs_done) +
+                       " epochs; pass --epochs N with N above " + std::to_string(p.epochs_done) + " to train further");
+    // The epochs the checkpoint covers: a crash after a checkpoint but before its metrics line
+    // leaves that epoch without one; lines beyond the checkpoint never stay.
+    if (const std::string old = std::filesystem::exists(out / "metrics.jsonl")
+                                    ? [&] { const auto b = vae::read_file_bytes((out / "metrics.jsonl").string(), "metrics file");
+                                            return std::string(b.begin(), b.end()); }()
+                                    : std::string();
+        !old.empty()) {
+      std::stringstream lines(old);
+      std::string line;
+      while (std::getline(lines, line)) {
+        try {
+          if (json::parse(line).at("epoch").get<int>() <= p.epochs_done) metrics_lines += line + "\n";
+        } catch (const json::exception&) {
+        }
+      }
+    }
+  }
+  vae::write_file_atomic((out / "config.json").string(), run_config_json(model.config(), cfg));
+
   const bool tty = ::isatty(STDERR_FILENO);
   vae::cli::ProgressBar bar(cfg.epochs);
-  std::string metrics_lines;
-  std::printf("training %lld parameters on %lld images (%s, batch %d, %d epochs) -> %s\n",
-              static_cast<long long>(model.parameter_count()),
-              static_cast<long long>(cfg.train_limit > 0 ? std::min(cfg.train_limit, data.train.count) : data.train.count),
-              vae::to_string(cfg.device).c_str(), cfg.batch, cfg.epochs, cfg.out_dir.c_str());
+  const int64_t train_images = cfg.train_limit > 0 ? std::min(cfg.train_limit, data.train.count) : data.train.count;
+  if (resume)
+    std::printf("resuming %s at epoch %d, step %lld of the run (%d epochs in all)\n", cfg.out_dir.c_str(),
+                trainer.progress().epochs_done + 1, static_cast<long long>(trainer.progress().global_step), cfg.epochs);
+  std::printf("training %lld parameters on %lld images of %dx%dx%d from %s (%s, batch %d, %d epochs) -> %s\n",
+              static_cast<long long>(model.parameter_count()), static_cast<long long>(train_images),
+              model.config().image_channels, model.config().image_height, model.config().image_width,
+              cfg.data_dir.c_str(), vae::to_string(cfg.device).c_str(), cfg.batch, cfg.epochs, cfg.out_dir.c_str());
   std::fflush(stdout);
+
+  // The checkpoint, then the state that goes with it, then the best model, then the metrics that
+  // describe them: after a crash at any point the metrics never name an epoch the checkpoint lacks.
+  auto save_run = [&] {
+    const int64_t step = trainer.progress().global_step;
+    vae::save_checkpoint(model, model_path, step);
+    trainer.save_state(state_path);
+  };
+  auto write_samples = [&] {
+    const vae::Tensor samples = vae::sample_images(model, 64, 1.0f, cfg.seed);
+    vae::write_png_grid((out / "samples.png").string(), samples.to_host(), 64, model.config().image_channels,
+                        model.config().image_height, model.config().image_width, 8);
+  };
+  install_stop_handlers();
   trainer.fit(
       data, [&](const vae::StepProgress& p) { if (tty) bar.update(p); },
       [&](const vae::EpochMetrics& m) {
         bar.finish_line();
+        save_run();
+        if (trainer.progress().best_epoch == m.epoch) vae::save_checkpoint(model, (out / "best.safetensors").string(), trainer.progress().global_step);
         metrics_lines += m.to_json() + "\n";
         vae::write_file_atomic((out / "metrics.jsonl").string(), metrics_lines);
-        vae::save_checkpoint(model, (out / "model.safetensors").string());
-        std::printf("epoch %d/%d  train loss %.2f  test -ELBO %.2f (recon %.2f, KL %.2f)  active units %d  %.1fs  %.0f samples/s\n",
+        std::printf("epoch %d/%d  train loss %.2f  test -ELBO %.2f (recon %.2f, KL %.2f)  active units %d  %.1fs  %.0f samples/s%s\n",
                     m.epoch, cfg.epochs, m.train_loss, m.test.neg_elbo, m.test.recon, m.test.kl, m.test.active_units,
-                    m.seconds, m.samples_per_s);
+                    m.seconds, m.samples_per_s,
+                    m.skipped_steps ? ("  (" + std::to_string(m.skipped_steps) + " steps skipped: not finite)").c_str() : "");
         std::fflush(stdout);
-      });
-  const vae::Tensor samples = vae::sample_images(model, 64, 1.0f, cfg.seed);
-  vae::write_png_grid((out / "samples.png").string(), samples.to_host(), 64, model_cfg.image_channels, model_cfg.image_height,
-                      model_cfg.image_width, 8);
-  std::printf("wrote %s/{model.safetensors,config.json,metrics.jsonl,samples.png}\n", cfg.out_dir.c_str());
+      },
+      [] { return g_stop_signal != 0; });
+  if (trainer.stopped()) {
+    bar.finish_line();
+    const vae::TrainProgress& p = trainer.progress();
+    if (p.steps_into_epoch > 0) save_run();  // an epoch's end was saved already
+    write_samples();
+    std::fprintf(stderr, "vae: %s: stopped in epoch %d after step %lld; checkpoint and training state saved in %s.\n"
+                         "Continue with: vae train --resume %s\n",
+                 g_stop_signal == SIGTERM ? "terminated" : "interrupted", p.epochs_done + 1,
+                 static_cast<long long>(p.global_step), cfg.out_dir.c_str(), cfg.out_dir.c_str());
+    return 128 + static_cast<int>(g_stop_signal);
+  }
+  write_samples();
+  std::printf("wrote %s/{model.safetensors,best.safetensors,train_state.safetensors,config.json,metrics.jsonl,samples.png}\n",
+              cfg.out_dir.c_str());
   return 0;
 }
 
@@ -147,15 +321,39 @@ vae::Model load_model(const std::string& checkpoint, const std::string& device, 
   return model;
 }
 
-int run_eval(const std::string& checkpoint, const std::string& data_dir, int k, bool as_json, int threads,
-             int64_t limit, const std::string& device, bool strict_fp32) {
-  vae::set_num_threads(threads);
+// The test split of --data as vae train made it (same --test-fraction, same held-out images).
+vae::Dataset load_test_data(const std::string& data_dir, const std::string& labels, double test_fraction) {
+  vae::DataOptions d;
+  d.labels = labels;
+  d.test_fraction = test_fraction;
+  return vae::load_dataset(data_dir, d);
+}
+
+int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, bool as_json, int64_t limit,
+             const std::string& device, bool strict_fp32) {
   vae::Model model = load_model(checkpoint, device, strict_fp32);
-  const vae::Dataset data = vae::load_dataset(data_dir);
   vae::EvalOptions opt;
   opt.k = k;
   opt.limit = limit;
+  const bool tty = ::isatty(STDERR_FILENO);
+  const auto start = std::chrono::steady_clock::now();
+  auto last = start;
+  bool drawn = false;
+  if (tty)
+    opt.on_progress = [&](int64_t done, int64_t total) {
+      const auto now = std::chrono::steady_clock::now();
+      if (done != total && now - last < std::chrono::milliseconds(100)) return;
+      last = now;
+      const double elapsed = std::chrono::duration<double>(now - start).count();
+      const double eta = done > 0 ? elapsed / static_cast<double>(done) * static_cast<double>(total - done) : 0.0;
+      std::fprintf(stderr, "\r\033[Kevaluating %lld/%lld test images (%.0f%%)%s  ETA %s", static_cast<long long>(done),
+                   static_cast<long long>(total), 100.0 * static_cast<double>(done) / static_cast<double>(total),
+                   k > 0 ? (", k=" + std::to_string(k)).c_str() : "", vae::cli::format_duration(eta).c_str());
+      std::fflush(stderr);
+      drawn = true;
+    };
   const vae::EvalResult r = vae::evaluate(model, data.test, opt);
+  if (drawn) std::fprintf(stderr, "\r\033[K");
   if (as_json) {
     json j;
     j["count"] = r.count;
@@ -179,6 +377,59 @@ int run_eval(const std::string& checkpoint, const std::string& data_dir, int k, 
   return 0;
 }
 
+size_t edit_distance(const std::string& a, const std::string& b) {
+  std::vector<size_t> row(b.size() + 1);
+  for (size_t j = 0; j <= b.size(); ++j) row[j] = j;
+  for (size_t i = 1; i <= a.size(); ++i) {
+    size_t diag = row[0];
+    row[0] = i;
+    for (size_t j = 1; j <= b.size(); ++j) {
+      const size_t up = row[j];
+      row[j] = std::min({row[j] + 1, row[j - 1] + 1, diag + (a[i - 1] == b[j - 1] ? 0 : 1)});
+      diag = up;
+    }
+  }
+  return row[b.size()];
+}
+
+// " (did you mean --epochs?)" for an argument that is a near miss of one of the command's flags.
+std::string nearest_flag_hint(const CLI::App& command, const std::string& arg) {
+  const std::string word = arg.substr(0, arg.find('='));
+  std::string best;
+  size_t best_d = 3;  // at most two edits away
+  for (const CLI::Option* o : command.get_options()) {
+    for (const std::string& name : o->get_lnames()) {
+      const std::string flag = "--" + name;
+      const size_t d = edit_distance(word, flag);
+      if (d < best_d || (flag.rfind(word, 0) == 0 && word.size() > 3 && best.empty())) best_d = d, best = flag;
+    }
+  }
+  return best.empty() ? "" : " (did you mean " + best + "?)";
+}
+
+// CLI11's parse errors as one line with the vae: error: prefix, a suggestion for a mistyped flag,
+// and exit code 2 for every usage error (--help and --version print and exit 0).
+int usage_error(const CLI::App& app, const CLI::ParseError& e) {
+  if (e.get_exit_code() == 0) return const_cast<CLI::App&>(app).exit(e);
+  const CLI::App* command = &app;
+  for (const CLI::App* sub : app.get_subcommands())
+    if (sub->parsed()) command = sub;
+  std::string message = e.what(), hint;
+  // "The following arguments were not expected: --epoch 3" -> the first unknown flag.
+  if (const size_t colon = message.find("not expected:"); colon != std::string::npos) {
+    std::stringstream rest(message.substr(colon + 13));
+    std::string arg;
+    while (rest >> arg)
+      if (arg.rfind("-", 0) == 0) {
+        hint = nearest_flag_hint(*command, arg);
+        break;
+      }
+  }
+  const std::string help = command == &app ? "vae --help" : "vae " + command->get_name() + " --help";
+  std::fprintf(stderr, "vae: error: %s%s (see %s)\n", message.c_str(), hint.c_str(), help.c_str());
+  return kExitUsage;
+}
+
 }  // namespace
 
 int main(int argc, char** argv) {
@@ -186,11 +437,22 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "vae 0.1.0");
 
+  const std::string data_help = "the data: a folder of IDX files (default /usr/share/datasets/fashion-mnist), a .npy "
+                                "array [N,H,W], [N,H,W,C] or [N,C,H,W] (uint8, or float32 in [0,1]), or a folder of PNG "
+                                "images (class sub-folders give labels)";
+  const std::string fraction_help = "share of a .npy or PNG source held out as the test set (default 0.1; IDX folders "
+                                    "with t10k files use those)";
   TrainFlags tf;
-  auto* train = app.add_subcommand("train", "train a VAE and write model.safetensors, config.json, metrics.jsonl, samples.png");
+  auto* train = app.add_subcommand("train", "train a VAE and write model.safetensors, best.safetensors, "
+                                            "train_state.safetensors, config.json, metrics.jsonl, samples.png");
   train->add_option("--config", tf.config_file, "JSON file {\"model\": {...}, \"train\": {...}} (flags override it)");
-  train->add_option("--data", tf.data, "folder with the IDX files (default /usr/share/datasets/fashion-mnist)");
-  train->add_option("--out", tf.out, "run folder (default runs/latest)");
+  train->add_option("--data", tf.data, data_help);
+  train->add_option("--labels", tf.labels, "labels .npy (one integer per image) for a .npy --data");
+  train->add_option("--test-fraction", tf.test_fraction, fraction_help)->check(CLI::Range(1e-6, 0.999999));
+  train->add_option("--out", tf.out, "run folder (default runs/latest); must not hold a run unless --overwrite");
+  train->add_option("--resume", tf.resume, "continue the run in this folder where it stopped (same bits as never "
+                                           "stopping); --epochs sets its new total");
+  train->add_flag("--overwrite", tf.overwrite, "replace the run that --out holds");
   train->add_option("--epochs", tf.epochs, "epochs (default 10)")->check(CLI::Range(1, 100000));
   train->add_option("--batch", tf.batch, "batch size (default 128)")->check(CLI::Range(1, 1 << 20));
   train->add_option("--latent", tf.latent, "latent dimensions (default 32)")->check(CLI::Range(1, 4096));
@@ -215,7 +477,8 @@ int main(int argc, char** argv) {
   train->add_flag("--no-fused-epilogues", tf.no_fused_epilogues,
                   "CUDA: bias, ReLU and their gradients as separate kernels, not in the cuBLASLt GEMM (debugging)");
 
-  std::string checkpoint, data_dir = "/usr/share/datasets/fashion-mnist", out_png, device = "cpu";
+  std::string checkpoint, data_dir = "/usr/share/datasets/fashion-mnist", labels, out_png, device = "cpu";
+  double test_fraction = 0.1;
   int k = 0, n = 64, threads = 0;
   int64_t limit = 0;
   bool as_json = false, strict_fp32 = false;
@@ -223,7 +486,10 @@ int main(int argc, char** argv) {
   uint64_t seed = 0;
   auto* eval = app.add_subcommand("eval", "test -ELBO, importance-weighted -log p(x), active units, KL per dimension");
   eval->add_option("--checkpoint", checkpoint, "model.safetensors from vae train")->required();
-  eval->add_option("--data", data_dir, "folder with the IDX files");
+  eval->add_option("--data", data_dir, data_help);
+  eval->add_option("--labels", labels, "labels .npy for a .npy --data (as given to vae train)");
+  eval->add_option("--test-fraction", test_fraction, fraction_help + "; give the value the run was trained with")
+      ->check(CLI::Range(1e-6, 0.999999));
   eval->add_option("--k", k, "importance samples for -log p(x) (0 = ELBO only)")->check(CLI::Range(0, 1000000));
   eval->add_option("--limit", limit, "first N test images only")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   eval->add_option("--threads", threads, "CPU threads, 0 = all cores")->check(CLI::Range(0, 1024));
@@ -244,34 +510,39 @@ int main(int argc, char** argv) {
   auto* recon = app.add_subcommand("reconstruct", "test images above their reconstructions, as a PNG grid");
   recon->add_option("--checkpoint", checkpoint, "model.safetensors from vae train")->required();
   recon->add_option("--n", n_recon, "number of test images (default 16)")->check(CLI::Range(1, 1024));
-  recon->add_option("--data", data_dir, "folder with the IDX files");
+  recon->add_option("--data", data_dir, data_help);
+  recon->add_option("--test-fraction", test_fraction, fraction_help)->check(CLI::Range(1e-6, 0.999999));
   recon->add_option("--out", out_png, "PNG file to write")->required();
   recon->add_option("--device", device, "cpu|cuda|auto");
   recon->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
   // CLI11 would only say "a subcommand is required"; name the word it did not know.
   if (argc > 1 && argv[1][0] != '-') {
-    std::string names;
+    std::string names, hint;
     bool known = false;
     for (const CLI::App* sub : app.get_subcommands([](CLI::App*) { return true; })) {
       known = known || sub->get_name() == argv[1];
       names += (names.empty() ? "" : ", ") + sub->get_name();
+      if (edit_distance(argv[1], sub->get_name()) <= 2) hint = " (did you mean " + sub->get_name() + "?)";
     }
     if (!known) {
-      std::fprintf(stderr, "vae: unknown command '%s': expected one of %s (see vae --help)\n", argv[1], names.c_str());
-      return 2;
+      std::fprintf(stderr, "vae: error: unknown command '%s'%s: expected one of %s (see vae --help)\n", argv[1],
+                   hint.c_str(), names.c_str());
+      return kExitUsage;
     }
   }
   try {
     app.parse(argc, argv);
   } catch (const CLI::ParseError& e) {
-    // CLI11 prints the message; --help and --version exit 0, every usage error exits 2.
-    return app.exit(e) == 0 ? 0 : 2;
+    return usage_error(app, e);
   }
 
   try {
     if (*train) return run_train(tf);
-    if (*eval) return run_eval(checkpoint, data_dir, k, as_json, threads, limit, device, strict_fp32);
+    if (*eval) {
+      vae::set_num_threads(threads);
+      return run_eval(checkpoint, load_test_data(data_dir, labels, test_fraction), k, as_json, limit, device, strict_fp32);
+    }
     if (*sample) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
       const vae::Tensor images = vae::sample_images(model, n, temperature, seed);
@@ -282,7 +553,7 @@ int main(int argc, char** argv) {
     }
     if (*recon) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
-      const vae::Dataset data = vae::load_dataset(data_dir);
+      const vae::Dataset data = load_test_data(data_dir, "", test_fraction);
       const auto [inputs, outputs] = vae::reconstruct_images(model, data.test, n_recon);
       // Rows of up to 8: a row of test images, then the row of their reconstructions.
       const int cols = std::min(n_recon, 8), d = model.config().input_dim();
@@ -303,13 +574,19 @@ int main(int argc, char** argv) {
     }
   } catch (const vae::Error& e) {
     std::fprintf(stderr, "vae: error: %s\n", e.what());
-    return 1;
+    return kExitError;
   } catch (const std::bad_alloc&) {
-    std::fprintf(stderr, "vae: error: out of memory; try a smaller --batch\n");
-    return 1;
+    // Say what to shrink for the command that ran out: the model and batch in training, the
+    // importance samples in evaluation, the sample count in sampling.
+    const char* advice = *train ? "try a smaller --batch, or a smaller model (--hidden, --latent)"
+                         : *eval ? "try a smaller --k, or --limit"
+                         : *sample ? "try a smaller --n"
+                                   : "try a smaller --n";
+    std::fprintf(stderr, "vae: error: out of memory; %s\n", advice);
+    return kExitError;
   } catch (const std::exception& e) {
     std::fprintf(stderr, "vae: error: %s\n", e.what());
-    return 1;
+    return kExitError;
   }
   return 0;
 }

@@ -1,4 +1,7 @@
-// Whole-file reads and crash-safe writes (temporary file in the same folder, fsync, rename).
+// Whole-file reads and crash-safe writes: a uniquely named temporary file in the same folder,
+// written and fsynced, renamed over the target, then the folder fsynced so the rename survives a
+// power cut. A crash leaves the old file intact and at worst a hidden temporary, which
+// remove_stale_temporaries (run when a training run starts in a folder) deletes.
 #pragma once
 
 #include <cstdint>
@@ -12,5 +15,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size);
 inline void write_file_atomic(const std::string& path, const std::string& text) {
   write_file_atomic(path, text.data(), text.size());
 }
+// Deletes the temporaries an interrupted write_file_atomic left in dir; returns how many.
+int remove_stale_temporaries(const std::string& dir);
 
 }  // namespace vae

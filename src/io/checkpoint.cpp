@@ -1,3 +1,4 @@
+#include <cmath>
 #include <set>
 
 #include "model/model_impl.hpp"
@@ -7,14 +8,33 @@
 
 namespace vae {
 
-void save_checkpoint(const Model& model, const std::string& path) {
+void save_checkpoint(const Model& model, const std::string& path, int64_t step) {
   SafeTensorsFile file;
   file.metadata["format"] = "pt";  // lets transformers-style loaders open it as PyTorch tensors
   file.metadata["vae_config"] = model.config().to_json();
   file.metadata["vae_version"] = "0.1.0";
-  for (const auto& [name, tensor] : model.named_parameters())
+  if (step >= 0) file.metadata["vae_step"] = std::to_string(step);
+  for (const auto& [name, tensor] : model.named_parameters()) {
     file.tensors.push_back({name, tensor.shape(), tensor.to_host()});
+    for (float v : file.tensors.back().values)
+      if (!std::isfinite(v))
+        throw Error("refusing to write '" + path + "': parameter tensor '" + name + "' holds " + std::to_string(v) +
+                    "; the model is ruined (lower --lr or set --clip-norm and train again)");
+  }
   write_safetensors(path, file);
+}
+
+int64_t checkpoint_step(const std::string& path) {
+  const SafeTensorsFile file = read_safetensors(path);
+  const auto it = file.metadata.find("vae_step");
+  if (it == file.metadata.end()) return -1;
+  try {
+    size_t used = 0;
+    const long long v = std::stoll(it->second, &used);
+    if (used == it->second.size() && v >= 0) return v;
+  } catch (const std::exception&) {
+  }
+  throw Error("checkpoint '" + path + "' has a malformed vae_step '" + it->second + "'");
 }
 
 Model load_checkpoint(const std::string& path, Device device) {

@@ -113,6 +113,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       for (int r = 0; r < rows; ++r)
         sum_log_px += static_cast<double>(mx[r]) + std::log(static_cast<double>(sm[r])) - std::log(static_cast<double>(opt.k));
     }
+    if (opt.on_progress) opt.on_progress(first + rows, n);
   }
 
   res.recon = sum_nll / n;

@@ -12,6 +12,7 @@
 #include "philox.cuh"
 #include "train/schedule.hpp"
 #include "vae/error.hpp"
+#include "vae/safetensors.hpp"
 #include "vae/train.hpp"
 
 namespace vae {
@@ -45,6 +46,7 @@ std::string EpochMetrics::to_json() const {
   j["beta"] = beta;
   j["lr"] = lr;
   j["grad_norm"] = grad_norm;
+  j["skipped_steps"] = skipped_steps;
   j["test_neg_elbo"] = test.neg_elbo;
   j["test_recon"] = test.recon;
   j["test_kl"] = test.kl;
@@ -79,19 +81,72 @@ double Trainer::step(const std::vector<float>& images, int rows) {
   ensure_optimizer_state();
   const FlushDenormalsScope flush_denormals;
   const Tensor x = Tensor::from_host(images, {rows, m.input_dim()}, m.device);
-  m.forward_backward(x.data(), rows, config_.beta, config_.seed, static_cast<uint64_t>(global_step_));
-  ++global_step_;
+  m.forward_backward(x.data(), rows, config_.beta, config_.seed, static_cast<uint64_t>(progress_.global_step));
+  ++progress_.global_step;
   m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
-                       adam_args(config_, config_.lr, global_step_), nullptr, grad_norm_.data());
+                       adam_args(config_, config_.lr, progress_.global_step), nullptr, grad_norm_.data(), {});
   return m.loss.to_host()[0];
 }
 
+namespace {
+
+// The divergence rule, applied to each window of steps between two loss reads (about 25 steps).
+// A window whose mean loss lies more than 10 * max(|level|, 1) above the run's level (the lowest
+// window mean so far) has blown up: for a Bernoulli model near 240 nats that is above ~2600, which a
+// healthy run never reaches, while an exploding one passes it within a window or two. A window in
+// which at least half of 4 or more steps were skipped (non-finite loss or gradient) is stuck.
+class DivergenceWatch {
+ public:
+  void start_epoch() { last_sums_.assign(4, 0.0), last_steps_ = 0, last_rows_ = 0; }
+  // sums: the epoch's [loss, recon, kl, skipped] so far; steps: steps taken in the epoch; rows: rows in them.
+  void check(const std::vector<double>& sums, int64_t steps, int64_t rows, int64_t batch, int epoch) {
+    const double skipped = sums[3] - last_sums_[3];
+    const int64_t window = steps - last_steps_;
+    if (!std::isfinite(sums[0]))
+      fail(epoch, steps, "the loss sum overflowed to " + std::to_string(sums[0]));
+    if (window >= 4 && skipped * 2 >= static_cast<double>(window))
+      fail(epoch, steps, std::to_string(static_cast<int64_t>(skipped)) + " of its last " + std::to_string(window) +
+                             " steps had a loss or gradient that was not finite and were skipped");
+    // Rows of the window's steps that were not skipped (a skipped step adds nothing to the sums).
+    const double counted = static_cast<double>(rows - last_rows_) - skipped * static_cast<double>(batch);
+    if (counted > 0) {
+      const double mean = (sums[0] - last_sums_[0]) / counted;
+      if (have_level_ && mean > level_ + 10.0 * std::max(std::fabs(level_), 1.0)) {
+        char what[160];
+        std::snprintf(what, sizeof what, "its mean loss over the last %lld steps is %.4g, far above its running level %.4g",
+                      static_cast<long long>(window), mean, level_);
+        fail(epoch, steps, what);
+      }
+      level_ = have_level_ ? std::min(level_, mean) : mean;
+      have_level_ = true;
+    }
+    last_sums_ = sums;
+    last_steps_ = steps;
+    last_rows_ = rows;
+  }
+ private:
+  [[noreturn]] static void fail(int epoch, int64_t step, const std::string& what) {
+    throw TrainingDiverged("training diverged in epoch " + std::to_string(epoch) + " by step " + std::to_string(step) +
+                           ": " + what + ". The parameters were not saved; the run folder keeps the last good "
+                           "checkpoint (if an epoch finished). Try a lower --lr (the default is 1e-3), "
+                           "--clip-norm 1, or --warmup-epochs");
+  }
+  std::vector<double> last_sums_ = std::vector<double>(4, 0.0);
+  int64_t last_steps_ = 0, last_rows_ = 0;
+  double level_ = 0;
+  bool have_level_ = false;
+};
+
+}  // namespace
+
 std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<void(const StepProgress&)>& on_step,
-                                       const std::function<void(const EpochMetrics&)>& on_epoch) {
+                                       const std::function<void(const EpochMetrics&)>& on_epoch,
+                                       const std::function<bool()>& should_stop) {
   using clock = std::chrono::steady_clock;
   set_num_threads(config_.threads);
   // For the whole run, on every thread that computes (see flush_denormals.hpp).
   const FlushDenormalsScope flush_denormals;
+  stopped_ = false;
   ModelImpl& m = model_.impl();
   Backend& be = *m.backend;
   m.check_image_size(data.train, "training");
@@ -102,13 +157,20 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   const int64_t total_steps = steps_per_epoch * config_.epochs;
   const bool binarize = m.config.likelihood == Likelihood::Bernoulli;
   const int batch = static_cast<int>(std::min<int64_t>(config_.batch, n));
+  if (progress_.global_step != progress_.epochs_done * steps_per_epoch + progress_.steps_into_epoch)
+    throw Error("cannot continue this run: it took " + std::to_string(progress_.global_step) + " steps, which at " +
+                std::to_string(steps_per_epoch) + " steps an epoch is not epoch " + std::to_string(progress_.epochs_done) +
+                " plus " + std::to_string(progress_.steps_into_epoch) + " steps; resume with the data, --batch and "
+                "--train-limit of the run");
 
   // Everything a step touches is allocated here, once: the step itself allocates nothing, and a
   // recorded graph's pointers stay valid for the whole run.
   ensure_optimizer_state();
   m.prepare(batch);
   Tensor x({batch, d}, m.device);
-  Tensor loss_sums({3}, m.device);  // sum over the epoch's rows of [loss, recon, kl]
+  // Sums over the epoch's rows of [loss, recon, kl], and the count of skipped steps.
+  Tensor loss_sums({4}, m.device);
+  const StepGuard guard{m.loss.data(), loss_sums.data() + 3};
   // The training set lives on the backend's device as uint8 for the whole run (on the CPU that is
   // the data set itself); batches are gathered and binarised there.
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(data.train.pixels, m.device);
@@ -116,19 +178,19 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   DeviceArray<StepScalars> table = DeviceArray<StepScalars>::allocate(static_cast<size_t>(steps_per_epoch), m.device);
   DeviceArray<StepScalars> current = DeviceArray<StepScalars>::allocate(1, m.device);
   DeviceArray<int64_t> cursor = DeviceArray<int64_t>::allocate(1, m.device);
-  const std::unique_ptr<HostReadback> readback = be.make_readback(3);
+  const std::unique_ptr<HostReadback> readback = be.make_readback(4);
   // Constants of the optimizer; the per-step learning rate and bias corrections are in the table.
   const AdamArgs adam_constants = adam_args(config_, config_.lr, 1);
 
   // One training step, all of it queued on the backend: select this step's scalars, gather and
-  // binarise the batch, forward, loss, backward, optimizer, and add the loss to the epoch's sums.
+  // binarise the batch, forward, loss, backward, guarded optimizer, and add the loss to the sums.
   auto enqueue_step = [&](int rows) {
     be.select_step(table.data(), steps_per_epoch, cursor.data(), current.data());
     be.gather_pixels(pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
                      x.data());
     m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data());
     be.adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(), adam_constants,
-                 current.data(), grad_norm_.data());
+                 current.data(), grad_norm_.data(), guard);
     be.accumulate_scaled(m.loss.data(), 3, static_cast<float>(rows), loss_sums.data());
   };
   // Recorded steps, one per batch size (the last batch of an epoch may be short). A size runs
@@ -156,97 +218,205 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   eval.limit = config_.test_limit;
   std::vector<EpochMetrics> history;
   const auto run_start = clock::now();
+  const int64_t first_step = progress_.global_step;
   int64_t samples_done = 0;
   std::vector<StepScalars> host_table(static_cast<size_t>(steps_per_epoch));
   auto rows_of_step = [&](int64_t s) {
     return static_cast<int>(std::min<int64_t>(config_.batch, n - s * config_.batch));
   };
-  for (int epoch = 1; epoch <= config_.epochs; ++epoch) {
+  DivergenceWatch watch;
+  for (int epoch = progress_.epochs_done + 1; epoch <= config_.epochs; ++epoch) {
     const auto epoch_start = clock::now();
-    // The epoch's uploads, before its first step: permutation, step table, cursor.
+    const int64_t first = progress_.steps_into_epoch;  // > 0 when resuming inside this epoch
+    const int64_t epoch_first_global = progress_.global_step - first;
+    // The epoch's uploads, before its first step: permutation, step table, cursor, sums.
     const std::vector<int32_t> host_perm = epoch_permutation(n, config_.seed, epoch);
     perm.upload(host_perm.data(), host_perm.size());
     double last_beta = 0, last_lr = 0;
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
       const int rows = rows_of_step(s);
-      const int64_t global = (epoch - 1) * steps_per_epoch + s;
+      const int64_t global = epoch_first_global + s;
       last_beta = kl_weight(config_, global, steps_per_epoch);
       last_lr = learning_rate(config_, global, total_steps);
       StepScalars& t = host_table[static_cast<size_t>(s)];
-      t.philox_step = static_cast<uint64_t>(global_step_ + s);
+      t.philox_step = static_cast<uint64_t>(global);
       t.row0 = s * config_.batch;
       t.beta = static_cast<float>(last_beta);
       t.kl_grad_weight = t.beta / static_cast<float>(rows);
-      t.adam = adam_coefficients(adam_args(config_, last_lr, global_step_ + s + 1));
+      t.adam = adam_coefficients(adam_args(config_, last_lr, global + 1));
     }
     table.upload(host_table.data(), host_table.size());
-    const int64_t zero = 0;
-    cursor.upload(&zero, 1);
-    loss_sums.fill(0.0f);
+    cursor.upload(&first, 1);
+    const std::vector<float> start_sums(progress_.epoch_sums.begin(), progress_.epoch_sums.end());
+    loss_sums.copy_from_host(start_sums.data(), 4);
+    int64_t rows_done = 0;
+    for (int64_t s = 0; s < first; ++s) rows_done += rows_of_step(s);
+    const int64_t resumed_rows = rows_done;
+    watch.start_epoch();
+    watch.check(progress_.epoch_sums, first, rows_done, config_.batch, epoch);
 
     // Loss sums reach the host asynchronously: every kReadLossEvery steps a copy is queued (unless
     // one is still in flight), and its values are reported once it has landed, without the host
-    // waiting for the GPU. The epoch's last step waits for its own copy.
-    std::vector<float> sums(3, 0.0f);
+    // waiting for the GPU. The epoch's last step, and a stop, wait for their own copy.
+    std::vector<double> sums(progress_.epoch_sums);
     bool pending = false;
     int64_t pending_step = 0, pending_rows = 0, pending_samples = 0;
-    auto queue_read = [&](int64_t step, int64_t rows_done) {
+    auto queue_read = [&](int64_t step, int64_t rows_read) {
       readback->start(loss_sums.data());
       pending = true;
       pending_step = step;
-      pending_rows = rows_done;
+      pending_rows = rows_read;
       pending_samples = samples_done;
     };
     auto report = [&](const float* values) {
-      sums.assign(values, values + 3);
+      sums.assign(values, values + 4);
       pending = false;
-      if (!std::isfinite(sums[0]))
-        throw Error("training diverged in epoch " + std::to_string(epoch) + " by step " + std::to_string(pending_step) +
-                    " (the loss is not finite); lower --lr or set clip_norm");
+      watch.check(sums, pending_step, pending_rows, config_.batch, epoch);
       if (!on_step) return;
       const double elapsed = std::chrono::duration<double>(clock::now() - run_start).count();
       StepProgress p;
       p.epoch = epoch;
       p.step = pending_step;
       p.steps_per_epoch = steps_per_epoch;
-      p.loss = sums[0] / static_cast<double>(pending_rows);
+      const double counted = static_cast<double>(pending_rows) - sums[3] * config_.batch;
+      p.loss = counted > 0 ? sums[0] / counted : 0.0;
       p.samples_per_s = static_cast<double>(pending_samples) / std::max(elapsed, 1e-9);
-      const int64_t steps_done = (epoch - 1) * steps_per_epoch + pending_step;
-      p.eta_s = elapsed / static_cast<double>(steps_done) * static_cast<double>(total_steps - steps_done);
+      const int64_t steps_done = (epoch - 1) * steps_per_epoch + pending_step - first_step;
+      p.eta_s = steps_done > 0 ? elapsed / static_cast<double>(steps_done) *
+                                     static_cast<double>(total_steps - (epoch - 1) * steps_per_epoch - pending_step)
+                               : 0.0;
       on_step(p);
     };
-    int64_t rows_done = 0;
-    for (int64_t s = 0; s < steps_per_epoch; ++s) {
+    for (int64_t s = first; s < steps_per_epoch; ++s) {
       const int rows = rows_of_step(s);
       run_step(rows);
-      ++global_step_;
+      ++progress_.global_step;
       samples_done += rows;
       rows_done += rows;
-      if (s + 1 == steps_per_epoch) {
+      const bool stop = should_stop && s + 1 < steps_per_epoch && should_stop();
+      if (s + 1 == steps_per_epoch || stop) {
         if (pending) report(readback->wait());
         queue_read(s + 1, rows_done);
         report(readback->wait());
       } else {
-        if (!pending && (s + 1) % kReadLossEvery == 0) queue_read(s + 1, rows_done);
+        // The run's first step is read too: its loss is the level a blow-up is measured against
+        // (with a learning rate far too high the first 25 steps may already have exploded).
+        const bool first_of_run = progress_.global_step == first_step + 1;
+        if (!pending && ((s + 1) % kReadLossEvery == 0 || first_of_run)) queue_read(s + 1, rows_done);
         if (pending && readback->ready()) report(readback->wait());
+      }
+      if (stop) {  // mid-epoch: the state to continue from, exactly
+        progress_.steps_into_epoch = s + 1;
+        progress_.epoch_sums = sums;
+        stopped_ = true;
+        be.synchronize();
+        return history;
       }
     }
     const double train_seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
     EpochMetrics em;
     em.epoch = epoch;
-    em.train_loss = sums[0] / static_cast<double>(n);
-    em.train_recon = sums[1] / static_cast<double>(n);
-    em.train_kl = sums[2] / static_cast<double>(n);
+    const double counted = static_cast<double>(n) - sums[3] * config_.batch;
+    em.train_loss = counted > 0 ? sums[0] / counted : 0.0;
+    em.train_recon = counted > 0 ? sums[1] / counted : 0.0;
+    em.train_kl = counted > 0 ? sums[2] / counted : 0.0;
+    em.skipped_steps = static_cast<int64_t>(sums[3]);
     em.beta = last_beta;
     em.lr = last_lr;
     em.grad_norm = grad_norm_.to_host()[0];
     em.seconds = train_seconds;
-    em.samples_per_s = static_cast<double>(n) / train_seconds;
+    em.samples_per_s = static_cast<double>(rows_done - resumed_rows) / train_seconds;
     em.test = evaluate(model_, data.test, eval);
+    if (!std::isfinite(em.test.neg_elbo))
+      throw TrainingDiverged("training diverged in epoch " + std::to_string(epoch) + ": the test -ELBO is " +
+                             std::to_string(em.test.neg_elbo) + ". The parameters were not saved; try a lower --lr or "
+                             "--clip-norm 1");
+    progress_.epochs_done = epoch;
+    progress_.steps_into_epoch = 0;
+    progress_.epoch_sums.assign(4, 0.0);
+    if (em.test.neg_elbo < progress_.best_neg_elbo) {
+      progress_.best_neg_elbo = em.test.neg_elbo;
+      progress_.best_epoch = epoch;
+    }
     history.push_back(em);
     if (on_epoch) on_epoch(em);
+    if (should_stop && epoch < config_.epochs && should_stop()) {
+      stopped_ = true;
+      return history;
+    }
   }
   return history;
+}
+
+void Trainer::save_state(const std::string& path) const {
+  const_cast<Trainer*>(this)->ensure_optimizer_state();
+  nlohmann::json j;
+  j["global_step"] = progress_.global_step;
+  j["epochs_done"] = progress_.epochs_done;
+  j["steps_into_epoch"] = progress_.steps_into_epoch;
+  j["epoch_sums"] = progress_.epoch_sums;
+  if (std::isfinite(progress_.best_neg_elbo)) j["best_neg_elbo"] = progress_.best_neg_elbo;
+  j["best_epoch"] = progress_.best_epoch;
+  j["parameters"] = model_.impl().params.numel();
+  SafeTensorsFile file;
+  file.metadata["vae_train_state"] = j.dump();
+  file.metadata["vae_model_config"] = model_.config().to_json();
+  file.metadata["vae_train_config"] = config_.to_json();
+  const int64_t n = adam_m_.numel();
+  file.tensors.push_back({"optimizer.adam_m", {n}, adam_m_.to_host()});
+  file.tensors.push_back({"optimizer.adam_v", {n}, adam_v_.to_host()});
+  write_safetensors(path, file);
+}
+
+void Trainer::load_state(const std::string& path, int64_t checkpoint_step) {
+  const SafeTensorsFile file = read_safetensors(path);
+  const std::string where = "training state '" + path + "'";
+  const auto meta = [&](const char* key) -> const std::string& {
+    const auto it = file.metadata.find(key);
+    if (it == file.metadata.end()) throw Error(where + " lacks its " + std::string(key) + " metadata; it is not a vae training state");
+    return it->second;
+  };
+  nlohmann::json j;
+  try {
+    j = nlohmann::json::parse(meta("vae_train_state"));
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + " has malformed vae_train_state metadata: " + e.what());
+  }
+  if (ModelConfig::from_json(meta("vae_model_config")).to_json() != model_.config().to_json())
+    throw Error(where + " belongs to a different model configuration than the checkpoint beside it");
+  const TrainConfig saved = TrainConfig::from_json(meta("vae_train_config"));
+  if (saved.seed != config_.seed || saved.batch != config_.batch || saved.train_limit != config_.train_limit)
+    throw Error(where + " was written with seed " + std::to_string(saved.seed) + ", batch " + std::to_string(saved.batch) +
+                " and train_limit " + std::to_string(saved.train_limit) + "; a resumed run must keep them");
+  ensure_optimizer_state();
+  const int64_t n = adam_m_.numel();
+  TrainProgress p;
+  try {
+    if (j.at("parameters").get<int64_t>() != n) throw Error(where + " is for a model of a different size");
+    p.global_step = j.at("global_step").get<int64_t>();
+    p.epochs_done = j.at("epochs_done").get<int>();
+    p.steps_into_epoch = j.at("steps_into_epoch").get<int64_t>();
+    p.epoch_sums = j.at("epoch_sums").get<std::vector<double>>();
+    if (j.contains("best_neg_elbo")) p.best_neg_elbo = j.at("best_neg_elbo").get<double>();
+    p.best_epoch = j.at("best_epoch").get<int>();
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(where + " has malformed vae_train_state metadata: " + e.what());
+  }
+  if (p.global_step < 0 || p.epochs_done < 0 || p.steps_into_epoch < 0 || p.epoch_sums.size() != 4)
+    throw Error(where + " has an impossible progress record");
+  if (p.global_step != checkpoint_step)
+    throw Error(where + " is from step " + std::to_string(p.global_step) + " but the model checkpoint beside it is from step " +
+                std::to_string(checkpoint_step) + " (a crash between the two writes?); the run cannot be continued "
+                "exactly: start it again with --overwrite");
+  for (const char* name : {"optimizer.adam_m", "optimizer.adam_v"}) {
+    const SafeTensor* t = file.find(name);
+    if (!t || t->shape != std::vector<int64_t>{n}) throw Error(where + " lacks tensor " + name + " of shape [" + std::to_string(n) + "]");
+    for (float v : t->values)
+      if (!std::isfinite(v)) throw Error(where + ": " + name + " holds a value that is not finite");
+  }
+  adam_m_.copy_from_host(file.find("optimizer.adam_m")->values.data(), n);
+  adam_v_.copy_from_host(file.find("optimizer.adam_v")->values.data(), n);
+  progress_ = p;
 }
 
 }  // namespace vae

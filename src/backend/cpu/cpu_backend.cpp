@@ -95,12 +95,18 @@ class CpuBackend final : public Backend {
     out[2] = static_cast<float>(sk / rows);
   }
   void accumulate_scaled(const float* src, int n, float scale, float* dst) override {
+    for (int i = 0; i < n; ++i)
+      if (!std::isfinite(src[i])) return;
     for (int i = 0; i < n; ++i) dst[i] += scale * src[i];
   }
   void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                 const StepScalars* per_step, float* grad_norm_out) override {
+                 const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) override {
     const double norm = std::sqrt(sum_of_squares(g, n));
     if (grad_norm_out) *grad_norm_out = static_cast<float>(norm);
+    if (guard.active() && !(std::isfinite(norm) && std::isfinite(*guard.loss))) {
+      *guard.skipped_steps += 1.0f;
+      return;
+    }
     math::AdamCoefficients c = per_step ? per_step->adam : adam_coefficients(a);
     // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
     c.grad_scale = (a.clip_norm > 0 && norm > a.clip_norm) ? static_cast<float>(a.clip_norm / (norm + 1e-6)) : 1.0f;

@@ -224,8 +224,8 @@ class CudaBackend final : public Backend {
     cuda::launch_accumulate_scaled(src, n, scale, dst, stream_);
   }
   void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                 const StepScalars* per_step, float* grad_norm_out) override {
-    cuda::launch_adam_step(p, g, m, v, n, a, per_step, adam_, grad_norm_out, stream_);
+                 const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) override {
+    cuda::launch_adam_step(p, g, m, v, n, a, per_step, adam_, grad_norm_out, guard, stream_);
   }
   void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize, uint64_t seed,
                      uint32_t stream, uint64_t step, const StepScalars* per_step, float* x) override {

@@ -40,7 +40,8 @@ struct AdamScratch {
   unsigned* blocks_done = nullptr;
 };
 void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                      const StepScalars* per_step, const AdamScratch& scratch, float* grad_norm_out, cudaStream_t s);
+                      const StepScalars* per_step, const AdamScratch& scratch, float* grad_norm_out,
+                      const StepGuard& guard, cudaStream_t s);
 void launch_gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize, uint64_t seed,
                           uint32_t stream, uint64_t step, const StepScalars* per_step, float* x, cudaStream_t s);
 // *current = table[*cursor]; ++*cursor (one thread; traps when the cursor is outside the table).
