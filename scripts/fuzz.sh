@@ -13,15 +13,16 @@ harnesses=("$@")
 ((${#harnesses[@]})) || harnesses=(idx npy png_folder safetensors checkpoint config)
 build=${VAE_FUZZ_BUILD:-$root/build-fuzz}
 
+mkdir -p "$build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
-  -DVAE_BUILD_FUZZERS=ON -DVAE_CUDA=OFF -DVAE_BUILD_TESTS=OFF -DVAE_BUILD_BENCH=OFF -DVAE_BUILD_CLI=OFF > "$build.configure.log" 2>&1 ||
-  { cat "$build.configure.log"; exit 1; }
-cmake --build "$build" --target $(printf 'fuzz_%s ' "${harnesses[@]}") > "$build.build.log" 2>&1 || { tail -50 "$build.build.log"; exit 1; }
+  -DVAE_BUILD_FUZZERS=ON -DVAE_CUDA=OFF -DVAE_BUILD_TESTS=OFF -DVAE_BUILD_BENCH=OFF -DVAE_BUILD_CLI=OFF > "$build/configure.log" 2>&1 ||
+  { cat "$build/configure.log"; exit 1; }
+cmake --build "$build" --target $(printf 'fuzz_%s ' "${harnesses[@]}") > "$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 1; }
 
 status=0
 for h in "${harnesses[@]}"; do
-  corpus=$build/corpus/$h findings=$build/findings/$h log=$build/fuzz_$h.log
-  mkdir -p "$corpus" "$findings"
+  corpus=$build/corpus/$h findings=$build/findings/$h log=$build/logs/fuzz_$h.log
+  mkdir -p "$corpus" "$findings" "$build/logs"
   # -rss_limit_mb: a reader that allocates what a hostile header asks for shows up as an OOM finding.
   # ASan's leak check stays on. One worker: the machine's other core stays free.
   if ASAN_OPTIONS=detect_leaks=1:allocator_may_return_null=1 UBSAN_OPTIONS=print_stacktrace=1 \

@@ -7,6 +7,7 @@ packages=(
   build-essential cmake ninja-build pkg-config
   libopenblas-openmp-dev zlib1g-dev libpng-dev nlohmann-json3-dev libcli11-dev libstb-dev
   libgtest-dev libbenchmark-dev
+  clang libclang-rt-dev libomp-dev
   python3-torch python3-numpy
   dataset-fashion-mnist
 )

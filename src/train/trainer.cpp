@@ -390,20 +390,32 @@ void Trainer::load_state(const std::string& path, int64_t checkpoint_step) {
                 " and train_limit " + std::to_string(saved.train_limit) + "; a resumed run must keep them");
   ensure_optimizer_state();
   const int64_t n = adam_m_.numel();
+  // Integers are read only from JSON integers within [0, 2^40]: nothing converts a float or an
+  // out-of-range number silently.
+  const auto count = [&](const char* key) -> int64_t {
+    if (!j.is_object() || !j.contains(key) || !j[key].is_number_integer())
+      throw Error(where + ": vae_train_state lacks the integer '" + key + "'");
+    const int64_t v = j[key].is_number_unsigned() ? static_cast<int64_t>(std::min<uint64_t>(j[key].get<uint64_t>(), uint64_t{1} << 41))
+                                                  : j[key].get<int64_t>();
+    if (v < 0 || v > (int64_t{1} << 40)) throw Error(where + ": vae_train_state has an impossible " + key + " " + j[key].dump());
+    return v;
+  };
   TrainProgress p;
-  try {
-    if (j.at("parameters").get<int64_t>() != n) throw Error(where + " is for a model of a different size");
-    p.global_step = j.at("global_step").get<int64_t>();
-    p.epochs_done = j.at("epochs_done").get<int>();
-    p.steps_into_epoch = j.at("steps_into_epoch").get<int64_t>();
-    p.epoch_sums = j.at("epoch_sums").get<std::vector<double>>();
-    if (j.contains("best_neg_elbo")) p.best_neg_elbo = j.at("best_neg_elbo").get<double>();
-    p.best_epoch = j.at("best_epoch").get<int>();
-  } catch (const nlohmann::json::exception& e) {
-    throw Error(where + " has malformed vae_train_state metadata: " + e.what());
+  if (count("parameters") != n) throw Error(where + " is for a model of a different size");
+  p.global_step = count("global_step");
+  p.epochs_done = static_cast<int>(std::min<int64_t>(count("epochs_done"), 100000));
+  p.steps_into_epoch = count("steps_into_epoch");
+  p.best_epoch = static_cast<int>(std::min<int64_t>(count("best_epoch"), 100000));
+  const auto& sums = j["epoch_sums"];
+  if (!sums.is_array() || sums.size() != 4) throw Error(where + ": vae_train_state lacks its 4 epoch_sums");
+  for (size_t i = 0; i < 4; ++i) {
+    if (!sums[i].is_number() || !std::isfinite(sums[i].get<double>())) throw Error(where + ": epoch_sums must be finite numbers");
+    p.epoch_sums[i] = sums[i].get<double>();
   }
-  if (p.global_step < 0 || p.epochs_done < 0 || p.steps_into_epoch < 0 || p.epoch_sums.size() != 4)
-    throw Error(where + " has an impossible progress record");
+  if (j.contains("best_neg_elbo")) {
+    if (!j["best_neg_elbo"].is_number()) throw Error(where + ": best_neg_elbo must be a number");
+    p.best_neg_elbo = j["best_neg_elbo"].get<double>();
+  }
   if (p.global_step != checkpoint_step)
     throw Error(where + " is from step " + std::to_string(p.global_step) + " but the model checkpoint beside it is from step " +
                 std::to_string(checkpoint_step) + " (a crash between the two writes?); the run cannot be continued "
