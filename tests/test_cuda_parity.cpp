@@ -271,6 +271,26 @@ TEST(CudaParity, AdamSeveralSteps) {
         }
       }, {{1e-6, 1e-5}, {1e-7, 1e-5}, {1e-9, 1e-5}, {1e-6, 1e-6}});
     }
+  // The guarded form (every training step): the two-launch path on CUDA. Steps 3 and 5 carry a
+  // non-finite loss and a non-finite gradient; both must be skipped on both backends and counted.
+  for (int64_t n : {int64_t{1}, int64_t{17}, int64_t{1091920}}) {
+    const auto p0 = rnd(n, 30), m0 = std::vector<float>(n, 0.0f), zero = std::vector<float>(1, 0.0f);
+    compare("guarded adam n=" + std::to_string(n), [&](Backend& be, Arena& a) {
+      float* p = a.out(n, &p0);
+      float* m = a.out(n, &m0);
+      float* v = a.out(n, &m0);
+      float* norm = a.out(1);
+      float* skipped = a.out(1, &zero);
+      for (int step = 1; step <= 5; ++step) {
+        auto g = rnd(n, 200 + step, -2, 2);
+        if (step == 5) g[n / 2] = INFINITY;
+        const std::vector<float> loss{step == 3 ? NAN : 1.0f};
+        AdamArgs args;
+        args.step = step;
+        be.adam_step(p, a.in(g), m, v, n, args, nullptr, norm, StepGuard{a.in(loss), skipped});
+      }
+    }, {{1e-6, 1e-5}, {1e-7, 1e-5}, {1e-9, 1e-5}, {0, 0}, {0, 0}});
+  }
 }
 
 TEST(CudaParity, GatherPixelsBitExact) {
