@@ -57,7 +57,8 @@ TEST(SafeTensors, RoundTripIsBitExact) {
     ASSERT_NE(u, nullptr) << t.name;
     EXPECT_EQ(u->shape, t.shape);
     ASSERT_EQ(u->values.size(), t.values.size());
-    EXPECT_EQ(std::memcmp(u->values.data(), t.values.data(), t.values.size() * 4), 0) << t.name;
+    if (!t.values.empty())  // memcmp of an empty vector's null data() is undefined
+      EXPECT_EQ(std::memcmp(u->values.data(), t.values.data(), t.values.size() * 4), 0) << t.name;
   }
   // No temporary file is left behind.
   int files = 0;

@@ -170,7 +170,6 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   Tensor x({batch, d}, m.device);
   // Sums over the epoch's rows of [loss, recon, kl], and the count of skipped steps.
   Tensor loss_sums({4}, m.device);
-  const StepGuard guard{m.loss.data(), loss_sums.data() + 3};
   // The training set lives on the backend's device as uint8 for the whole run (on the CPU that is
   // the data set itself); batches are gathered and binarised there.
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(data.train.pixels, m.device);
@@ -189,6 +188,9 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     be.gather_pixels(pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
                      x.data());
     m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data());
+    // The guard reads m.loss where it is now: the evaluator may reallocate the workspace between
+    // epochs (which also retires the recorded steps, so they are recorded again with this pointer).
+    const StepGuard guard{m.loss.data(), loss_sums.data() + 3};
     be.adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(), adam_constants,
                  current.data(), grad_norm_.data(), guard);
     be.accumulate_scaled(m.loss.data(), 3, static_cast<float>(rows), loss_sums.data());
