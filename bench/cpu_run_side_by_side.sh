@@ -17,6 +17,7 @@ trap 'rm -rf "$out"' EXIT
 
 start=$(date +%s.%N)
 "$build/vae" train --epochs "$epochs" --threads "$threads" --out "$out/run" > "$out/ours.log"
+[ -z "${KEEP_RUN:-}" ] || cp -r "$out/run" "$KEEP_RUN"
 ours_wall=$(echo "$(date +%s.%N) - $start" | bc)
 start=$(date +%s.%N)
 "$python" "$here/pytorch_reference.py" train --epochs "$epochs" --threads "$threads" --k 0 > "$out/torch.log"

@@ -18,8 +18,13 @@ __global__ void bernoulli_nll_kernel(const float* __restrict__ logits, const flo
   float sum = 0.0f;
   for (int i = threadIdx.x; i < d; i += blockDim.x) {
     const float l = logits[base + i], t = x[base + i];
-    sum += math::bernoulli_nll(l, t);
-    if (dlogits) dlogits[base + i] = grad_scale * math::bernoulli_nll_grad(l, t);
+    if (dlogits) {
+      float grad;
+      sum += math::bernoulli_nll_with_grad(l, t, grad);
+      dlogits[base + i] = grad_scale * grad;
+    } else {
+      sum += math::bernoulli_nll(l, t);
+    }
   }
   sum = block_sum(sum);
   if (threadIdx.x == 0) nll[blockIdx.x] = sum;

