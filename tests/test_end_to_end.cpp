@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstring>
 #include <filesystem>
 
@@ -126,6 +127,36 @@ TEST(EndToEnd, GaussianLikelihoodWithLearnedSigmaTrains) {
   EXPECT_EQ(params.back().first, "likelihood.log_sigma");
   const auto log_sigma = params.back().second.to_host();
   EXPECT_LT(*std::min_element(log_sigma.begin(), log_sigma.end()), std::log(0.3f)) << "sigma did not learn";
+}
+
+// A model whose every step is non-finite (one output bias is NaN, so one logit of every image is;
+// a NaN inside the encoder would be hidden by the ReLU after it): each guarded step makes no update
+// (the Adam moments stay zero, the other parameters keep their bits), and the run stops with
+// TrainingDiverged naming the skipped steps, instead of training on or reporting success.
+TEST(EndToEnd, RunThatKeepsSkippingStopsAndLeavesTheParametersAlone) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  Model model(small_model());
+  model.initialize(3);
+  Tensor w = model.named_parameters().back().second;  // the decoder's last bias
+  std::vector<float> host = w.to_host();
+  host[5] = std::numeric_limits<float>::quiet_NaN();
+  w.copy_from_host(host.data(), static_cast<int64_t>(host.size()));
+  const std::vector<float> before = flat_params(model);
+  TrainConfig c = small_run();
+  c.train_limit = 640;
+  Trainer trainer(model, c);
+  try {
+    const auto h = trainer.fit(test::fashion_mnist());
+    FAIL() << "expected TrainingDiverged; epoch 1: loss " << h[0].train_loss << ", skipped " << h[0].skipped_steps
+           << ", test -ELBO " << h[0].test.neg_elbo;
+  } catch (const TrainingDiverged& e) {
+    EXPECT_NE(std::string(e.what()).find("were skipped"), std::string::npos) << e.what();
+    EXPECT_NE(std::string(e.what()).find("epoch 1"), std::string::npos) << e.what();
+  }
+  const std::vector<float> after = flat_params(model);
+  ASSERT_EQ(before.size(), after.size());
+  for (size_t i = 0; i < before.size(); ++i)
+    if (!std::isnan(before[i])) ASSERT_EQ(before[i], after[i]) << "parameter " << i << " changed";
 }
 
 TEST(Device, AutoPicksCudaOnlyWhenItCanRun) {

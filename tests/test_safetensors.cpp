@@ -196,6 +196,16 @@ TEST(Checkpoint, RoundTripAndShapeValidation) {
     EXPECT_NE(std::string(e.what()).find("encoder.0.weight"), std::string::npos) << e.what();
   }
   EXPECT_FALSE(std::filesystem::exists(dir.file("nan.safetensors")));
+  // Nor is one read: a NaN written by another tool is refused on load, naming the tensor.
+  SafeTensorsFile with_nan = read_safetensors(path);
+  with_nan.tensors[0].values[0] = std::numeric_limits<float>::quiet_NaN();
+  write_safetensors(dir.file("nan_in.safetensors"), with_nan);
+  try {
+    load_checkpoint(dir.file("nan_in.safetensors"));
+    FAIL();
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find(with_nan.tensors[0].name), std::string::npos) << e.what();
+  }
 }
 
 }  // namespace

@@ -65,6 +65,11 @@ Model load_checkpoint(const std::string& path, Device device) {
     if (t->shape != slice.shape)
       throw Error("checkpoint '" + path + "': tensor '" + slice.name + "' has shape " + to_string(t->shape) +
                   " but its configuration implies " + to_string(slice.shape));
+    for (float v : t->values)
+      if (!std::isfinite(v))
+        throw Error("checkpoint '" + path + "': tensor '" + slice.name + "' holds " + std::to_string(v) +
+                    "; a model with non-finite parameters cannot be used (it is damaged, or was saved by another tool "
+                    "from a run that diverged)");
     std::copy(t->values.begin(), t->values.end(), host.begin() + slice.offset);
   }
   for (const auto& t : file.tensors)
