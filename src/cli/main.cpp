@@ -107,11 +107,29 @@ std::string run_config_json(const vae::ModelConfig& model, const vae::TrainConfi
   return j.dump(2) + "\n";
 }
 
-vae::DataOptions data_options(const vae::TrainConfig& cfg) {
+// --data's companions: --labels and --test-fraction, as train, eval and reconstruct take them.
+vae::Dataset load_data(const std::string& data, const std::string& labels, double test_fraction) {
   vae::DataOptions d;
-  d.labels = cfg.labels_path;
-  d.test_fraction = cfg.test_fraction;
-  return d;
+  d.labels = labels;
+  d.test_fraction = test_fraction;
+  return vae::load_dataset(data, d);
+}
+
+// The lines of a run's metrics.jsonl for epochs 1..epochs (empty when there is none). A crash after a
+// checkpoint but before its metrics line leaves that epoch without one; lines beyond the checkpoint
+// never stay.
+std::string metrics_up_to(const std::filesystem::path& file, int epochs) {
+  if (!std::filesystem::exists(file)) return {};
+  const auto bytes = vae::read_file_bytes(file.string(), "metrics file");
+  std::stringstream lines(std::string(bytes.begin(), bytes.end()));
+  std::string kept, line;
+  while (std::getline(lines, line)) {
+    try {
+      if (json::parse(line).at("epoch").get<int>() <= epochs) kept += line + "\n";
+    } catch (const json::exception&) {
+    }
+  }
+  return kept;
 }
 
 // The files a run writes into its folder. A folder holding any of them holds a run.
@@ -209,7 +227,7 @@ int run_train(const TrainFlags& f) {
   if (!resume && holds_a_run(out) && !f.overwrite)
     throw vae::Error("output folder '" + cfg.out_dir + "' already holds a run; pass --resume " + cfg.out_dir +
                      " to continue it, --overwrite to replace it, or --out with another folder");
-  const vae::Dataset data = vae::load_dataset(cfg.data_dir, data_options(cfg));
+  const vae::Dataset data = load_data(cfg.data_dir, cfg.labels_path, cfg.test_fraction);
   if (!resume) {
     model_cfg.image_channels = data.train.channels;
     model_cfg.image_height = data.train.height;
@@ -238,22 +256,7 @@ int run_train(const TrainFlags& f) {
     if (p.epochs_done >= cfg.epochs)
       throw vae::Error("the run in '" + cfg.out_dir + "' has finished its " + std::to_string(p.epochs_done) +
                        " epochs; pass --epochs N with N above " + std::to_string(p.epochs_done) + " to train further");
-    // The epochs the checkpoint covers: a crash after a checkpoint but before its metrics line
-    // leaves that epoch without one; lines beyond the checkpoint never stay.
-    if (const std::string old = std::filesystem::exists(out / "metrics.jsonl")
-                                    ? [&] { const auto b = vae::read_file_bytes((out / "metrics.jsonl").string(), "metrics file");
-                                            return std::string(b.begin(), b.end()); }()
-                                    : std::string();
-        !old.empty()) {
-      std::stringstream lines(old);
-      std::string line;
-      while (std::getline(lines, line)) {
-        try {
-          if (json::parse(line).at("epoch").get<int>() <= p.epochs_done) metrics_lines += line + "\n";
-        } catch (const json::exception&) {
-        }
-      }
-    }
+    metrics_lines = metrics_up_to(out / "metrics.jsonl", p.epochs_done);
   }
   vae::write_file_atomic((out / "config.json").string(), run_config_json(model.config(), cfg));
 
@@ -319,14 +322,6 @@ vae::Model load_model(const std::string& checkpoint, const std::string& device, 
   vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
   model.set_numerics({!strict_fp32, true});
   return model;
-}
-
-// The test split of --data as vae train made it (same --test-fraction, same held-out images).
-vae::Dataset load_test_data(const std::string& data_dir, const std::string& labels, double test_fraction) {
-  vae::DataOptions d;
-  d.labels = labels;
-  d.test_fraction = test_fraction;
-  return vae::load_dataset(data_dir, d);
 }
 
 int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, bool as_json, int64_t limit,
@@ -541,7 +536,7 @@ int main(int argc, char** argv) {
     if (*train) return run_train(tf);
     if (*eval) {
       vae::set_num_threads(threads);
-      return run_eval(checkpoint, load_test_data(data_dir, labels, test_fraction), k, as_json, limit, device, strict_fp32);
+      return run_eval(checkpoint, load_data(data_dir, labels, test_fraction), k, as_json, limit, device, strict_fp32);
     }
     if (*sample) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
@@ -553,7 +548,7 @@ int main(int argc, char** argv) {
     }
     if (*recon) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
-      const vae::Dataset data = load_test_data(data_dir, "", test_fraction);
+      const vae::Dataset data = load_data(data_dir, "", test_fraction);
       const auto [inputs, outputs] = vae::reconstruct_images(model, data.test, n_recon);
       // Rows of up to 8: a row of test images, then the row of their reconstructions.
       const int cols = std::min(n_recon, 8), d = model.config().input_dim();

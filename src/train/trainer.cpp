@@ -90,6 +90,12 @@ double Trainer::step(const std::vector<float>& images, int rows) {
 
 namespace {
 
+// Rows whose loss reached the epoch sums: a skipped step adds nothing (a short last batch may be
+// the skipped one, so this is exact except in that case).
+double rows_counted(int64_t rows, double skipped_steps, int64_t batch) {
+  return static_cast<double>(rows) - skipped_steps * static_cast<double>(batch);
+}
+
 // The divergence rule, applied to each window of steps between two loss reads (about 25 steps).
 // A window whose mean loss lies more than 10 * max(|level|, 1) above the run's level (the lowest
 // window mean so far) has blown up: for a Bernoulli model near 240 nats that is above ~2600, which a
@@ -107,8 +113,7 @@ class DivergenceWatch {
     if (window >= 4 && skipped * 2 >= static_cast<double>(window))
       fail(epoch, steps, std::to_string(static_cast<int64_t>(skipped)) + " of its last " + std::to_string(window) +
                              " steps had a loss or gradient that was not finite and were skipped");
-    // Rows of the window's steps that were not skipped (a skipped step adds nothing to the sums).
-    const double counted = static_cast<double>(rows - last_rows_) - skipped * static_cast<double>(batch);
+    const double counted = rows_counted(rows - last_rows_, skipped, batch);
     if (counted > 0) {
       const double mean = (sums[0] - last_sums_[0]) / counted;
       if (have_level_ && mean > level_ + 10.0 * std::max(std::fabs(level_), 1.0)) {
@@ -124,13 +129,17 @@ class DivergenceWatch {
     last_steps_ = steps;
     last_rows_ = rows;
   }
- private:
   [[noreturn]] static void fail(int epoch, int64_t step, const std::string& what) {
-    throw TrainingDiverged("training diverged in epoch " + std::to_string(epoch) + " by step " + std::to_string(step) +
-                           ": " + what + ". The parameters were not saved; the run folder keeps the last good "
-                           "checkpoint (if an epoch finished). Try a lower --lr (the default is 1e-3), "
-                           "--clip-norm 1, or --warmup-epochs");
+    fail(epoch, "by step " + std::to_string(step) + ": " + what);
   }
+  // Also for what the host sees after an epoch (a test -ELBO that is not finite).
+  [[noreturn]] static void fail(int epoch, const std::string& where_and_what) {
+    throw TrainingDiverged("training diverged in epoch " + std::to_string(epoch) + " " + where_and_what +
+                           ". The parameters were not saved; the run folder keeps the last good checkpoint (if an "
+                           "epoch finished). Try a lower --lr (the default is 1e-3), --clip-norm 1, or --warmup-epochs");
+  }
+
+ private:
   std::vector<double> last_sums_ = std::vector<double>(4, 0.0);
   int64_t last_steps_ = 0, last_rows_ = 0;
   double level_ = 0;
@@ -280,7 +289,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       p.epoch = epoch;
       p.step = pending_step;
       p.steps_per_epoch = steps_per_epoch;
-      const double counted = static_cast<double>(pending_rows) - sums[3] * config_.batch;
+      const double counted = rows_counted(pending_rows, sums[3], config_.batch);
       p.loss = counted > 0 ? sums[0] / counted : 0.0;
       p.samples_per_s = static_cast<double>(pending_samples) / std::max(elapsed, 1e-9);
       const int64_t steps_done = (epoch - 1) * steps_per_epoch + pending_step - first_step;
@@ -318,7 +327,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     const double train_seconds = std::chrono::duration<double>(clock::now() - epoch_start).count();
     EpochMetrics em;
     em.epoch = epoch;
-    const double counted = static_cast<double>(n) - sums[3] * config_.batch;
+    const double counted = rows_counted(n, sums[3], config_.batch);
     em.train_loss = counted > 0 ? sums[0] / counted : 0.0;
     em.train_recon = counted > 0 ? sums[1] / counted : 0.0;
     em.train_kl = counted > 0 ? sums[2] / counted : 0.0;
@@ -329,10 +338,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     em.seconds = train_seconds;
     em.samples_per_s = static_cast<double>(rows_done - resumed_rows) / train_seconds;
     em.test = evaluate(model_, data.test, eval);
-    if (!std::isfinite(em.test.neg_elbo))
-      throw TrainingDiverged("training diverged in epoch " + std::to_string(epoch) + ": the test -ELBO is " +
-                             std::to_string(em.test.neg_elbo) + ". The parameters were not saved; try a lower --lr or "
-                             "--clip-norm 1");
+    if (!std::isfinite(em.test.neg_elbo)) DivergenceWatch::fail(epoch, "at its end: the test -ELBO is " + std::to_string(em.test.neg_elbo));
     progress_.epochs_done = epoch;
     progress_.steps_into_epoch = 0;
     progress_.epoch_sums.assign(4, 0.0);
@@ -351,7 +357,6 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
 }
 
 void Trainer::save_state(const std::string& path) const {
-  const_cast<Trainer*>(this)->ensure_optimizer_state();
   nlohmann::json j;
   j["global_step"] = progress_.global_step;
   j["epochs_done"] = progress_.epochs_done;
@@ -364,9 +369,11 @@ void Trainer::save_state(const std::string& path) const {
   file.metadata["vae_train_state"] = j.dump();
   file.metadata["vae_model_config"] = model_.config().to_json();
   file.metadata["vae_train_config"] = config_.to_json();
-  const int64_t n = adam_m_.numel();
-  file.tensors.push_back({"optimizer.adam_m", {n}, adam_m_.to_host()});
-  file.tensors.push_back({"optimizer.adam_v", {n}, adam_v_.to_host()});
+  // Before the first step the moments do not exist yet; they are zero.
+  const int64_t n = model_.impl().params.numel();
+  const auto moments = [n](const Tensor& t) { return t.numel() == n ? t.to_host() : std::vector<float>(n, 0.0f); };
+  file.tensors.push_back({"optimizer.adam_m", {n}, moments(adam_m_)});
+  file.tensors.push_back({"optimizer.adam_v", {n}, moments(adam_v_)});
   write_safetensors(path, file);
 }
 
