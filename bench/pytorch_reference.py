@@ -163,9 +163,11 @@ def evaluate(model, x, first, k, dtype):
 
 def cmd_check(a):
     meta, tensors = read_safetensors(a.checkpoint)
-    cfg = json.loads(meta["vae_config"])
-    assert cfg["likelihood"] == "bernoulli" and cfg["activation"] == "relu", "check covers Bernoulli/ReLU models"
-    model = VAE(cfg["image_height"] * cfg["image_width"], cfg["hidden"], cfg["latent"]).double()
+    cfg = json.loads(meta["vae_config"])  # the component tree (image, encoder, ..., likelihood)
+    enc = cfg["encoder"]
+    assert cfg["likelihood"]["type"] == "bernoulli" and enc["type"] == "mlp" and enc["activation"] == "relu", \
+        "check covers Bernoulli/ReLU MLP models"
+    model = VAE(cfg["image"]["height"] * cfg["image"]["width"], enc["hidden"], cfg["posterior"]["latent"]).double()
     state = {name: torch.from_numpy(v.astype(np.float64)) for name, v in tensors.items()}
     model.load_state_dict(state, strict=True)
     engine = json.load(open(a.engine_json))

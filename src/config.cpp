@@ -11,6 +11,7 @@
 #include <thread>
 #include <type_traits>
 
+#include "model/networks.hpp"
 #include "vae/error.hpp"
 
 namespace vae {
@@ -36,6 +37,7 @@ const std::pair<const char*, InitScheme> kInits[] = {
     {"torch", InitScheme::Torch}, {"kaiming", InitScheme::Kaiming}, {"xavier", InitScheme::Xavier}};
 const std::pair<const char*, OptimizerKind> kOptimizers[] = {{"adam", OptimizerKind::Adam}, {"adamw", OptimizerKind::AdamW}};
 const std::pair<const char*, LrSchedule> kSchedules[] = {{"constant", LrSchedule::Constant}, {"cosine", LrSchedule::Cosine}};
+const std::pair<const char*, NetworkType> kNetworks[] = {{"mlp", NetworkType::MLP}, {"conv", NetworkType::Conv}};
 
 template <class Enum, size_t N>
 std::string enum_name(Enum v, const std::pair<const char*, Enum> (&table)[N]) {
@@ -141,19 +143,20 @@ Likelihood parse_likelihood(const std::string& s) { return parse_enum(s, "likeli
 InitScheme parse_init(const std::string& s) { return parse_enum(s, "init scheme", kInits); }
 OptimizerKind parse_optimizer(const std::string& s) { return parse_enum(s, "optimizer", kOptimizers); }
 LrSchedule parse_schedule(const std::string& s) { return parse_enum(s, "lr schedule", kSchedules); }
+std::string to_string(NetworkType t) { return enum_name(t, kNetworks); }
+NetworkType parse_network(const std::string& s) { return parse_enum(s, "encoder type", kNetworks); }
 
 int64_t ModelConfig::parameter_count() const {
-  // Encoder: input -> hidden... -> 2*latent; decoder: latent -> reversed hidden... -> input; plus a
-  // learned log-sigma per input value. Widths are validated small enough that int64 cannot overflow
-  // (at most 4*4096*4096 inputs times 65536 outputs per layer, 34 layers).
-  const int64_t in = static_cast<int64_t>(image_channels) * image_height * image_width;
-  int64_t total = 0, prev = in;
-  for (int h : hidden) total += prev * h + h, prev = h;
-  total += prev * 2 * latent + 2 * latent;
-  prev = latent;
-  for (auto it = hidden.rbegin(); it != hidden.rend(); ++it) total += prev * *it + *it, prev = *it;
-  total += prev * in + in;
-  if (likelihood == Likelihood::Gaussian && learned_sigma) total += in;
+  // Counted from the networks themselves, so every encoder type is counted the way it is built.
+  // Building them allocates nothing; widths are validated small enough that int64 cannot overflow.
+  Sequential encoder("encoder"), decoder("decoder");
+  build_networks(*this, encoder, decoder);
+  std::vector<ParamSlice> slices;
+  encoder.param_slices("", slices);
+  decoder.param_slices("", slices);
+  int64_t total = 0;
+  for (const auto& slice : slices) total += shape_numel(slice.shape);
+  if (likelihood == Likelihood::Gaussian && learned_sigma) total += input_dim();
   return total;
 }
 
@@ -163,12 +166,39 @@ void ModelConfig::validate() const {
   require(image_height >= 1 && image_height <= 4096 && image_width >= 1 && image_width <= 4096,
           "image size must be between 1 and 4096 pixels a side, got " + std::to_string(image_height) + "x" +
               std::to_string(image_width));
-  require(!hidden.empty() && hidden.size() <= 16, "hidden must list 1 to 16 layer widths");
-  for (int h : hidden) require(h >= 1 && h <= 65536, "hidden widths must be in [1, 65536], got " + std::to_string(h));
+  const EncoderConfig& e = encoder;
+  require(e.hidden.size() <= 16, "encoder.hidden must list at most 16 layer widths");
+  require(e.type == NetworkType::Conv || !e.hidden.empty(), "encoder.hidden must list 1 to 16 layer widths");
+  for (int h : e.hidden)
+    require(h >= 1 && h <= 65536, "encoder.hidden widths must be in [1, 65536], got " + std::to_string(h));
+  if (e.type == NetworkType::Conv) {
+    require(!e.channels.empty() && e.channels.size() <= 8, "encoder.channels must list 1 to 8 conv layers");
+    for (int c : e.channels)
+      require(c >= 1 && c <= 4096, "encoder.channels must be in [1, 4096], got " + std::to_string(c));
+    require(e.kernel >= 1 && e.kernel <= 15, "encoder.kernel must be in [1, 15], got " + std::to_string(e.kernel));
+    require(e.stride >= 1 && e.stride <= e.kernel,
+            "encoder.stride must be in [1, kernel], got " + std::to_string(e.stride));
+    require(e.padding >= 0 && e.padding < e.kernel,
+            "encoder.padding must be in [0, kernel), got " + std::to_string(e.padding));
+  } else {
+    require(e.channels.empty(), "encoder.channels is for conv encoders; set encoder.type to conv or remove it");
+  }
   require(latent >= 1 && latent <= 4096, "latent must be in [1, 4096], got " + std::to_string(latent));
-  require(leaky_slope >= 0.0f && leaky_slope < 1.0f, "leaky_slope must be in [0, 1)");
+  require(e.leaky_slope >= 0.0f && e.leaky_slope < 1.0f, "leaky_slope must be in [0, 1)");
   require(std::isfinite(gaussian_sigma) && gaussian_sigma >= 1e-3f && gaussian_sigma <= 10.0f,
           "gaussian_sigma must be in [0.001, 10], got " + std::to_string(gaussian_sigma));
+  if (e.type == NetworkType::Conv) {
+    // Conv activations are n x channels x positions floats; keep one image's below 2^31.
+    int64_t values = 0;
+    int h = image_height, w = image_width;
+    for (int c : e.channels) {
+      h = (h + 2 * e.padding - e.kernel) / e.stride + 1;
+      w = (w + 2 * e.padding - e.kernel) / e.stride + 1;
+      values = std::max(values, static_cast<int64_t>(c) * std::max(h, 1) * std::max(w, 1));
+    }
+    require(values <= (int64_t{1} << 28), "the conv layers' activations are too large (" + std::to_string(values) +
+                                              " values per image); use fewer channels or a larger stride");
+  }
   const int64_t n = parameter_count();
   require(n <= kMaxParameters,
           "the model is too large: " + std::to_string(n) + " parameters (" + std::to_string((n * 16) >> 30) +
@@ -176,24 +206,54 @@ void ModelConfig::validate() const {
               " parameters. Use narrower hidden layers (--hidden), a smaller latent or smaller images");
 }
 
-std::string ModelConfig::to_json() const {
+namespace {
+
+// The component tree's sections, each written and read in one place.
+json encoder_to_json(const EncoderConfig& e) {
   json j;
-  j["image_channels"] = image_channels;
-  j["image_height"] = image_height;
-  j["image_width"] = image_width;
-  j["hidden"] = hidden;
-  j["latent"] = latent;
-  j["activation"] = to_string(activation);
-  j["leaky_slope"] = typed_float(leaky_slope);
-  j["likelihood"] = to_string(likelihood);
-  j["learned_sigma"] = learned_sigma;
-  j["gaussian_sigma"] = typed_float(gaussian_sigma);
-  j["init"] = to_string(init);
-  return j.dump();
+  j["type"] = to_string(e.type);
+  if (e.type == NetworkType::Conv) {
+    j["channels"] = e.channels;
+    j["kernel"] = e.kernel;
+    j["stride"] = e.stride;
+    j["padding"] = e.padding;
+  }
+  j["hidden"] = e.hidden;
+  j["activation"] = to_string(e.activation);
+  j["leaky_slope"] = typed_float(e.leaky_slope);
+  return j;
 }
 
-ModelConfig ModelConfig::from_json(const std::string& text) {
-  const json j = parse_json(text, "model config");
+void read_encoder(const json& j, EncoderConfig& e) {
+  reject_unknown_keys(j, {"type", "channels", "kernel", "stride", "padding", "hidden", "activation", "leaky_slope"},
+                      "encoder");
+  std::string s;
+  if (j.contains("type")) read_key(j, "type", s), e.type = parse_network(s);
+  read_key(j, "channels", e.channels);
+  read_key(j, "kernel", e.kernel);
+  read_key(j, "stride", e.stride);
+  read_key(j, "padding", e.padding);
+  read_key(j, "hidden", e.hidden);
+  if (j.contains("activation")) read_key(j, "activation", s), e.activation = parse_activation(s);
+  read_key(j, "leaky_slope", e.leaky_slope);
+}
+
+// A section that only names its type, which must be one of `types` (the first is the default).
+void read_typed_section(const json& j, const char* section, std::initializer_list<const char*> types) {
+  reject_unknown_keys(j, {"type"}, section);
+  if (!j.contains("type")) return;
+  std::string s;
+  read_key(j, "type", s);
+  std::string choices;
+  for (const char* t : types) {
+    if (s == t) return;
+    choices += (choices.empty() ? "" : "|") + std::string(t);
+  }
+  throw Error("unknown " + std::string(section) + " type '" + s + "': expected " + choices);
+}
+
+// The form written before the component tree: every field at the top level.
+ModelConfig model_from_flat_json(const json& j) {
   reject_unknown_keys(j, {"image_channels", "image_height", "image_width", "hidden", "latent", "activation", "leaky_slope",
                           "likelihood", "learned_sigma", "gaussian_sigma", "init"},
                       "model");
@@ -201,15 +261,83 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   read_key(j, "image_channels", c.image_channels);  // absent in checkpoints before channels: 1
   read_key(j, "image_height", c.image_height);
   read_key(j, "image_width", c.image_width);
-  read_key(j, "hidden", c.hidden);
+  read_key(j, "hidden", c.encoder.hidden);
   read_key(j, "latent", c.latent);
   std::string s;
-  if (j.contains("activation")) read_key(j, "activation", s), c.activation = parse_activation(s);
-  read_key(j, "leaky_slope", c.leaky_slope);
+  if (j.contains("activation")) read_key(j, "activation", s), c.encoder.activation = parse_activation(s);
+  read_key(j, "leaky_slope", c.encoder.leaky_slope);
   if (j.contains("likelihood")) read_key(j, "likelihood", s), c.likelihood = parse_likelihood(s);
   read_key(j, "learned_sigma", c.learned_sigma);
   read_key(j, "gaussian_sigma", c.gaussian_sigma);
   if (j.contains("init")) read_key(j, "init", s), c.init = parse_init(s);
+  return c;
+}
+
+}  // namespace
+
+std::string ModelConfig::to_json() const {
+  json j;
+  j["image"] = {{"channels", image_channels}, {"height", image_height}, {"width", image_width}};
+  j["encoder"] = encoder_to_json(encoder);
+  j["decoder"] = {{"type", "mirror"}};
+  j["posterior"] = {{"type", "gaussian"}, {"latent", latent}};
+  j["prior"] = {{"type", "standard_normal"}};
+  json l;
+  l["type"] = to_string(likelihood);
+  if (likelihood == Likelihood::Gaussian) {
+    l["sigma"] = typed_float(gaussian_sigma);
+    l["learned_sigma"] = learned_sigma;
+  }
+  j["likelihood"] = l;
+  j["init"] = to_string(init);
+  return j.dump();
+}
+
+ModelConfig ModelConfig::from_json(const std::string& text) {
+  const json j = parse_json(text, "model config");
+  if (!j.is_object()) throw Error("the model config must be a JSON object");
+  ModelConfig c;
+  // The flat form has keys the tree does not (and "likelihood" as a string, not a section).
+  bool flat = j.contains("likelihood") && j.at("likelihood").is_string();
+  for (const char* key : {"image_channels", "image_height", "image_width", "hidden", "latent", "activation",
+                          "leaky_slope", "learned_sigma", "gaussian_sigma"})
+    flat = flat || j.contains(key);
+  if (flat) {
+    for (const char* key : {"image", "encoder", "decoder", "posterior", "prior"})
+      if (j.contains(key))
+        throw Error(std::string("the model config mixes the flat form (hidden, latent, ...) with the component tree ('") +
+                    key + "'); write it as the tree: {\"image\", \"encoder\", \"decoder\", \"posterior\", \"prior\", "
+                    "\"likelihood\", \"init\"} (see configs/mlp.json)");
+    c = model_from_flat_json(j);
+  } else {
+    reject_unknown_keys(j, {"image", "encoder", "decoder", "posterior", "prior", "likelihood", "init"}, "model");
+    if (j.contains("image")) {
+      const json& im = j.at("image");
+      reject_unknown_keys(im, {"channels", "height", "width"}, "image");
+      read_key(im, "channels", c.image_channels);
+      read_key(im, "height", c.image_height);
+      read_key(im, "width", c.image_width);
+    }
+    if (j.contains("encoder")) read_encoder(j.at("encoder"), c.encoder);
+    if (j.contains("decoder")) read_typed_section(j.at("decoder"), "decoder", {"mirror"});
+    if (j.contains("posterior")) {
+      const json& p = j.at("posterior");
+      reject_unknown_keys(p, {"type", "latent"}, "posterior");
+      if (p.contains("type")) read_typed_section(json{{"type", p.at("type")}}, "posterior", {"gaussian"});
+      read_key(p, "latent", c.latent);
+    }
+    if (j.contains("prior")) read_typed_section(j.at("prior"), "prior", {"standard_normal"});
+    if (j.contains("likelihood")) {
+      const json& l = j.at("likelihood");
+      reject_unknown_keys(l, {"type", "sigma", "learned_sigma"}, "likelihood");
+      std::string s;
+      if (l.contains("type")) read_key(l, "type", s), c.likelihood = parse_likelihood(s);
+      read_key(l, "sigma", c.gaussian_sigma);
+      read_key(l, "learned_sigma", c.learned_sigma);
+    }
+    std::string s;
+    if (j.contains("init")) read_key(j, "init", s), c.init = parse_init(s);
+  }
   c.validate();
   return c;
 }

@@ -37,7 +37,7 @@ std::vector<float> flat_params(const Model& m) {
 
 ModelConfig small_model() {
   ModelConfig m;
-  m.hidden = {256, 128};
+  m.encoder.hidden = {256, 128};
   m.latent = 16;
   return m;
 }

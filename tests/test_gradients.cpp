@@ -208,13 +208,13 @@ TEST(SequentialFusion, SameBitsAsLayerByLayer) {
   auto be = make_cpu_backend();
   Sequential seq;
   seq.add(std::make_unique<Linear>(5, 7));
-  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, 7));
+  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, Shape{7}));
   seq.add(std::make_unique<Linear>(7, 6));
-  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, 6));
+  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, Shape{6}));
   seq.add(std::make_unique<Linear>(6, 4));
-  seq.add(std::make_unique<ActivationLayer>(Activation::Tanh, 0.0f, 4));
+  seq.add(std::make_unique<ActivationLayer>(Activation::Tanh, 0.0f, Shape{4}));
   seq.add(std::make_unique<Linear>(4, 3));
-  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, 3));
+  seq.add(std::make_unique<ActivationLayer>(Activation::ReLU, 0.0f, Shape{3}));
   const int64_t n = align_params(seq.layout(0));
   std::vector<float> params(static_cast<size_t>(n), 0.0f), grads(params.size(), -7.0f);
   uint32_t tensor_index = 0;
@@ -262,13 +262,22 @@ TEST(SequentialFusion, SameBitsAsLayerByLayer) {
 // coarse, so the check uses h = 1e-2 on the parameters with the largest gradients, with bound
 // 2e-2 * |g| + 2e-3.
 TEST(GradCheck, WholeModelInFloat) {
-  for (Likelihood lik : {Likelihood::Bernoulli, Likelihood::Gaussian}) {
+  for (Likelihood lik : {Likelihood::Bernoulli, Likelihood::Gaussian, Likelihood::Bernoulli}) {
+    // The third pass: a conv encoder and its mirrored decoder (Conv2d, Flatten, Reshape, ConvTranspose2d).
+    static int pass = 0;
+    const bool conv = pass++ == 2;
     ModelConfig cfg;
-    cfg.image_height = 3;
-    cfg.image_width = 5;
-    cfg.hidden = {7, 6};
+    cfg.image_height = conv ? 9 : 3;
+    cfg.image_width = conv ? 9 : 5;
+    cfg.encoder.hidden = {7, 6};
+    if (conv) {
+      cfg.encoder.type = NetworkType::Conv;
+      cfg.encoder.channels = {3, 4};
+      cfg.encoder.kernel = 3;
+      cfg.encoder.hidden = {5};
+    }
     cfg.latent = 3;
-    cfg.activation = Activation::Tanh;  // smooth, so differences are meaningful everywhere
+    cfg.encoder.activation = Activation::Tanh;  // smooth, so differences are meaningful everywhere
     cfg.likelihood = lik;
     cfg.learned_sigma = lik == Likelihood::Gaussian;
     cfg.gaussian_sigma = 0.5f;

@@ -142,7 +142,7 @@ TEST(Checkpoint, RoundTripAndShapeValidation) {
   ModelConfig cfg;
   cfg.image_height = 4;
   cfg.image_width = 6;
-  cfg.hidden = {10, 7};
+  cfg.encoder.hidden = {10, 7};
   cfg.latent = 3;
   cfg.likelihood = Likelihood::Gaussian;
   cfg.learned_sigma = true;
@@ -245,7 +245,7 @@ TEST(Config, ModelSizeIsBoundedBeforeAllocation) {
   ModelConfig c;
   c.image_height = 4096;
   c.image_width = 4096;
-  c.hidden = {65536};
+  c.encoder.hidden = {65536};
   try {
     c.validate();
     FAIL();
@@ -259,7 +259,7 @@ TEST(Config, ModelSizeIsBoundedBeforeAllocation) {
     m.image_channels = 3;
     m.image_height = 5;
     m.image_width = 7;
-    m.hidden = {13, 6};
+    m.encoder.hidden = {13, 6};
     m.latent = 4;
     m.likelihood = Likelihood::Gaussian;
     m.learned_sigma = sigma;

@@ -182,7 +182,7 @@ TEST(StepGraph, RecordingRefusesAllocationCopiesAndWaitsOnCuda) {
 
 ModelConfig tiny_model() {
   ModelConfig m;
-  m.hidden = {64};
+  m.encoder.hidden = {64};
   m.latent = 8;
   return m;
 }

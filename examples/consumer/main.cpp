@@ -14,7 +14,7 @@ int main(int argc, char** argv) {
     vae::ModelConfig config;
     config.image_height = 8;
     config.image_width = 8;
-    config.hidden = {32};
+    config.encoder.hidden = {32};
     config.latent = 4;
     vae::Model model(config);
     model.initialize(/*seed=*/7);

@@ -15,30 +15,52 @@ enum class Likelihood { Bernoulli, Gaussian };
 enum class InitScheme { Torch, Kaiming, Xavier };
 enum class OptimizerKind { Adam, AdamW };
 enum class LrSchedule { Constant, Cosine };
+enum class NetworkType { MLP, Conv };
 
 std::string to_string(Activation a);
 std::string to_string(Likelihood l);
 std::string to_string(InitScheme s);
 std::string to_string(OptimizerKind o);
 std::string to_string(LrSchedule s);
+std::string to_string(NetworkType t);
 Activation parse_activation(const std::string& s);
 Likelihood parse_likelihood(const std::string& s);
 InitScheme parse_init(const std::string& s);
 OptimizerKind parse_optimizer(const std::string& s);
 LrSchedule parse_schedule(const std::string& s);
+NetworkType parse_network(const std::string& s);
 
 // The largest model a configuration or checkpoint may describe: 2^30 parameters, which with their
 // gradients and Adam moments is 16 GiB. Checked before anything is allocated.
 inline constexpr int64_t kMaxParameters = int64_t{1} << 30;
 
+// The encoder network, image -> the posterior's parameters; the decoder is its mirror image.
+//   mlp:  Linear(hidden[0]), act, ..., Linear(2 * latent)
+//   conv: Conv2d(channels[0], kernel, stride, padding), act, ..., Flatten, then the mlp part
+// The decoder runs the same layers backwards: Linear layers up to the last conv's output,
+// Reshape, ConvTranspose2d layers (output padding chosen so every size comes back exactly), and no
+// activation after its last layer (it gives logits or Gaussian means).
+struct EncoderConfig {
+  NetworkType type = NetworkType::MLP;
+  std::vector<int> channels;          // conv: output channels of each conv layer, in encoder order
+  int kernel = 4, stride = 2, padding = 1;  // conv: square kernel, the same for every conv layer
+  std::vector<int> hidden{512, 256};  // widths of the fully connected layers (after the convs)
+  Activation activation = Activation::ReLU;
+  float leaky_slope = 0.01f;
+};
+
+// The model as a tree of components. In JSON (config.json's "model", checkpoints' metadata):
+//   {"image": {"channels", "height", "width"}, "encoder": {"type": "mlp"|"conv", ...},
+//    "decoder": {"type": "mirror"}, "posterior": {"type": "gaussian", "latent"},
+//    "prior": {"type": "standard_normal"}, "likelihood": {"type": "bernoulli"|"gaussian", "sigma",
+//    "learned_sigma"}, "init": "torch"|"kaiming"|"xavier"}
+// from_json also reads the flat form written before the tree (image_channels, hidden, latent, ...).
 struct ModelConfig {
   int image_channels = 1;  // 1 grey, 3 RGB (2 and 4 with alpha); set from the data set
   int image_height = 28;
   int image_width = 28;
-  std::vector<int> hidden{512, 256};  // encoder widths; the decoder mirrors them
-  int latent = 32;
-  Activation activation = Activation::ReLU;
-  float leaky_slope = 0.01f;
+  EncoderConfig encoder;
+  int latent = 32;  // posterior: diagonal Gaussian over this many dimensions
   Likelihood likelihood = Likelihood::Bernoulli;
   // Gaussian likelihood: a learned per-pixel log-sigma, or a fixed sigma.
   bool learned_sigma = false;
@@ -50,7 +72,8 @@ struct ModelConfig {
   int input_dim() const { return image_channels * image_height * image_width; }
   // Trainable scalars the configuration implies (exact, without alignment padding).
   int64_t parameter_count() const;
-  // Rejects out-of-range fields, and models above kMaxParameters, with a message naming the field.
+  // Rejects out-of-range fields, networks whose shapes do not chain, and models above
+  // kMaxParameters, with a message naming the field.
   void validate() const;
   std::string to_json() const;
   static ModelConfig from_json(const std::string& text);

@@ -12,6 +12,18 @@
 
 namespace vae {
 
+void ConvGeometry::check(const char* who) const {
+  const auto dims = [&] {
+    return "input " + std::to_string(n) + "x" + std::to_string(c) + "x" + std::to_string(h) + "x" + std::to_string(w) +
+           ", " + std::to_string(k) + " filters of " + std::to_string(kh) + "x" + std::to_string(kw) + ", stride " +
+           std::to_string(stride) + ", padding " + std::to_string(pad);
+  };
+  if (n < 1 || c < 1 || h < 1 || w < 1 || k < 1 || kh < 1 || kw < 1 || stride < 1 || pad < 0)
+    throw Error(std::string(who) + ": every size must be positive (padding >= 0); got " + dims());
+  if (h + 2 * pad < kh || w + 2 * pad < kw)
+    throw Error(std::string(who) + ": the kernel is larger than the padded input; got " + dims());
+}
+
 math::AdamCoefficients adam_coefficients(const AdamArgs& a) {
   math::AdamCoefficients c{};
   c.lr = a.lr;

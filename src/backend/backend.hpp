@@ -38,6 +38,19 @@ struct LatentArgs {
   const StepScalars* per_step = nullptr;
 };
 
+// The shape of one 2-D convolution: input [n, c, h, w], weight [k, c, kh, kw], output [n, k, oh, ow]
+// with oh = (h + 2*pad - kh) / stride + 1 (and ow alike), the same stride and zero padding both ways.
+struct ConvGeometry {
+  int n = 0, c = 0, h = 0, w = 0;  // input
+  int k = 0, kh = 0, kw = 0;       // output channels, kernel
+  int stride = 1, pad = 0;
+  int oh() const { return (h + 2 * pad - kh) / stride + 1; }
+  int ow() const { return (w + 2 * pad - kw) / stride + 1; }
+  bool operator==(const ConvGeometry&) const = default;
+  // Throws vae::Error naming `who` unless every size is positive and the kernel fits the padded input.
+  void check(const char* who) const;
+};
+
 struct AdamArgs {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   bool decoupled = false;   // AdamW
@@ -122,6 +135,25 @@ class Backend {
   // relu_mask: the bit-mask linear_relu_forward wrote for a, or null.
   virtual void linear_relu_input_backward(const float* w, const float* dy, const float* a, const void* relu_mask,
                                           float* dpre, float* dbias, int rows, int in, int out) = 0;
+  // A 2-D convolution (cross-correlation, as PyTorch's Conv2d) over NCHW float32, in three parts:
+  //   forward:          y[n,k,oy,ox] = b[k] + sum_{c,i,j} w[k,c,i,j] x[n,c,oy*s-p+i,ox*s-p+j]
+  //   backward_data:    dx = the adjoint of forward in x (zero padding dropped); also ConvTranspose2d's forward
+  //   backward_filter:  dw[k,c,i,j] = sum_{n,oy,ox} dy[n,k,oy,ox] x[n,c,..], db[k] = sum_{n,oy,ox} dy[n,k,oy,ox]
+  // Each overwrites its output (b and db may be null). workspace is backend memory of at least
+  // conv_workspace_bytes(g) bytes, sized once in prepare: the calls allocate nothing, so a step
+  // that holds them can be recorded. On CUDA they are cuDNN's, the algorithm chosen once per geometry.
+  virtual size_t conv_workspace_bytes(const ConvGeometry& g) = 0;
+  virtual void conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
+                            void* workspace) = 0;
+  virtual void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx,
+                                  void* workspace) = 0;
+  virtual void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
+                                    void* workspace) = 0;
+  // Per-channel bias of an NCHW tensor [n, c, hw]: y[n,c,:] += b[c]; db[c] = sum over n and hw of dy[n,c,:]
+  // (n in order, each image's hw in order: the same order on every backend and thread count).
+  virtual void channel_bias_add(const float* b, float* y, int n, int c, int hw) = 0;
+  virtual void channel_bias_grad(const float* dy, float* db, int n, int c, int hw) = 0;
+
   virtual void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) = 0;
   // dx = dy * act'(x)
   virtual void activation_backward(math::Act act, float slope, const float* x, const float* dy,

@@ -214,9 +214,9 @@ int run_train(const TrainFlags& f) {
     if (f.strict_fp32) cfg.tf32 = false;
     if (f.no_fused_epilogues) cfg.fused_epilogues = false;
     if (f.latent) model_cfg.latent = *f.latent;
-    if (f.hidden) model_cfg.hidden = parse_hidden(*f.hidden);
+    if (f.hidden) model_cfg.encoder.hidden = parse_hidden(*f.hidden);
     if (f.likelihood) model_cfg.likelihood = vae::parse_likelihood(*f.likelihood);
-    if (f.activation) model_cfg.activation = vae::parse_activation(*f.activation);
+    if (f.activation) model_cfg.encoder.activation = vae::parse_activation(*f.activation);
   }
   if (f.epochs) cfg.epochs = *f.epochs;
   if (f.threads) cfg.threads = *f.threads;

@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "model/model_impl.hpp"
+#include "model/networks.hpp"
 #include "vae/error.hpp"
 #include "vae/model.hpp"
 
@@ -9,20 +10,7 @@ namespace vae {
 ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev) : config(cfg), device(dev), backend(make_backend(dev)) {
   config.validate();
   const int d = config.input_dim();
-  int width = d;
-  for (int h : config.hidden) {
-    encoder.add(std::make_unique<Linear>(width, h));
-    encoder.add(std::make_unique<ActivationLayer>(config.activation, config.leaky_slope, h));
-    width = h;
-  }
-  encoder.add(std::make_unique<Linear>(width, 2 * config.latent));
-  width = config.latent;
-  for (auto it = config.hidden.rbegin(); it != config.hidden.rend(); ++it) {
-    decoder.add(std::make_unique<Linear>(width, *it));
-    decoder.add(std::make_unique<ActivationLayer>(config.activation, config.leaky_slope, *it));
-    width = *it;
-  }
-  decoder.add(std::make_unique<Linear>(width, d));
+  build_networks(config, encoder, decoder);
 
   int64_t end = encoder.layout(0);
   end = decoder.layout(end);

@@ -18,8 +18,8 @@ struct ModelImpl {
   ModelConfig config;
   Device device;
   std::unique_ptr<Backend> backend;
-  Sequential encoder;  // input_dim -> hidden... -> 2*latent
-  Sequential decoder;  // latent -> reversed hidden... -> input_dim (logits or Gaussian mean)
+  Sequential encoder{"encoder"};  // image [C, H, W] -> [2 * latent] (see build_networks)
+  Sequential decoder{"decoder"};  // [latent] -> image (logits or Gaussian means)
   std::vector<ParamSlice> slices;
   int64_t log_sigma_offset = -1;  // learned Gaussian log-sigma [input_dim], or -1
   Tensor params, grads;           // flat, padded to kParamAlignment per tensor

@@ -29,7 +29,7 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
       vae::ModelConfig c;
       c.image_height = 2;
       c.image_width = 2;
-      c.hidden = {3};
+      c.encoder.hidden = {3};
       c.latent = 1;
       return vae::Model(c);
     }();

@@ -6,6 +6,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/cpu/cpu_conv.hpp"
 #include "backend/cpu/cpu_ops.hpp"
 #include "vae/error.hpp"
 
@@ -57,6 +58,29 @@ class CpuBackend final : public Backend {
   void activation_backward(math::Act act, float slope, const float* x, const float* dy, float* dx,
                            int64_t n) override {
     cpu::activation_backward(act, slope, x, dy, dx, n);
+  }
+  size_t conv_workspace_bytes(const ConvGeometry& g) override {
+    g.check("conv");
+    const int64_t rows = static_cast<int64_t>(g.n) * g.oh() * g.ow();
+    if (rows > std::numeric_limits<int>::max() || static_cast<int64_t>(g.c) * g.kh * g.kw > std::numeric_limits<int>::max())
+      throw Error("conv: " + std::to_string(rows) + " output positions in one batch is more than the CPU GEMM takes; "
+                  "use a smaller --batch");
+    return sizeof(float) * static_cast<size_t>(cpu::conv_workspace_elements(g));
+  }
+  void conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
+                    void* workspace) override {
+    cpu::conv_forward(g, x, w, b, y, static_cast<float*>(workspace));
+  }
+  void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx, void* workspace) override {
+    cpu::conv_backward_data(g, dy, w, dx, static_cast<float*>(workspace));
+  }
+  void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
+                            void* workspace) override {
+    cpu::conv_backward_filter(g, x, dy, dw, db, static_cast<float*>(workspace));
+  }
+  void channel_bias_add(const float* b, float* y, int n, int c, int hw) override { cpu::channel_bias_add(b, y, n, c, hw); }
+  void channel_bias_grad(const float* dy, float* db, int n, int c, int hw) override {
+    cpu::channel_bias_grad(dy, db, n, c, hw);
   }
   void latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample,
                                 float* kl_dim) override {

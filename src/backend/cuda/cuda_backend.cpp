@@ -10,6 +10,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cuda/cuda_check.hpp"
+#include "backend/cuda/cudnn_conv.hpp"
 #include "backend/cuda/launchers.hpp"
 #include "backend/cuda/lt_matmul.hpp"
 #include "backend/recording_guard.hpp"
@@ -90,6 +91,7 @@ class CudaBackend final : public Backend {
       VAE_CUDA_CHECK(cudaMalloc(reinterpret_cast<void**>(&adam_.blocks_done), sizeof(unsigned)));
       VAE_CUDA_CHECK(cudaMemset(adam_.blocks_done, 0, sizeof(unsigned)));
       lt_ = std::make_unique<cuda::LtMatmul>(lt_handle_, workspace_, kLtWorkspaceBytes);
+      conv_ = std::make_unique<cuda::CudnnConv>(stream_);
     } catch (...) {
       release();
       throw;
@@ -195,6 +197,27 @@ class CudaBackend final : public Backend {
     cuda::launch_relu_grad_bias_grad(a, dpre, dbias, rows, in, stream_);
   }
 
+  size_t conv_workspace_bytes(const ConvGeometry& g) override { return conv_->workspace_bytes(g, options_.tf32); }
+  void conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
+                    void* workspace) override {
+    conv_->forward(g, options_.tf32, x, w, y, workspace);
+    if (b) cuda::launch_channel_bias_add(b, y, g.n, g.k, g.oh() * g.ow(), stream_);
+  }
+  void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx, void* workspace) override {
+    conv_->backward_data(g, options_.tf32, dy, w, dx, workspace);
+  }
+  void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
+                            void* workspace) override {
+    conv_->backward_filter(g, options_.tf32, x, dy, dw, workspace);
+    if (db) cuda::launch_channel_bias_grad(dy, db, g.n, g.k, g.oh() * g.ow(), stream_);
+  }
+  void channel_bias_add(const float* b, float* y, int n, int c, int hw) override {
+    cuda::launch_channel_bias_add(b, y, n, c, hw, stream_);
+  }
+  void channel_bias_grad(const float* dy, float* db, int n, int c, int hw) override {
+    cuda::launch_channel_bias_grad(dy, db, n, c, hw, stream_);
+  }
+
   void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) override {
     cuda::launch_activation_forward(act, slope, x, y, n, stream_);
   }
@@ -259,6 +282,7 @@ class CudaBackend final : public Backend {
 
   // Frees whatever exists, in reverse order of creation (the constructor's unwinding uses it too).
   void release() noexcept {
+    conv_.reset();
     lt_.reset();
     if (stream_) VAE_CUDA_CHECK_NOTHROW(cudaStreamSynchronize(stream_));
     if (adam_.blocks_done) VAE_CUDA_CHECK_NOTHROW(cudaFree(adam_.blocks_done));
@@ -277,6 +301,7 @@ class CudaBackend final : public Backend {
   void* workspace_ = nullptr;
   cuda::AdamScratch adam_;
   std::unique_ptr<cuda::LtMatmul> lt_;
+  std::unique_ptr<cuda::CudnnConv> conv_;
   BackendOptions options_;
 };
 

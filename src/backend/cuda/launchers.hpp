@@ -20,6 +20,10 @@ void launch_bias_grad(const float* dy, float* db, int rows, int out, cudaStream_
 void launch_relu_bias(const float* b, float* y, int rows, int out, cudaStream_t s);
 void launch_relu_grad_bias_grad(const float* a, float* g, float* db, int rows, int out, cudaStream_t s);
 
+// Per-channel bias of NCHW [n, c, hw]: y += bias[c]; db[c] = sum over n and hw of dy (kernels/channel_bias.cu).
+void launch_channel_bias_add(const float* bias, float* y, int n, int c, int hw, cudaStream_t s);
+void launch_channel_bias_grad(const float* dy, float* db, int n, int c, int hw, cudaStream_t s);
+
 void launch_latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample, float* kl_dim,
                                      cudaStream_t s);
 void launch_latent_sample_kl_backward(const LatentArgs& a, const float* h, const float* dz, float kl_weight, float* dh,

@@ -1,0 +1,73 @@
+#include "model/networks.hpp"
+
+#include <memory>
+#include <string>
+
+#include "vae/error.hpp"
+
+namespace vae {
+
+void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& decoder) {
+  const EncoderConfig& e = config.encoder;
+  const Shape image{config.image_channels, config.image_height, config.image_width};
+  auto act = [&](const Shape& s) { return std::make_unique<ActivationLayer>(e.activation, e.leaky_slope, s); };
+
+  // Encoder: convs (keeping each one's input shape for the mirror), Flatten, linear layers.
+  std::vector<Shape> conv_inputs;
+  Shape shape = config.encoder.type == NetworkType::Conv ? image : Shape{shape_numel(image)};
+  if (e.type == NetworkType::Conv) {
+    for (size_t i = 0; i < e.channels.size(); ++i) {
+      conv_inputs.push_back(shape);
+      try {
+        encoder.add(std::make_unique<Conv2d>(shape, e.channels[i], e.kernel, e.stride, e.padding));
+      } catch (const Error& err) {
+        throw Error("encoder.channels[" + std::to_string(i) + "]: " + err.what() +
+                    "; use fewer conv layers, a smaller kernel or more padding for " + to_string(image) + " images");
+      }
+      shape = encoder.out_shape();
+      encoder.add(act(shape));
+    }
+    encoder.add(std::make_unique<Flatten>(shape));
+  }
+  const Shape conv_out = e.type == NetworkType::Conv ? shape : Shape{};
+  int64_t width = shape_numel(shape);
+  for (int h : e.hidden) {
+    encoder.add(std::make_unique<Linear>(static_cast<int>(width), h));
+    encoder.add(act({h}));
+    width = h;
+  }
+  encoder.add(std::make_unique<Linear>(static_cast<int>(width), 2 * config.latent));
+
+  // Decoder: the mirror image. Its linear part ends at the image (mlp) or at the last conv's output.
+  width = config.latent;
+  for (auto it = e.hidden.rbegin(); it != e.hidden.rend(); ++it) {
+    decoder.add(std::make_unique<Linear>(static_cast<int>(width), *it));
+    decoder.add(act({*it}));
+    width = *it;
+  }
+  if (e.type == NetworkType::MLP) {
+    decoder.add(std::make_unique<Linear>(static_cast<int>(width), static_cast<int>(shape_numel(image))));
+    return;
+  }
+  decoder.add(std::make_unique<Linear>(static_cast<int>(width), static_cast<int>(shape_numel(conv_out))));
+  decoder.add(act({shape_numel(conv_out)}));
+  decoder.add(std::make_unique<Reshape>(Shape{shape_numel(conv_out)}, conv_out));
+  for (size_t i = conv_inputs.size(); i-- > 0;) {
+    const Shape& target = conv_inputs[i];
+    const Shape& from = decoder.out_shape();
+    // The output padding that brings each axis back to the encoder's size exactly.
+    const int pad_h = static_cast<int>(target[1]) -
+                      conv_transpose_output_size(static_cast<int>(from[1]), e.kernel, e.stride, e.padding, 0);
+    const int pad_w = static_cast<int>(target[2]) -
+                      conv_transpose_output_size(static_cast<int>(from[2]), e.kernel, e.stride, e.padding, 0);
+    if (pad_h != pad_w || pad_h < 0 || pad_h >= e.stride)
+      throw Error("decoder: no transposed convolution with kernel " + std::to_string(e.kernel) + ", stride " +
+                  std::to_string(e.stride) + " and padding " + std::to_string(e.padding) + " turns " + to_string(from) +
+                  " back into " + to_string(target) + "; choose encoder.kernel/stride/padding that divide the image "
+                  "size evenly (for 28x28: kernel 4, stride 2, padding 1)");
+    decoder.add(std::make_unique<ConvTranspose2d>(from, static_cast<int>(target[0]), e.kernel, e.stride, e.padding, pad_h));
+    if (i > 0) decoder.add(act(decoder.out_shape()));
+  }
+}
+
+}  // namespace vae
