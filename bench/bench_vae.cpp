@@ -7,6 +7,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/device_array.hpp"
+#include "graph/layers.hpp"
 #include "philox.cuh"
 #include "model/model_impl.hpp"
 #include "vae/vae.hpp"
@@ -27,7 +28,7 @@ std::vector<float> binary_images(int rows, int d, uint64_t seed) {
 // (1 = the step recorded once and replayed, as vae train does; its per-step scalars sit in one fixed
 // record here, where training walks a table, which adds one 1-thread kernel per step).
 // Each iteration ends with a device synchronisation, so the time is the step's, not the queue's.
-void BM_TrainStep(benchmark::State& state) {
+void train_step(benchmark::State& state, const vae::ModelConfig& config) {
   const int batch = static_cast<int>(state.range(0));
   const vae::Device device = state.range(1) ? vae::Device::CUDA : vae::Device::CPU;
   const bool graph = state.range(2) != 0;
@@ -36,7 +37,7 @@ void BM_TrainStep(benchmark::State& state) {
     return;
   }
   vae::set_num_threads(0);
-  vae::Model model(vae::ModelConfig{}, device);
+  vae::Model model(config, device);
   model.initialize(0);
   vae::ModelImpl& m = model.impl();
   const vae::Tensor x = vae::Tensor::from_host(binary_images(batch, 784, 1), {batch, 784}, device);
@@ -80,10 +81,27 @@ void BM_TrainStep(benchmark::State& state) {
   state.counters["GFLOP/s"] = benchmark::Counter(6.0 * model.parameter_count() * batch * state.iterations() / 1e9,
                                                  benchmark::Counter::kIsRate);
 }
+void BM_TrainStep(benchmark::State& state) { train_step(state, vae::ModelConfig{}); }
 BENCHMARK(BM_TrainStep)
     ->ArgNames({"batch", "cuda", "graph"})
     ->Args({128, 0, 0})->Args({1024, 0, 0})
     ->Args({128, 1, 0})->Args({128, 1, 1})->Args({4096, 1, 0})->Args({4096, 1, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
+// configs/conv.json's model: Conv2d 1->32->64 (4x4, stride 2, padding 1), Linear 3136->256->2x32,
+// and the mirrored decoder (ConvTranspose2d 64->32->1).
+vae::ModelConfig conv_config() {
+  vae::ModelConfig c;
+  c.encoder.type = vae::NetworkType::Conv;
+  c.encoder.channels = {32, 64};
+  c.encoder.hidden = {256};
+  return c;
+}
+void BM_ConvTrainStep(benchmark::State& state) { train_step(state, conv_config()); }
+BENCHMARK(BM_ConvTrainStep)
+    ->ArgNames({"batch", "cuda", "graph"})
+    ->Args({128, 0, 0})->Args({1024, 0, 0})
+    ->Args({128, 1, 0})->Args({128, 1, 1})->Args({1024, 1, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The fused operations, each on the CPU (device 0) and on CUDA (device 1, skipped without a GPU).
@@ -315,5 +333,42 @@ BENCHMARK(BM_LinearReluPair)
     ->UseRealTime();
 
 }  // namespace
+
+// The conv VAE's widest layers on their own: Conv2d [32, 14, 14] -> 64 (4x4, stride 2, padding 1)
+// and its mirror ConvTranspose2d [64, 7, 7] -> 32; forward, or backward (filter, bias and input
+// gradients). Arguments: batch, device, transposed. FLOP/s count 2 multiply-adds per weight use.
+void conv_layer(benchmark::State& state, bool backward) {
+  const int batch = static_cast<int>(state.range(0));
+  const bool transposed = state.range(2) != 0;
+  OpBench b(state);
+  if (b.skip(state)) return;
+  std::unique_ptr<vae::Module> layer;
+  if (transposed) layer = std::make_unique<vae::ConvTranspose2d>(vae::Shape{64, 7, 7}, 32, 4, 2, 1, 0);
+  else layer = std::make_unique<vae::Conv2d>(vae::Shape{32, 14, 14}, 64, 4, 2, 1);
+  const int64_t n = vae::align_params(layer->layout(0));
+  float* params = b.tensor(n, -0.05f, 0.05f, 1);
+  float* grads = b.tensor(n, 0, 0, 2);
+  layer->bind(params, grads);
+  float* x = b.tensor(batch * layer->in_features(), -1, 1, 3);
+  float* y = b.tensor(batch * layer->out_features(), 0, 0, 4);
+  float* dy = b.tensor(batch * layer->out_features(), -1, 1, 5);
+  float* dx = b.tensor(batch * layer->in_features(), 0, 0, 6);
+  const size_t ws_bytes = layer->workspace_bytes(*b.be, batch);
+  float* ws = b.tensor(static_cast<int64_t>((ws_bytes + 3) / 4 + 1), 0, 0, 7);
+  const int64_t bytes = 4 * batch * (layer->in_features() + layer->out_features()) * (backward ? 2 : 1);
+  b.run(state, bytes, [&] {
+    if (backward) layer->backward(*b.be, x, dy, dx, batch, ws);
+    else layer->forward(*b.be, x, y, batch, ws);
+  });
+  const double macs = 64.0 * 32 * 16 * 7 * 7 * batch;  // 64*32*16 weights at 7x7 positions
+  state.counters["GFLOP/s"] = benchmark::Counter(2.0 * macs * (backward ? 2 : 1) * state.iterations() * kRepeat / 1e9,
+                                                 benchmark::Counter::kIsRate);
+}
+void BM_ConvForward(benchmark::State& state) { conv_layer(state, false); }
+void BM_ConvBackward(benchmark::State& state) { conv_layer(state, true); }
+BENCHMARK(BM_ConvForward)->ArgNames({"batch", "cuda", "transposed"})->ArgsProduct({{128, 1024}, {0, 1}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_ConvBackward)->ArgNames({"batch", "cuda", "transposed"})->ArgsProduct({{128, 1024}, {0, 1}, {0, 1}})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 BENCHMARK_MAIN();

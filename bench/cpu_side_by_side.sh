@@ -3,7 +3,8 @@
 # back in one run on the same machine; prints every JSON line and the ratios. Use PyTorch from PyPI
 # (a venv), not Debian's old build:
 #   python3 -m venv /opt/torch-venv && /opt/torch-venv/bin/pip install torch numpy
-# Usage: PYTHON=/opt/torch-venv/bin/python [ROUNDS=3] bench/cpu_side_by_side.sh [build-dir] [threads] [batches...]
+# Usage: PYTHON=/opt/torch-venv/bin/python [ROUNDS=3] [MODEL=mlp|conv] bench/cpu_side_by_side.sh [build-dir] [threads] [batches...]
+# REPEATS sets PyTorch's timed steps (default 200). MODEL=conv compares configs/conv.json's model (BM_ConvTrainStep) instead of the default MLP.
 # A small shared VM drifts by 20% within minutes, so each round measures the three back to back
 # (medians of repeated steps) and the script prints every round's ratios and their median.
 # The whole run (10 epochs, with evaluation): bench/cpu_run_side_by_side.sh.
@@ -17,11 +18,14 @@ python=${PYTHON:-/opt/torch-venv/bin/python}
 here=$(cd "$(dirname "$0")" && pwd)
 "$python" -c 'import torch, sys; print(f"PyTorch {torch.__version__} ({torch.__file__})", file=sys.stderr)'
 rounds=${ROUNDS:-3}
+model=${MODEL:-mlp}
+bench=BM_TrainStep
+[ "$model" = conv ] && bench=BM_ConvTrainStep
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for round in $(seq "$rounds"); do
   for batch in "${batches[@]}"; do
-    ours=$(OMP_NUM_THREADS=$threads "$build/bench/vae_bench" --benchmark_filter="BM_TrainStep/batch:$batch/cuda:0/" \
+    ours=$(OMP_NUM_THREADS=$threads "$build/bench/vae_bench" --benchmark_filter="$bench/batch:$batch/cuda:0/" \
            --benchmark_min_time=1 --benchmark_repetitions=5 --benchmark_format=json | "$python" -c '
 import json, sys, statistics
 runs = [b for b in json.load(sys.stdin)["benchmarks"] if b.get("run_type") == "iteration"]
@@ -29,7 +33,7 @@ ms = statistics.median(b["real_time"] if b["time_unit"] == "ms" else b["real_tim
 print(json.dumps({"impl": "vae-cpu", "device": "cpu", "batch": '"$batch"', "ms_per_step": ms, "samples_per_s": '"$batch"' / (ms / 1000)}))')
     echo "$ours" | tee -a "$results"
     for mode in eager compile; do
-      torch=$("$python" "$here/pytorch_reference.py" step --batch "$batch" --threads "$threads" --mode "$mode" --repeats 200 2>/dev/null)
+      torch=$("$python" "$here/pytorch_reference.py" step --model "$model" --batch "$batch" --threads "$threads" --mode "$mode" --repeats "${REPEATS:-200}" 2>/dev/null)
       echo "$torch" | tee -a "$results"
       "$python" -c "import json,sys; a=json.loads(sys.argv[1]); b=json.loads(sys.argv[2]); print(f'round $round batch {a[\"batch\"]}: {b[\"impl\"]} / vae-cpu step time = {b[\"ms_per_step\"]/a[\"ms_per_step\"]:.2f}x')" "$ours" "$torch"
     done

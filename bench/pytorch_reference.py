@@ -216,6 +216,22 @@ def cmd_train(a):
     return 0
 
 
+class ConvVAE(VAE):
+    """configs/conv.json: Conv2d 1->32->64 (4x4, stride 2, padding 1), Linear 3136->256->2x32, and the
+    mirrored decoder (Linear 32->256->3136, ConvTranspose2d 64->32->1), ReLU; flat [B, 784] in and out."""
+
+    def __init__(self, latent=32):
+        nn.Module.__init__(self)
+        self.latent = latent
+        self.encoder = nn.Sequential(
+            nn.Unflatten(1, (1, 28, 28)),
+            nn.Conv2d(1, 32, 4, 2, 1), nn.ReLU(), nn.Conv2d(32, 64, 4, 2, 1), nn.ReLU(), nn.Flatten(),
+            nn.Linear(3136, 256), nn.ReLU(), nn.Linear(256, 2 * latent))
+        self.decoder = nn.Sequential(
+            nn.Linear(latent, 256), nn.ReLU(), nn.Linear(256, 3136), nn.ReLU(), nn.Unflatten(1, (64, 7, 7)),
+            nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Flatten())
+
+
 def cmd_step(a):
     """One training step (forward, loss, backward, Adam) on a batch already on the device.
 
@@ -229,7 +245,7 @@ def cmd_step(a):
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = not a.strict_fp32
         torch.backends.cudnn.allow_tf32 = not a.strict_fp32
-    model = VAE().to(dev)
+    model = (ConvVAE() if a.model == "conv" else VAE()).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, **({"fused": True} if dev.type == "cuda" else {}))
     x = (torch.rand(a.batch, 784, device=dev) < 0.3).float()
     eps = torch.randn(a.batch, model.latent, device=dev)
@@ -258,7 +274,7 @@ def cmd_step(a):
         sync()
         times.append(time.perf_counter() - t0)
     ms = 1000 * float(np.median(times))
-    print(json.dumps({"impl": f"pytorch-{a.mode}", "device": a.device, "threads": a.threads, "batch": a.batch,
+    print(json.dumps({"impl": f"pytorch-{a.mode}", "model": a.model, "device": a.device, "threads": a.threads, "batch": a.batch,
                       "precision": "fp32" if a.strict_fp32 or dev.type == "cpu" else "tf32",
                       "ms_per_step": ms, "samples_per_s": a.batch / (ms / 1000)}))
     return 0
@@ -284,6 +300,7 @@ def main():
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--mode", default="eager", choices=["eager", "compile", "reduce-overhead", "max-autotune"])
     s.add_argument("--strict-fp32", action="store_true", help="CUDA: turn TF32 off")
+    s.add_argument("--model", default="mlp", choices=["mlp", "conv"], help="mlp: the default model; conv: configs/conv.json")
     a = p.parse_args()
     return {"check": cmd_check, "train": cmd_train, "step": cmd_step}[a.cmd](a)
 

@@ -280,3 +280,102 @@ TEST(Shapes, ConvConfigThatCannotMirrorSaysWhatToChange) {
 
 }  // namespace
 }  // namespace vae
+
+namespace vae {
+namespace {
+
+ModelConfig small_conv_config() {
+  ModelConfig cfg;
+  cfg.image_height = 9;
+  cfg.image_width = 9;
+  cfg.encoder.type = NetworkType::Conv;
+  cfg.encoder.channels = {3, 5};
+  cfg.encoder.kernel = 3;
+  cfg.encoder.hidden = {6};
+  cfg.latent = 4;
+  return cfg;
+}
+
+// A conv model's checkpoint loads back with the same configuration tree, tensor names, shapes
+// (PyTorch's layouts: Conv2d [out, in, k, k], ConvTranspose2d [in, out, k, k]) and bits, and the
+// loaded model decodes to the same images.
+TEST(ConvCheckpoint, RoundTripKeepsTreeNamesShapesAndBits) {
+  const ModelConfig cfg = small_conv_config();
+  Model model(cfg);
+  model.initialize(5);
+  test::ScratchDir dir("conv_ckpt");
+  const std::string path = dir.file("model.safetensors");
+  save_checkpoint(model, path);
+  Model loaded = load_checkpoint(path);
+  EXPECT_EQ(loaded.config().to_json(), cfg.to_json());
+  EXPECT_EQ(loaded.config().encoder.type, NetworkType::Conv);
+  const auto a = model.named_parameters(), b = loaded.named_parameters();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) {
+    EXPECT_EQ(a[i].first, b[i].first);
+    EXPECT_EQ(a[i].second.shape(), b[i].second.shape()) << a[i].first;
+    EXPECT_EQ(a[i].second.to_host(), b[i].second.to_host()) << a[i].first;
+  }
+  EXPECT_EQ(a[0].first, "encoder.0.weight");
+  EXPECT_EQ(a[0].second.shape(), (Shape{3, 1, 3, 3}));  // Conv2d 1 -> 3
+  const auto last = a.back();                            // the decoder's last ConvTranspose2d 3 -> 1
+  EXPECT_EQ(last.first.substr(0, 8), "decoder.");
+  EXPECT_EQ(last.second.shape(), (Shape{1}));
+  EXPECT_EQ(a[a.size() - 2].second.shape(), (Shape{3, 1, 3, 3}));
+  const Tensor z = Tensor::from_host(random_vector<float>(2 * 4, 9), {2, 4});
+  EXPECT_EQ(model.decode(z).to_host(), loaded.decode(z).to_host());
+}
+
+// The flat configuration written before the component tree still loads, into the same model.
+TEST(ConfigTree, FlatFormStillLoadsAndTreeRoundTrips) {
+  const std::string flat = R"({"image_channels": 1, "image_height": 28, "image_width": 28, "hidden": [64, 32],
+    "latent": 8, "activation": "tanh", "leaky_slope": 0.01, "likelihood": "gaussian", "learned_sigma": true,
+    "gaussian_sigma": 0.2, "init": "xavier"})";
+  const ModelConfig c = ModelConfig::from_json(flat);
+  EXPECT_EQ(c.encoder.hidden, (std::vector<int>{64, 32}));
+  EXPECT_EQ(c.latent, 8);
+  EXPECT_EQ(c.encoder.activation, Activation::Tanh);
+  EXPECT_EQ(c.likelihood, Likelihood::Gaussian);
+  EXPECT_TRUE(c.learned_sigma);
+  EXPECT_FLOAT_EQ(c.gaussian_sigma, 0.2f);
+  EXPECT_EQ(c.init, InitScheme::Xavier);
+  // Written as the tree, read back to the same configuration.
+  const std::string tree = c.to_json();
+  EXPECT_NE(tree.find("\"encoder\""), std::string::npos);
+  EXPECT_EQ(tree.find("\"hidden\":[64,32],\"latent\""), std::string::npos);
+  EXPECT_EQ(ModelConfig::from_json(tree).to_json(), tree);
+  const ModelConfig conv = small_conv_config();
+  EXPECT_EQ(ModelConfig::from_json(conv.to_json()).to_json(), conv.to_json());
+  // Mixing the forms, or an unknown component type, says what to write instead.
+  for (const char* bad : {R"({"hidden": [8], "encoder": {"type": "mlp"}})", R"({"prior": {"type": "vamp"}})",
+                          R"({"encoder": {"type": "transformer"}})", R"({"decoder": {"type": "mlp"}})",
+                          R"({"encoder": {"type": "mlp", "channels": [4]}})", R"({"posterior": {"latnt": 4}})"}) {
+    EXPECT_THROW(ModelConfig::from_json(bad), Error) << bad;
+  }
+}
+
+// A checkpoint written in the flat format (metadata from before the tree) loads, and evaluates as the
+// model it was: the tree is only a new way of writing the same configuration.
+TEST(ConfigTree, CheckpointWithFlatMetadataLoads) {
+  ModelConfig cfg;
+  cfg.image_height = 5;
+  cfg.image_width = 4;
+  cfg.encoder.hidden = {6};
+  cfg.latent = 2;
+  Model model(cfg);
+  model.initialize(3);
+  test::ScratchDir dir("flat_ckpt");
+  save_checkpoint(model, dir.file("tree.safetensors"));
+  SafeTensorsFile f = read_safetensors(dir.file("tree.safetensors"));
+  f.metadata["vae_config"] = R"({"image_channels":1,"image_height":5,"image_width":4,"hidden":[6],"latent":2,)"
+                             R"("activation":"relu","leaky_slope":0.01,"likelihood":"bernoulli","learned_sigma":false,)"
+                             R"("gaussian_sigma":0.1,"init":"torch"})";
+  write_safetensors(dir.file("flat.safetensors"), f);
+  Model loaded = load_checkpoint(dir.file("flat.safetensors"));
+  EXPECT_EQ(loaded.config().to_json(), cfg.to_json());
+  const Tensor z = Tensor::from_host(random_vector<float>(3 * 2, 4), {3, 2});
+  EXPECT_EQ(model.decode(z).to_host(), loaded.decode(z).to_host());
+}
+
+}  // namespace
+}  // namespace vae

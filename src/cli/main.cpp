@@ -25,8 +25,8 @@ namespace {
 using json = nlohmann::json;
 
 struct TrainFlags {
-  std::optional<std::string> config_file, data, labels, out, hidden, likelihood, activation, optimizer, schedule, device,
-      resume;
+  std::optional<std::string> config_file, data, labels, out, encoder, channels, hidden, likelihood, activation, optimizer,
+      schedule, device, resume;
   std::optional<int> epochs, batch, latent, warmup_epochs, threads;
   std::optional<float> lr, beta, weight_decay, clip_norm;
   std::optional<double> test_fraction;
@@ -60,7 +60,8 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-std::vector<int> parse_hidden(const std::string& text) {
+// A comma-separated list of positive integers for `flag` (--hidden 512,256, --channels 32,64).
+std::vector<int> parse_widths(const std::string& text, const char* flag) {
   std::vector<int> widths;
   std::stringstream ss(text);
   std::string item;
@@ -73,7 +74,7 @@ std::vector<int> parse_hidden(const std::string& text) {
       used = 0;
     }
     if (used == 0 || used != item.size() || v < 1)
-      throw vae::Error("--hidden expects comma-separated positive widths such as 512,256; got '" + text + "'");
+      throw vae::Error(std::string(flag) + " expects comma-separated positive integers such as 512,256; got '" + text + "'");
     widths.push_back(v);
   }
   if (widths.empty()) throw vae::Error("--hidden expects at least one width, such as 512,256");
@@ -153,6 +154,8 @@ std::string flags_resume_forbids(const TrainFlags& f) {
   add(f.data.has_value(), "--data");
   add(f.labels.has_value(), "--labels");
   add(f.out.has_value(), "--out");
+  add(f.encoder.has_value(), "--encoder");
+  add(f.channels.has_value(), "--channels");
   add(f.hidden.has_value(), "--hidden");
   add(f.likelihood.has_value(), "--likelihood");
   add(f.activation.has_value(), "--activation");
@@ -214,7 +217,9 @@ int run_train(const TrainFlags& f) {
     if (f.strict_fp32) cfg.tf32 = false;
     if (f.no_fused_epilogues) cfg.fused_epilogues = false;
     if (f.latent) model_cfg.latent = *f.latent;
-    if (f.hidden) model_cfg.encoder.hidden = parse_hidden(*f.hidden);
+    if (f.encoder) model_cfg.encoder.type = vae::parse_network(*f.encoder);
+    if (f.channels) model_cfg.encoder.channels = parse_widths(*f.channels, "--channels");
+    if (f.hidden) model_cfg.encoder.hidden = parse_widths(*f.hidden, "--hidden");
     if (f.likelihood) model_cfg.likelihood = vae::parse_likelihood(*f.likelihood);
     if (f.activation) model_cfg.encoder.activation = vae::parse_activation(*f.activation);
   }
@@ -451,7 +456,10 @@ int main(int argc, char** argv) {
   train->add_option("--epochs", tf.epochs, "epochs (default 10)")->check(CLI::Range(1, 100000));
   train->add_option("--batch", tf.batch, "batch size (default 128)")->check(CLI::Range(1, 1 << 20));
   train->add_option("--latent", tf.latent, "latent dimensions (default 32)")->check(CLI::Range(1, 4096));
-  train->add_option("--hidden", tf.hidden, "encoder widths, decoder mirrors (default 512,256)");
+  train->add_option("--encoder", tf.encoder, "mlp|conv (default mlp); the decoder mirrors the encoder");
+  train->add_option("--channels", tf.channels, "conv encoder: channels per conv layer, e.g. 32,64 (kernel 4, stride "
+                                              "2, padding 1 unless the --config file says otherwise)");
+  train->add_option("--hidden", tf.hidden, "fully connected encoder widths, after any convs (default 512,256)");
   train->add_option("--lr", tf.lr, "learning rate (default 1e-3)")->check(CLI::Range(1e-9, 10.0));
   train->add_option("--beta", tf.beta, "KL weight (default 1)")->check(CLI::Range(0.0, 1000.0));
   train->add_option("--warmup-epochs", tf.warmup_epochs, "linear beta warm-up epochs (default 0)")->check(CLI::Range(0, 100000));

@@ -24,6 +24,14 @@ inline int64_t conv_workspace_elements(const ConvGeometry& g) {
   return positions * (static_cast<int64_t>(g.c) * g.kh * g.kw) + positions * g.k;
 }
 
+// The kernel columns j whose input column ox*stride - pad + j lies inside the image: [lo, hi).
+struct ValidColumns {
+  int lo, hi;
+};
+inline ValidColumns valid_columns(const ConvGeometry& g, int ix0) {
+  return {std::max(0, -ix0), std::max(0, std::min(g.kw, g.w - ix0))};
+}
+
 template <class T>
 void im2col(const ConvGeometry& g, const T* x, T* columns) {
   const int oh = g.oh(), ow = g.ow(), ckk = g.c * g.kh * g.kw;
@@ -32,15 +40,22 @@ void im2col(const ConvGeometry& g, const T* x, T* columns) {
   for (int64_t row = 0; row < rows; ++row) {
     const int64_t b = row / (oh * ow);
     const int p = static_cast<int>(row % (oh * ow)), oy = p / ow, ox = p % ow;
+    const int iy0 = oy * g.stride - g.pad, ix0 = ox * g.stride - g.pad;
+    const ValidColumns cols = valid_columns(g, ix0);
     T* out = columns + row * ckk;
     for (int c = 0; c < g.c; ++c) {
       const T* plane = x + (b * g.c + c) * static_cast<int64_t>(g.h) * g.w;
-      for (int i = 0; i < g.kh; ++i) {
-        const int iy = oy * g.stride - g.pad + i;
-        for (int j = 0; j < g.kw; ++j) {
-          const int ix = ox * g.stride - g.pad + j;
-          *out++ = (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) ? plane[static_cast<int64_t>(iy) * g.w + ix] : T(0);
+      for (int i = 0; i < g.kh; ++i, out += g.kw) {
+        const int iy = iy0 + i;
+        if (iy < 0 || iy >= g.h) {
+          std::fill(out, out + g.kw, T(0));
+          continue;
         }
+        // One image row: kw neighbouring pixels, zero where the kernel hangs over the edge.
+        const int64_t base = static_cast<int64_t>(iy) * g.w + ix0;  // + j >= 0 for j in [lo, hi)
+        for (int j = 0; j < cols.lo; ++j) out[j] = T(0);
+        for (int j = cols.lo; j < cols.hi; ++j) out[j] = plane[base + j];
+        for (int j = std::max(cols.lo, cols.hi); j < g.kw; ++j) out[j] = T(0);
       }
     }
   }
@@ -58,15 +73,16 @@ void col2im(const ConvGeometry& g, const T* columns, T* dx) {
     std::fill(img, img + image, T(0));
     for (int p = 0; p < oh * ow; ++p) {
       const int oy = p / ow, ox = p % ow;
+      const int iy0 = oy * g.stride - g.pad, ix0 = ox * g.stride - g.pad;
+      const ValidColumns cols = valid_columns(g, ix0);
       const T* in = columns + (static_cast<int64_t>(b) * oh * ow + p) * ckk;
       for (int c = 0; c < g.c; ++c) {
         T* plane = img + static_cast<int64_t>(c) * g.h * g.w;
-        for (int i = 0; i < g.kh; ++i) {
-          const int iy = oy * g.stride - g.pad + i;
-          for (int j = 0; j < g.kw; ++j, ++in) {
-            const int ix = ox * g.stride - g.pad + j;
-            if (iy >= 0 && iy < g.h && ix >= 0 && ix < g.w) plane[static_cast<int64_t>(iy) * g.w + ix] += *in;
-          }
+        for (int i = 0; i < g.kh; ++i, in += g.kw) {
+          const int iy = iy0 + i;
+          if (iy < 0 || iy >= g.h) continue;
+          const int64_t base = static_cast<int64_t>(iy) * g.w + ix0;
+          for (int j = cols.lo; j < cols.hi; ++j) plane[base + j] += in[j];
         }
       }
     }
