@@ -2,7 +2,7 @@
 # Run ON THE GPU MACHINE (through the device tool, with carry [".gpu"] from scripts/gpu-prepare.sh):
 # the whole test suite, compute-sanitizer memcheck and racecheck over the CUDA tests, the kernels and
 # cuBLASLt plans of one training step, the benchmarks, the PyTorch side-by-side and the default
-# training run on CUDA with its evaluation. docs/gpu.md says how to call it and what to look for.
+# training run and the conv VAE's on CUDA with their evaluations. docs/gpu.md says how to call it and what to look for.
 #
 #   bash scripts/gpu-check.sh [PHASE...]   phases: tests sanitizers profile bench torch autotune train
 #                                          (none = all; one device call may run 10 minutes at most,
@@ -104,7 +104,7 @@ for f in "$g"/lib/*.xz; do
   fi || { echo "gpu-check: could not decompress $f (xz, then python3's lzma)" >&2; exit 1; }
 done
 
-# CUDA libraries (cuBLASLt, later cuDNN): PyTorch's pip packages first (nvidia/cu13/lib: the copies
+# CUDA libraries (cuBLASLt, cuDNN 9): PyTorch's pip packages first (nvidia/cu13/lib: the copies
 # PyTorch runs with on this driver), then what the loader knows, then the toolkit, then a search
 # that does not walk /proc, /sys, /dev or /run.
 find_device_lib() {
@@ -299,6 +299,12 @@ if want train; then
   # The same weights evaluated by the CPU reference backend (the same binarised test set and noise).
   step eval-cpu-of-cuda-model ours "$g/vae" eval --device cpu --checkpoint "$run/model.safetensors" --data "$g/data" --k 100 --json
   step eval-cuda-k5000 ours "$g/vae" eval --device cuda --checkpoint "$run/model.safetensors" --data "$g/data" --k 5000 --json
+  # The conv VAE through cuDNN (configs/conv.json), with the algorithm cuDNN chose for each layer.
+  conv=$logs/run-cuda-conv
+  step train-cuda-conv ours env VAE_LOG_CONV_PLANS=1 "$g/vae" train --device cuda --config configs/conv.json --epochs 3 \
+    --data "$g/data" --out "$conv"
+  step eval-cuda-conv ours "$g/vae" eval --device cuda --checkpoint "$conv/model.safetensors" --data "$g/data" --k 100 --json
+  step eval-cpu-of-cuda-conv ours "$g/vae" eval --device cpu --checkpoint "$conv/model.safetensors" --data "$g/data" --k 100 --json
 fi
 
 cat "$summary"
