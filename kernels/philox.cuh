@@ -25,6 +25,7 @@ enum RngStream : uint32_t {
   kStreamPrior = 5,          // sampling z from the prior
   kStreamImportance = 6,     // importance samples (row = test index, step = sample index)
   kStreamTestBinarize = 7,   // the fixed binarisation of the test set (row = image index, step = 0)
+  kStreamPriorComponent = 8, // a mixture prior's component choice when sampling (row = sample)
 };
 
 VAE_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {

@@ -79,6 +79,9 @@ VAE_HD T soft_clamp_grad(T x, T lo, T hi) {
   return sigmoid(x - lo) * sigmoid(hi - above_lo);
 }
 
+// log(2 pi) / 2, the normalising constant of a standard normal density per dimension.
+constexpr double kHalfLog2Pi = 0.91893853320467274178;
+
 // Bounds of the posterior log-variance and of a learned Gaussian log-sigma.
 constexpr float kLogvarMin = -30.0f;
 constexpr float kLogvarMax = 20.0f;

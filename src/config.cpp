@@ -38,6 +38,8 @@ const std::pair<const char*, InitScheme> kInits[] = {
 const std::pair<const char*, OptimizerKind> kOptimizers[] = {{"adam", OptimizerKind::Adam}, {"adamw", OptimizerKind::AdamW}};
 const std::pair<const char*, LrSchedule> kSchedules[] = {{"constant", LrSchedule::Constant}, {"cosine", LrSchedule::Cosine}};
 const std::pair<const char*, NetworkType> kNetworks[] = {{"mlp", NetworkType::MLP}, {"conv", NetworkType::Conv}};
+const std::pair<const char*, PriorType> kPriors[] = {{"standard_normal", PriorType::StandardNormal},
+                                                     {"mog", PriorType::MixtureOfGaussians}};
 
 template <class Enum, size_t N>
 std::string enum_name(Enum v, const std::pair<const char*, Enum> (&table)[N]) {
@@ -145,6 +147,15 @@ OptimizerKind parse_optimizer(const std::string& s) { return parse_enum(s, "opti
 LrSchedule parse_schedule(const std::string& s) { return parse_enum(s, "lr schedule", kSchedules); }
 std::string to_string(NetworkType t) { return enum_name(t, kNetworks); }
 NetworkType parse_network(const std::string& s) { return parse_enum(s, "encoder type", kNetworks); }
+std::string to_string(PriorType t) { return enum_name(t, kPriors); }
+PriorType parse_prior(const std::string& s) {
+  return s == "standard" ? PriorType::StandardNormal : parse_enum(s, "prior type", kPriors);
+}
+
+int64_t PriorConfig::parameter_count(int latent) const {
+  if (type == PriorType::StandardNormal) return 0;
+  return components + 2 * int64_t(components) * latent;  // logits, means, log-variances
+}
 
 int64_t ModelConfig::parameter_count() const {
   // Counted from the networks themselves, so every encoder type is counted the way it is built.
@@ -156,6 +167,7 @@ int64_t ModelConfig::parameter_count() const {
   decoder.param_slices("", slices);
   int64_t total = 0;
   for (const auto& slice : slices) total += shape_numel(slice.shape);
+  total += prior.parameter_count(latent);
   if (likelihood == Likelihood::Gaussian && learned_sigma) total += input_dim();
   return total;
 }
@@ -184,6 +196,9 @@ void ModelConfig::validate() const {
     require(e.channels.empty(), "encoder.channels is for conv encoders; set encoder.type to conv or remove it");
   }
   require(latent >= 1 && latent <= 4096, "latent must be in [1, 4096], got " + std::to_string(latent));
+  if (prior.type == PriorType::MixtureOfGaussians)
+    require(prior.components >= 1 && prior.components <= 1024,
+            "prior.components (the mixture's Gaussians) must be in [1, 1024], got " + std::to_string(prior.components));
   require(e.leaky_slope >= 0.0f && e.leaky_slope < 1.0f, "leaky_slope must be in [0, 1)");
   require(std::isfinite(gaussian_sigma) && gaussian_sigma >= 1e-3f && gaussian_sigma <= 10.0f,
           "gaussian_sigma must be in [0.001, 10], got " + std::to_string(gaussian_sigma));
@@ -238,6 +253,22 @@ void read_encoder(const json& j, EncoderConfig& e) {
   read_key(j, "leaky_slope", e.leaky_slope);
 }
 
+json prior_to_json(const PriorConfig& p) {
+  json j;
+  j["type"] = to_string(p.type);
+  if (p.type == PriorType::MixtureOfGaussians) j["components"] = p.components;
+  return j;
+}
+
+void read_prior(const json& j, PriorConfig& p) {
+  reject_unknown_keys(j, {"type", "components"}, "prior");
+  std::string s;
+  if (j.contains("type")) read_key(j, "type", s), p.type = parse_prior(s);
+  read_key(j, "components", p.components);
+  if (j.contains("components") && p.type != PriorType::MixtureOfGaussians)
+    throw Error("prior.components is for the mixture prior; set prior.type to mog or remove it");
+}
+
 // A section that only names its type, which must be one of `types` (the first is the default).
 void read_typed_section(const json& j, const char* section, std::initializer_list<const char*> types) {
   reject_unknown_keys(j, {"type"}, section);
@@ -281,7 +312,7 @@ std::string ModelConfig::to_json() const {
   j["encoder"] = encoder_to_json(encoder);
   j["decoder"] = {{"type", "mirror"}};
   j["posterior"] = {{"type", "gaussian"}, {"latent", latent}};
-  j["prior"] = {{"type", "standard_normal"}};
+  j["prior"] = prior_to_json(prior);
   json l;
   l["type"] = to_string(likelihood);
   if (likelihood == Likelihood::Gaussian) {
@@ -326,7 +357,7 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
       if (p.contains("type")) read_typed_section(json{{"type", p.at("type")}}, "posterior", {"gaussian"});
       read_key(p, "latent", c.latent);
     }
-    if (j.contains("prior")) read_typed_section(j.at("prior"), "prior", {"standard_normal"});
+    if (j.contains("prior")) read_prior(j.at("prior"), c.prior);
     if (j.contains("likelihood")) {
       const json& l = j.at("likelihood");
       reject_unknown_keys(l, {"type", "sigma", "learned_sigma"}, "likelihood");

@@ -16,6 +16,7 @@ enum class InitScheme { Torch, Kaiming, Xavier };
 enum class OptimizerKind { Adam, AdamW };
 enum class LrSchedule { Constant, Cosine };
 enum class NetworkType { MLP, Conv };
+enum class PriorType { StandardNormal, MixtureOfGaussians };
 
 std::string to_string(Activation a);
 std::string to_string(Likelihood l);
@@ -23,12 +24,15 @@ std::string to_string(InitScheme s);
 std::string to_string(OptimizerKind o);
 std::string to_string(LrSchedule s);
 std::string to_string(NetworkType t);
+std::string to_string(PriorType t);
 Activation parse_activation(const std::string& s);
 Likelihood parse_likelihood(const std::string& s);
 InitScheme parse_init(const std::string& s);
 OptimizerKind parse_optimizer(const std::string& s);
 LrSchedule parse_schedule(const std::string& s);
 NetworkType parse_network(const std::string& s);
+// "standard_normal" (also "standard", the CLI's spelling) or "mog".
+PriorType parse_prior(const std::string& s);
 
 // The largest model a configuration or checkpoint may describe: 2^30 parameters, which with their
 // gradients and Adam moments is 16 GiB. Checked before anything is allocated.
@@ -49,10 +53,18 @@ struct EncoderConfig {
   float leaky_slope = 0.01f;
 };
 
+// p(z). standard_normal: N(0, I), no parameters. mog: a learned mixture of `components` diagonal
+// Gaussians (logits [K], means [K, latent], log-variances [K, latent]; see kernels/mog_prior.cuh).
+struct PriorConfig {
+  PriorType type = PriorType::StandardNormal;
+  int components = 10;  // mog only
+  int64_t parameter_count(int latent) const;
+};
+
 // The model as a tree of components. In JSON (config.json's "model", checkpoints' metadata):
 //   {"image": {"channels", "height", "width"}, "encoder": {"type": "mlp"|"conv", ...},
 //    "decoder": {"type": "mirror"}, "posterior": {"type": "gaussian", "latent"},
-//    "prior": {"type": "standard_normal"}, "likelihood": {"type": "bernoulli"|"gaussian", "sigma",
+//    "prior": {"type": "standard_normal"|"mog", "components"}, "likelihood": {"type": "bernoulli"|"gaussian", "sigma",
 //    "learned_sigma"}, "init": "torch"|"kaiming"|"xavier"}
 // from_json also reads the flat form written before the tree (image_channels, hidden, latent, ...).
 struct ModelConfig {
@@ -61,6 +73,7 @@ struct ModelConfig {
   int image_width = 28;
   EncoderConfig encoder;
   int latent = 32;  // posterior: diagonal Gaussian over this many dimensions
+  PriorConfig prior;
   Likelihood likelihood = Likelihood::Bernoulli;
   // Gaussian likelihood: a learned per-pixel log-sigma, or a fixed sigma.
   bool learned_sigma = false;

@@ -26,8 +26,9 @@ struct EvalResult {
   int64_t count = 0;
   double neg_elbo = 0;     // mean over the test set, nats
   double recon = 0;        // mean reconstruction NLL
-  double kl = 0;           // mean KL(q(z|x) || p(z))
+  double kl = 0;           // mean KL(q(z|x) || p(z)): analytic for N(0, I), else log q - log p at one sample
   int active_units = 0;    // dimensions with Var_x(E_q[z_u]) > 0.01 (Burda et al.)
+  // Analytic KL per dimension; empty for a prior that does not factorise over dimensions (mog).
   std::vector<double> kl_per_dim;
   std::vector<double> mean_variance;  // Var_x(E_q[z_u]) per dimension
   int k = 0;               // importance samples; 0 = not estimated

@@ -102,6 +102,9 @@ class Backend {
  public:
   virtual ~Backend() = default;
   virtual Device device() const = 0;
+  // The CUDA stream work is queued on (a cudaStream_t), for ops written once (kernels/for_each.cuh);
+  // null on the CPU.
+  virtual void* native_stream() { return nullptr; }
   virtual void set_options(const BackendOptions& /*options*/) {}
   // Waits for all work queued on the backend (no-op on the CPU). Not allowed while recording.
   void synchronize();

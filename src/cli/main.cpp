@@ -25,9 +25,9 @@ namespace {
 using json = nlohmann::json;
 
 struct TrainFlags {
-  std::optional<std::string> config_file, data, labels, out, encoder, channels, hidden, likelihood, activation, optimizer,
-      schedule, device, resume;
-  std::optional<int> epochs, batch, latent, warmup_epochs, threads;
+  std::optional<std::string> config_file, data, labels, out, encoder, channels, hidden, prior, likelihood, activation,
+      optimizer, schedule, device, resume;
+  std::optional<int> epochs, batch, latent, prior_components, warmup_epochs, threads;
   std::optional<float> lr, beta, weight_decay, clip_norm;
   std::optional<double> test_fraction;
   std::optional<uint64_t> seed;
@@ -157,6 +157,8 @@ std::string flags_resume_forbids(const TrainFlags& f) {
   add(f.encoder.has_value(), "--encoder");
   add(f.channels.has_value(), "--channels");
   add(f.hidden.has_value(), "--hidden");
+  add(f.prior.has_value(), "--prior");
+  add(f.prior_components.has_value(), "--prior-components");
   add(f.likelihood.has_value(), "--likelihood");
   add(f.activation.has_value(), "--activation");
   add(f.optimizer.has_value(), "--optimizer");
@@ -220,6 +222,12 @@ int run_train(const TrainFlags& f) {
     if (f.encoder) model_cfg.encoder.type = vae::parse_network(*f.encoder);
     if (f.channels) model_cfg.encoder.channels = parse_widths(*f.channels, "--channels");
     if (f.hidden) model_cfg.encoder.hidden = parse_widths(*f.hidden, "--hidden");
+    if (f.prior) model_cfg.prior.type = vae::parse_prior(*f.prior);
+    if (f.prior_components) {
+      if (model_cfg.prior.type != vae::PriorType::MixtureOfGaussians)
+        throw vae::Error("--prior-components is for the mixture prior: add --prior mog");
+      model_cfg.prior.components = *f.prior_components;
+    }
     if (f.likelihood) model_cfg.likelihood = vae::parse_likelihood(*f.likelihood);
     if (f.activation) model_cfg.encoder.activation = vae::parse_activation(*f.activation);
   }
@@ -369,10 +377,15 @@ int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, boo
     std::printf("test images      %lld\n", static_cast<long long>(r.count));
     std::printf("-ELBO            %.3f nats (reconstruction %.3f, KL %.3f)\n", r.neg_elbo, r.recon, r.kl);
     if (r.k > 0) std::printf("-log p(x), k=%-4d %.3f nats (importance weighted)\n", r.k, r.iwae_nll);
-    std::printf("active units     %d of %zu\n", r.active_units, r.kl_per_dim.size());
-    std::printf("KL per dimension");
-    for (double v : r.kl_per_dim) std::printf(" %.2f", v);
-    std::printf("\n");
+    std::printf("active units     %d of %zu\n", r.active_units, r.mean_variance.size());
+    if (r.kl_per_dim.empty()) {
+      std::printf("KL per dimension (none: the %s prior does not factorise over dimensions)\n",
+                  vae::to_string(model.config().prior.type).c_str());
+    } else {
+      std::printf("KL per dimension");
+      for (double v : r.kl_per_dim) std::printf(" %.2f", v);
+      std::printf("\n");
+    }
   }
   return 0;
 }
@@ -460,6 +473,9 @@ int main(int argc, char** argv) {
   train->add_option("--channels", tf.channels, "conv encoder: channels per conv layer, e.g. 32,64 (kernel 4, stride "
                                               "2, padding 1 unless the --config file says otherwise)");
   train->add_option("--hidden", tf.hidden, "fully connected encoder widths, after any convs (default 512,256)");
+  train->add_option("--prior", tf.prior, "standard|mog: N(0, I), or a learned mixture of Gaussians (default standard)");
+  train->add_option("--prior-components", tf.prior_components, "mog prior: number of Gaussians (default 10)")
+      ->check(CLI::Range(1, 1024));
   train->add_option("--lr", tf.lr, "learning rate (default 1e-3)")->check(CLI::Range(1e-9, 10.0));
   train->add_option("--beta", tf.beta, "KL weight (default 1)")->check(CLI::Range(0.0, 1000.0));
   train->add_option("--warmup-epochs", tf.warmup_epochs, "linear beta warm-up epochs (default 0)")->check(CLI::Range(0, 100000));

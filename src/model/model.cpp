@@ -7,13 +7,15 @@
 
 namespace vae {
 
-ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev) : config(cfg), device(dev), backend(make_backend(dev)) {
+ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev)
+    : config(cfg), device(dev), backend(make_backend(dev)), latent_block(cfg) {
   config.validate();
   const int d = config.input_dim();
   build_networks(config, encoder, decoder);
 
   int64_t end = encoder.layout(0);
   end = decoder.layout(end);
+  end = latent_block.prior().layout(end);
   if (config.likelihood == Likelihood::Gaussian && config.learned_sigma) {
     log_sigma_offset = align_params(end);
     end = log_sigma_offset + d;
@@ -21,12 +23,14 @@ ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev) : config(cfg), device(d
   const int64_t total = align_params(end);
   encoder.param_slices("encoder.", slices);
   decoder.param_slices("decoder.", slices);
+  latent_block.prior().param_slices(slices);
   if (log_sigma_offset >= 0) slices.push_back({"likelihood.log_sigma", log_sigma_offset, {d}});
 
   params = Tensor::zeros({total}, device);
   grads = Tensor::zeros({total}, device);
   encoder.bind(params.data(), grads.data());
   decoder.bind(params.data(), grads.data());
+  latent_block.prior().bind(params.data(), grads.data());
 }
 
 void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
@@ -41,6 +45,7 @@ void ModelImpl::prepare(int rows) {
   if (rows < 1) throw Error("batch must have at least one row");
   encoder.prepare(rows, *backend);
   decoder.prepare(rows, *backend);
+  latent_block.prior().prepare(rows, device);
   if (rows <= capacity) return;
   const int L = latent(), d = input_dim();
   z = Tensor({rows, L}, device);
@@ -74,12 +79,12 @@ void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t 
   const LatentArgs args{rows, latent(), seed, step, 0, 1.0f, per_step};
   const float* h = encoder.forward(be, x, rows);
   // No KL per dimension here: only evaluation reports it, and on the GPU it is a kernel of its own.
-  be.latent_sample_kl_forward(args, h, z.data(), kl_sample.data(), nullptr);
+  latent_block.forward(be, args, h, z.data(), kl_sample.data(), nullptr);
   const float* logits = decoder.forward(be, z.data(), rows);
   likelihood(logits, x, nll.data(), dlogits.data(), rows, 1.0f / rows);
   be.loss_reduce(nll.data(), kl_sample.data(), rows, beta, per_step, loss.data());
   decoder.backward(be, z.data(), dlogits.data(), dz.data(), rows);
-  be.latent_sample_kl_backward(args, h, dz.data(), beta / rows, dh.data());
+  latent_block.backward(be, args, h, z.data(), dz.data(), beta / rows, dh.data());
   encoder.backward(be, x, dh.data(), nullptr, rows);
 }
 
@@ -88,7 +93,7 @@ const float* ModelImpl::forward_eval(const float* x, int rows, uint64_t seed, in
   Backend& be = *backend;
   const LatentArgs args{rows, latent(), seed, 0, row0, eps_scale, nullptr};
   const float* h = encoder.forward(be, x, rows);
-  be.latent_sample_kl_forward(args, h, z.data(), kl_sample.data(), kl_dim.data());
+  latent_block.forward(be, args, h, z.data(), kl_sample.data(), latent_block.reports_kl_per_dim() ? kl_dim.data() : nullptr);
   const float* out = decoder.forward(be, z.data(), rows);
   likelihood(out, x, nll.data(), nullptr, rows, 1.0f);
   return h;
@@ -120,6 +125,7 @@ void Model::initialize(uint64_t seed) {
   uint32_t tensor_index = 0;
   impl_->encoder.initialize(host, impl_->config.init, seed, tensor_index);
   impl_->decoder.initialize(host, impl_->config.init, seed, tensor_index);
+  impl_->latent_block.prior().initialize(host, seed, tensor_index);
   if (impl_->log_sigma_offset >= 0) {
     // Start the learned sigma at the configured fixed value (raw value = log sigma, well inside the clamp).
     const float ls = std::log(impl_->config.gaussian_sigma);

@@ -6,6 +6,7 @@
 
 #include "backend/backend.hpp"
 #include "graph/layers.hpp"
+#include "latent/latent_block.hpp"
 #include "vae/config.hpp"
 #include "vae/data.hpp"
 #include "vae/tensor.hpp"
@@ -20,6 +21,7 @@ struct ModelImpl {
   std::unique_ptr<Backend> backend;
   Sequential encoder{"encoder"};  // image [C, H, W] -> [2 * latent] (see build_networks)
   Sequential decoder{"decoder"};  // [latent] -> image (logits or Gaussian means)
+  LatentBlock latent_block;       // posterior, prior and the ELBO's KL term between them
   std::vector<ParamSlice> slices;
   int64_t log_sigma_offset = -1;  // learned Gaussian log-sigma [input_dim], or -1
   Tensor params, grads;           // flat, padded to kParamAlignment per tensor
@@ -35,7 +37,9 @@ struct ModelImpl {
   void prepare(int rows);
   // Changes whenever a workspace buffer is reallocated (here or in the encoder or decoder): a
   // recorded CUDA graph that addresses the old buffers must then be recorded again.
-  uint64_t workspace_generation() const { return generation + encoder.generation() + decoder.generation(); }
+  uint64_t workspace_generation() const {
+    return generation + encoder.generation() + decoder.generation() + latent_block.prior().generation();
+  }
   uint64_t generation = 0;
 
   // Forward and backward over x [rows, input_dim] (device memory): fills grads (overwritten) and
@@ -44,7 +48,8 @@ struct ModelImpl {
   // the form a captured CUDA graph replays.
   void forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step,
                         const StepScalars* per_step = nullptr);
-  // Forward only: per-row nll and kl_sample, kl_dim, and the encoder output (returned).
+  // Forward only: per-row nll and kl_sample, kl_dim (when latent_block reports it), and the encoder
+  // output (returned).
   const float* forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale);
   // NLL per row of decoder output `out` against x; dout (scaled by grad_scale) when non-null.
   void likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale);

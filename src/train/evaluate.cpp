@@ -65,6 +65,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   if (opt.k > 0) {
     const int rows_iw = batch * chunk;
     m.decoder.prepare(rows_iw, *m.backend);
+    m.latent_block.prior().prepare(rows_iw, m.device);
     z_iw = Tensor({rows_iw, L}, m.device);
     lpq = Tensor({rows_iw}, m.device);
     nll_iw = Tensor({rows_iw}, m.device);
@@ -79,7 +80,8 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     const float* h = m.forward_eval(x.data(), rows, kEvalNoiseSeed, first, 1.0f);
     const std::vector<float> nll = m.nll.view(0, {rows}).to_host();
     const std::vector<float> kl = m.kl_sample.view(0, {rows}).to_host();
-    const std::vector<float> kd = m.kl_dim.to_host();
+    const bool per_dim = m.latent_block.reports_kl_per_dim();
+    const std::vector<float> kd = per_dim ? m.kl_dim.to_host() : std::vector<float>(L, 0.0f);
     const std::vector<float> hh = m.encoder.output_view(rows).to_host();
     for (int r = 0; r < rows; ++r) {
       sum_nll += nll[r];
@@ -104,7 +106,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
           gather(rep.data(), rows * kk, x_rep.data());
           replicated = kk;
         }
-        m.backend->latent_importance_sample(h, z_iw.data(), lpq.data(), rows, kk, L, kEvalNoiseSeed, first, s0);
+        m.latent_block.importance_sample(*m.backend, h, rows, kk, kEvalNoiseSeed, first, s0, z_iw.data(), lpq.data());
         const float* out = m.decoder.forward(*m.backend, z_iw.data(), rows * kk);
         m.likelihood(out, x_rep.data(), nll_iw.data(), nullptr, rows * kk, 1.0f);
         m.backend->logsumexp_accumulate(lpq.data(), nll_iw.data(), rows, kk, run_max.data(), run_sum.data());
@@ -120,10 +122,10 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   res.kl = sum_kl / n;
   res.neg_elbo = res.recon + res.kl;
   res.iwae_nll = opt.k > 0 ? -sum_log_px / n : 0.0;
-  res.kl_per_dim.resize(L);
+  if (m.latent_block.reports_kl_per_dim()) res.kl_per_dim.resize(L);
   res.mean_variance.resize(L);
   for (int u = 0; u < L; ++u) {
-    res.kl_per_dim[u] = kl_dim[u] / n;
+    if (!res.kl_per_dim.empty()) res.kl_per_dim[u] = kl_dim[u] / n;
     const double mean = mu_sum[u] / n;
     res.mean_variance[u] = std::max(0.0, mu_sq[u] / n - mean * mean);
     if (res.mean_variance[u] > 0.01) ++res.active_units;
@@ -138,7 +140,7 @@ Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
   const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model.impl();
   Tensor z({n, m.latent()}, m.device);
-  m.backend->normal_fill(z.data(), n, m.latent(), temperature, seed, kStreamPrior, 0);
+  m.latent_block.prior().sample(*m.backend, z.data(), n, temperature, seed);
   return model.decode(z);
 }
 

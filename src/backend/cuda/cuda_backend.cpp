@@ -100,6 +100,7 @@ class CudaBackend final : public Backend {
   ~CudaBackend() override { release(); }
 
   Device device() const override { return Device::CUDA; }
+  void* native_stream() override { return stream_; }
   void set_options(const BackendOptions& o) override { options_ = o; }
 
   // Thread-local capture mode: a call from this thread that could touch the stream implicitly (an

@@ -1,0 +1,6 @@
+// CUDA kernels of the diagonal Gaussian posterior's general path (math: gaussian_posterior.cuh).
+#include "for_each_cuda.cuh"
+#include "gaussian_posterior.cuh"
+
+VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorSample<float>);
+VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorBackward<float>);

@@ -1,0 +1,199 @@
+// A learned mixture of K diagonal Gaussians as the prior:
+//   p(z) = sum_k pi_k N(z; m_k, diag(e^lv_k)),  pi = softmax(logits),  lv = soft_clamp(raw, -30, 20)
+// Parameters (the model's flat buffer): logits [K], means [K, L], raw log-variances [K, L].
+//
+//   log_prob:   a[r, k] = log pi_k + sum_u log N(z_u; m_ku, e^lv_ku)
+//               out[r] += sign * logsumexp_k a[r, k];  resp[r, k] = softmax_k a[r, k]       [rows, K]
+//   grad_z:     dz[r, u] += w * sum_k resp[r, k] (z_u - m_ku) e^-lv_ku   (the gradient of -w log p)
+//   grad_param: dlogits[k] = -w sum_r (resp[r, k] - pi_k)
+//               dmeans[k, u] = -w sum_r resp[r, k] (z_ru - m_ku) e^-lv_ku
+//               draw[k, u] = -w sum_r resp[r, k] ((z_ru - m_ku)^2 e^-lv_ku - 1) / 2 * soft_clamp'(raw)
+//               (overwritten: one item per parameter, summing the rows in order: deterministic)
+//   sample:     k ~ Categorical(pi) from one Philox uniform (row r, kStreamPriorComponent),
+//               z = m_k + T sigma_k eps with eps as normal_fill draws it (row r, kStreamPrior)
+// w is beta / batch, the weight of -log p(z) in the loss (a StepScalars record's kl_grad_weight
+// when given). Bytes per row: log_prob reads 4L + 8KL (the parameters, from cache) and writes 4K + 4;
+// grad_z reads 4L + 4K and writes 4L; grad_param reads 4(L + K) per row per parameter column.
+// FLOPs: about 5KL per row for log_prob and 3KL for grad_z.
+#pragma once
+
+#include "backend/backend.hpp"
+#include "for_each.cuh"
+#include "philox.cuh"
+#include "vae_math.cuh"
+
+namespace vae::ops {
+
+template <class T>
+struct MogParams {
+  const T* logits;      // [K]
+  const T* means;       // [K, L]
+  const T* raw_logvar;  // [K, L]
+  int components, latent;
+
+  VAE_HD T logvar(int64_t ku) const { return math::soft_clamp(raw_logvar[ku], T(math::kLogvarMin), T(math::kLogvarMax)); }
+  // log sum_k e^logits_k: log pi_k = logits_k - log_normalizer().
+  VAE_HD T log_normalizer() const {
+    T top = logits[0];
+    for (int k = 1; k < components; ++k) top = logits[k] > top ? logits[k] : top;
+    T s = T(0);
+    for (int k = 0; k < components; ++k) s += hd::exp(logits[k] - top);
+    return top + hd::log(s);
+  }
+};
+
+template <class T>
+struct MogLogProb {
+  MogParams<T> p;
+  const T* z;
+  T* resp;  // [rows, K] scratch: the log terms, then the responsibilities
+  T* out;
+  T sign;
+  VAE_HD void operator()(int64_t r) const {
+    const int K = p.components, L = p.latent;
+    const T* zr = z + r * L;
+    T* a = resp + r * K;
+    const T log_norm = p.log_normalizer();
+    T top = T(0);
+    for (int k = 0; k < K; ++k) {
+      T acc = p.logits[k] - log_norm;
+      for (int u = 0; u < L; ++u) {
+        const int64_t ku = int64_t(k) * L + u;
+        const T lv = p.logvar(ku);
+        const T d = zr[u] - p.means[ku];
+        acc += T(-0.5) * (d * d * hd::exp(-lv) + lv) - T(math::kHalfLog2Pi);
+      }
+      a[k] = acc;
+      top = (k == 0 || acc > top) ? acc : top;
+    }
+    T s = T(0);
+    for (int k = 0; k < K; ++k) s += hd::exp(a[k] - top);
+    const T lse = top + hd::log(s);
+    for (int k = 0; k < K; ++k) a[k] = hd::exp(a[k] - lse);
+    out[r] += sign * lse;
+  }
+};
+
+template <class T>
+struct MogGradZ {
+  MogParams<T> p;
+  const T* z;
+  const T* resp;
+  T* dz;
+  T weight;
+  const StepScalars* per_step;
+  VAE_HD void operator()(int64_t i) const {
+    const int L = p.latent;
+    const int64_t r = i / L;
+    const int u = static_cast<int>(i % L);
+    const T w = per_step ? T(per_step->kl_grad_weight) : weight;
+    T g = T(0);
+    for (int k = 0; k < p.components; ++k) {
+      const int64_t ku = int64_t(k) * L + u;
+      g += resp[r * p.components + k] * (z[i] - p.means[ku]) * hd::exp(-p.logvar(ku));
+    }
+    dz[i] += w * g;
+  }
+};
+
+template <class T>
+struct MogGradParams {
+  MogParams<T> p;
+  const T* z;
+  const T* resp;
+  int rows;
+  T* dlogits;
+  T* dmeans;
+  T* draw;
+  T weight;
+  const StepScalars* per_step;
+  // Items [0, K): the logits; [K, K + KL): one (k, u) pair each, for its mean and log-variance.
+  VAE_HD void operator()(int64_t i) const {
+    const int K = p.components, L = p.latent;
+    const T w = per_step ? T(per_step->kl_grad_weight) : weight;
+    if (i < K) {
+      const T pi = hd::exp(p.logits[i] - p.log_normalizer());
+      T g = T(0);
+      for (int r = 0; r < rows; ++r) g += resp[int64_t(r) * K + i] - pi;
+      dlogits[i] = -w * g;
+      return;
+    }
+    const int64_t ku = i - K;
+    const int k = static_cast<int>(ku / L), u = static_cast<int>(ku % L);
+    const T m = p.means[ku], inv_var = hd::exp(-p.logvar(ku));
+    T gm = T(0), gl = T(0);
+    for (int r = 0; r < rows; ++r) {
+      const T rk = resp[int64_t(r) * K + k];
+      const T d = z[int64_t(r) * L + u] - m;
+      gm += rk * d * inv_var;
+      gl += rk * (d * d * inv_var - T(1));
+    }
+    dmeans[ku] = -w * gm;
+    draw[ku] = -w * T(0.5) * gl * math::soft_clamp_grad(p.raw_logvar[ku], T(math::kLogvarMin), T(math::kLogvarMax));
+  }
+};
+
+template <class T>
+struct MogSample {
+  MogParams<T> p;
+  T* z;
+  T temperature;
+  uint64_t seed;
+  VAE_HD void operator()(int64_t r) const {
+    const int K = p.components, L = p.latent;
+    // The component: the first k whose cumulative weight passes a uniform draw.
+    const T target = T(philox_uniform(philox_block(seed, kStreamPriorComponent, r, 0, 0).v[0]));
+    const T log_norm = p.log_normalizer();
+    int k = K - 1;
+    T cumulative = T(0);
+    for (int c = 0; c < K; ++c) {
+      cumulative += hd::exp(p.logits[c] - log_norm);
+      if (target < cumulative) {
+        k = c;
+        break;
+      }
+    }
+    T* zr = z + r * L;
+    for (int c0 = 0; c0 < L; c0 += 4) {
+      float eps[4];
+      philox_normals(philox_block(seed, kStreamPrior, r, 0, c0 >> 2), eps);
+      for (int lane = 0; lane < 4 && c0 + lane < L; ++lane) {
+        const int64_t ku = int64_t(k) * L + c0 + lane;
+        zr[c0 + lane] = p.means[ku] + temperature * hd::exp(T(0.5) * p.logvar(ku)) * T(eps[lane]);
+      }
+    }
+  }
+};
+
+inline void check_mog(const MogParams<float>& p, int rows, const char* op) {
+  check(rows >= 1 && p.components >= 1 && p.latent >= 1 && p.logits && p.means && p.raw_logvar, op,
+        "empty shape or null parameter pointer");
+}
+
+// out[r] += sign * log p(z_r); resp [rows, K] keeps the responsibilities for the backward calls.
+inline void mog_log_prob(Backend& be, const MogParams<float>& p, const float* z, int rows, float sign, float* resp,
+                         float* out) {
+  check_mog(p, rows, "mog_log_prob");
+  check(z && resp && out, "mog_log_prob", "null pointer");
+  run(be, MogLogProb<float>{p, z, resp, out, sign}, rows);
+}
+
+// dz += weight * d(-log p)/dz, and the parameters' gradients of weight * sum_r -log p(z_r)
+// (overwritten), from the responsibilities of mog_log_prob on the same z.
+inline void mog_backward(Backend& be, const MogParams<float>& p, const float* z, const float* resp, int rows,
+                         float weight, const StepScalars* per_step, float* dz, float* dlogits, float* dmeans,
+                         float* draw) {
+  check_mog(p, rows, "mog_backward");
+  check(z && resp && dz && dlogits && dmeans && draw, "mog_backward", "null pointer");
+  run(be, MogGradZ<float>{p, z, resp, dz, weight, per_step}, int64_t(rows) * p.latent);
+  run(be, MogGradParams<float>{p, z, resp, rows, dlogits, dmeans, draw, weight, per_step},
+      p.components + int64_t(p.components) * p.latent);
+}
+
+inline void mog_sample(Backend& be, const MogParams<float>& p, int rows, float temperature, uint64_t seed, float* z) {
+  check_mog(p, rows, "mog_sample");
+  check(z != nullptr, "mog_sample", "null pointer");
+  run(be, MogSample<float>{p, z, temperature, seed}, rows);
+}
+
+}  // namespace vae::ops

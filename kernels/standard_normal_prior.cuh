@@ -1,0 +1,49 @@
+// The standard normal prior p(z) = N(0, I) on the general latent path (the fused latent_sample_kl
+// takes the analytic KL instead). Sampling is Backend::normal_fill (kStreamPrior).
+//   log_prob:  out[r] += sign * sum_u (-z_u^2/2 - log(2 pi)/2)                           [rows]
+//   grad_z:    dz[r, u] += w * z[r, u]   (the gradient of -w log p(z); w = beta / batch)  [rows, L]
+// Bytes: log_prob reads 4L + 4 and writes 4 per row; grad_z reads 8 and writes 4 per element.
+#pragma once
+
+#include "backend/backend.hpp"
+#include "for_each.cuh"
+#include "vae_math.cuh"
+
+namespace vae::ops {
+
+template <class T>
+struct StandardNormalLogProb {
+  const T* z;
+  T* out;
+  int latent;
+  T sign;
+  VAE_HD void operator()(int64_t r) const {
+    const T* zr = z + r * latent;
+    T acc = T(0);
+    for (int u = 0; u < latent; ++u) acc += T(-0.5) * zr[u] * zr[u] - T(math::kHalfLog2Pi);
+    out[r] += sign * acc;
+  }
+};
+
+template <class T>
+struct StandardNormalGradZ {
+  const T* z;
+  T* dz;
+  T weight;
+  const StepScalars* per_step;
+  VAE_HD void operator()(int64_t i) const { dz[i] += (per_step ? T(per_step->kl_grad_weight) : weight) * z[i]; }
+};
+
+inline void standard_normal_log_prob(Backend& be, const float* z, int rows, int latent, float sign, float* out) {
+  check(rows >= 1 && latent >= 1 && z && out, "standard_normal_log_prob", "empty shape or null pointer");
+  run(be, StandardNormalLogProb<float>{z, out, latent, sign}, rows);
+}
+
+// weight: of -log p(z) in the loss (per_step's kl_grad_weight when per_step is set).
+inline void standard_normal_grad_z(Backend& be, const float* z, int rows, int latent, float weight,
+                                   const StepScalars* per_step, float* dz) {
+  check(rows >= 1 && latent >= 1 && z && dz, "standard_normal_grad_z", "empty shape or null pointer");
+  run(be, StandardNormalGradZ<float>{z, dz, weight, per_step}, int64_t(rows) * latent);
+}
+
+}  // namespace vae::ops

@@ -1,0 +1,113 @@
+#include "latent/prior.hpp"
+
+#include <cmath>
+
+#include "mog_prior.cuh"
+#include "philox.cuh"
+#include "standard_normal_prior.cuh"
+#include "vae/error.hpp"
+
+namespace vae {
+namespace {
+
+class StandardNormalPrior final : public Prior {
+ public:
+  using Prior::Prior;
+  PriorType type() const override { return PriorType::StandardNormal; }
+  bool is_standard_normal() const override { return true; }
+  void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) override {
+    ops::standard_normal_log_prob(be, z, rows, latent(), sign, out);
+  }
+  void backward(Backend& be, const float* z, int rows, float weight, const StepScalars* per_step, float* dz) override {
+    ops::standard_normal_grad_z(be, z, rows, latent(), weight, per_step, dz);
+  }
+  // The draws `vae sample` has always made: N(0, T^2 I) from kStreamPrior.
+  void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
+    be.normal_fill(z, n, latent(), temperature, seed, kStreamPrior, 0);
+  }
+};
+
+class MixturePrior final : public Prior {
+ public:
+  MixturePrior(int latent, int components) : Prior(latent), k_(components) {}
+  PriorType type() const override { return PriorType::MixtureOfGaussians; }
+
+  int64_t layout(int64_t offset) override {
+    logits_ = align_params(offset);
+    means_ = align_params(logits_ + k_);
+    raw_logvar_ = align_params(means_ + int64_t(k_) * latent());
+    return raw_logvar_ + int64_t(k_) * latent();
+  }
+  void bind(float* params, float* grads) override {
+    params_ = params;
+    grads_ = grads;
+  }
+  void param_slices(std::vector<ParamSlice>& out) const override {
+    out.push_back({"prior.logits", logits_, {k_}});
+    out.push_back({"prior.means", means_, {k_, latent()}});
+    out.push_back({"prior.logvar", raw_logvar_, {k_, latent()}});
+  }
+  // Equal weights, unit variances, and means drawn from N(0, I) (Philox, this tensor's stream row),
+  // so the components start apart from each other and inside the region the posteriors start in.
+  void initialize(std::vector<float>& params, uint64_t seed, uint32_t& tensor_index) const override {
+    std::fill(params.begin() + logits_, params.begin() + logits_ + k_, 0.0f);
+    const uint32_t index = tensor_index++;
+    const int64_t n = int64_t(k_) * latent();
+    for (int64_t c0 = 0; c0 < n; c0 += 4) {
+      float eps[4];
+      philox_normals(philox_block(seed, kStreamInit, index, 1, static_cast<uint64_t>(c0 >> 2)), eps);
+      for (int lane = 0; lane < 4 && c0 + lane < n; ++lane) params[static_cast<size_t>(means_ + c0 + lane)] = eps[lane];
+    }
+    std::fill(params.begin() + raw_logvar_, params.begin() + raw_logvar_ + n, 0.0f);
+  }
+
+  void prepare(int rows, Device device) override {
+    if (rows <= capacity_) return;
+    resp_ = Tensor({rows, k_}, device);
+    capacity_ = rows;
+    ++generation_;
+  }
+  uint64_t generation() const override { return generation_; }
+
+  void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) override {
+    check_capacity(rows);
+    ops::mog_log_prob(be, view(), z, rows, sign, resp_.data(), out);
+  }
+  void backward(Backend& be, const float* z, int rows, float weight, const StepScalars* per_step, float* dz) override {
+    check_capacity(rows);
+    ops::mog_backward(be, view(), z, resp_.data(), rows, weight, per_step, dz, grads_ + logits_, grads_ + means_,
+                      grads_ + raw_logvar_);
+  }
+  void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
+    ops::mog_sample(be, view(), n, temperature, seed, z);
+  }
+
+ private:
+  ops::MogParams<float> view() const {
+    return {params_ + logits_, params_ + means_, params_ + raw_logvar_, k_, latent()};
+  }
+  void check_capacity(int rows) const {
+    if (rows > capacity_)
+      throw Error("mixture prior: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_) +
+                  " (a bug in vae: prepare must run first)");
+  }
+
+  int k_;
+  int64_t logits_ = 0, means_ = 0, raw_logvar_ = 0;
+  float *params_ = nullptr, *grads_ = nullptr;
+  Tensor resp_;
+  int capacity_ = 0;
+  uint64_t generation_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<Prior> make_prior(const PriorConfig& config, int latent) {
+  switch (config.type) {
+    case PriorType::StandardNormal: return std::make_unique<StandardNormalPrior>(latent);
+    case PriorType::MixtureOfGaussians: return std::make_unique<MixturePrior>(latent, config.components);
+  }
+  throw Error("unknown prior type");
+}
+
+}  // namespace vae
