@@ -14,6 +14,7 @@
 
 #include <cstdint>
 #include <string>
+#include <type_traits>
 
 #include "backend/backend.hpp"
 #include "hd.cuh"
@@ -32,20 +33,29 @@ template <class F>
 void cuda_for_each(const F& f, int64_t n, void* stream);
 
 // Runs f over items [0, n) on be's device, queued on its stream (nothing waits, nothing allocates:
-// allowed inside a recorded step).
-template <class F>
-void run(Backend& be, const F& f, int64_t n) {
+// allowed inside a recorded step). Be is a Backend, or an executor of the tests' reference (the op
+// table runs the same entry points in double) with its own for_each.
+template <class Be, class F>
+void run(Be& be, const F& f, int64_t n) {
   if (n <= 0) return;
-  if (be.device() == Device::CPU) {
-    cpu_for_each(f, n);
-    return;
-  }
+  if constexpr (std::is_base_of_v<Backend, Be>) {
+    if (be.device() == Device::CPU) {
+      cpu_for_each(f, n);
+      return;
+    }
 #if defined(VAE_WITH_CUDA)
-  cuda_for_each(f, n, be.native_stream());
+    cuda_for_each(f, n, be.native_stream());
 #else
-  throw Error("this vae build has no CUDA support; use --device cpu");
+    throw Error("this vae build has no CUDA support; use --device cpu");
 #endif
+  } else {
+    be.for_each(f, n);
+  }
 }
+
+// A scalar argument of an entry point that takes its type from the pointers (no deduction from 1.0f).
+template <class T>
+using scalar_t = std::type_identity_t<T>;
 
 inline void check(bool ok, const char* op, const std::string& what) {
   if (!ok) throw Error(std::string(op) + ": " + what);

@@ -114,23 +114,25 @@ struct PosteriorNoise {
 };
 
 // z[rows*k, L] and log_q[rows*k] = log_q_sign * log q(z|x) (log_q may be null) for h[rows, 2L].
-inline void gaussian_posterior_sample(Backend& be, const float* h, int rows, int k, int latent, const PosteriorNoise& n,
-                                      float log_q_sign, float* z, float* log_q) {
+template <class Be, class T>
+void gaussian_posterior_sample(Be& be, const T* h, int rows, int k, int latent, const PosteriorNoise& n,
+                               scalar_t<T> log_q_sign, T* z, T* log_q) {
   check(rows >= 1 && k >= 1 && latent >= 1 && h && z, "gaussian_posterior_sample", "empty shape or null pointer");
   run(be,
-      GaussianPosteriorSample<float>{h, z, log_q, latent, k, n.seed, n.stream, n.step, n.row0, n.eps_scale, log_q_sign,
-                                     n.per_step},
+      GaussianPosteriorSample<T>{h, z, log_q, latent, k, n.seed, n.stream, n.step, n.row0, T(n.eps_scale), log_q_sign,
+                                 n.per_step},
       int64_t(rows) * k);
 }
 
 // dh[rows, 2L] from dz[rows, L] and the weight of log q in the loss (n.per_step's kl_grad_weight
 // when set); the noise must be the forward call's (k = 1).
-inline void gaussian_posterior_backward(Backend& be, const float* h, const float* dz, int rows, int latent,
-                                        const PosteriorNoise& n, float log_q_weight, float* dh) {
+template <class Be, class T>
+void gaussian_posterior_backward(Be& be, const T* h, const T* dz, int rows, int latent, const PosteriorNoise& n,
+                                 scalar_t<T> log_q_weight, T* dh) {
   check(rows >= 1 && latent >= 1 && h && dz && dh, "gaussian_posterior_backward", "empty shape or null pointer");
   run(be,
-      GaussianPosteriorBackward<float>{h, dz, dh, latent, n.seed, n.stream, n.step, n.row0, n.eps_scale, log_q_weight,
-                                       n.per_step},
+      GaussianPosteriorBackward<T>{h, dz, dh, latent, n.seed, n.stream, n.step, n.row0, T(n.eps_scale), log_q_weight,
+                                   n.per_step},
       rows);
 }
 

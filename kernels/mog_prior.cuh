@@ -165,35 +165,37 @@ struct MogSample {
   }
 };
 
-inline void check_mog(const MogParams<float>& p, int rows, const char* op) {
+template <class T>
+void check_mog(const MogParams<T>& p, int rows, const char* op) {
   check(rows >= 1 && p.components >= 1 && p.latent >= 1 && p.logits && p.means && p.raw_logvar, op,
         "empty shape or null parameter pointer");
 }
 
 // out[r] += sign * log p(z_r); resp [rows, K] keeps the responsibilities for the backward calls.
-inline void mog_log_prob(Backend& be, const MogParams<float>& p, const float* z, int rows, float sign, float* resp,
-                         float* out) {
+template <class Be, class T>
+void mog_log_prob(Be& be, const MogParams<T>& p, const T* z, int rows, scalar_t<T> sign, T* resp, T* out) {
   check_mog(p, rows, "mog_log_prob");
   check(z && resp && out, "mog_log_prob", "null pointer");
-  run(be, MogLogProb<float>{p, z, resp, out, sign}, rows);
+  run(be, MogLogProb<T>{p, z, resp, out, sign}, rows);
 }
 
 // dz += weight * d(-log p)/dz, and the parameters' gradients of weight * sum_r -log p(z_r)
 // (overwritten), from the responsibilities of mog_log_prob on the same z.
-inline void mog_backward(Backend& be, const MogParams<float>& p, const float* z, const float* resp, int rows,
-                         float weight, const StepScalars* per_step, float* dz, float* dlogits, float* dmeans,
-                         float* draw) {
+template <class Be, class T>
+void mog_backward(Be& be, const MogParams<T>& p, const T* z, const T* resp, int rows, scalar_t<T> weight,
+                  const StepScalars* per_step, T* dz, T* dlogits, T* dmeans, T* draw) {
   check_mog(p, rows, "mog_backward");
   check(z && resp && dz && dlogits && dmeans && draw, "mog_backward", "null pointer");
-  run(be, MogGradZ<float>{p, z, resp, dz, weight, per_step}, int64_t(rows) * p.latent);
-  run(be, MogGradParams<float>{p, z, resp, rows, dlogits, dmeans, draw, weight, per_step},
+  run(be, MogGradZ<T>{p, z, resp, dz, weight, per_step}, int64_t(rows) * p.latent);
+  run(be, MogGradParams<T>{p, z, resp, rows, dlogits, dmeans, draw, weight, per_step},
       p.components + int64_t(p.components) * p.latent);
 }
 
-inline void mog_sample(Backend& be, const MogParams<float>& p, int rows, float temperature, uint64_t seed, float* z) {
+template <class Be, class T>
+void mog_sample(Be& be, const MogParams<T>& p, int rows, scalar_t<T> temperature, uint64_t seed, T* z) {
   check_mog(p, rows, "mog_sample");
   check(z != nullptr, "mog_sample", "null pointer");
-  run(be, MogSample<float>{p, z, temperature, seed}, rows);
+  run(be, MogSample<T>{p, z, temperature, seed}, rows);
 }
 
 }  // namespace vae::ops

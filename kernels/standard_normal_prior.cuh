@@ -34,16 +34,18 @@ struct StandardNormalGradZ {
   VAE_HD void operator()(int64_t i) const { dz[i] += (per_step ? T(per_step->kl_grad_weight) : weight) * z[i]; }
 };
 
-inline void standard_normal_log_prob(Backend& be, const float* z, int rows, int latent, float sign, float* out) {
+template <class Be, class T>
+void standard_normal_log_prob(Be& be, const T* z, int rows, int latent, scalar_t<T> sign, T* out) {
   check(rows >= 1 && latent >= 1 && z && out, "standard_normal_log_prob", "empty shape or null pointer");
-  run(be, StandardNormalLogProb<float>{z, out, latent, sign}, rows);
+  run(be, StandardNormalLogProb<T>{z, out, latent, sign}, rows);
 }
 
 // weight: of -log p(z) in the loss (per_step's kl_grad_weight when per_step is set).
-inline void standard_normal_grad_z(Backend& be, const float* z, int rows, int latent, float weight,
-                                   const StepScalars* per_step, float* dz) {
+template <class Be, class T>
+void standard_normal_grad_z(Be& be, const T* z, int rows, int latent, scalar_t<T> weight, const StepScalars* per_step,
+                            T* dz) {
   check(rows >= 1 && latent >= 1 && z && dz, "standard_normal_grad_z", "empty shape or null pointer");
-  run(be, StandardNormalGradZ<float>{z, dz, weight, per_step}, int64_t(rows) * latent);
+  run(be, StandardNormalGradZ<T>{z, dz, weight, per_step}, int64_t(rows) * latent);
 }
 
 }  // namespace vae::ops

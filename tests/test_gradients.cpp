@@ -1,7 +1,7 @@
-// Finite-difference gradient checks. Every operation's CPU reference runs in double (the ops are
-// templates) and its backward is compared with central differences of a scalar objective
-// J = sum(output * R) for a fixed random R. Bound: |analytic - numeric| <= 1e-6 * (1 + |numeric|);
-// with h = 1e-5 the truncation error is ~1e-10 and rounding ~1e-11, so a real bug cannot hide under it.
+// Checks above the single operation: the importance-sampling log-density against a direct
+// computation, Sequential's fusion pass against the layers one by one, and the whole model's wiring
+// against float finite differences. Each operation's own gradient check is a row of the op table
+// (op_table.cpp, run by test_op_table.cpp).
 #include <gtest/gtest.h>
 
 #include <cmath>
@@ -18,150 +18,18 @@
 namespace vae {
 namespace {
 
-using test::random_away_from_zero;
 using test::random_vector;
 
-constexpr double kStep = 1e-5;
-constexpr double kTol = 1e-6;
-
-// Numerical gradient of objective() with respect to every element of x (modified in place, restored).
-std::vector<double> numeric_gradient(std::vector<double>& x, const std::function<double()>& objective) {
-  std::vector<double> g(x.size());
-  for (size_t i = 0; i < x.size(); ++i) {
-    const double keep = x[i];
-    x[i] = keep + kStep;
-    const double up = objective();
-    x[i] = keep - kStep;
-    const double down = objective();
-    x[i] = keep;
-    g[i] = (up - down) / (2 * kStep);
-  }
-  return g;
-}
-
-double dot(const std::vector<double>& a, const std::vector<double>& b) {
-  double s = 0;
-  for (size_t i = 0; i < a.size(); ++i) s += a[i] * b[i];
-  return s;
-}
-
-TEST(GradCheck, Linear) {
-  for (auto [rows, in, out] : {std::tuple{1, 1, 1}, std::tuple{3, 5, 7}, std::tuple{4, 13, 2}}) {
-    auto x = random_vector<double>(rows * in, 1), w = random_vector<double>(out * in, 2), b = random_vector<double>(out, 3);
-    const auto r = random_vector<double>(rows * out, 4);
-    std::vector<double> y(rows * out), dx(x.size()), dw(w.size()), db(b.size());
-    auto objective = [&] {
-      cpu::linear_forward(x.data(), w.data(), b.data(), y.data(), rows, in, out);
-      return dot(y, r);
-    };
-    cpu::linear_backward(x.data(), w.data(), r.data(), dx.data(), dw.data(), db.data(), rows, in, out);
-    test::expect_close(dx, numeric_gradient(x, objective), kTol, kTol, "linear dx");
-    test::expect_close(dw, numeric_gradient(w, objective), kTol, kTol, "linear dW");
-    test::expect_close(db, numeric_gradient(b, objective), kTol, kTol, "linear db");
-  }
-}
-
-// The fused pair Linear -> ReLU -> Linear: linear_relu_forward, then linear_relu_input_backward
-// (the upper layer's input gradient through the ReLU, with the lower layer's bias gradient) and the
-// lower layer's weight gradient without its bias, as Sequential runs them.
-TEST(GradCheck, LinearReluPair) {
-  for (auto [rows, in, hidden, out] : {std::tuple{1, 1, 1, 1}, std::tuple{3, 5, 7, 2}, std::tuple{4, 9, 6, 5}}) {
-    // Exact pre-activations at least 1/32 from ReLU's kink (see test::quarters).
-    auto x = test::quarters<double>(rows * in, 21), w = test::quarters<double>(hidden * in, 22);
-    auto b = test::odd_32nds<double>(hidden, 23);
-    const auto v = random_vector<double>(out * hidden, 24), c = random_vector<double>(out, 25);
-    const auto r = random_vector<double>(rows * out, 26);
-    std::vector<double> y(rows * hidden), z(rows * out);
-    auto objective = [&] {
-      cpu::linear_relu_forward(x.data(), w.data(), b.data(), y.data(), rows, in, hidden);
-      cpu::linear_forward(y.data(), v.data(), c.data(), z.data(), rows, hidden, out);
-      return dot(z, r);
-    };
-    objective();
-    std::vector<double> dpre(rows * hidden), db(hidden), dx(x.size()), dw(w.size());
-    cpu::linear_relu_input_backward(v.data(), r.data(), y.data(), dpre.data(), db.data(), rows, hidden, out);
-    cpu::linear_backward<double>(x.data(), w.data(), dpre.data(), dx.data(), dw.data(), nullptr, rows, in, hidden);
-    test::expect_close(dx, numeric_gradient(x, objective), kTol, kTol, "linear+relu dx");
-    test::expect_close(dw, numeric_gradient(w, objective), kTol, kTol, "linear+relu dW");
-    test::expect_close(db, numeric_gradient(b, objective), kTol, kTol, "linear+relu db (from the upper layer)");
-  }
-}
-
-TEST(GradCheck, Activations) {
-  for (math::Act act : {math::Act::ReLU, math::Act::LeakyReLU, math::Act::Tanh, math::Act::SiLU}) {
-    auto x = random_away_from_zero(37, 5);
-    for (auto& v : x) v *= 3;
-    const auto r = random_vector<double>(37, 6);
-    std::vector<double> y(37), dx(37);
-    auto objective = [&] {
-      cpu::activation_forward(act, 0.01, x.data(), y.data(), 37);
-      return dot(y, r);
-    };
-    cpu::activation_backward(act, 0.01, x.data(), r.data(), dx.data(), 37);
-    test::expect_close(dx, numeric_gradient(x, objective), kTol, kTol, "activation " + std::to_string(int(act)));
-  }
-}
-
-TEST(GradCheck, LatentSampleAndKl) {
-  const int rows = 3, latent = 5;  // 5: not a multiple of the Philox block of 4
-  for (double eps_scale : {1.0, 0.0}) {
-    auto h = random_vector<double>(rows * 2 * latent, 7, -1.5, 1.5);
-    const auto r = random_vector<double>(rows * latent, 8);
-    const double kl_weight = 0.37;
-    std::vector<double> z(rows * latent), kl(rows), kl_dim(latent), dh(h.size());
-    auto objective = [&] {
-      cpu::latent_sample_kl_forward(rows, latent, 99, 4, 10, eps_scale, h.data(), z.data(), kl.data(), kl_dim.data());
-      double s = dot(z, r);
-      for (double k : kl) s += kl_weight * k;
-      return s;
-    };
-    objective();
-    double total_kl = 0, total_dim = 0;
-    for (double k : kl) total_kl += k;
-    for (double k : kl_dim) total_dim += k;
-    EXPECT_NEAR(total_kl, total_dim, 1e-12) << "KL per sample and per dimension must add up to the same total";
-    cpu::latent_sample_kl_backward(rows, latent, 99, 4, 10, eps_scale, h.data(), r.data(), kl_weight, dh.data());
-    test::expect_close(dh, numeric_gradient(h, objective), kTol, kTol, "latent dh");
-  }
-}
-
-TEST(GradCheck, BernoulliLikelihood) {
-  const int rows = 3, d = 11;
-  auto logits = random_vector<double>(rows * d, 9, -6, 6);
-  auto x = random_vector<double>(rows * d, 10, 0, 1);
-  for (auto& v : x) v = v < 0.5 ? 0.0 : 1.0;
-  std::vector<double> nll(rows), dl(logits.size());
-  const double scale = 1.0 / rows;
-  auto objective = [&] {
-    cpu::bernoulli_nll<double>(logits.data(), x.data(), nll.data(), nullptr, rows, d, 1.0);
-    double s = 0;
-    for (double v : nll) s += v;
-    return s * scale;
-  };
-  cpu::bernoulli_nll(logits.data(), x.data(), nll.data(), dl.data(), rows, d, scale);
-  test::expect_close(dl, numeric_gradient(logits, objective), kTol, kTol, "bernoulli dlogits");
-}
-
-TEST(GradCheck, GaussianLikelihoodFixedAndLearnedSigma) {
-  const int rows = 4, d = 6;
-  auto mean = random_vector<double>(rows * d, 11, -0.5, 1.5);
-  auto x = random_vector<double>(rows * d, 12, 0, 1);
-  auto log_sigma = random_vector<double>(d, 13, -2, 0.5);
-  const double scale = 1.0 / rows;
-  std::vector<double> nll(rows), dmean(mean.size()), dls(d);
-  for (bool learned : {false, true}) {
-    auto objective = [&] {
-      cpu::gaussian_nll<double>(mean.data(), x.data(), learned ? log_sigma.data() : nullptr, std::log(0.3), nll.data(),
-                                nullptr, nullptr, rows, d, 1.0);
-      double s = 0;
-      for (double v : nll) s += v;
-      return s * scale;
-    };
-    cpu::gaussian_nll<double>(mean.data(), x.data(), learned ? log_sigma.data() : nullptr, std::log(0.3), nll.data(),
-                              dmean.data(), learned ? dls.data() : nullptr, rows, d, scale);
-    test::expect_close(dmean, numeric_gradient(mean, objective), kTol, kTol, "gaussian dmean");
-    if (learned) test::expect_close(dls, numeric_gradient(log_sigma, objective), kTol, kTol, "gaussian dlog_sigma");
-  }
+// The fused latent op's two KL outputs describe the same total (the op table checks its gradient).
+TEST(LatentSampleKl, KlPerSampleAndPerDimensionAddUp) {
+  const int rows = 3, latent = 5;
+  const auto h = random_vector<double>(rows * 2 * latent, 7, -1.5, 1.5);
+  std::vector<double> z(rows * latent), kl(rows), kl_dim(latent);
+  cpu::latent_sample_kl_forward(rows, latent, 99, 4, 10, 1.0, h.data(), z.data(), kl.data(), kl_dim.data());
+  double total_kl = 0, total_dim = 0;
+  for (double k : kl) total_kl += k;
+  for (double k : kl_dim) total_dim += k;
+  EXPECT_NEAR(total_kl, total_dim, 1e-12);
 }
 
 TEST(ImportanceSampling, LogDensityRatioAndLogSumExp) {

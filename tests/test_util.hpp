@@ -17,6 +17,10 @@
 
 namespace vae::test {
 
+#ifndef VAE_TEST_DATA_DIR  // the op table's library (shared with the benchmarks) reads no data
+#define VAE_TEST_DATA_DIR "/usr/share/datasets/fashion-mnist"
+#endif
+
 // Build-time paths, overridable at run time (scripts/gpu-check.sh runs a build from elsewhere).
 inline std::string env_or(const char* name, const char* fallback) {
   const char* v = std::getenv(name);

@@ -1,0 +1,641 @@
+// The rows of the op table (op_table.hpp): every operation, its shapes per mode, input ranges,
+// bounds, bytes and FLOPs. Parity bounds for FP32 sums grow like sqrt(terms) * eps * |terms|.
+#include <cmath>
+#include <limits>
+
+#include "gaussian_posterior.cuh"
+#include "mog_prior.cuh"
+#include "op_table.hpp"
+#include "philox.cuh"
+#include "standard_normal_prior.cuh"
+#include "test_util.hpp"
+
+namespace vae::optable {
+namespace {
+
+template <class V>
+const V& pick(Mode m, const V& gradient, const V& parity, const V& bench) {
+  return m == Mode::Gradient ? gradient : m == Mode::Parity ? parity : bench;
+}
+
+std::string dims(std::initializer_list<std::pair<const char*, int64_t>> d) {
+  std::string s;
+  for (const auto& [k, v] : d) s += (s.empty() ? "" : " ") + std::string(k) + "=" + std::to_string(v);
+  return s;
+}
+
+template <class T>
+using scalar_of = std::remove_cv_t<std::remove_pointer_t<decltype(std::declval<T&>().out(0))>>;
+
+// ---------------------------------------------------------------- linear layers (cuBLASLt / BLAS)
+
+void add_linear(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, in, out; };
+  const std::vector<S> grad{{1, 1, 1}, {3, 5, 7}, {4, 13, 2}};
+  const std::vector<S> parity{{1, 1, 1}, {7, 5, 3}, {128, 784, 512}, {257, 33, 65}, {3, 1031, 17}};
+  const std::vector<S> bench{{128, 784, 512}, {4096, 784, 512}};
+  for (const S s : pick(mode, grad, parity, bench))
+    for (bool fused : {true, false}) {
+      if (mode == Mode::Gradient && !fused) continue;  // one CPU numerics
+      Case c;
+      c.op = "linear";
+      c.shape = dims({{"rows", s.rows}, {"in", s.in}, {"out", s.out}}) + (fused ? " fused" : " unfused");
+      c.options = {false, fused};
+      const double tf = 2e-6 * std::sqrt(double(s.in)), tb = 2e-6 * std::sqrt(double(std::max(s.rows, s.out))),
+                   tr = 2e-6 * std::sqrt(double(s.rows));
+      c.inputs = {{"x", int64_t(s.rows) * s.in, Draw::Uniform, -1, 1, true},
+                  {"w", int64_t(s.out) * s.in, Draw::Uniform, -1, 1, true},
+                  {"b", s.out, Draw::Uniform, -1, 1, true}};
+      c.outputs = {{"y", int64_t(s.rows) * s.out, {tf, 1e-5}}};
+      c.grads = {{0, {tb, 1e-5}}, {1, {tr, 1e-5}}, {2, {tr, 1e-5}}};
+      c.bytes = 4.0 * (2.0 * s.rows * s.in + 2.0 * s.in * s.out + 2.0 * s.rows * s.out + 2 * s.out) + 4.0 * s.rows * s.out;
+      c.flops = 6.0 * s.rows * s.in * s.out;
+      const int rows = s.rows, in = s.in, o = s.out;
+      set_body(c, [=](auto& be, auto& io) {
+        be.linear_forward(io.in(0), io.in(1), io.in(2), io.out(0), rows, in, o);
+        if (io.backward()) be.linear_backward(io.in(0), io.in(1), io.up(0), io.grad(0), io.grad(1), io.grad(2), rows, in, o);
+      });
+      out.push_back(std::move(c));
+    }
+  if (mode == Mode::Parity) {
+    // TF32: 10-bit mantissa products, a relative bound near 1e-3 times sqrt(k). Forward only.
+    Case c;
+    c.op = "linear";
+    c.shape = "rows=128 in=784 out=512 tf32";
+    c.options = {true, true};
+    c.inputs = {{"x", 128 * 784}, {"w", 512 * 784}, {"b", 512}};
+    c.outputs = {{"y", 128 * 512, {2e-3 * std::sqrt(784.0), 1e-2}}};
+    set_body(c, [](auto& be, auto& io) { be.linear_forward(io.in(0), io.in(1), io.in(2), io.out(0), 128, 784, 512); },
+             false);
+    out.push_back(std::move(c));
+  }
+}
+
+// The fused pair Linear -> ReLU -> Linear as Sequential runs it: linear_relu_forward, the upper
+// layer's forward, then linear_relu_input_backward (the upper layer's input gradient through the ReLU,
+// with the lower layer's bias gradient) and the lower layer's weight and input gradients. On CUDA:
+// RELU_AUX_BIAS + DRELU_BGRAD (mask), RELU_BIAS with our relu_grad_bias_grad (no mask), and unfused;
+// hidden widths 1, 3, 129 and 200 put the mask's 128-bit column padding to work. Inputs are exact
+// quarters with odd-32nd biases (test::quarters): the same ReLU pattern on both backends.
+void add_linear_relu(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, in, hidden, out; };
+  const std::vector<S> grad{{1, 1, 1, 1}, {3, 5, 7, 2}, {4, 9, 6, 5}};
+  const std::vector<S> parity{{1, 1, 1, 1}, {7, 5, 3, 2}, {128, 784, 512, 256}, {257, 33, 129, 65}, {3, 1031, 200, 17}};
+  const std::vector<S> bench{{128, 784, 512, 256}, {4096, 784, 512, 256}};
+  enum Variant { Mask, NoMask, Unfused };
+  for (const S s : pick(mode, grad, parity, bench))
+    for (Variant v : {Mask, NoMask, Unfused}) {
+      if (mode == Mode::Gradient && v != Unfused) continue;
+      if (mode == Mode::Bench && v == NoMask) continue;
+      Case c;
+      c.op = "linear_relu";
+      c.shape = dims({{"rows", s.rows}, {"in", s.in}, {"hidden", s.hidden}, {"out", s.out}}) +
+                (v == Mask ? " fused+mask" : v == NoMask ? " fused" : " unfused");
+      c.options = {false, v != Unfused};
+      const int64_t nx = int64_t(s.rows) * s.in, ny = int64_t(s.rows) * s.hidden, nz = int64_t(s.rows) * s.out;
+      c.inputs = {{"x", nx, Draw::Quarters, 0, 0, true},
+                  {"w", int64_t(s.hidden) * s.in, Draw::Quarters, 0, 0, true},
+                  {"b", s.hidden, Draw::Odd32nds, 0, 0, true},
+                  {"v", int64_t(s.out) * s.hidden},
+                  {"c", s.out}};
+      const double sh = std::sqrt(double(s.hidden)), so = std::sqrt(double(s.out)), sr = std::sqrt(double(s.rows));
+      OutputSpec y{"y", ny, {0, 0}};  // exact: every pre-activation is a sum of exact quarters
+      y.in_objective = false;
+      OutputSpec dpre{"dpre", ny, {2e-6 * so, 1e-5}};
+      dpre.in_objective = false;
+      // z sums hidden terms of |y v| up to about sqrt(in) / 8.
+      c.outputs = {y, {"z", nz, {2e-6 * sh * (1 + std::sqrt(double(s.in)) / 8), 1e-5}}, dpre};
+      c.grads = {{0, {2e-6 * sh * so, 1e-5}}, {1, {2e-6 * sr * so, 1e-5}}, {2, {2e-6 * sr * so, 1e-5}}};
+      c.bytes = 4.0 * (nx + 2.0 * s.hidden * s.in + 3.0 * ny + 2.0 * nz + int64_t(s.out) * s.hidden) + 4.0 * nx;
+      c.flops = 2.0 * s.rows * (3.0 * s.in * s.hidden + 2.0 * s.hidden * s.out);
+      const S sh_ = s;
+      const bool with_mask = v == Mask;
+      set_body(c, [=](auto& be, auto& io) {
+        const size_t mask_bytes = with_mask ? be.relu_mask_bytes(sh_.rows, sh_.hidden) : 0;
+        void* mask = mask_bytes ? io.scratch(mask_bytes) : nullptr;
+        const bool wrote = be.linear_relu_forward(io.in(0), io.in(1), io.in(2), io.out(0), mask, sh_.rows, sh_.in, sh_.hidden);
+        be.linear_forward(io.out(0), io.in(3), io.in(4), io.out(1), sh_.rows, sh_.hidden, sh_.out);
+        if (!io.backward()) return;
+        be.linear_relu_input_backward(io.in(3), io.up(1), io.out(0), wrote ? mask : nullptr, io.out(2), io.grad(2),
+                                      sh_.rows, sh_.hidden, sh_.out);
+        be.linear_backward(io.in(0), io.in(1), io.out(2), io.grad(0), io.grad(1), nullptr, sh_.rows, sh_.in, sh_.hidden);
+      });
+      out.push_back(std::move(c));
+    }
+}
+
+// ------------------------------------------------------------------- convolution (cuDNN / im2col)
+
+void add_conv(std::vector<Case>& out, Mode mode) {
+  // n, c, h, w, k, kernel, stride, pad: odd and non-square, stride 1-3, padding 0-2, 1x1.
+  const std::vector<ConvGeometry> grad{{2, 3, 7, 5, 4, 3, 3, 1, 1}, {1, 1, 6, 11, 2, 3, 3, 2, 0}, {2, 2, 5, 5, 3, 2, 2, 2, 1}};
+  const std::vector<ConvGeometry> parity{{2, 3, 7, 5, 4, 3, 3, 1, 1}, {3, 2, 9, 9, 5, 4, 4, 2, 1},
+                                         {1, 1, 6, 11, 2, 3, 3, 2, 0}, {2, 5, 8, 7, 3, 5, 5, 3, 2},
+                                         {2, 4, 1, 1, 3, 1, 1, 1, 0}, {128, 32, 14, 14, 64, 4, 4, 2, 1}};
+  const std::vector<ConvGeometry> bench{{128, 32, 14, 14, 64, 4, 4, 2, 1}, {1024, 32, 14, 14, 64, 4, 4, 2, 1}};
+  for (const ConvGeometry g : pick(mode, grad, parity, bench))
+    for (bool tf32 : {false, true}) {
+      if (tf32 && mode != Mode::Parity) continue;
+      Case c;
+      c.op = "conv";
+      c.shape = dims({{"n", g.n}, {"c", g.c}, {"h", g.h}, {"w", g.w}, {"k", g.k}, {"kernel", g.kh}, {"stride", g.stride},
+                      {"pad", g.pad}}) + (tf32 ? " tf32" : "");
+      c.options = {tf32, true};
+      const int64_t nx = int64_t(g.n) * g.c * g.h * g.w, ny = int64_t(g.n) * g.k * g.oh() * g.ow(),
+                    nw = int64_t(g.k) * g.c * g.kh * g.kw;
+      c.inputs = {{"x", nx, Draw::Uniform, -1, 1, true}, {"w", nw, Draw::Uniform, -1, 1, true}, {"b", g.k, Draw::Uniform, -1, 1, true}};
+      const double atol = tf32 ? 2e-2 : 1e-5, rtol = tf32 ? 1e-2 : 1e-5;
+      const double terms = double(ny) / g.k * g.n;  // positions summed into each filter gradient
+      c.outputs = {{"y", ny, {atol, rtol}}};
+      c.grads = {{0, {atol, rtol}}, {1, {atol * std::sqrt(terms), rtol}}, {2, {1e-5 * std::sqrt(terms), 1e-5}}};
+      c.bytes = 4.0 * (3.0 * nx + 2.0 * ny + 3.0 * nw);
+      c.flops = 6.0 * double(ny) * g.c * g.kh * g.kw;
+      set_body(c, [=](auto& be, auto& io) {
+        void* ws = io.scratch(be.conv_workspace_bytes(g));
+        be.conv_forward(g, io.in(0), io.in(1), io.in(2), io.out(0), ws);
+        if (!io.backward()) return;
+        be.conv_backward_data(g, io.up(0), io.in(1), io.grad(0), ws);
+        be.conv_backward_filter(g, io.in(0), io.up(0), io.grad(1), io.grad(2), ws);
+      });
+      out.push_back(std::move(c));
+    }
+}
+
+// y[n, c, :] += b[c] and its gradient db[c] = sum over n and hw of dy.
+void add_channel_bias(std::vector<Case>& out, Mode mode) {
+  struct S { int n, c, hw; };
+  const std::vector<S> grad{{1, 1, 1}, {3, 5, 7}};
+  const std::vector<S> parity{{1, 1, 1}, {3, 5, 7}, {129, 33, 49}};
+  const std::vector<S> bench{{128, 64, 49}, {1024, 32, 196}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    Case c;
+    c.op = "channel_bias";
+    c.shape = dims({{"n", s.n}, {"c", s.c}, {"hw", s.hw}});
+    const int64_t ny = int64_t(s.n) * s.c * s.hw;
+    c.inputs = {{"b", s.c, Draw::Uniform, -1, 1, true}};
+    OutputSpec y{"y", ny, {1e-6, 1e-6}};
+    y.accumulates = true;
+    y.init = Draw::Uniform;
+    c.outputs = {y};
+    c.grads = {{0, {1e-5 * std::sqrt(double(s.n) * s.hw), 1e-5}}};
+    c.bytes = 4.0 * 3 * ny;
+    set_body(c, [=](auto& be, auto& io) {
+      be.channel_bias_add(io.in(0), io.out(0), s.n, s.c, s.hw);
+      if (io.backward()) be.channel_bias_grad(io.up(0), io.grad(0), s.n, s.c, s.hw);
+    });
+    out.push_back(std::move(c));
+  }
+}
+
+void add_activations(std::vector<Case>& out, Mode mode) {
+  const std::vector<int64_t> grad{37}, parity{1, 7, 4099, 100003}, bench{128 * 512, 4096 * 512};
+  for (math::Act act : {math::Act::ReLU, math::Act::LeakyReLU, math::Act::Tanh, math::Act::SiLU})
+    for (int64_t n : pick(mode, grad, parity, bench)) {
+      if (mode == Mode::Bench && act != math::Act::ReLU) continue;
+      Case c;
+      c.op = "activation";
+      c.shape = std::string(act == math::Act::ReLU ? "relu" : act == math::Act::LeakyReLU ? "leaky_relu"
+                                                            : act == math::Act::Tanh ? "tanh" : "silu") +
+                " n=" + std::to_string(n);
+      const double range = mode == Mode::Gradient ? 3 : 6;
+      c.inputs = {{"x", n, Draw::AwayFromZero, -range, range, true}};
+      c.outputs = {{"y", n, {1e-6, 4e-6}}};
+      c.grads = {{0, {1e-6, 4e-6}}};
+      c.bytes = 20.0 * n;
+      set_body(c, [=](auto& be, auto& io) {
+        be.activation_forward(act, 0.01f, io.in(0), io.out(0), n);
+        if (io.backward()) be.activation_backward(act, 0.01f, io.in(0), io.up(0), io.grad(0), n);
+      });
+      out.push_back(std::move(c));
+    }
+}
+
+// ------------------------------------------------------------------------------ the latent block
+
+// The fused (Gaussian posterior, N(0, I), ELBO) path with the analytic KL. J = <z, R> + w sum kl.
+void add_latent_sample_kl(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, latent; };
+  const std::vector<S> grad{{3, 5}, {1, 1}};
+  const std::vector<S> parity{{1, 1}, {1, 33}, {7, 3}, {128, 32}, {257, 33}, {7, 1}};
+  const std::vector<S> bench{{128, 32}, {4096, 32}};
+  for (const S s : pick(mode, grad, parity, bench))
+    for (float eps_scale : {1.0f, 0.0f}) {
+      if (mode == Mode::Bench && eps_scale == 0.0f) continue;
+      Case c;
+      c.op = "latent_sample_kl";
+      c.shape = dims({{"rows", s.rows}, {"latent", s.latent}}) + (eps_scale == 0 ? " mean" : " sampled");
+      const double w = 0.375;
+      const int64_t nh = int64_t(s.rows) * 2 * s.latent, nz = int64_t(s.rows) * s.latent;
+      const double r = mode == Mode::Gradient ? 1.5 : 3;
+      c.inputs = {{"h", nh, Draw::Uniform, -r, r, true}};
+      OutputSpec kl{"kl", s.rows, {1e-5 * s.latent, 1e-5}};
+      kl.constant_upstream = true;
+      kl.weight = w;
+      OutputSpec kl_dim{"kl_dim", s.latent, {1e-5 * s.rows, 1e-5}};
+      kl_dim.in_objective = false;
+      c.outputs = {{"z", nz, {1e-5, 1e-5}}, kl, kl_dim};
+      c.grads = {{0, {1e-5, 1e-5}}};
+      c.bytes = 4.0 * (nh * 2 + nz + s.rows + s.latent) + 4.0 * (nh + nz + nh);
+      const LatentArgs args{s.rows, s.latent, 99, 4, 10, eps_scale};
+      set_body(c, [=](auto& be, auto& io) {
+        be.latent_sample_kl_forward(args, io.in(0), io.out(0), io.out(1), io.out(2));
+        if (io.backward()) be.latent_sample_kl_backward(args, io.in(0), io.up(0), static_cast<float>(w), io.grad(0));
+      });
+      out.push_back(std::move(c));
+    }
+}
+
+// The general path's posterior: z and log q(z|x); J = <z, R> + w sum log q. With k > 1 (the
+// importance-sampling form) forward only.
+void add_gaussian_posterior(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, k, latent; };
+  const std::vector<S> grad{{3, 1, 5}, {2, 1, 1}};
+  const std::vector<S> parity{{1, 1, 1}, {7, 1, 3}, {128, 1, 32}, {257, 1, 33}, {5, 7, 33}, {3, 64, 32}};
+  const std::vector<S> bench{{128, 1, 32}, {4096, 1, 32}, {128, 64, 32}};
+  for (const S s : pick(mode, grad, parity, bench))
+    for (float eps_scale : {1.0f, 0.0f}) {
+      if (eps_scale == 0.0f && (mode == Mode::Bench || s.k > 1)) continue;
+      Case c;
+      c.op = "gaussian_posterior";
+      c.shape = dims({{"rows", s.rows}, {"k", s.k}, {"latent", s.latent}}) + (eps_scale == 0 ? " mean" : " sampled");
+      const double w = 0.3125;
+      const int64_t nh = int64_t(s.rows) * 2 * s.latent, nz = int64_t(s.rows) * s.k * s.latent;
+      c.inputs = {{"h", nh, Draw::Uniform, -2, 2, true}};
+      OutputSpec log_q{"log_q", int64_t(s.rows) * s.k, {1e-5 * s.latent, 1e-5}};
+      log_q.constant_upstream = true;
+      log_q.weight = w;
+      c.outputs = {{"z", nz, {1e-5, 1e-5}}, log_q};
+      if (s.k == 1) c.grads = {{0, {1e-5, 1e-5}}};
+      c.bytes = 4.0 * (nh + nz + s.rows * s.k) + (s.k == 1 ? 4.0 * (nh + nz + nh) : 0.0);
+      ops::PosteriorNoise noise;
+      noise.seed = 99;
+      noise.stream = s.k == 1 ? kStreamLatent : kStreamImportance;
+      noise.step = 4;
+      noise.row0 = 10;
+      noise.eps_scale = eps_scale;
+      set_body(c, [=](auto& be, auto& io) {
+        ops::gaussian_posterior_sample(be, io.in(0), s.rows, s.k, s.latent, noise, 1.0f, io.out(0), io.out(1));
+        if (io.backward() && s.k == 1)
+          ops::gaussian_posterior_backward(be, io.in(0), io.up(0), s.rows, s.latent, noise, static_cast<float>(w), io.grad(0));
+      }, s.k == 1);
+      out.push_back(std::move(c));
+    }
+}
+
+// The standard normal prior's general path: out += log p(z); J = -w sum log p, whose gradient
+// the backward adds to dz.
+void add_standard_normal_prior(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, latent; };
+  const std::vector<S> grad{{3, 5}};
+  const std::vector<S> parity{{1, 1}, {7, 3}, {257, 33}};
+  const std::vector<S> bench{{128, 32}, {4096, 32}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    Case c;
+    c.op = "standard_normal_prior";
+    c.shape = dims({{"rows", s.rows}, {"latent", s.latent}});
+    const double w = 0.1875;
+    const int64_t nz = int64_t(s.rows) * s.latent;
+    c.inputs = {{"z", nz, Draw::Uniform, -3, 3, true}};
+    OutputSpec lp{"log_p", s.rows, {1e-5 * s.latent, 1e-6}};
+    lp.accumulates = true;
+    lp.init = Draw::Uniform;
+    lp.constant_upstream = true;
+    lp.weight = -w;
+    c.outputs = {lp};
+    c.grads = {{0, {1e-6, 1e-6}, true}};
+    c.bytes = 4.0 * (nz + 2 * s.rows) + 12.0 * nz;
+    set_body(c, [=](auto& be, auto& io) {
+      ops::standard_normal_log_prob(be, io.in(0), s.rows, s.latent, 1.0f, io.out(0));
+      if (io.backward()) ops::standard_normal_grad_z(be, io.in(0), s.rows, s.latent, static_cast<float>(w), nullptr, io.grad(0));
+    });
+    out.push_back(std::move(c));
+  }
+}
+
+// The mixture-of-Gaussians prior: log-density and responsibilities, the gradient in z and in all
+// three parameter tensors (J = -w sum log p), and sampling.
+void add_mog_prior(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, latent, components; };
+  const std::vector<S> grad{{3, 5, 3}, {4, 2, 1}, {2, 1, 4}};
+  const std::vector<S> parity{{1, 1, 1}, {7, 5, 3}, {128, 32, 10}, {129, 33, 7}, {3, 2, 64}};
+  const std::vector<S> bench{{128, 32, 10}, {4096, 32, 10}, {128, 32, 100}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    const int K = s.components, L = s.latent;
+    const int64_t nz = int64_t(s.rows) * L, nkl = int64_t(K) * L;
+    Case c;
+    c.op = "mog_prior";
+    c.shape = dims({{"rows", s.rows}, {"latent", L}, {"components", K}});
+    const double w = 0.25;
+    c.inputs = {{"logits", K, Draw::Uniform, -1, 1, true},
+                {"means", nkl, Draw::Uniform, -1, 1, true},
+                {"raw_logvar", nkl, Draw::Uniform, -1, 1, true},
+                {"z", nz, Draw::Uniform, -2, 2, true}};
+    OutputSpec lp{"log_p", s.rows, {1e-5 * L, 1e-5}};
+    lp.accumulates = true;
+    lp.init = Draw::Uniform;
+    lp.constant_upstream = true;
+    lp.weight = -w;
+    OutputSpec resp{"resp", int64_t(s.rows) * K, {1e-5, 1e-4}};
+    resp.in_objective = false;
+    c.outputs = {lp, resp};
+    const double sr = std::sqrt(double(s.rows));
+    c.grads = {{0, {1e-5 * sr, 1e-4}}, {1, {1e-5 * sr, 1e-4}}, {2, {1e-5 * sr, 1e-4}}, {3, {1e-5, 1e-4}, true}};
+    c.bytes = 4.0 * (nz + s.rows + int64_t(s.rows) * K) * 3 + 4.0 * nkl * 4;
+    c.flops = 12.0 * s.rows * nkl;
+    set_body(c, [=](auto& be, auto& io) {
+      using T = scalar_of<decltype(io)>;
+      const ops::MogParams<T> p{io.in(0), io.in(1), io.in(2), K, L};
+      ops::mog_log_prob(be, p, io.in(3), s.rows, T(1), io.out(1), io.out(0));
+      if (io.backward())
+        ops::mog_backward(be, p, io.in(3), io.out(1), s.rows, static_cast<T>(w), nullptr, io.grad(3), io.grad(0), io.grad(1),
+                          io.grad(2));
+    });
+    out.push_back(std::move(c));
+    if (mode == Mode::Gradient) continue;
+    // Sampling: the component choice and the draw (not differentiable).
+    Case sc;
+    sc.op = "mog_sample";
+    sc.shape = dims({{"rows", s.rows}, {"latent", L}, {"components", K}});
+    sc.inputs = {{"logits", K, Draw::Uniform, -2, 2}, {"means", nkl, Draw::Uniform, -1, 1}, {"raw_logvar", nkl, Draw::Uniform, -2, 1}};
+    sc.outputs = {{"z", nz, {1e-5, 1e-5}}};
+    sc.bytes = 4.0 * nz + 8.0 * nkl;
+    set_body(sc, [=](auto& be, auto& io) {
+      using T = scalar_of<decltype(io)>;
+      ops::mog_sample(be, ops::MogParams<T>{io.in(0), io.in(1), io.in(2), K, L}, s.rows, T(0.8), 17, io.out(0));
+    }, false);
+    out.push_back(std::move(sc));
+  }
+}
+
+// ----------------------------------------------------------------------------------- likelihoods
+
+void add_likelihoods(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, d; };
+  const std::vector<S> grad{{3, 11}, {1, 1}};
+  const std::vector<S> parity{{1, 1}, {1, 5}, {7, 784}, {128, 784}, {7, 1031}, {128, 5}};
+  const std::vector<S> bench{{128, 784}, {4096, 784}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    const int64_t n = int64_t(s.rows) * s.d;
+    const double scale = static_cast<float>(1.0 / s.rows);  // the float the backend is given
+    const std::string shape = dims({{"rows", s.rows}, {"d", s.d}});
+    {
+      Case c;
+      c.op = "bernoulli_nll";
+      c.shape = shape;
+      const double r = mode == Mode::Gradient ? 6 : 20;
+      c.inputs = {{"logits", n, Draw::Uniform, -r, r, true, [mode](std::vector<double>& v) {
+                     if (mode != Mode::Parity) return;
+                     v[0] = 100;  // far past where softplus and sigmoid saturate
+                     if (v.size() > 1) v[1] = -100;
+                   }},
+                  {"x", n, Draw::Binary}};
+      OutputSpec nll{"nll", s.rows, {1e-4, 1e-5}};
+      nll.constant_upstream = true;
+      nll.weight = scale;
+      c.outputs = {nll};
+      c.grads = {{0, {1e-7, 1e-5}}};
+      c.bytes = 4.0 * (3 * n + s.rows);
+      set_body(c, [=](auto& be, auto& io) {
+        be.bernoulli_nll(io.in(0), io.in(1), io.out(0), io.backward() ? io.grad(0) : nullptr, s.rows, s.d,
+                         static_cast<float>(scale));
+      });
+      out.push_back(std::move(c));
+    }
+    for (bool learned : {false, true}) {
+      Case c;
+      c.op = "gaussian_nll";
+      c.shape = shape + (learned ? " learned sigma" : " fixed sigma");
+      c.inputs = {{"mean", n, Draw::Uniform, -0.5, 1.5, true}, {"x", n, Draw::Uniform, 0, 1},
+                  {"raw_log_sigma", s.d, Draw::Uniform, mode == Mode::Gradient ? -2.0 : -3.0, mode == Mode::Gradient ? 0.5 : 1.0, learned}};
+      OutputSpec nll{"nll", s.rows, {learned ? 1e-3 : 1e-4, 1e-5}};
+      nll.constant_upstream = true;
+      nll.weight = scale;
+      c.outputs = {nll};
+      c.grads = {{0, {learned ? 1e-6 : 1e-7, 1e-5}}};
+      if (learned) c.grads.push_back({2, {1e-5, 1e-5}});
+      c.bytes = 4.0 * (5 * n + s.rows + 3 * s.d);
+      const float fixed = std::log(0.3f);
+      set_body(c, [=](auto& be, auto& io) {
+        be.gaussian_nll(io.in(0), io.in(1), learned ? io.in(2) : nullptr, fixed, io.out(0),
+                        io.backward() ? io.grad(0) : nullptr, io.backward() && learned ? io.grad(1) : nullptr, s.rows, s.d,
+                        static_cast<float>(scale));
+      });
+      out.push_back(std::move(c));
+    }
+  }
+}
+
+// ---------------------------------------------------------- device cases (parity and benchmark)
+
+std::vector<float> rnd(size_t n, uint64_t seed, double lo = -1, double hi = 1) {
+  return test::random_vector<float>(n, seed, lo, hi);
+}
+
+void add_loss_reduce(std::vector<Case>& out, Mode mode) {
+  if (mode == Mode::Gradient) return;
+  const std::vector<int> sizes = mode == Mode::Parity ? std::vector<int>{1, 7, 128, 4099} : std::vector<int>{128, 4096};
+  for (int rows : sizes) {
+    Case c;
+    c.op = "loss_reduce";
+    c.shape = "rows=" + std::to_string(rows) + " with accumulate_scaled";
+    c.bytes = 8.0 * rows + 24;
+    c.device_bounds = {{1e-5, 1e-6}, {1e-2, 1e-6}};
+    c.device = [rows](Backend& be, Arena& a) -> std::function<void()> {
+      const auto acc = rnd(3, 19, 0, 1000);
+      const float *nll = a.in(rnd(rows, 17, 50, 400)), *kl = a.in(rnd(rows, 18, 0, 30));
+      float* loss = a.out(3);
+      float* sums = a.out(3, &acc);
+      return [&be, nll, kl, loss, sums, rows] {
+        be.loss_reduce(nll, kl, rows, 0.7f, nullptr, loss);
+        be.accumulate_scaled(loss, 3, float(rows), sums);
+      };
+    };
+    out.push_back(std::move(c));
+  }
+}
+
+// Adam and AdamW over several steps, with and without clipping; then the guarded form (every
+// training step) where steps 3 and 5 carry a non-finite loss and a non-finite gradient: both are
+// skipped on both backends and counted.
+void add_adam(std::vector<Case>& out, Mode mode) {
+  if (mode == Mode::Gradient) return;
+  const std::vector<int64_t> sizes = mode == Mode::Parity ? std::vector<int64_t>{1, 17, 1091920} : std::vector<int64_t>{1091920};
+  for (int64_t n : sizes) {
+    for (int variant = 0; variant < 4; ++variant) {
+      if (mode == Mode::Bench && variant == 2) continue;
+      Case c;
+      const char* names[] = {"adam", "adam clip", "adamw decay", "guarded adam"};
+      c.op = "adam";
+      c.shape = std::string(names[variant]) + " n=" + std::to_string(n) + " 5 steps";
+      c.bytes = 5.0 * n * (variant == 1 || variant == 3 ? 8 : 7) * 4;
+      c.device_bounds = {{1e-6, 1e-5}, {1e-7, 1e-5}, {1e-9, 1e-5}, {1e-6, 1e-6}};
+      if (variant == 3) c.device_bounds = {{1e-6, 1e-5}, {1e-7, 1e-5}, {1e-9, 1e-5}, {0, 0}, {0, 0}};
+      c.device = [n, variant](Backend& be, Arena& a) -> std::function<void()> {
+        const auto p0 = rnd(n, variant == 3 ? 30 : 20), zeros = std::vector<float>(n, 0.0f), zero = std::vector<float>(1, 0.0f);
+        float* p = a.out(n, &p0);
+        float* m = a.out(n, &zeros);
+        float* v = a.out(n, &zeros);
+        float* norm = a.out(1);
+        float* skipped = variant == 3 ? a.out(1, &zero) : nullptr;
+        std::vector<const float*> g, loss;
+        for (int step = 1; step <= 5; ++step) {
+          auto gs = rnd(n, (variant == 3 ? 200 : 100) + step, -2, 2);
+          if (variant == 3 && step == 5) gs[n / 2] = INFINITY;
+          g.push_back(a.in(gs));
+          loss.push_back(a.in({variant == 3 && step == 3 ? NAN : 1.0f}));
+        }
+        return [&be, p, m, v, norm, skipped, g, loss, n, variant] {
+          for (int step = 1; step <= 5; ++step) {
+            AdamArgs args;
+            args.step = step;
+            args.weight_decay = variant == 2 ? 0.01f : 0.0f;
+            args.decoupled = variant == 2;
+            args.clip_norm = variant == 1 ? 0.5f : 0.0f;
+            const StepGuard guard = variant == 3 ? StepGuard{loss[step - 1], skipped} : StepGuard{};
+            be.adam_step(p, g[step - 1], m, v, n, args, nullptr, norm, guard);
+          }
+        };
+      };
+      out.push_back(std::move(c));
+    }
+  }
+}
+
+void add_gather(std::vector<Case>& out, Mode mode) {
+  if (mode == Mode::Gradient) return;
+  struct S { int rows, d; };
+  const std::vector<S> sizes = mode == Mode::Parity ? std::vector<S>{{7, 7}, {7, 784}} : std::vector<S>{{128, 784}, {4096, 784}};
+  for (const S s : sizes)
+    for (bool binarize : {false, true}) {
+      if (mode == Mode::Bench && !binarize) continue;
+      Case c;
+      c.op = "gather_pixels";
+      c.shape = dims({{"rows", s.rows}, {"d", s.d}}) + (binarize ? " binarized" : " grey");
+      c.bytes = double(s.rows) * (s.d * 5 + 4);
+      c.device_bounds = {{0, 0}};  // bit-exact: the same Philox draws and one float compare
+      c.device = [s, binarize](Backend& be, Arena& a) -> std::function<void()> {
+        const int images_n = 6000;
+        std::vector<uint8_t> images(size_t(images_n) * s.d);
+        for (size_t i = 0; i < images.size(); ++i) images[i] = static_cast<uint8_t>((i * 131) % 256);
+        std::vector<int32_t> index(s.rows);
+        for (int r = 0; r < s.rows; ++r) index[r] = (r * 7919 + (r == 3 ? 0 : 1)) % images_n;
+        if (s.rows > 4) index[4] = index[3];  // a repeated index gets the same binary image
+        const uint8_t* img = a.array(images);
+        const int32_t* idx = a.array(index);
+        float* x = a.out(size_t(s.rows) * s.d);
+        return [&be, img, idx, x, s, binarize] {
+          be.gather_pixels(img, idx, s.rows, s.d, binarize, 99, kStreamBinarize, 12, nullptr, x);
+        };
+      };
+      out.push_back(std::move(c));
+    }
+}
+
+// The fused importance sampling for N(0, I) with the streaming log-sum-exp (two chunks folded).
+void add_importance(std::vector<Case>& out, Mode mode) {
+  if (mode == Mode::Gradient) return;
+  struct S { int rows, k, latent; };
+  std::vector<S> sizes;
+  if (mode == Mode::Parity) {
+    for (int rows : {1, 5})
+      for (int k : {1, 7, 64})
+        for (int latent : {1, 32, 33}) sizes.push_back({rows, k, latent});
+  } else {
+    sizes = {{128, 64, 32}};
+  }
+  for (const S s : sizes) {
+    Case c;
+    c.op = "latent_importance_sample";
+    c.shape = dims({{"rows", s.rows}, {"k", s.k}, {"latent", s.latent}}) + " with logsumexp_accumulate";
+    c.bytes = double(s.rows) * s.k * (4 * s.latent + 4 + 8) * 2 + double(s.rows) * 8 * s.latent;
+    c.device_bounds = {{1e-4, 1e-5}, {1e-5, 1e-5}, {1e-4, 1e-5}, {1e-5 * s.k, 1e-4}};
+    c.device = [s](Backend& be, Arena& a) -> std::function<void()> {
+      const std::vector<float> init_max(s.rows, -INFINITY), init_sum(s.rows, 0.0f);
+      const float* h = a.in(rnd(size_t(s.rows) * 2 * s.latent, 21, -2, 2));
+      const float* nll = a.in(rnd(size_t(s.rows) * s.k, 22, 100, 300));
+      float* z = a.out(size_t(s.rows) * s.k * s.latent);
+      float* lpq = a.out(size_t(s.rows) * s.k);
+      float* mx = a.out(s.rows, &init_max);
+      float* sm = a.out(s.rows, &init_sum);
+      return [&be, h, nll, z, lpq, mx, sm, s] {
+        be.latent_importance_sample(h, z, lpq, s.rows, s.k, s.latent, 5, 10, 3);
+        be.logsumexp_accumulate(lpq, nll, s.rows, s.k, mx, sm);
+        be.logsumexp_accumulate(lpq, nll, s.rows, s.k, mx, sm);  // a second chunk folds in
+      };
+    };
+    out.push_back(std::move(c));
+  }
+}
+
+// sigmoid, clamp01 (also in place, as decoder outputs become images), fill and normal_fill.
+void add_elementwise(std::vector<Case>& out, Mode mode) {
+  if (mode == Mode::Gradient) return;
+  const std::vector<int64_t> sizes = mode == Mode::Parity ? std::vector<int64_t>{1, 1031} : std::vector<int64_t>{128 * 784};
+  for (int64_t n : sizes) {
+    Case c;
+    c.op = "elementwise";
+    c.shape = "sigmoid clamp01 fill n=" + std::to_string(n);
+    c.bytes = 40.0 * n;
+    c.device_bounds = {{1e-7, 4e-6}, {0, 0}, {0, 0}, {1e-7, 4e-6}, {0, 0}};
+    c.device = [n](Backend& be, Arena& a) -> std::function<void()> {
+      const auto x = rnd(n, 23, -30, 30);
+      const float* xi = a.in(x);
+      float *s = a.out(n), *cl = a.out(n), *f = a.out(n), *in_place = a.out(n, &x), *clamped = a.out(n, &x);
+      return [&be, xi, s, cl, f, in_place, clamped, n] {
+        be.sigmoid(xi, s, n);
+        be.clamp01(xi, cl, n);
+        be.fill(f, n, 0.25f);
+        be.sigmoid(in_place, in_place, n);
+        be.clamp01(clamped, clamped, n);
+      };
+    };
+    out.push_back(std::move(c));
+  }
+  struct S { int rows, cols; };
+  const std::vector<S> shapes = mode == Mode::Parity ? std::vector<S>{{7, 33}, {1, 1}} : std::vector<S>{{4096, 32}};
+  for (const S s : shapes) {
+    Case c;
+    c.op = "normal_fill";
+    c.shape = dims({{"rows", s.rows}, {"cols", s.cols}});
+    c.bytes = 4.0 * s.rows * s.cols;
+    c.device_bounds = {{1e-5, 1e-5}};
+    c.device = [s](Backend& be, Arena& a) -> std::function<void()> {
+      float* z = a.out(size_t(s.rows) * s.cols);
+      return [&be, z, s] { be.normal_fill(z, s.rows, s.cols, 0.7f, 4, kStreamPrior, 2); };
+    };
+    out.push_back(std::move(c));
+  }
+}
+
+}  // namespace
+
+std::vector<Case> cases(Mode mode) {
+  std::vector<Case> all;
+  add_linear(all, mode);
+  add_linear_relu(all, mode);
+  add_conv(all, mode);
+  add_channel_bias(all, mode);
+  add_activations(all, mode);
+  add_latent_sample_kl(all, mode);
+  add_gaussian_posterior(all, mode);
+  add_standard_normal_prior(all, mode);
+  add_mog_prior(all, mode);
+  add_likelihoods(all, mode);
+  add_loss_reduce(all, mode);
+  add_adam(all, mode);
+  add_gather(all, mode);
+  add_importance(all, mode);
+  add_elementwise(all, mode);
+  return all;
+}
+
+std::vector<Coverage> required_coverage() {
+  return {{"linear", true},          {"linear_relu", true},           {"conv", true},
+          {"channel_bias", true},    {"activation", true},            {"latent_sample_kl", true},
+          {"gaussian_posterior", true}, {"standard_normal_prior", true}, {"mog_prior", true},
+          {"mog_sample", false},     {"bernoulli_nll", true},         {"gaussian_nll", true},
+          {"loss_reduce", false},    {"adam", false},                 {"gather_pixels", false},
+          {"latent_importance_sample", false}, {"elementwise", false}, {"normal_fill", false}};
+}
+
+}  // namespace vae::optable
