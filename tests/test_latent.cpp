@@ -1,0 +1,262 @@
+// The latent block's parts beyond their op-table rows: the mixture prior's density against a direct
+// computation and its sampler against its own weights, the general path (posterior + prior, the
+// Monte-Carlo KL) against the fused (N(0, I), analytic KL) path it must agree with in expectation and,
+// for importance sampling, to rounding; the mixture model's checkpoint, configuration errors, and
+// the model's whole gradient with a learned prior.
+#include <gtest/gtest.h>
+
+#include <cmath>
+#include <numeric>
+
+#include "gaussian_posterior.cuh"
+#include "latent/latent_block.hpp"
+#include "mog_prior.cuh"
+#include "model/model_impl.hpp"
+#include "standard_normal_prior.cuh"
+#include "philox.cuh"
+#include "test_util.hpp"
+#include "vae/vae.hpp"
+
+namespace vae {
+namespace {
+
+using test::random_vector;
+
+// log sum_k pi_k prod_u N(z_u; m_ku, s_ku^2), written out from the definition in long double.
+long double direct_mog_log_density(const std::vector<double>& logits, const std::vector<double>& means,
+                                   const std::vector<double>& raw, const double* z, int K, int L) {
+  long double norm = 0;
+  for (int k = 0; k < K; ++k) norm += std::exp(static_cast<long double>(logits[k]));
+  long double density = 0;
+  for (int k = 0; k < K; ++k) {
+    long double p = std::exp(static_cast<long double>(logits[k])) / norm;
+    for (int u = 0; u < L; ++u) {
+      const long double var = std::exp(static_cast<long double>(
+          math::soft_clamp(raw[k * L + u], double(math::kLogvarMin), double(math::kLogvarMax))));
+      const long double d = z[u] - means[k * L + u];
+      p *= std::exp(-d * d / (2 * var)) / std::sqrt(2 * 3.14159265358979323846L * var);
+    }
+    density += p;
+  }
+  return std::log(density);
+}
+
+TEST(MixturePrior, LogDensityAndResponsibilitiesMatchTheDefinition) {
+  const int rows = 6, L = 3, K = 4;
+  const auto logits = random_vector<double>(K, 1, -1, 1), means = random_vector<double>(K * L, 2, -1, 1),
+             raw = random_vector<double>(K * L, 3, -1.5, 1), z = random_vector<double>(rows * L, 4, -2, 2);
+  std::vector<double> resp(rows * K), out(rows, 0.5);  // out accumulates: 0.5 + log p
+  ops::cpu_for_each(ops::MogLogProb<double>{{logits.data(), means.data(), raw.data(), K, L}, z.data(), resp.data(),
+                                            out.data(), 1.0},
+                    rows);
+  for (int r = 0; r < rows; ++r) {
+    EXPECT_NEAR(out[r] - 0.5, double(direct_mog_log_density(logits, means, raw, z.data() + r * L, K, L)), 1e-12);
+    EXPECT_NEAR(std::accumulate(resp.begin() + r * K, resp.begin() + (r + 1) * K, 0.0), 1.0, 1e-12);
+  }
+  // A one-component mixture with zero mean and unit variance is N(0, I).
+  const std::vector<double> l1{0.3}, m1(L, 0.0), v1(L, 0.0);
+  std::vector<double> r1(rows), mix(rows, 0.0), standard(rows, 0.0);
+  ops::cpu_for_each(ops::MogLogProb<double>{{l1.data(), m1.data(), v1.data(), 1, L}, z.data(), r1.data(), mix.data(), 1.0}, rows);
+  ops::cpu_for_each(ops::StandardNormalLogProb<double>{z.data(), standard.data(), L, 1.0}, rows);
+  for (int r = 0; r < rows; ++r) EXPECT_NEAR(mix[r], standard[r], 1e-6) << "soft_clamp(0) is 0 to within e^-20";
+}
+
+// Samples pick component k with frequency pi_k and spread around m_k by sigma_k * temperature.
+TEST(MixturePrior, SamplerFollowsItsWeightsMeansAndVariances) {
+  const int n = 40000, L = 2, K = 3;
+  const std::vector<float> logits{0.0f, std::log(2.0f), std::log(5.0f)};  // weights 1/8, 2/8, 5/8
+  const std::vector<float> means{-6, 0, 0, 6, 6, -6}, raw{0, 0, std::log(0.25f), 0, 0, std::log(4.0f)};
+  std::vector<float> z(size_t(n) * L);
+  auto cpu = make_cpu_backend();
+  const float temperature = 0.5f;
+  ops::mog_sample(*cpu, ops::MogParams<float>{logits.data(), means.data(), raw.data(), K, L}, n, temperature, 7, z.data());
+  // The components are 6 apart with sigma <= 1: each sample's nearest mean names its component.
+  std::vector<double> count(K, 0), sum0(K, 0), sq1(K, 0);
+  for (int i = 0; i < n; ++i) {
+    int best = 0;
+    double best_d = 1e30;
+    for (int k = 0; k < K; ++k) {
+      const double d = std::hypot(z[i * L] - means[k * L], z[i * L + 1] - means[k * L + 1]);
+      if (d < best_d) best_d = d, best = k;
+    }
+    count[best] += 1;
+    sum0[best] += z[i * L] - means[best * L];
+    sq1[best] += std::pow(z[i * L + 1] - means[best * L + 1], 2);
+  }
+  const double weights[] = {1.0 / 8, 2.0 / 8, 5.0 / 8}, var1[] = {1, 1, 4};
+  for (int k = 0; k < K; ++k) {
+    const double se = std::sqrt(weights[k] * (1 - weights[k]) / n);
+    EXPECT_NEAR(count[k] / n, weights[k], 4 * se) << "component " << k;
+    EXPECT_NEAR(sum0[k] / count[k], 0.0, 0.05) << "component " << k;
+    const double want = var1[k] * temperature * temperature;
+    EXPECT_NEAR(sq1[k] / count[k], want, 0.05 * want + 4 * want * std::sqrt(2.0 / count[k])) << "component " << k;
+  }
+}
+
+// One posterior h repeated over many rows: the general path's Monte-Carlo KL (log q - log p with
+// the standard normal prior) and its gradient average to the fused path's analytic KL and gradient;
+// z is the same bits on both paths (the same Philox noise), and so is importance sampling's
+// log p - log q to rounding.
+TEST(LatentBlock, GeneralPathAgreesWithTheFusedPath) {
+  const int L = 5, rows = 20000;
+  ModelConfig cfg;
+  cfg.latent = L;
+  LatentBlock fused(cfg), general(cfg);
+  general.set_fused(false);
+  ASSERT_TRUE(fused.fused());
+  ASSERT_FALSE(general.fused());
+  auto be = make_cpu_backend();
+  const auto one = random_vector<float>(2 * L, 9, -1, 1);
+  std::vector<float> h(size_t(rows) * 2 * L);
+  for (int r = 0; r < rows; ++r) std::copy(one.begin(), one.end(), h.begin() + size_t(r) * 2 * L);
+  const LatentArgs args{rows, L, 31, 2, 0, 1.0f};
+  std::vector<float> z_f(size_t(rows) * L), z_g(z_f.size()), kl_f(rows), kl_g(rows), dh_f(h.size()), dh_g(h.size());
+  fused.forward(*be, args, h.data(), z_f.data(), kl_f.data(), nullptr);
+  general.forward(*be, args, h.data(), z_g.data(), kl_g.data(), nullptr);
+  EXPECT_EQ(z_f, z_g);
+  double mean = 0, sq = 0;
+  for (float k : kl_g) mean += k, sq += double(k) * k;
+  mean /= rows;
+  const double se = std::sqrt((sq / rows - mean * mean) / rows);
+  EXPECT_NEAR(mean, kl_f[0], 4 * se) << "E[log q - log p] is the analytic KL";
+  // The KL term's gradient alone (dz = 0 from the decoder), weight 1 per row.
+  std::vector<float> dz_f(z_f.size(), 0.0f), dz_g(z_f.size(), 0.0f);
+  fused.backward(*be, args, h.data(), z_f.data(), dz_f.data(), 1.0f, dh_f.data());
+  general.backward(*be, args, h.data(), z_g.data(), dz_g.data(), 1.0f, dh_g.data());
+  for (int c = 0; c < 2 * L; ++c) {
+    double m = 0, s2 = 0;
+    for (int r = 0; r < rows; ++r) {
+      const double v = dh_g[size_t(r) * 2 * L + c];
+      m += v, s2 += v * v;
+    }
+    m /= rows;
+    const double s = std::sqrt(std::max(0.0, s2 / rows - m * m) / rows);
+    EXPECT_NEAR(m, dh_f[c], 4 * s + 1e-6) << "gradient column " << c;
+  }
+  // Importance sampling: the same z, and log p - log q to float rounding.
+  const int k = 9, n = 4;
+  std::vector<float> zi_f(size_t(n) * k * L), zi_g(zi_f.size()), w_f(size_t(n) * k), w_g(w_f.size());
+  fused.importance_sample(*be, h.data(), n, k, 5, 3, 11, zi_f.data(), w_f.data());
+  general.importance_sample(*be, h.data(), n, k, 5, 3, 11, zi_g.data(), w_g.data());
+  EXPECT_EQ(zi_f, zi_g);
+  test::expect_close(w_g, w_f, 1e-5, 1e-5, "log p(z) - log q(z|x)");
+}
+
+// The whole model with a learned mixture prior, in float, against float central differences of the
+// loss: the prior's parameters get their gradients through the Monte-Carlo KL term.
+TEST(MixturePrior, WholeModelGradientReachesThePriorParameters) {
+  ModelConfig cfg;
+  cfg.image_height = 3;
+  cfg.image_width = 4;
+  cfg.encoder.hidden = {6};
+  cfg.encoder.activation = Activation::Tanh;
+  cfg.latent = 3;
+  cfg.prior.type = PriorType::MixtureOfGaussians;
+  cfg.prior.components = 4;
+  Model model(cfg);
+  model.initialize(5);
+  ModelImpl& m = model.impl();
+  const int rows = 5;
+  auto x = random_vector<float>(rows * cfg.input_dim(), 6, 0, 1);
+  for (auto& v : x) v = v < 0.5f ? 0.0f : 1.0f;
+  const float beta = 0.7f;
+  m.forward_backward(x.data(), rows, beta, 3, 2);
+  const std::vector<float> grads = m.grads.to_host();
+  auto loss_at = [&] {
+    m.forward_backward(x.data(), rows, beta, 3, 2);
+    return static_cast<double>(m.loss.to_host()[0]);
+  };
+  int prior_checked = 0;
+  for (const auto& slice : m.slices) {
+    std::vector<std::pair<float, int64_t>> order;
+    for (int64_t i = 0; i < shape_numel(slice.shape); ++i) order.emplace_back(-std::abs(grads[slice.offset + i]), slice.offset + i);
+    std::sort(order.begin(), order.end());
+    for (int t = 0; t < 3 && t < static_cast<int>(order.size()); ++t) {
+      const int64_t i = order[t].second;
+      float* p = m.params.data() + i;
+      const float keep = *p;
+      *p = keep + 1e-2f;
+      const double up = loss_at();
+      *p = keep - 1e-2f;
+      const double down = loss_at();
+      *p = keep;
+      const double numeric = (up - down) / 2e-2;
+      EXPECT_NEAR(grads[i], numeric, 2e-2 * std::abs(numeric) + 2e-3) << slice.name << " element " << i - slice.offset;
+      prior_checked += slice.name.rfind("prior.", 0) == 0;
+    }
+  }
+  EXPECT_EQ(prior_checked, 9) << "three largest gradients of each of the prior's three tensors";
+}
+
+// A mixture model trains, its checkpoint carries the prior's tensors and configuration, and the
+// loaded model evaluates to the same numbers.
+TEST(MixturePrior, TrainsAndRoundTripsThroughItsCheckpoint) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  const Dataset& data = test::fashion_mnist();
+  ModelConfig cfg;
+  cfg.encoder.hidden = {64};
+  cfg.latent = 8;
+  cfg.prior.type = PriorType::MixtureOfGaussians;
+  cfg.prior.components = 5;
+  Model model(cfg);
+  model.initialize(1);
+  const std::vector<float> before = model.impl().params.to_host();
+  TrainConfig tc;
+  tc.epochs = 2;
+  tc.train_limit = 2000;
+  tc.test_limit = 300;
+  tc.threads = 2;
+  Trainer trainer(model, tc);
+  const auto history = trainer.fit(data);
+  ASSERT_EQ(history.size(), 2u);
+  EXPECT_LT(history[1].test.neg_elbo, history[0].test.neg_elbo);
+  EXPECT_TRUE(history[1].test.kl_per_dim.empty()) << "no per-dimension KL for a mixture";
+  // The prior learned: its means moved.
+  bool moved = false;
+  const std::vector<float> after = model.impl().params.to_host();
+  for (const auto& s : model.impl().slices)
+    if (s.name == "prior.means")
+      for (int64_t i = 0; i < shape_numel(s.shape); ++i) moved = moved || after[s.offset + i] != before[s.offset + i];
+  EXPECT_TRUE(moved);
+
+  test::ScratchDir dir("mog_checkpoint");
+  save_checkpoint(model, dir.file("m.safetensors"));
+  Model loaded = load_checkpoint(dir.file("m.safetensors"));
+  EXPECT_EQ(loaded.config().to_json(), model.config().to_json());
+  EXPECT_EQ(loaded.impl().params.to_host(), after);
+  const auto names = loaded.named_parameters();
+  EXPECT_NE(std::find_if(names.begin(), names.end(), [](const auto& p) { return p.first == "prior.logvar"; }), names.end());
+  EvalOptions eo;
+  eo.limit = 200;
+  eo.k = 10;
+  const EvalResult a = evaluate(model, data.test, eo), b = evaluate(loaded, data.test, eo);
+  EXPECT_EQ(a.neg_elbo, b.neg_elbo);
+  EXPECT_EQ(a.iwae_nll, b.iwae_nll);
+  EXPECT_LE(a.iwae_nll, a.neg_elbo + 0.5) << "the k-sample bound is at least as tight as the ELBO (up to noise)";
+  // Samples come from the learned mixture and decode to images.
+  const Tensor s = sample_images(loaded, 16, 1.0f, 3);
+  EXPECT_EQ(s.numel(), 16 * 784);
+}
+
+TEST(MixturePrior, ConfigurationMistakesNameTheField) {
+  auto fails_with = [](const std::string& json, const std::string& fragment) {
+    try {
+      ModelConfig::from_json(json);
+      ADD_FAILURE() << json << " was accepted";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find(fragment), std::string::npos) << e.what();
+    }
+  };
+  fails_with(R"({"prior": {"type": "mog", "components": 0}})", "prior.components");
+  fails_with(R"({"prior": {"type": "mog", "components": 5000}})", "prior.components");
+  fails_with(R"({"prior": {"type": "standard_normal", "components": 3}})", "prior.components is for the mixture");
+  fails_with(R"({"prior": {"type": "vampire"}})", "prior type 'vampire'");
+  fails_with(R"({"prior": {"type": "mog", "weights": 3}})", "unknown key 'weights'");
+  const ModelConfig ok = ModelConfig::from_json(R"({"prior": {"type": "mog", "components": 7}})");
+  EXPECT_EQ(ok.prior.components, 7);
+  EXPECT_EQ(ModelConfig::from_json(ok.to_json()).to_json(), ok.to_json());
+  EXPECT_EQ(ok.parameter_count(), ModelConfig{}.parameter_count() + 7 + 2 * 7 * 32);
+}
+
+}  // namespace
+}  // namespace vae
