@@ -1,7 +1,10 @@
-// Benchmarks on the CPU and (where a GPU is present) CUDA: the whole training step of the default
-// model, and each fused VAE operation (bytes/s against the bytes each must move).
+// Benchmarks on the CPU and (where a GPU is present) CUDA: the whole training step of the default,
+// conv and mixture-prior models, every operation of the op table (tests/op_table.cpp: bytes/s
+// against the bytes each case states, FLOP/s against its FLOPs; named Op/<op>/<shape>/cuda:0|1),
+// the step-table cursor, and the conv layers.
 #include <benchmark/benchmark.h>
 
+#include <algorithm>
 #include <deque>
 #include <random>
 
@@ -10,6 +13,7 @@
 #include "graph/layers.hpp"
 #include "philox.cuh"
 #include "model/model_impl.hpp"
+#include "op_table.hpp"
 #include "vae/vae.hpp"
 
 namespace {
@@ -98,6 +102,20 @@ vae::ModelConfig conv_config() {
   return c;
 }
 void BM_ConvTrainStep(benchmark::State& state) { train_step(state, conv_config()); }
+
+// configs/mog.json's model: the default networks with a learned mixture of 10 Gaussians as the prior
+// (the general latent path: posterior sample, mixture density and its gradients).
+vae::ModelConfig mog_config() {
+  vae::ModelConfig c;
+  c.prior.type = vae::PriorType::MixtureOfGaussians;
+  c.prior.components = 10;
+  return c;
+}
+void BM_MogTrainStep(benchmark::State& state) { train_step(state, mog_config()); }
+BENCHMARK(BM_MogTrainStep)
+    ->ArgNames({"batch", "cuda", "graph"})
+    ->Args({128, 0, 0})->Args({1024, 0, 0})->Args({128, 1, 1})->Args({4096, 1, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
 BENCHMARK(BM_ConvTrainStep)
     ->ArgNames({"batch", "cuda", "graph"})
     ->Args({128, 0, 0})->Args({1024, 0, 0})
@@ -146,131 +164,6 @@ struct OpBench {
 
 #define VAE_OP_BENCH(fn, arg) BENCHMARK(fn)->ArgNames({#arg, "cuda"})->UseRealTime()
 
-// latent_sample_kl forward + backward: h [B, 2L], z/dz [B, L], kl [B], kl_dim [L], dh [B, 2L].
-void BM_LatentSampleKl(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int rows = static_cast<int>(state.range(0)), latent = 32;
-  float *h = b.tensor(int64_t(rows) * 2 * latent, -2, 2, 1), *z = b.tensor(int64_t(rows) * latent, 0, 0, 2),
-        *kl = b.tensor(rows, 0, 0, 3), *kd = b.tensor(latent, 0, 0, 4), *dz = b.tensor(int64_t(rows) * latent, -1, 1, 5),
-        *dh = b.tensor(int64_t(rows) * 2 * latent, 0, 0, 6);
-  const vae::LatentArgs a{rows, latent, 1, 2, 0, 1.0f};
-  b.run(state, int64_t(rows) * (8 * latent * 2 + 4 * latent + 4 + 12 * latent + 8 * latent), [&] {
-    b.be->latent_sample_kl_forward(a, h, z, kl, kd);
-    b.be->latent_sample_kl_backward(a, h, dz, 0.01f, dh);
-  });
-}
-VAE_OP_BENCH(BM_LatentSampleKl, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1})->Args({4096, 1});
-
-// Bernoulli NLL + gradient: reads logits and x [B, D], writes dlogits [B, D] and NLL [B].
-void BM_BernoulliNll(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int rows = static_cast<int>(state.range(0)), d = 784;
-  float *logits = b.tensor(int64_t(rows) * d, -5, 5, 7), *x = b.tensor(int64_t(rows) * d, 0, 1, 8),
-        *dl = b.tensor(int64_t(rows) * d, 0, 0, 9), *nll = b.tensor(rows, 0, 0, 10);
-  b.run(state, (int64_t(rows) * d * 3 + rows) * 4,
-        [&] { b.be->bernoulli_nll(logits, x, nll, dl, rows, d, 1.0f / rows); });
-}
-VAE_OP_BENCH(BM_BernoulliNll, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1})->Args({4096, 1});
-
-// Gaussian NLL + gradients with a learned per-pixel sigma: reads mean, x [B, D] and log-sigma [D]
-// twice (value pass and sigma-gradient pass), writes dmean [B, D], NLL [B], dlog_sigma [D].
-void BM_GaussianNll(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int rows = static_cast<int>(state.range(0)), d = 784;
-  float *mean = b.tensor(int64_t(rows) * d, 0, 1, 11), *x = b.tensor(int64_t(rows) * d, 0, 1, 12),
-        *ls = b.tensor(d, -2, 0, 13), *dm = b.tensor(int64_t(rows) * d, 0, 0, 14), *nll = b.tensor(rows, 0, 0, 15),
-        *dls = b.tensor(d, 0, 0, 16);
-  b.run(state, (int64_t(rows) * d * 5 + rows + 3 * d) * 4,
-        [&] { b.be->gaussian_nll(mean, x, ls, 0.0f, nll, dm, dls, rows, d, 1.0f / rows); });
-}
-VAE_OP_BENCH(BM_GaussianNll, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1})->Args({4096, 1});
-
-// ReLU forward + backward over n elements: 8n + 12n bytes.
-void BM_Activation(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int64_t n = state.range(0);
-  float *x = b.tensor(n, -1, 1, 17), *y = b.tensor(n, 0, 0, 18), *dy = b.tensor(n, -1, 1, 19), *dx = b.tensor(n, 0, 0, 20);
-  b.run(state, 20 * n, [&] {
-    b.be->activation_forward(vae::math::Act::ReLU, 0.0f, x, y, n);
-    b.be->activation_backward(vae::math::Act::ReLU, 0.0f, x, dy, dx, n);
-  });
-}
-VAE_OP_BENCH(BM_Activation, n)->Args({128 * 512, 0})->Args({4096 * 512, 0})->Args({128 * 512, 1})->Args({4096 * 512, 1});
-
-// Adam over the default model's flat buffer: reads p, g, m, v, writes p, m, v (28n bytes); with
-// clipping (argument clip = 1) g is read once more for the norm first (32n bytes).
-void BM_Adam(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int64_t n = state.range(0);
-  const bool clip = state.range(2) != 0;
-  float *p = b.tensor(n, -0.1f, 0.1f, 21), *g = b.tensor(n, -0.01f, 0.01f, 22), *m = b.tensor(n, 0, 0, 23),
-        *v = b.tensor(n, 0, 0, 24), *norm = b.tensor(1, 0, 0, 25);
-  vae::AdamArgs a;
-  a.clip_norm = clip ? 1.0f : 0.0f;
-  b.run(state, n * (clip ? 8 : 7) * 4, [&] {
-    b.be->adam_step(p, g, m, v, n, a, nullptr, norm, {});
-    ++a.step;
-  });
-}
-BENCHMARK(BM_Adam)
-    ->ArgNames({"n", "cuda", "clip"})
-    ->Args({1091920, 0, 1})->Args({1091920, 1, 0})->Args({1091920, 1, 1})
-    ->UseRealTime();
-
-// Gather + binarise a batch from the uint8 data set: reads D bytes + an index per row, writes 4D.
-void BM_GatherPixels(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int rows = static_cast<int>(state.range(0)), d = 784;
-  std::vector<uint8_t> images(size_t(60000) * d);
-  for (size_t i = 0; i < images.size(); ++i) images[i] = static_cast<uint8_t>(i * 131);
-  std::vector<int32_t> index(rows);
-  for (int r = 0; r < rows; ++r) index[r] = (r * 7919) % 60000;
-  const auto img = vae::DeviceArray<uint8_t>::mirror(images, b.device);
-  const auto idx = vae::DeviceArray<int32_t>::mirror(index, b.device);
-  float* x = b.tensor(int64_t(rows) * d, 0, 0, 26);
-  uint64_t step = 0;
-  b.run(state, int64_t(rows) * (d * 5 + 4), [&] {
-    b.be->gather_pixels(img.data(), idx.data(), rows, d, true, 3, vae::kStreamBinarize, step++, nullptr, x);
-  });
-}
-VAE_OP_BENCH(BM_GatherPixels, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1})->Args({4096, 1});
-
-// Importance sampling for the IWAE bound, k = 64 per image, plus the streaming log-sum-exp:
-// writes z [B*k, L] and log p(z) - log q(z|x) [B*k], reads those weights and the NLL [B*k].
-void BM_ImportanceWeights(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int rows = static_cast<int>(state.range(0)), k = 64, latent = 32;
-  float *h = b.tensor(int64_t(rows) * 2 * latent, -1, 1, 27), *z = b.tensor(int64_t(rows) * k * latent, 0, 0, 28),
-        *lpq = b.tensor(int64_t(rows) * k, 0, 0, 29), *nll = b.tensor(int64_t(rows) * k, 100, 300, 30),
-        *mx = b.tensor(rows, -1e30f, -1e30f, 31), *sm = b.tensor(rows, 0, 0, 32);
-  b.run(state, int64_t(rows) * k * (4 * latent + 4 + 8) + int64_t(rows) * 8 * latent, [&] {
-    b.be->latent_importance_sample(h, z, lpq, rows, k, latent, 5, 0, 0);
-    b.be->logsumexp_accumulate(lpq, nll, rows, k, mx, sm);
-  });
-}
-VAE_OP_BENCH(BM_ImportanceWeights, rows)->Args({128, 0})->Args({128, 1});
-
-// The loss from per-sample terms and its device-side epoch sum: reads 8 bytes per row.
-void BM_LossReduce(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int rows = static_cast<int>(state.range(0));
-  float *nll = b.tensor(rows, 100, 300, 33), *kl = b.tensor(rows, 0, 30, 34), *out = b.tensor(3, 0, 0, 35),
-        *sums = b.tensor(3, 0, 0, 36);
-  b.run(state, int64_t(rows) * 8 + 24, [&] {
-    b.be->loss_reduce(nll, kl, rows, 1.0f, nullptr, out);
-    b.be->accumulate_scaled(out, 3, float(rows), sums);
-  });
-}
-VAE_OP_BENCH(BM_LossReduce, rows)->Args({128, 0})->Args({4096, 0})->Args({128, 1})->Args({4096, 1});
-
 // select_step, the first kernel of every recorded training step: one thread copies one StepScalars
 // record (and moves the cursor). Its cost is launch latency, not bytes. The table holds `records`
 // entries; the cursor is rewound (a synchronous upload, inside the timing) each time it runs out.
@@ -301,36 +194,6 @@ void BM_SelectStep(benchmark::State& state) {
   });
 }
 VAE_OP_BENCH(BM_SelectStep, records)->Args({65536, 0})->Args({65536, 1});
-
-// The Linear+ReLU pair of the default model's first layer (B x 784 -> 512) and the input gradient
-// of the layer above it (512 <- 256) through that ReLU: cuBLASLt RELU_AUX_BIAS + DRELU_BGRAD when
-// fused (device 1, fused 1), GEMMs plus our relu_bias / relu_grad_bias_grad kernels when not.
-// Counted as FLOPs of the two GEMMs.
-void BM_LinearReluPair(benchmark::State& state) {
-  OpBench b(state);
-  if (b.skip(state)) return;
-  const int rows = static_cast<int>(state.range(0)), in = 784, hidden = 512, out = 256;
-  b.be->set_options({true, state.range(2) != 0});
-  float *x = b.tensor(int64_t(rows) * in, 0, 1, 31), *w = b.tensor(int64_t(hidden) * in, -0.05f, 0.05f, 32),
-        *bias = b.tensor(hidden, -0.1f, 0.1f, 33), *y = b.tensor(int64_t(rows) * hidden, 0, 0, 34),
-        *w2 = b.tensor(int64_t(out) * hidden, -0.05f, 0.05f, 35), *dy = b.tensor(int64_t(rows) * out, -1, 1, 36),
-        *dpre = b.tensor(int64_t(rows) * hidden, 0, 0, 37), *dbias = b.tensor(hidden, 0, 0, 38);
-  const size_t mask_bytes = b.be->relu_mask_bytes(rows, hidden);
-  float* mask = mask_bytes ? b.tensor(static_cast<int64_t>((mask_bytes + 3) / 4), 0, 0, 39) : nullptr;
-  bool wrote = false;
-  b.run(state, 0, [&] {
-    wrote = b.be->linear_relu_forward(x, w, bias, y, mask, rows, in, hidden);
-    b.be->linear_relu_input_backward(w2, dy, y, wrote ? mask : nullptr, dpre, dbias, rows, hidden, out);
-  });
-  state.counters["mask"] = wrote ? 1 : 0;
-  state.counters["GFLOP/s"] = benchmark::Counter(
-      2.0 * rows * (double(in) * hidden + double(hidden) * out) * kRepeat * state.iterations() / 1e9,
-      benchmark::Counter::kIsRate);
-}
-BENCHMARK(BM_LinearReluPair)
-    ->ArgNames({"rows", "cuda", "fused"})
-    ->Args({128, 0, 1})->Args({128, 1, 1})->Args({128, 1, 0})->Args({4096, 1, 1})->Args({4096, 1, 0})
-    ->UseRealTime();
 
 }  // namespace
 
@@ -371,4 +234,43 @@ BENCHMARK(BM_ConvForward)->ArgNames({"batch", "cuda", "transposed"})->ArgsProduc
 BENCHMARK(BM_ConvBackward)->ArgNames({"batch", "cuda", "transposed"})->ArgsProduct({{128, 1024}, {0, 1}, {0, 1}})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
-BENCHMARK_MAIN();
+// Every case of the op table in benchmark mode, on the CPU and on CUDA: inputs drawn and uploaded
+// once, then kRepeat runs (forward and backward) per synchronisation.
+void register_op_table() {
+  static const std::vector<vae::optable::Case> table = vae::optable::cases(vae::optable::Mode::Bench);
+  for (const vae::optable::Case& c : table)
+    for (int cuda : {0, 1}) {
+      std::string shape = c.shape;
+      std::replace(shape.begin(), shape.end(), ' ', '/');
+      const std::string name = "Op/" + c.op + "/" + shape + "/cuda:" + std::to_string(cuda);
+      benchmark::RegisterBenchmark(name.c_str(), [&c, cuda](benchmark::State& state) {
+        const vae::Device device = cuda ? vae::Device::CUDA : vae::Device::CPU;
+        if (cuda && !vae::cuda_available()) {
+          state.SkipWithError("no CUDA GPU");
+          return;
+        }
+        vae::set_num_threads(0);
+        const auto be = vae::make_backend(device);
+        vae::optable::Prepared op(c, *be);
+        for (int i = 0; i < 3; ++i) op.run();  // warm-up: plans, algorithm choices, first-touch
+        be->synchronize();
+        for (auto _ : state) {
+          for (int i = 0; i < kRepeat; ++i) op.run();
+          be->synchronize();
+        }
+        state.SetBytesProcessed(static_cast<int64_t>(static_cast<double>(state.iterations()) * kRepeat * c.bytes));
+        if (c.flops > 0)
+          state.counters["GFLOP/s"] = benchmark::Counter(c.flops * kRepeat * static_cast<double>(state.iterations()) / 1e9,
+                                                         benchmark::Counter::kIsRate);
+      })->UseRealTime();
+    }
+}
+
+int main(int argc, char** argv) {
+  register_op_table();
+  benchmark::Initialize(&argc, argv);
+  if (benchmark::ReportUnrecognizedArguments(argc, argv)) return 1;
+  benchmark::RunSpecifiedBenchmarks();
+  benchmark::Shutdown();
+  return 0;
+}

@@ -5,12 +5,16 @@
 #include <cblas.h>
 #include <nlohmann/json.hpp>
 
+#include <algorithm>
 #include <charconv>
+#include <cstdio>
+#include <optional>
 #include <cmath>
 #include <limits>
 #include <thread>
 #include <type_traits>
 
+#include "config_fields.hpp"
 #include "model/networks.hpp"
 #include "vae/error.hpp"
 
@@ -38,6 +42,7 @@ const std::pair<const char*, InitScheme> kInits[] = {
 const std::pair<const char*, OptimizerKind> kOptimizers[] = {{"adam", OptimizerKind::Adam}, {"adamw", OptimizerKind::AdamW}};
 const std::pair<const char*, LrSchedule> kSchedules[] = {{"constant", LrSchedule::Constant}, {"cosine", LrSchedule::Cosine}};
 const std::pair<const char*, NetworkType> kNetworks[] = {{"mlp", NetworkType::MLP}, {"conv", NetworkType::Conv}};
+const std::pair<const char*, ObjectiveType> kObjectives[] = {{"elbo", ObjectiveType::Elbo}};
 const std::pair<const char*, PriorType> kPriors[] = {{"standard_normal", PriorType::StandardNormal},
                                                      {"mog", PriorType::MixtureOfGaussians}};
 
@@ -148,6 +153,8 @@ LrSchedule parse_schedule(const std::string& s) { return parse_enum(s, "lr sched
 std::string to_string(NetworkType t) { return enum_name(t, kNetworks); }
 NetworkType parse_network(const std::string& s) { return parse_enum(s, "encoder type", kNetworks); }
 std::string to_string(PriorType t) { return enum_name(t, kPriors); }
+std::string to_string(ObjectiveType t) { return enum_name(t, kObjectives); }
+ObjectiveType parse_objective(const std::string& s) { return parse_enum(s, "objective type", kObjectives); }
 PriorType parse_prior(const std::string& s) {
   return s == "standard" ? PriorType::StandardNormal : parse_enum(s, "prior type", kPriors);
 }
@@ -373,88 +380,316 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
   return c;
 }
 
-void TrainConfig::validate() const {
-  require(epochs >= 1 && epochs <= 100000, "epochs must be in [1, 100000], got " + std::to_string(epochs));
-  require(batch >= 1 && batch <= 1 << 20, "batch must be in [1, 1048576], got " + std::to_string(batch));
-  require(std::isfinite(lr) && lr > 0 && lr <= 10, "lr must be in (0, 10], got " + std::to_string(lr));
-  require(std::isfinite(min_lr) && min_lr >= 0 && min_lr <= lr, "min_lr must be in [0, lr]");
-  require(adam_beta1 >= 0 && adam_beta1 < 1 && adam_beta2 >= 0 && adam_beta2 < 1, "Adam betas must be in [0, 1)");
-  require(adam_eps > 0, "adam_eps must be positive");
-  require(std::isfinite(weight_decay) && weight_decay >= 0, "weight_decay must be >= 0");
-  require(std::isfinite(clip_norm) && clip_norm >= 0, "clip_norm must be >= 0 (0 turns clipping off)");
-  require(std::isfinite(beta) && beta >= 0 && beta <= 1000, "beta must be in [0, 1000], got " + std::to_string(beta));
-  require(warmup_epochs >= 0 && warmup_epochs <= epochs * 1000, "warmup_epochs must be >= 0");
-  require(threads >= 0 && threads <= 1024, "threads must be in [0, 1024] (0 = all cores)");
-  require(train_limit >= 0 && test_limit >= 0, "train_limit and test_limit must be >= 0");
-  require(!out_dir.empty(), "out must name a folder");
-  require(test_fraction > 0 && test_fraction < 1, "test_fraction must be in (0, 1), got " + std::to_string(test_fraction));
+namespace {
+
+using config::Field;
+
+// 100000, not 1e+05; 0.001 as %g gives it.
+std::string number_text(double v) {
+  char buf[32];
+  if (v == std::floor(v) && std::fabs(v) < 1e15) std::snprintf(buf, sizeof buf, "%.0f", v);
+  else std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
 }
 
-std::string TrainConfig::to_json() const {
-  json j;
-  j["data"] = data_dir;
-  if (!labels_path.empty()) j["labels"] = labels_path;
-  j["test_fraction"] = test_fraction;
-  j["out"] = out_dir;
-  j["epochs"] = epochs;
-  j["batch"] = batch;
-  j["optimizer"] = to_string(optimizer);
-  j["lr"] = typed_float(lr);
-  j["min_lr"] = typed_float(min_lr);
-  j["schedule"] = to_string(schedule);
-  j["adam_beta1"] = typed_float(adam_beta1);
-  j["adam_beta2"] = typed_float(adam_beta2);
-  j["adam_eps"] = typed_float(adam_eps);
-  j["weight_decay"] = typed_float(weight_decay);
-  j["clip_norm"] = typed_float(clip_norm);
-  j["beta"] = typed_float(beta);
-  j["warmup_epochs"] = warmup_epochs;
-  j["seed"] = seed;
-  j["threads"] = threads;
-  j["train_limit"] = train_limit;
-  j["test_limit"] = test_limit;
-  j["device"] = to_string(device);
-  j["cuda_graph"] = cuda_graph;
-  j["tf32"] = tf32;
-  j["fused_epilogues"] = fused_epilogues;
-  return j.dump();
+// A flag's text as the JSON value its field reads: the whole text must be the value.
+template <class T>
+json text_to_json(const std::string& text, const std::string& flag) {
+  (void)flag;  // the caller names the flag and its text
+  const auto bad = [&](const char* what) { return Error(std::string("expected ") + what); };
+  if constexpr (std::is_same_v<T, std::string>) {
+    return text;
+  } else if constexpr (std::is_same_v<T, std::vector<int>>) {
+    json list = json::array();
+    size_t start = 0;
+    while (start <= text.size()) {
+      const size_t comma = std::min(text.find(',', start), text.size());
+      const std::string item = text.substr(start, comma - start);
+      int v = 0;
+      const auto [end, ec] = std::from_chars(item.data(), item.data() + item.size(), v);
+      if (item.empty() || ec != std::errc() || end != item.data() + item.size() || v < 1)
+        throw bad("comma-separated positive integers such as 512,256");
+      list.push_back(v);
+      start = comma + 1;
+    }
+    return list;
+  } else if constexpr (std::is_integral_v<T>) {
+    long long v = 0;
+    const auto [end, ec] = std::from_chars(text.data(), text.data() + text.size(), v);
+    if (text.empty() || ec != std::errc() || end != text.data() + text.size()) throw bad("an integer");
+    return v;
+  } else {
+    char* end = nullptr;
+    const double v = std::strtod(text.c_str(), &end);
+    if (text.empty() || end != text.c_str() + text.size() || !std::isfinite(v)) throw bad("a number");
+    return v;
+  }
 }
+
+// A field of type T reached through get: typed read (read_key's checks), written as typed, and
+// checked against [lo, hi] (when given; for lists, each element).
+template <class C, class T>
+Field<C> value(const char* key, T& (*get)(C&), std::optional<double> lo, std::optional<double> hi, const char* flag,
+               const char* help, bool resumable = false) {
+  Field<C> f;
+  f.key = key;
+  f.flag = flag ? flag : "";
+  f.help = help ? help : "";
+  f.resumable = resumable;
+  const std::string k = key;
+  f.read = [get, k](C& c, const json& v) { read_key(json{{k, v}}, k.c_str(), get(c)); };
+  f.write = [get](const C& c) -> json {
+    const T& v = get(const_cast<C&>(c));
+    if constexpr (std::is_same_v<T, float>) return typed_float(v);
+    else if constexpr (std::is_same_v<T, std::string>) return v.empty() ? json() : json(v);
+    else return json(v);
+  };
+  f.check = [get, k, lo, hi](const C& c) {
+    const auto in_range = [&](double v) { return (!lo || v >= *lo) && (!hi || v <= *hi); };
+    const auto fail = [&](const std::string& got) {
+      std::string range = lo && hi ? "in [" + number_text(*lo) + ", " + number_text(*hi) + "]"
+                          : lo    ? ">= " + number_text(*lo)
+                                  : "<= " + number_text(*hi);
+      throw Error(k + " must be " + range + ", got " + got);
+    };
+    const T& v = get(const_cast<C&>(c));
+    if constexpr (std::is_same_v<T, std::vector<int>>) {
+      for (int x : v)
+        if (!in_range(x)) fail(std::to_string(x));
+    } else if constexpr (std::is_arithmetic_v<T>) {
+      if (!std::isfinite(static_cast<double>(v)) || !in_range(static_cast<double>(v)))
+        fail(std::is_integral_v<T> ? std::to_string(v) : number_text(static_cast<double>(v)));
+    }
+  };
+  const std::string fl = f.flag;
+  f.from_text = [fl](const std::string& text) { return text_to_json<T>(text, fl); };
+  if constexpr (std::is_same_v<T, std::vector<int>>) f.type_name = "LIST";
+  else if constexpr (std::is_integral_v<T>) f.type_name = "INT";
+  else if constexpr (std::is_floating_point_v<T>) f.type_name = "FLOAT";
+  else f.type_name = std::is_same_v<T, std::string> && k == "data" ? "PATH" : "TEXT";
+  return f;
+}
+
+// An enumeration written as its name.
+template <class C, class E>
+Field<C> choice(const char* key, E& (*get)(C&), E (*parse)(const std::string&), std::string (*name)(E), const char* flag,
+                const char* help) {
+  Field<C> f;
+  f.key = key;
+  f.flag = flag ? flag : "";
+  f.help = help;
+  const std::string k = key;
+  f.read = [get, parse, k](C& c, const json& v) {
+    std::string s;
+    read_key(json{{k, v}}, k.c_str(), s);
+    get(c) = parse(s);
+  };
+  f.write = [get, name](const C& c) -> json { return name(get(const_cast<C&>(c))); };
+  f.check = [](const C&) {};
+  f.from_text = [](const std::string& text) { return json(text); };
+  f.type_name = "CHOICE";
+  return f;
+}
+
+// A boolean whose flag is a switch setting it to `when_given` (--no-cuda-graph sets cuda_graph false).
+template <class C>
+Field<C> toggle(const char* key, bool& (*get)(C&), const char* flag, bool when_given, const char* help) {
+  Field<C> f = value<C, bool>(key, get, std::nullopt, std::nullopt, flag, help);
+  f.switch_value = when_given;
+  return f;
+}
+
+#define VAE_GET(C, member) +[](C& c) -> decltype((c.member)) { return c.member; }
+
+}  // namespace
+
+namespace config {
+
+const std::vector<Field<TrainConfig>>& train_fields() {
+  using C = TrainConfig;
+  static const std::vector<Field<C>> fields = [] {
+    std::vector<Field<C>> f;
+    f.push_back(value(
+        "data", VAE_GET(C, data_dir), {}, {}, "--data",
+        "the data: a folder of IDX files (default /usr/share/datasets/fashion-mnist), a .npy array [N,H,W], [N,H,W,C] or "
+        "[N,C,H,W] (uint8, or float32 in [0,1]), or a folder of PNG images (class sub-folders give labels)"));
+    f.push_back(value("labels", VAE_GET(C, labels_path), {}, {}, "--labels",
+                      "labels .npy (one integer per image) for a .npy --data"));
+    f.push_back(value("test_fraction", VAE_GET(C, test_fraction), 1e-6, 0.999999, "--test-fraction",
+                      "share of a .npy or PNG source held out as the test set (default 0.1; IDX folders with t10k "
+                      "files use those)"));
+    f.push_back(value("out", VAE_GET(C, out_dir), {}, {}, "--out",
+                      "run folder (default runs/latest); must not hold a run unless --overwrite"));
+    f.push_back(value("epochs", VAE_GET(C, epochs), 1, 100000, "--epochs", "epochs (default 10)", true));
+    f.push_back(value("batch", VAE_GET(C, batch), 1, 1 << 20, "--batch", "batch size (default 128)"));
+    f.push_back(choice("optimizer", VAE_GET(C, optimizer), parse_optimizer, to_string, "--optimizer",
+                       "adam|adamw (default adam)"));
+    f.push_back(value("lr", VAE_GET(C, lr), 1e-9, 10, "--lr", "learning rate (default 1e-3)"));
+    f.push_back(value("min_lr", VAE_GET(C, min_lr), 0, 10, nullptr, "floor of the cosine schedule (default 0)"));
+    f.push_back(choice("schedule", VAE_GET(C, schedule), parse_schedule, to_string, "--schedule",
+                       "constant|cosine learning rate (default constant)"));
+    f.push_back(value("adam_beta1", VAE_GET(C, adam_beta1), 0, 0.999999, nullptr, "Adam's beta1 (default 0.9)"));
+    f.push_back(value("adam_beta2", VAE_GET(C, adam_beta2), 0, 0.999999, nullptr, "Adam's beta2 (default 0.999)"));
+    f.push_back(value("adam_eps", VAE_GET(C, adam_eps), 1e-30, 1, nullptr, "Adam's epsilon (default 1e-8)"));
+    f.push_back(value("weight_decay", VAE_GET(C, weight_decay), 0, 10, "--weight-decay", "weight decay (default 0)"));
+    f.push_back(value("clip_norm", VAE_GET(C, clip_norm), 0, 1e6, "--clip-norm",
+                      "global gradient-norm clipping, 0 = off (default 0)"));
+    f.push_back(value("seed", VAE_GET(C, seed), {}, {}, "--seed", "random seed (default 0)"));
+    f.push_back(value("threads", VAE_GET(C, threads), 0, 1024, "--threads", "CPU threads, 0 = all cores (default 0)", true));
+    f.push_back(value("train_limit", VAE_GET(C, train_limit), 0, double(int64_t{1} << 40), "--train-limit",
+                      "train on the first N images only (0 = all)"));
+    f.push_back(value("test_limit", VAE_GET(C, test_limit), 0, double(int64_t{1} << 40), "--test-limit",
+                      "evaluate on the first N test images only (0 = all)"));
+    f.push_back(choice("device", VAE_GET(C, device), parse_device, to_string, "--device", "cpu|cuda|auto (default cpu)"));
+    f.push_back(toggle("cuda_graph", VAE_GET(C, cuda_graph), "--no-cuda-graph", false,
+                       "CUDA: launch every kernel of each step instead of replaying one recorded graph (debugging)"));
+    f.push_back(toggle("tf32", VAE_GET(C, tf32), "--strict-fp32", false, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores"));
+    f.push_back(toggle("fused_epilogues", VAE_GET(C, fused_epilogues), "--no-fused-epilogues", false,
+                       "CUDA: bias, ReLU and their gradients as separate kernels, not in the cuBLASLt GEMM (debugging)"));
+    return f;
+  }();
+  return fields;
+}
+
+const std::vector<Field<ObjectiveConfig>>& objective_fields() {
+  using C = ObjectiveConfig;
+  static const std::vector<Field<C>> fields = [] {
+    std::vector<Field<C>> f;
+    f.push_back(choice("type", VAE_GET(C, type), parse_objective, to_string, "--objective",
+                       "elbo: the evidence lower bound with KL weight --beta (default elbo)"));
+    f.push_back(value("beta", VAE_GET(C, beta), 0, 1000, "--beta", "KL weight (default 1)"));
+    f.push_back(value("warmup_epochs", VAE_GET(C, warmup_epochs), 0, 100000, "--warmup-epochs",
+                      "linear beta warm-up epochs (default 0)"));
+    return f;
+  }();
+  return fields;
+}
+
+const std::vector<Field<ModelConfig>>& model_flag_fields() {
+  using C = ModelConfig;
+  static const std::vector<Field<C>> fields = [] {
+    std::vector<Field<C>> f;
+    f.push_back(value("posterior.latent", VAE_GET(C, latent), 1, 4096, "--latent", "latent dimensions (default 32)"));
+    f.push_back(choice("encoder.type", VAE_GET(C, encoder.type), parse_network, to_string, "--encoder",
+                       "mlp|conv (default mlp); the decoder mirrors the encoder"));
+    f.push_back(value("encoder.channels", VAE_GET(C, encoder.channels), 1, 4096, "--channels",
+                      "conv encoder: channels per conv layer, e.g. 32,64 (kernel 4, stride 2, padding 1 unless the "
+                      "--config file says otherwise)"));
+    f.push_back(value("encoder.hidden", VAE_GET(C, encoder.hidden), 1, 65536, "--hidden",
+                      "fully connected encoder widths, after any convs (default 512,256)"));
+    f.push_back(choice("encoder.activation", VAE_GET(C, encoder.activation), parse_activation, to_string, "--activation",
+                       "relu|leaky_relu|tanh|silu (default relu)"));
+    f.push_back(choice("prior.type", VAE_GET(C, prior.type), parse_prior, to_string, "--prior",
+                       "standard|mog: N(0, I), or a learned mixture of Gaussians (default standard)"));
+    Field<C> components = value("prior.components", VAE_GET(C, prior.components), 1, 1024, "--prior-components",
+                                "mog prior: number of Gaussians (default 10)");
+    components.check = [inner = components.check](const C& c) {
+      if (c.prior.type != PriorType::MixtureOfGaussians)
+        throw Error("prior.components is for the mixture prior: set prior.type to mog (--prior mog)");
+      inner(c);
+    };
+    f.push_back(std::move(components));
+    f.push_back(choice("likelihood.type", VAE_GET(C, likelihood), parse_likelihood, to_string, "--likelihood",
+                       "bernoulli|gaussian (default bernoulli)"));
+    return f;
+  }();
+  return fields;
+}
+
+}  // namespace config
+
+namespace {
+
+template <class C>
+std::vector<const char*> keys_of(const std::vector<Field<C>>& fields) {
+  std::vector<const char*> keys;
+  for (const auto& f : fields) keys.push_back(f.key.c_str());
+  return keys;
+}
+
+void reject_unknown(const json& j, const std::vector<const char*>& known, const char* section) {
+  if (!j.is_object()) throw Error(std::string("config section '") + section + "' must be a JSON object");
+  for (const auto& [key, value] : j.items())
+    if (std::find_if(known.begin(), known.end(), [&](const char* k) { return key == k; }) == known.end())
+      throw Error("unknown key '" + key + "' in config section '" + section + "'");
+}
+
+template <class C>
+void read_fields(const json& j, const std::vector<Field<C>>& fields, C& c) {
+  for (const auto& f : fields)
+    if (j.contains(f.key)) f.read(c, j.at(f.key));
+}
+
+template <class C>
+json write_fields(const std::vector<Field<C>>& fields, const C& c) {
+  json j = json::object();
+  for (const auto& f : fields)
+    if (json v = f.write(c); !v.is_null()) j[f.key] = std::move(v);
+  return j;
+}
+
+}  // namespace
+
+void ObjectiveConfig::validate() const {
+  for (const auto& f : config::objective_fields()) f.check(*this);
+}
+
+std::string ObjectiveConfig::to_json() const { return write_fields(config::objective_fields(), *this).dump(); }
+
+ObjectiveConfig ObjectiveConfig::from_json(const std::string& text, ObjectiveConfig c) {
+  const json j = parse_json(text, "objective config");
+  reject_unknown(j, keys_of(config::objective_fields()), "objective");
+  read_fields(j, config::objective_fields(), c);
+  c.validate();
+  return c;
+}
+
+void TrainConfig::validate() const {
+  for (const auto& f : config::train_fields()) f.check(*this);
+  require(min_lr <= lr, "min_lr must be in [0, lr]");
+  require(!out_dir.empty(), "out must name a folder");
+  objective.validate();
+  require(objective.warmup_epochs <= epochs * 1000, "warmup_epochs must be at most 1000 times the epochs");
+}
+
+std::string TrainConfig::to_json() const { return write_fields(config::train_fields(), *this).dump(); }
 
 TrainConfig TrainConfig::from_json(const std::string& text, TrainConfig c) {
   const json j = parse_json(text, "train config");
-  reject_unknown_keys(j, {"data", "labels", "test_fraction", "out", "epochs", "batch", "optimizer", "lr", "min_lr", "schedule", "adam_beta1",
-                          "adam_beta2", "adam_eps", "weight_decay", "clip_norm", "beta", "warmup_epochs", "seed",
-                          "threads", "train_limit", "test_limit", "device", "cuda_graph", "tf32",
-                          "fused_epilogues"},
-                      "train");
-  read_key(j, "data", c.data_dir);
-  read_key(j, "labels", c.labels_path);
-  read_key(j, "test_fraction", c.test_fraction);
-  read_key(j, "out", c.out_dir);
-  read_key(j, "epochs", c.epochs);
-  read_key(j, "batch", c.batch);
-  std::string s;
-  if (j.contains("optimizer")) read_key(j, "optimizer", s), c.optimizer = parse_optimizer(s);
-  read_key(j, "lr", c.lr);
-  read_key(j, "min_lr", c.min_lr);
-  if (j.contains("schedule")) read_key(j, "schedule", s), c.schedule = parse_schedule(s);
-  read_key(j, "adam_beta1", c.adam_beta1);
-  read_key(j, "adam_beta2", c.adam_beta2);
-  read_key(j, "adam_eps", c.adam_eps);
-  read_key(j, "weight_decay", c.weight_decay);
-  read_key(j, "clip_norm", c.clip_norm);
-  read_key(j, "beta", c.beta);
-  read_key(j, "warmup_epochs", c.warmup_epochs);
-  read_key(j, "seed", c.seed);
-  read_key(j, "threads", c.threads);
-  read_key(j, "train_limit", c.train_limit);
-  read_key(j, "test_limit", c.test_limit);
-  if (j.contains("device")) read_key(j, "device", s), c.device = parse_device(s);
-  read_key(j, "cuda_graph", c.cuda_graph);
-  read_key(j, "tf32", c.tf32);
-  read_key(j, "fused_epilogues", c.fused_epilogues);
+  // "beta" and "warmup_epochs" lived here before the objective had its own section.
+  std::vector<const char*> known = keys_of(config::train_fields());
+  known.push_back("beta");
+  known.push_back("warmup_epochs");
+  reject_unknown(j, known, "train");
+  read_fields(j, config::train_fields(), c);
+  read_key(j, "beta", c.objective.beta);
+  read_key(j, "warmup_epochs", c.objective.warmup_epochs);
   c.validate();
   return c;
+}
+
+std::string run_config_to_json(const ModelConfig& model, const TrainConfig& train) {
+  json j;
+  j["model"] = json::parse(model.to_json());
+  j["objective"] = json::parse(train.objective.to_json());
+  j["train"] = json::parse(train.to_json());
+  return j.dump(2) + "\n";
+}
+
+void run_config_from_json(const std::string& text, ModelConfig& model, TrainConfig& train) {
+  const json j = parse_json(text, "config file");
+  if (!j.is_object()) throw Error("a config file must hold a JSON object with 'model', 'objective' and/or 'train'");
+  for (const auto& [key, v] : j.items())
+    if (key != "model" && key != "train" && key != "objective")
+      throw Error("unknown top-level key '" + key + "' (expected 'model', 'objective' and 'train')");
+  if (j.contains("model")) model = ModelConfig::from_json(j["model"].dump());
+  if (j.contains("train")) train = TrainConfig::from_json(j["train"].dump(), train);
+  if (j.contains("objective")) {
+    if (j.contains("train") && (j["train"].contains("beta") || j["train"].contains("warmup_epochs")))
+      throw Error("beta and warmup_epochs belong to the 'objective' section; remove them from 'train'");
+    train.objective = ObjectiveConfig::from_json(j["objective"].dump(), train.objective);
+    train.validate();
+  }
 }
 
 void set_num_threads(int threads) {

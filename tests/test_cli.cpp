@@ -58,9 +58,10 @@ TEST(Cli, BadFlagsAndValues) {
   expect_failure(run("train --lr abc"), 2, "--lr");
   expect_failure(run("frobnicate"), 2, "frobnicate");
   expect_failure(run("eval"), 2, "--checkpoint");
-  expect_failure(run("train --hidden 512,abc --data " + kData), 1, "--hidden");
-  expect_failure(run("train --likelihood poisson"), 1, "bernoulli|gaussian");
-  expect_failure(run("train --device tpu"), 1, "cpu, cuda or auto");
+  // A value a field's declaration does not accept is a usage error naming the flag.
+  expect_failure(run("train --hidden 512,abc --data " + kData), 2, "--hidden 512,abc: expected comma-separated");
+  expect_failure(run("train --likelihood poisson"), 2, "bernoulli|gaussian");
+  expect_failure(run("train --device tpu"), 2, "cpu, cuda or auto");
 }
 
 TEST(Cli, MissingDataNamesThePackage) {
@@ -147,10 +148,41 @@ TEST(Cli, TrainEvalSampleReconstruct) {
 // The mixture prior from the command line: it trains, its config.json names it, eval says why it
 // prints no KL per dimension, and the sampler draws from it. A components count without the mixture
 // is refused before anything runs.
+// Every configuration field with a flag is a flag of vae train, with its help; a bad value names
+// the flag and the rule (exit 2); a run config written before the objective had its own section
+// (beta under train) and before the model was a tree still trains.
+TEST(Cli, FieldFlagsComeFromTheConfigDeclarations) {
+  const Result help = run("train --help");
+  ASSERT_EQ(help.code, 0) << help.out;
+  for (const char* flag : {"--data", "--epochs", "--lr", "--beta", "--warmup-epochs", "--objective", "--latent",
+                           "--hidden", "--channels", "--prior", "--prior-components", "--likelihood", "--no-cuda-graph",
+                           "--strict-fp32", "--no-fused-epilogues", "--config", "--resume", "--overwrite"})
+    EXPECT_NE(help.out.find(flag), std::string::npos) << flag << " missing from:\n" << help.out;
+  expect_failure(run("train --beta 2000"), 2, "--beta 2000: beta must be in [0, 1000], got 2000");
+  expect_failure(run("train --lr 0"), 2, "--lr 0: lr must be in");
+  expect_failure(run("train --hidden 64,x"), 2, "--hidden 64,x: expected comma-separated positive integers");
+  expect_failure(run("train --objective iwae"), 2, "unknown objective type 'iwae'");
+  expect_failure(run("train --test-limit 1.5"), 2, "--test-limit 1.5: expected an integer");
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
+  test::ScratchDir dir("cli_old_config");
+  write_text(dir.file("old.json"), R"({"model": {"hidden": [32], "latent": 4, "likelihood": "bernoulli"},
+                                       "train": {"epochs": 1, "batch": 64, "beta": 0.5, "warmup_epochs": 0,
+                                                 "train_limit": 128, "test_limit": 50}})");
+  const Result t = run("train --config " + dir.file("old.json") + " --data " + kData + " --threads 2 --out " + dir.file("run"));
+  ASSERT_EQ(t.code, 0) << t.out;
+  std::ifstream config(dir.file("run/config.json"));
+  const std::string text((std::istreambuf_iterator<char>(config)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("\"objective\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"beta\": 0.5"), std::string::npos) << text;
+  // Both places at once is ambiguous: refused, saying where it belongs.
+  write_text(dir.file("both.json"), R"({"objective": {"beta": 1}, "train": {"beta": 0.5}})");
+  expect_failure(run("train --config " + dir.file("both.json")), 1, "belong to the 'objective' section");
+}
+
 TEST(Cli, MixturePriorTrainsEvaluatesAndSamples) {
-  expect_failure(run("train --prior-components 5 --epochs 1"), 1, "--prior mog");
+  expect_failure(run("train --prior-components 5 --epochs 1"), 2, "--prior mog");
   expect_failure(run("train --prior mog --prior-components 0"), 2, "--prior-components");
-  expect_failure(run("train --prior gaussian"), 1, "prior type 'gaussian'");
+  expect_failure(run("train --prior gaussian"), 2, "prior type 'gaussian'");
   if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
   test::ScratchDir dir("cli_mog");
   const std::string run_dir = dir.file("run");

@@ -116,13 +116,13 @@ TEST(Schedule, CosineAndWarmup) {
   EXPECT_NEAR(learning_rate(c, 100, 101), 0.1, 1e-7);
   c.schedule = LrSchedule::Constant;
   EXPECT_EQ(learning_rate(c, 77, 101), 1.0);
-  c.beta = 2.0f;
-  c.warmup_epochs = 2;
+  c.objective.beta = 2.0f;
+  c.objective.warmup_epochs = 2;
   EXPECT_NEAR(kl_weight(c, 0, 10), 0.1, 1e-12);
   EXPECT_NEAR(kl_weight(c, 9, 10), 1.0, 1e-12);
   EXPECT_NEAR(kl_weight(c, 19, 10), 2.0, 1e-12);
   EXPECT_NEAR(kl_weight(c, 500, 10), 2.0, 1e-12);
-  c.warmup_epochs = 0;
+  c.objective.warmup_epochs = 0;
   EXPECT_EQ(kl_weight(c, 0, 10), 2.0);
 }
 

@@ -270,10 +270,10 @@ TEST(Config, ModelSizeIsBoundedBeforeAllocation) {
 TEST(Config, FloatsAreWrittenAsTyped) {
   TrainConfig t;
   t.lr = 0.001f;
-  t.beta = 0.1f;
+  t.objective.beta = 0.1f;
   const std::string j = t.to_json();
   EXPECT_NE(j.find("\"lr\":0.001,"), std::string::npos) << j;
-  EXPECT_NE(j.find("\"beta\":0.1,"), std::string::npos) << j;
+  EXPECT_NE(t.objective.to_json().find("\"beta\":0.1,"), std::string::npos) << t.objective.to_json();
   EXPECT_EQ(TrainConfig::from_json(j).lr, 0.001f);
 }
 

@@ -201,7 +201,7 @@ TrainConfig awkward_run(Device device, float clip_norm) {
   c.test_limit = 260;
   c.threads = 2;
   c.seed = 17;
-  c.warmup_epochs = 2;
+  c.objective.warmup_epochs = 2;
   c.schedule = LrSchedule::Cosine;
   c.optimizer = OptimizerKind::AdamW;
   c.weight_decay = 0.01f;

@@ -17,6 +17,7 @@ enum class OptimizerKind { Adam, AdamW };
 enum class LrSchedule { Constant, Cosine };
 enum class NetworkType { MLP, Conv };
 enum class PriorType { StandardNormal, MixtureOfGaussians };
+enum class ObjectiveType { Elbo };
 
 std::string to_string(Activation a);
 std::string to_string(Likelihood l);
@@ -25,6 +26,7 @@ std::string to_string(OptimizerKind o);
 std::string to_string(LrSchedule s);
 std::string to_string(NetworkType t);
 std::string to_string(PriorType t);
+std::string to_string(ObjectiveType t);
 Activation parse_activation(const std::string& s);
 Likelihood parse_likelihood(const std::string& s);
 InitScheme parse_init(const std::string& s);
@@ -33,6 +35,7 @@ LrSchedule parse_schedule(const std::string& s);
 NetworkType parse_network(const std::string& s);
 // "standard_normal" (also "standard", the CLI's spelling) or "mog".
 PriorType parse_prior(const std::string& s);
+ObjectiveType parse_objective(const std::string& s);
 
 // The largest model a configuration or checkpoint may describe: 2^30 parameters, which with their
 // gradients and Adam moments is 16 GiB. Checked before anything is allocated.
@@ -92,6 +95,22 @@ struct ModelConfig {
   static ModelConfig from_json(const std::string& text);
 };
 
+// The training objective over per-sample terms. elbo: loss = mean_r (nll_r + beta_t * kl_r), with
+// beta_t rising linearly from 0 to beta over the first warmup_epochs epochs.
+// In JSON: the run config's "objective" section {"type": "elbo", "beta", "warmup_epochs"}.
+struct ObjectiveConfig {
+  ObjectiveType type = ObjectiveType::Elbo;
+  float beta = 1.0f;      // weight of the KL term
+  int warmup_epochs = 0;  // beta rises linearly from 0 over this many epochs
+  void validate() const;
+  std::string to_json() const;
+  static ObjectiveConfig from_json(const std::string& text, ObjectiveConfig defaults);
+  static ObjectiveConfig from_json(const std::string& text) { return from_json(text, ObjectiveConfig{}); }
+};
+
+// Training: data, optimizer, schedule, limits, device and numerics, and the objective. Every field
+// is declared once in src/config.cpp (its JSON key, type, range, default's help text and CLI flag):
+// parsing, validation, serialisation and the vae train flags all come from that declaration.
 struct TrainConfig {
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   std::string labels_path;      // labels .npy for a .npy data set (optional)
@@ -108,8 +127,7 @@ struct TrainConfig {
   float adam_eps = 1e-8f;
   float weight_decay = 0.0f;
   float clip_norm = 0.0f;  // 0 = no clipping
-  float beta = 1.0f;       // weight of the KL term
-  int warmup_epochs = 0;   // beta rises linearly from 0 over this many epochs
+  ObjectiveConfig objective;  // the run config's "objective" section
   uint64_t seed = 0;
   int threads = 0;             // 0 = all cores
   int64_t train_limit = 0;     // use only the first N training images (0 = all)
@@ -124,11 +142,18 @@ struct TrainConfig {
   bool fused_epilogues = true;
 
   void validate() const;
+  // The "train" section (without the objective, which has its own).
   std::string to_json() const;
-  // Keys absent from text keep their value in defaults.
+  // Keys absent from text keep their value in defaults. The section as written before the objective
+  // had its own ("beta" and "warmup_epochs" under "train") still reads, into objective.
   static TrainConfig from_json(const std::string& text, TrainConfig defaults);
   static TrainConfig from_json(const std::string& text) { return from_json(text, TrainConfig{}); }
 };
+
+// A whole run's configuration file, {"model": {...}, "objective": {...}, "train": {...}} (each section
+// optional when reading; absent keys keep the values already in model and train).
+std::string run_config_to_json(const ModelConfig& model, const TrainConfig& train);
+void run_config_from_json(const std::string& text, ModelConfig& model, TrainConfig& train);
 
 // Applies the thread count to OpenMP and OpenBLAS (0 = all cores).
 void set_num_threads(int threads);

@@ -9,6 +9,8 @@
 #include <nlohmann/json.hpp>
 
 #include <csignal>
+#include <deque>
+#include <functional>
 #include <chrono>
 #include <cstdio>
 #include <filesystem>
@@ -17,6 +19,7 @@
 #include <sstream>
 
 #include "cli/progress.hpp"
+#include "config_fields.hpp"
 #include "io/atomic_file.hpp"
 #include "vae/vae.hpp"
 
@@ -24,16 +27,79 @@ namespace {
 
 using json = nlohmann::json;
 
-struct TrainFlags {
-  std::optional<std::string> config_file, data, labels, out, encoder, channels, hidden, prior, likelihood, activation,
-      optimizer, schedule, device, resume;
-  std::optional<int> epochs, batch, latent, prior_components, warmup_epochs, threads;
-  std::optional<float> lr, beta, weight_decay, clip_norm;
-  std::optional<double> test_fraction;
-  std::optional<uint64_t> seed;
-  std::optional<int64_t> train_limit, test_limit;
-  bool no_cuda_graph = false, strict_fp32 = false, no_fused_epilogues = false, overwrite = false;
+// A flag of vae train that sets one configuration field (src/config_fields.hpp): where the value
+// goes, how its text reads, and its range check, all from the field's one declaration.
+struct FieldFlag {
+  std::string flag;
+  bool resumable = false;
+  bool is_switch = false;
+  json switch_value;
+  std::optional<std::string> text;  // the value given after the flag
+  bool switched = false;            // a switch that was given
+  std::function<json(const std::string&)> from_text;
+  std::function<void(vae::ModelConfig&, vae::TrainConfig&, const json&)> set;
+  std::function<void(const vae::ModelConfig&, const vae::TrainConfig&)> check;
+  bool given() const { return text.has_value() || switched; }
 };
+
+struct TrainFlags {
+  std::optional<std::string> config_file, resume;
+  bool overwrite = false;
+  std::deque<FieldFlag> fields;  // stable addresses: CLI11 writes into them
+};
+
+// One FieldFlag per field with a flag, in the order they are applied: train, objective, model.
+void add_field_flags(CLI::App& cmd, TrainFlags& flags) {
+  auto add = [&](const auto& field, auto section) {
+    if (field.flag.empty()) return;
+    FieldFlag& f = flags.fields.emplace_back();
+    f.flag = field.flag;
+    f.resumable = field.resumable;
+    f.is_switch = !field.switch_value.is_null();
+    f.switch_value = field.switch_value;
+    f.from_text = field.from_text;
+    f.set = [read = field.read, section](vae::ModelConfig& m, vae::TrainConfig& t, const json& v) { read(section(m, t), v); };
+    f.check = [check = field.check, section](const vae::ModelConfig& m, const vae::TrainConfig& t) {
+      check(section(const_cast<vae::ModelConfig&>(m), const_cast<vae::TrainConfig&>(t)));
+    };
+    if (f.is_switch) cmd.add_flag(f.flag, f.switched, field.help);
+    else cmd.add_option(f.flag, f.text, field.help)->type_name(field.type_name);
+  };
+  for (const auto& field : vae::config::train_fields())
+    add(field, [](vae::ModelConfig&, vae::TrainConfig& t) -> vae::TrainConfig& { return t; });
+  for (const auto& field : vae::config::objective_fields())
+    add(field, [](vae::ModelConfig&, vae::TrainConfig& t) -> vae::ObjectiveConfig& { return t.objective; });
+  for (const auto& field : vae::config::model_flag_fields())
+    add(field, [](vae::ModelConfig& m, vae::TrainConfig&) -> vae::ModelConfig& { return m; });
+}
+
+// A flag's value that does not read or is out of range: a usage error naming the flag.
+struct FlagError : vae::Error {
+  using vae::Error::Error;
+};
+
+// Sets every given field flag, then checks each (so their order on the command line does not matter).
+void apply_field_flags(const TrainFlags& flags, vae::ModelConfig& model, vae::TrainConfig& train) {
+  auto named = [](const FieldFlag& f, const std::exception& e) {
+    return FlagError(f.flag + (f.text ? " " + *f.text : std::string()) + ": " + e.what());
+  };
+  for (const FieldFlag& f : flags.fields) {
+    if (!f.given()) continue;
+    try {
+      f.set(model, train, f.is_switch ? f.switch_value : f.from_text(*f.text));
+    } catch (const vae::Error& e) {
+      throw named(f, e);
+    }
+  }
+  for (const FieldFlag& f : flags.fields) {
+    if (!f.given()) continue;
+    try {
+      f.check(model, train);
+    } catch (const vae::Error& e) {
+      throw named(f, e);
+    }
+  }
+}
 
 // Exit codes: 0 done, 1 error, 2 usage error, 128 + signal for a run stopped by SIGINT/SIGTERM.
 constexpr int kExitError = 1, kExitUsage = 2;
@@ -60,52 +126,13 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-// A comma-separated list of positive integers for `flag` (--hidden 512,256, --channels 32,64).
-std::vector<int> parse_widths(const std::string& text, const char* flag) {
-  std::vector<int> widths;
-  std::stringstream ss(text);
-  std::string item;
-  while (std::getline(ss, item, ',')) {
-    size_t used = 0;
-    int v = 0;
-    try {
-      v = std::stoi(item, &used);
-    } catch (const std::exception&) {
-      used = 0;
-    }
-    if (used == 0 || used != item.size() || v < 1)
-      throw vae::Error(std::string(flag) + " expects comma-separated positive integers such as 512,256; got '" + text + "'");
-    widths.push_back(v);
-  }
-  if (widths.empty()) throw vae::Error("--hidden expects at least one width, such as 512,256");
-  return widths;
-}
-
 void load_config_file(const std::string& path, vae::ModelConfig& model, vae::TrainConfig& train) {
   const auto bytes = vae::read_file_bytes(path, "config file");
-  json j;
   try {
-    j = json::parse(bytes.begin(), bytes.end());
-  } catch (const json::exception& e) {
-    throw vae::Error("config file '" + path + "' is not valid JSON: " + e.what());
-  }
-  if (!j.is_object()) throw vae::Error("config file '" + path + "' must hold a JSON object with 'model' and/or 'train'");
-  for (const auto& [key, value] : j.items())
-    if (key != "model" && key != "train")
-      throw vae::Error("config file '" + path + "': unknown top-level key '" + key + "' (expected 'model' and 'train')");
-  try {
-    if (j.contains("model")) model = vae::ModelConfig::from_json(j["model"].dump());
-    if (j.contains("train")) train = vae::TrainConfig::from_json(j["train"].dump(), train);
+    vae::run_config_from_json(std::string(bytes.begin(), bytes.end()), model, train);
   } catch (const vae::Error& e) {
     throw vae::Error("config file '" + path + "': " + e.what());
   }
-}
-
-std::string run_config_json(const vae::ModelConfig& model, const vae::TrainConfig& train) {
-  json j;
-  j["model"] = json::parse(model.to_json());
-  j["train"] = json::parse(train.to_json());
-  return j.dump(2) + "\n";
 }
 
 // --data's companions: --labels and --test-fraction, as train, eval and reconstruct take them.
@@ -147,35 +174,11 @@ bool holds_a_run(const std::filesystem::path& dir) {
 // Flags --resume cannot take: the run continues with its own configuration.
 std::string flags_resume_forbids(const TrainFlags& f) {
   std::string bad;
-  auto add = [&](bool given, const char* name) {
-    if (given) bad += (bad.empty() ? "" : ", ") + std::string(name);
+  auto add = [&](bool given, const std::string& name) {
+    if (given) bad += (bad.empty() ? "" : ", ") + name;
   };
   add(f.config_file.has_value(), "--config");
-  add(f.data.has_value(), "--data");
-  add(f.labels.has_value(), "--labels");
-  add(f.out.has_value(), "--out");
-  add(f.encoder.has_value(), "--encoder");
-  add(f.channels.has_value(), "--channels");
-  add(f.hidden.has_value(), "--hidden");
-  add(f.prior.has_value(), "--prior");
-  add(f.prior_components.has_value(), "--prior-components");
-  add(f.likelihood.has_value(), "--likelihood");
-  add(f.activation.has_value(), "--activation");
-  add(f.optimizer.has_value(), "--optimizer");
-  add(f.schedule.has_value(), "--schedule");
-  add(f.device.has_value(), "--device");
-  add(f.batch.has_value(), "--batch");
-  add(f.latent.has_value(), "--latent");
-  add(f.warmup_epochs.has_value(), "--warmup-epochs");
-  add(f.lr.has_value(), "--lr");
-  add(f.beta.has_value(), "--beta");
-  add(f.weight_decay.has_value(), "--weight-decay");
-  add(f.clip_norm.has_value(), "--clip-norm");
-  add(f.test_fraction.has_value(), "--test-fraction");
-  add(f.seed.has_value(), "--seed");
-  add(f.train_limit.has_value(), "--train-limit");
-  add(f.test_limit.has_value(), "--test-limit");
-  add(f.no_cuda_graph || f.strict_fp32 || f.no_fused_epilogues, "the CUDA numerics flags");
+  for (const FieldFlag& field : f.fields) add(field.given() && !field.resumable, field.flag);
   add(f.overwrite, "--overwrite");
   return bad;
 }
@@ -199,40 +202,8 @@ int run_train(const TrainFlags& f) {
     cfg.out_dir = dir.string();
   } else {
     if (f.config_file) load_config_file(*f.config_file, model_cfg, cfg);
-    if (f.data) cfg.data_dir = *f.data;
-    if (f.labels) cfg.labels_path = *f.labels;
-    if (f.test_fraction) cfg.test_fraction = *f.test_fraction;
-    if (f.out) cfg.out_dir = *f.out;
-    if (f.batch) cfg.batch = *f.batch;
-    if (f.lr) cfg.lr = *f.lr;
-    if (f.beta) cfg.beta = *f.beta;
-    if (f.warmup_epochs) cfg.warmup_epochs = *f.warmup_epochs;
-    if (f.seed) cfg.seed = *f.seed;
-    if (f.weight_decay) cfg.weight_decay = *f.weight_decay;
-    if (f.clip_norm) cfg.clip_norm = *f.clip_norm;
-    if (f.optimizer) cfg.optimizer = vae::parse_optimizer(*f.optimizer);
-    if (f.schedule) cfg.schedule = vae::parse_schedule(*f.schedule);
-    if (f.train_limit) cfg.train_limit = *f.train_limit;
-    if (f.test_limit) cfg.test_limit = *f.test_limit;
-    if (f.device) cfg.device = vae::parse_device(*f.device);
-    if (f.no_cuda_graph) cfg.cuda_graph = false;
-    if (f.strict_fp32) cfg.tf32 = false;
-    if (f.no_fused_epilogues) cfg.fused_epilogues = false;
-    if (f.latent) model_cfg.latent = *f.latent;
-    if (f.encoder) model_cfg.encoder.type = vae::parse_network(*f.encoder);
-    if (f.channels) model_cfg.encoder.channels = parse_widths(*f.channels, "--channels");
-    if (f.hidden) model_cfg.encoder.hidden = parse_widths(*f.hidden, "--hidden");
-    if (f.prior) model_cfg.prior.type = vae::parse_prior(*f.prior);
-    if (f.prior_components) {
-      if (model_cfg.prior.type != vae::PriorType::MixtureOfGaussians)
-        throw vae::Error("--prior-components is for the mixture prior: add --prior mog");
-      model_cfg.prior.components = *f.prior_components;
-    }
-    if (f.likelihood) model_cfg.likelihood = vae::parse_likelihood(*f.likelihood);
-    if (f.activation) model_cfg.encoder.activation = vae::parse_activation(*f.activation);
   }
-  if (f.epochs) cfg.epochs = *f.epochs;
-  if (f.threads) cfg.threads = *f.threads;
+  apply_field_flags(f, model_cfg, cfg);  // on --resume only --epochs and --threads can be here
   model_cfg.validate();
   cfg.validate();
 
@@ -271,7 +242,7 @@ int run_train(const TrainFlags& f) {
                        " epochs; pass --epochs N with N above " + std::to_string(p.epochs_done) + " to train further");
     metrics_lines = metrics_up_to(out / "metrics.jsonl", p.epochs_done);
   }
-  vae::write_file_atomic((out / "config.json").string(), run_config_json(model.config(), cfg));
+  vae::write_file_atomic((out / "config.json").string(), vae::run_config_to_json(model.config(), cfg));
 
   const bool tty = ::isatty(STDERR_FILENO);
   vae::cli::ProgressBar bar(cfg.epochs);
@@ -458,43 +429,12 @@ int main(int argc, char** argv) {
   TrainFlags tf;
   auto* train = app.add_subcommand("train", "train a VAE and write model.safetensors, best.safetensors, "
                                             "train_state.safetensors, config.json, metrics.jsonl, samples.png");
-  train->add_option("--config", tf.config_file, "JSON file {\"model\": {...}, \"train\": {...}} (flags override it)");
-  train->add_option("--data", tf.data, data_help);
-  train->add_option("--labels", tf.labels, "labels .npy (one integer per image) for a .npy --data");
-  train->add_option("--test-fraction", tf.test_fraction, fraction_help)->check(CLI::Range(1e-6, 0.999999));
-  train->add_option("--out", tf.out, "run folder (default runs/latest); must not hold a run unless --overwrite");
+  train->add_option("--config", tf.config_file,
+                    "JSON file {\"model\": {...}, \"objective\": {...}, \"train\": {...}} (flags override it)");
   train->add_option("--resume", tf.resume, "continue the run in this folder where it stopped (same bits as never "
                                            "stopping); --epochs sets its new total");
   train->add_flag("--overwrite", tf.overwrite, "replace the run that --out holds");
-  train->add_option("--epochs", tf.epochs, "epochs (default 10)")->check(CLI::Range(1, 100000));
-  train->add_option("--batch", tf.batch, "batch size (default 128)")->check(CLI::Range(1, 1 << 20));
-  train->add_option("--latent", tf.latent, "latent dimensions (default 32)")->check(CLI::Range(1, 4096));
-  train->add_option("--encoder", tf.encoder, "mlp|conv (default mlp); the decoder mirrors the encoder");
-  train->add_option("--channels", tf.channels, "conv encoder: channels per conv layer, e.g. 32,64 (kernel 4, stride "
-                                              "2, padding 1 unless the --config file says otherwise)");
-  train->add_option("--hidden", tf.hidden, "fully connected encoder widths, after any convs (default 512,256)");
-  train->add_option("--prior", tf.prior, "standard|mog: N(0, I), or a learned mixture of Gaussians (default standard)");
-  train->add_option("--prior-components", tf.prior_components, "mog prior: number of Gaussians (default 10)")
-      ->check(CLI::Range(1, 1024));
-  train->add_option("--lr", tf.lr, "learning rate (default 1e-3)")->check(CLI::Range(1e-9, 10.0));
-  train->add_option("--beta", tf.beta, "KL weight (default 1)")->check(CLI::Range(0.0, 1000.0));
-  train->add_option("--warmup-epochs", tf.warmup_epochs, "linear beta warm-up epochs (default 0)")->check(CLI::Range(0, 100000));
-  train->add_option("--likelihood", tf.likelihood, "bernoulli|gaussian (default bernoulli)");
-  train->add_option("--activation", tf.activation, "relu|leaky_relu|tanh|silu (default relu)");
-  train->add_option("--optimizer", tf.optimizer, "adam|adamw (default adam)");
-  train->add_option("--weight-decay", tf.weight_decay, "weight decay (default 0)")->check(CLI::Range(0.0, 10.0));
-  train->add_option("--clip-norm", tf.clip_norm, "global gradient-norm clipping, 0 = off")->check(CLI::Range(0.0, 1e6));
-  train->add_option("--schedule", tf.schedule, "constant|cosine learning rate (default constant)");
-  train->add_option("--seed", tf.seed, "random seed (default 0)");
-  train->add_option("--threads", tf.threads, "CPU threads, 0 = all cores (default 0)")->check(CLI::Range(0, 1024));
-  train->add_option("--train-limit", tf.train_limit, "train on the first N images only")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
-  train->add_option("--test-limit", tf.test_limit, "evaluate on the first N test images only")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
-  train->add_option("--device", tf.device, "cpu|cuda|auto (default cpu)");
-  train->add_flag("--no-cuda-graph", tf.no_cuda_graph,
-                  "CUDA: launch every kernel of each step instead of replaying one recorded graph (debugging)");
-  train->add_flag("--strict-fp32", tf.strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
-  train->add_flag("--no-fused-epilogues", tf.no_fused_epilogues,
-                  "CUDA: bias, ReLU and their gradients as separate kernels, not in the cuBLASLt GEMM (debugging)");
+  add_field_flags(*train, tf);
 
   std::string checkpoint, data_dir = "/usr/share/datasets/fashion-mnist", labels, out_png, device = "cpu";
   double test_fraction = 0.1;
@@ -557,7 +497,14 @@ int main(int argc, char** argv) {
   }
 
   try {
-    if (*train) return run_train(tf);
+    if (*train) {
+      try {
+        return run_train(tf);
+      } catch (const FlagError& e) {
+        std::fprintf(stderr, "vae: error: %s (see vae train --help)\n", e.what());
+        return kExitUsage;
+      }
+    }
     if (*eval) {
       vae::set_num_threads(threads);
       return run_eval(checkpoint, load_data(data_dir, labels, test_fraction), k, as_json, limit, device, strict_fp32);

@@ -13,9 +13,9 @@ double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps) {
 }
 
 double kl_weight(const TrainConfig& c, int64_t step, int64_t steps_per_epoch) {
-  if (c.warmup_epochs <= 0) return c.beta;
-  const double ramp = static_cast<double>(step + 1) / (static_cast<double>(c.warmup_epochs) * steps_per_epoch);
-  return c.beta * std::min(1.0, ramp);
+  if (c.objective.warmup_epochs <= 0) return c.objective.beta;
+  const double ramp = static_cast<double>(step + 1) / (static_cast<double>(c.objective.warmup_epochs) * steps_per_epoch);
+  return c.objective.beta * std::min(1.0, ramp);
 }
 
 std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch) {

@@ -81,7 +81,7 @@ double Trainer::step(const std::vector<float>& images, int rows) {
   ensure_optimizer_state();
   const FlushDenormalsScope flush_denormals;
   const Tensor x = Tensor::from_host(images, {rows, m.input_dim()}, m.device);
-  m.forward_backward(x.data(), rows, config_.beta, config_.seed, static_cast<uint64_t>(progress_.global_step));
+  m.forward_backward(x.data(), rows, config_.objective.beta, config_.seed, static_cast<uint64_t>(progress_.global_step));
   ++progress_.global_step;
   m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
                        adam_args(config_, config_.lr, progress_.global_step), nullptr, grad_norm_.data(), {});
