@@ -609,9 +609,11 @@ std::vector<const char*> keys_of(const std::vector<Field<C>>& fields) {
 
 void reject_unknown(const json& j, const std::vector<const char*>& known, const char* section) {
   if (!j.is_object()) throw Error(std::string("config section '") + section + "' must be a JSON object");
-  for (const auto& [key, value] : j.items())
-    if (std::find_if(known.begin(), known.end(), [&](const char* k) { return key == k; }) == known.end())
+  for (const auto& item : j.items()) {
+    const std::string& key = item.key();
+    if (std::find_if(known.begin(), known.end(), [&key](const char* k) { return key == k; }) == known.end())
       throw Error("unknown key '" + key + "' in config section '" + section + "'");
+  }
 }
 
 template <class C>
