@@ -253,13 +253,15 @@ if want sanitizers; then
   cs=$(find_tool compute-sanitizer /usr/local/cuda/bin/compute-sanitizer /usr/local/cuda/compute-sanitizer/compute-sanitizer \
     $(newest /opt/nvidia/compute-sanitizer*/compute-sanitizer))
   export cs
-  # Every CUDA test but the golden run (slow under the tool, and the parity suite covers its kernels)
+  # Every CUDA test (the op table's parity cases match *Cuda* through CudaMatchesCpu) but the golden
+  # run (slow under the tool, and the parity suite covers its kernels)
   # and the out-of-memory test, whose 16 TiB cudaMalloc fails on purpose: the sanitizer would count it.
   needs_tool memcheck "$cs" compute-sanitizer --tool memcheck --error-exitcode 1 &&
     step memcheck sanitize memcheck '*Cuda*:-CudaGolden*:CudaErrors.OutOfMemory*'
   # The kernels that use shared memory.
   needs_tool racecheck "$cs" compute-sanitizer --tool racecheck --error-exitcode 1 &&
-    step racecheck sanitize racecheck 'CudaParity.Latent*:CudaParity.Likelihoods:CudaParity.LossReduce*:CudaParity.Adam*'
+    step racecheck sanitize racecheck \
+      'OpTable/OpParity.CudaMatchesCpu/latent_sample_kl:OpTable/OpParity.CudaMatchesCpu/*_nll:OpTable/OpParity.CudaMatchesCpu/loss_reduce:OpTable/OpParity.CudaMatchesCpu/adam'
 fi
 
 if want profile; then
