@@ -2,6 +2,7 @@
 #include "for_each_cuda.cuh"
 #include "mog_prior.cuh"
 
+VAE_INSTANTIATE_FOR_EACH(vae::ops::MogDerive<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogLogProb<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogGradZ<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogGradParams<float>);

@@ -9,12 +9,14 @@
 //               dmeans[k, u] = -w sum_r resp[r, k] (z_ru - m_ku) e^-lv_ku
 //               draw[k, u] = -w sum_r resp[r, k] ((z_ru - m_ku)^2 e^-lv_ku - 1) / 2 * soft_clamp'(raw)
 //               (overwritten: one item per parameter, summing the rows in order: deterministic)
+//   derive:     the tables the loops read: lv, e^-lv [K, L], log pi_k and log pi_k - sum_u (lv_ku + log 2 pi) / 2
+//               [K], once per call instead of once per row
 //   sample:     k ~ Categorical(pi) from one Philox uniform (row r, kStreamPriorComponent),
 //               z = m_k + T sigma_k eps with eps as normal_fill draws it (row r, kStreamPrior)
 // w is beta / batch, the weight of -log p(z) in the loss (a StepScalars record's kl_grad_weight
-// when given). Bytes per row: log_prob reads 4L + 8KL (the parameters, from cache) and writes 4K + 4;
+// when given). Bytes per row: log_prob reads 4L + 8KL (means and inverse variances, from cache) and writes 4K + 4;
 // grad_z reads 4L + 4K and writes 4L; grad_param reads 4(L + K) per row per parameter column.
-// FLOPs: about 5KL per row for log_prob and 3KL for grad_z.
+// FLOPs: about 3KL per row for log_prob (no transcendental but one exp per component) and 3KL for grad_z.
 #pragma once
 
 #include "backend/backend.hpp"
@@ -30,8 +32,16 @@ struct MogParams {
   const T* means;       // [K, L]
   const T* raw_logvar;  // [K, L]
   int components, latent;
+  // Optional: the tables mog_derive fills from the parameters (log-variances, inverse variances,
+  // log-weights and each component's constant), so the per-row loops need no soft_clamp, exp or
+  // normaliser of their own. Without them every value is computed where it is used.
+  const T* table = nullptr;  // [2KL + 2K], mog_table_size
 
-  VAE_HD T logvar(int64_t ku) const { return math::soft_clamp(raw_logvar[ku], T(math::kLogvarMin), T(math::kLogvarMax)); }
+  VAE_HD int64_t kl() const { return int64_t(components) * latent; }
+  VAE_HD T logvar(int64_t ku) const {
+    return table ? table[ku] : math::soft_clamp(raw_logvar[ku], T(math::kLogvarMin), T(math::kLogvarMax));
+  }
+  VAE_HD T inv_var(int64_t ku) const { return table ? table[kl() + ku] : hd::exp(-logvar(ku)); }
   // log sum_k e^logits_k: log pi_k = logits_k - log_normalizer().
   VAE_HD T log_normalizer() const {
     T top = logits[0];
@@ -39,6 +49,36 @@ struct MogParams {
     T s = T(0);
     for (int k = 0; k < components; ++k) s += hd::exp(logits[k] - top);
     return top + hd::log(s);
+  }
+  VAE_HD T log_pi(int k) const { return table ? table[2 * kl() + k] : logits[k] - log_normalizer(); }
+  // log pi_k - sum_u (lv_ku + log 2 pi) / 2: log pi_k N(z; m_k, s_k^2) = this - sum_u (z_u - m_ku)^2 / (2 s_ku^2).
+  VAE_HD T log_constant(int k) const {
+    if (table) return table[2 * kl() + components + k];
+    T c = log_pi(k);
+    for (int u = 0; u < latent; ++u) c -= T(0.5) * logvar(int64_t(k) * latent + u) + T(math::kHalfLog2Pi);
+    return c;
+  }
+};
+
+inline int64_t mog_table_size(int components, int latent) { return 2 * int64_t(components) * latent + 2 * components; }
+
+// Fills p's table: items [0, KL) one (k, u) each, items [KL, KL + K) one component each (computed
+// from the parameters, not from the other items' entries: no order between items).
+template <class T>
+struct MogDerive {
+  MogParams<T> p;  // without a table
+  T* table;
+  VAE_HD void operator()(int64_t i) const {
+    const int64_t kl = p.kl();
+    if (i < kl) {
+      const T lv = p.logvar(i);
+      table[i] = lv;
+      table[kl + i] = hd::exp(-lv);
+      return;
+    }
+    const int k = static_cast<int>(i - kl);
+    table[2 * kl + k] = p.log_pi(k);
+    table[2 * kl + p.components + k] = p.log_constant(k);
   }
 };
 
@@ -53,16 +93,15 @@ struct MogLogProb {
     const int K = p.components, L = p.latent;
     const T* zr = z + r * L;
     T* a = resp + r * K;
-    const T log_norm = p.log_normalizer();
     T top = T(0);
     for (int k = 0; k < K; ++k) {
-      T acc = p.logits[k] - log_norm;
+      T sq = T(0);
       for (int u = 0; u < L; ++u) {
         const int64_t ku = int64_t(k) * L + u;
-        const T lv = p.logvar(ku);
         const T d = zr[u] - p.means[ku];
-        acc += T(-0.5) * (d * d * hd::exp(-lv) + lv) - T(math::kHalfLog2Pi);
+        sq += d * d * p.inv_var(ku);
       }
+      const T acc = p.log_constant(k) - T(0.5) * sq;
       a[k] = acc;
       top = (k == 0 || acc > top) ? acc : top;
     }
@@ -90,7 +129,7 @@ struct MogGradZ {
     T g = T(0);
     for (int k = 0; k < p.components; ++k) {
       const int64_t ku = int64_t(k) * L + u;
-      g += resp[r * p.components + k] * (z[i] - p.means[ku]) * hd::exp(-p.logvar(ku));
+      g += resp[r * p.components + k] * (z[i] - p.means[ku]) * p.inv_var(ku);
     }
     dz[i] += w * g;
   }
@@ -112,7 +151,7 @@ struct MogGradParams {
     const int K = p.components, L = p.latent;
     const T w = per_step ? T(per_step->kl_grad_weight) : weight;
     if (i < K) {
-      const T pi = hd::exp(p.logits[i] - p.log_normalizer());
+      const T pi = hd::exp(p.log_pi(static_cast<int>(i)));
       T g = T(0);
       for (int r = 0; r < rows; ++r) g += resp[int64_t(r) * K + i] - pi;
       dlogits[i] = -w * g;
@@ -120,7 +159,7 @@ struct MogGradParams {
     }
     const int64_t ku = i - K;
     const int k = static_cast<int>(ku / L), u = static_cast<int>(ku % L);
-    const T m = p.means[ku], inv_var = hd::exp(-p.logvar(ku));
+    const T m = p.means[ku], inv_var = p.inv_var(ku);
     T gm = T(0), gl = T(0);
     for (int r = 0; r < rows; ++r) {
       const T rk = resp[int64_t(r) * K + k];
@@ -143,11 +182,10 @@ struct MogSample {
     const int K = p.components, L = p.latent;
     // The component: the first k whose cumulative weight passes a uniform draw.
     const T target = T(philox_uniform(philox_block(seed, kStreamPriorComponent, r, 0, 0).v[0]));
-    const T log_norm = p.log_normalizer();
     int k = K - 1;
     T cumulative = T(0);
     for (int c = 0; c < K; ++c) {
-      cumulative += hd::exp(p.logits[c] - log_norm);
+      cumulative += hd::exp(p.log_pi(c));
       if (target < cumulative) {
         k = c;
         break;
@@ -171,31 +209,41 @@ void check_mog(const MogParams<T>& p, int rows, const char* op) {
         "empty shape or null parameter pointer");
 }
 
+// p with its table filled (table: mog_table_size floats of backend memory).
+template <class Be, class T>
+MogParams<T> mog_derive(Be& be, MogParams<T> p, T* table) {
+  check(table != nullptr, "mog_derive", "null table");
+  p.table = nullptr;
+  run(be, MogDerive<T>{p, table}, p.kl() + p.components);
+  p.table = table;
+  return p;
+}
+
 // out[r] += sign * log p(z_r); resp [rows, K] keeps the responsibilities for the backward calls.
 template <class Be, class T>
-void mog_log_prob(Be& be, const MogParams<T>& p, const T* z, int rows, scalar_t<T> sign, T* resp, T* out) {
+void mog_log_prob(Be& be, const MogParams<T>& p, const T* z, int rows, scalar_t<T> sign, T* resp, T* out, T* table) {
   check_mog(p, rows, "mog_log_prob");
   check(z && resp && out, "mog_log_prob", "null pointer");
-  run(be, MogLogProb<T>{p, z, resp, out, sign}, rows);
+  run(be, MogLogProb<T>{mog_derive(be, p, table), z, resp, out, sign}, rows);
 }
 
 // dz += weight * d(-log p)/dz, and the parameters' gradients of weight * sum_r -log p(z_r)
 // (overwritten), from the responsibilities of mog_log_prob on the same z.
 template <class Be, class T>
 void mog_backward(Be& be, const MogParams<T>& p, const T* z, const T* resp, int rows, scalar_t<T> weight,
-                  const StepScalars* per_step, T* dz, T* dlogits, T* dmeans, T* draw) {
+                  const StepScalars* per_step, T* dz, T* dlogits, T* dmeans, T* draw, T* table) {
   check_mog(p, rows, "mog_backward");
   check(z && resp && dz && dlogits && dmeans && draw, "mog_backward", "null pointer");
-  run(be, MogGradZ<T>{p, z, resp, dz, weight, per_step}, int64_t(rows) * p.latent);
-  run(be, MogGradParams<T>{p, z, resp, rows, dlogits, dmeans, draw, weight, per_step},
-      p.components + int64_t(p.components) * p.latent);
+  const MogParams<T> d = mog_derive(be, p, table);
+  run(be, MogGradZ<T>{d, z, resp, dz, weight, per_step}, int64_t(rows) * p.latent);
+  run(be, MogGradParams<T>{d, z, resp, rows, dlogits, dmeans, draw, weight, per_step}, p.components + p.kl());
 }
 
 template <class Be, class T>
-void mog_sample(Be& be, const MogParams<T>& p, int rows, scalar_t<T> temperature, uint64_t seed, T* z) {
+void mog_sample(Be& be, const MogParams<T>& p, int rows, scalar_t<T> temperature, uint64_t seed, T* z, T* table) {
   check_mog(p, rows, "mog_sample");
   check(z != nullptr, "mog_sample", "null pointer");
-  run(be, MogSample<T>{p, z, temperature, seed}, rows);
+  run(be, MogSample<T>{mog_derive(be, p, table), z, temperature, seed}, rows);
 }
 
 }  // namespace vae::ops

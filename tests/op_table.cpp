@@ -345,10 +345,11 @@ void add_mog_prior(std::vector<Case>& out, Mode mode) {
     set_body(c, [=](auto& be, auto& io) {
       using T = scalar_of<decltype(io)>;
       const ops::MogParams<T> p{io.in(0), io.in(1), io.in(2), K, L};
-      ops::mog_log_prob(be, p, io.in(3), s.rows, T(1), io.out(1), io.out(0));
+      T* table = static_cast<T*>(io.scratch(sizeof(T) * ops::mog_table_size(K, L)));
+      ops::mog_log_prob(be, p, io.in(3), s.rows, T(1), io.out(1), io.out(0), table);
       if (io.backward())
         ops::mog_backward(be, p, io.in(3), io.out(1), s.rows, static_cast<T>(w), nullptr, io.grad(3), io.grad(0), io.grad(1),
-                          io.grad(2));
+                          io.grad(2), table);
     });
     out.push_back(std::move(c));
     if (mode == Mode::Gradient) continue;
@@ -361,7 +362,8 @@ void add_mog_prior(std::vector<Case>& out, Mode mode) {
     sc.bytes = 4.0 * nz + 8.0 * nkl;
     set_body(sc, [=](auto& be, auto& io) {
       using T = scalar_of<decltype(io)>;
-      ops::mog_sample(be, ops::MogParams<T>{io.in(0), io.in(1), io.in(2), K, L}, s.rows, T(0.8), 17, io.out(0));
+      T* table = static_cast<T*>(io.scratch(sizeof(T) * ops::mog_table_size(K, L)));
+      ops::mog_sample(be, ops::MogParams<T>{io.in(0), io.in(1), io.in(2), K, L}, s.rows, T(0.8), 17, io.out(0), table);
     }, false);
     out.push_back(std::move(sc));
   }

@@ -11,6 +11,7 @@
 #include "gaussian_posterior.cuh"
 #include "latent/latent_block.hpp"
 #include "mog_prior.cuh"
+#include "op_table.hpp"
 #include "model/model_impl.hpp"
 #include "standard_normal_prior.cuh"
 #include "philox.cuh"
@@ -49,7 +50,13 @@ TEST(MixturePrior, LogDensityAndResponsibilitiesMatchTheDefinition) {
   ops::cpu_for_each(ops::MogLogProb<double>{{logits.data(), means.data(), raw.data(), K, L}, z.data(), resp.data(),
                                             out.data(), 1.0},
                     rows);
+  // The same through the derived tables (what the backends run).
+  std::vector<double> table(ops::mog_table_size(K, L)), resp_t(rows * K), out_t(rows, 0.5);
+  optable::Ref<double> ref;
+  ops::mog_log_prob(ref, ops::MogParams<double>{logits.data(), means.data(), raw.data(), K, L}, z.data(), rows, 1.0,
+                    resp_t.data(), out_t.data(), table.data());
   for (int r = 0; r < rows; ++r) {
+    EXPECT_NEAR(out_t[r], out[r], 1e-12);
     EXPECT_NEAR(out[r] - 0.5, double(direct_mog_log_density(logits, means, raw, z.data() + r * L, K, L)), 1e-12);
     EXPECT_NEAR(std::accumulate(resp.begin() + r * K, resp.begin() + (r + 1) * K, 0.0), 1.0, 1e-12);
   }
@@ -69,7 +76,9 @@ TEST(MixturePrior, SamplerFollowsItsWeightsMeansAndVariances) {
   std::vector<float> z(size_t(n) * L);
   auto cpu = make_cpu_backend();
   const float temperature = 0.5f;
-  ops::mog_sample(*cpu, ops::MogParams<float>{logits.data(), means.data(), raw.data(), K, L}, n, temperature, 7, z.data());
+  std::vector<float> table(ops::mog_table_size(K, L));
+  ops::mog_sample(*cpu, ops::MogParams<float>{logits.data(), means.data(), raw.data(), K, L}, n, temperature, 7, z.data(),
+                  table.data());
   // The components are 6 apart with sigma <= 1: each sample's nearest mean names its component.
   std::vector<double> count(K, 0), sum0(K, 0), sq1(K, 0);
   for (int i = 0; i < n; ++i) {

@@ -62,6 +62,7 @@ class MixturePrior final : public Prior {
   }
 
   void prepare(int rows, Device device) override {
+    ensure_table(device);
     if (rows <= capacity_) return;
     resp_ = Tensor({rows, k_}, device);
     capacity_ = rows;
@@ -71,20 +72,27 @@ class MixturePrior final : public Prior {
 
   void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) override {
     check_capacity(rows);
-    ops::mog_log_prob(be, view(), z, rows, sign, resp_.data(), out);
+    ensure_table(be.device());
+    ops::mog_log_prob(be, view(), z, rows, sign, resp_.data(), out, table_.data());
   }
   void backward(Backend& be, const float* z, int rows, float weight, const StepScalars* per_step, float* dz) override {
     check_capacity(rows);
+    ensure_table(be.device());
     ops::mog_backward(be, view(), z, resp_.data(), rows, weight, per_step, dz, grads_ + logits_, grads_ + means_,
-                      grads_ + raw_logvar_);
+                      grads_ + raw_logvar_, table_.data());
   }
   void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
-    ops::mog_sample(be, view(), n, temperature, seed, z);
+    ensure_table(be.device());
+    ops::mog_sample(be, view(), n, temperature, seed, z, table_.data());
   }
 
  private:
   ops::MogParams<float> view() const {
     return {params_ + logits_, params_ + means_, params_ + raw_logvar_, k_, latent()};
+  }
+  // The derived tables (mog_prior.cuh), a fixed size: allocated once, before any recorded step.
+  void ensure_table(Device device) {
+    if (!table_.defined()) table_ = Tensor({ops::mog_table_size(k_, latent())}, device);
   }
   void check_capacity(int rows) const {
     if (rows > capacity_)
@@ -95,7 +103,7 @@ class MixturePrior final : public Prior {
   int k_;
   int64_t logits_ = 0, means_ = 0, raw_logvar_ = 0;
   float *params_ = nullptr, *grads_ = nullptr;
-  Tensor resp_;
+  Tensor resp_, table_;
   int capacity_ = 0;
   uint64_t generation_ = 0;
 };
