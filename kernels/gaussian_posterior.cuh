@@ -44,21 +44,12 @@ struct GaussianPosteriorSample {
     const T* raw = mu + latent;
     T* zi = z + i * latent;
     T acc = T(0);
-    for (int c0 = 0; c0 < latent; c0 += 4) {
-      float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (eps_scale != T(0)) philox_normals(philox_block(seed, stream, row0 + b, word, c0 >> 2), eps);
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
-      for (int lane = 0; lane < 4; ++lane) {
-        const int u = c0 + lane;
-        if (u >= latent) break;
-        const T lv = math::soft_clamp(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
-        const T e = eps_scale * T(eps[lane]);
-        zi[u] = mu[u] + hd::exp(T(0.5) * lv) * e;
-        acc += T(-0.5) * e * e - T(0.5) * lv - T(math::kHalfLog2Pi);
-      }
-    }
+    philox_row_normals(seed, stream, row0 + b, word, latent, eps_scale != T(0), [&](int u, float eps) {
+      const T lv = math::soft_clamp(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
+      const T e = eps_scale * T(eps);
+      zi[u] = mu[u] + hd::exp(T(0.5) * lv) * e;
+      acc += T(-0.5) * e * e - T(0.5) * lv - T(math::kHalfLog2Pi);
+    });
     if (log_q) log_q[i] = log_q_sign * acc;
   }
 };
@@ -84,22 +75,13 @@ struct GaussianPosteriorBackward {
     const T* g = dz + r * latent;
     T* dmu = dh + r * 2 * latent;
     T* draw = dmu + latent;
-    for (int c0 = 0; c0 < latent; c0 += 4) {
-      float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
-      if (eps_scale != T(0)) philox_normals(philox_block(seed, stream, row0 + r, word, c0 >> 2), eps);
-#if defined(__CUDACC__)
-#pragma unroll
-#endif
-      for (int lane = 0; lane < 4; ++lane) {
-        const int u = c0 + lane;
-        if (u >= latent) break;
-        const T lv = math::soft_clamp(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
-        const T e = eps_scale * T(eps[lane]);
-        dmu[u] = g[u];
-        const T dlv = g[u] * e * T(0.5) * hd::exp(T(0.5) * lv) - T(0.5) * w;
-        draw[u] = dlv * math::soft_clamp_grad(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
-      }
-    }
+    philox_row_normals(seed, stream, row0 + r, word, latent, eps_scale != T(0), [&](int u, float eps) {
+      const T lv = math::soft_clamp(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
+      const T e = eps_scale * T(eps);
+      dmu[u] = g[u];
+      const T dlv = g[u] * e * T(0.5) * hd::exp(T(0.5) * lv) - T(0.5) * w;
+      draw[u] = dlv * math::soft_clamp_grad(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
+    });
   }
 };
 

@@ -192,14 +192,10 @@ struct MogSample {
       }
     }
     T* zr = z + r * L;
-    for (int c0 = 0; c0 < L; c0 += 4) {
-      float eps[4];
-      philox_normals(philox_block(seed, kStreamPrior, r, 0, c0 >> 2), eps);
-      for (int lane = 0; lane < 4 && c0 + lane < L; ++lane) {
-        const int64_t ku = int64_t(k) * L + c0 + lane;
-        zr[c0 + lane] = p.means[ku] + temperature * hd::exp(T(0.5) * p.logvar(ku)) * T(eps[lane]);
-      }
-    }
+    const int64_t m0 = int64_t(k) * L;
+    philox_row_normals(seed, kStreamPrior, r, 0, L, true, [&](int u, float eps) {
+      zr[u] = p.means[m0 + u] + temperature * hd::exp(T(0.5) * p.logvar(m0 + u)) * T(eps);
+    });
   }
 };
 
@@ -228,13 +224,15 @@ void mog_log_prob(Be& be, const MogParams<T>& p, const T* z, int rows, scalar_t<
 }
 
 // dz += weight * d(-log p)/dz, and the parameters' gradients of weight * sum_r -log p(z_r)
-// (overwritten), from the responsibilities of mog_log_prob on the same z.
+// (overwritten), from the responsibilities and the table mog_log_prob left for the same z and
+// parameters (the table is read, not derived again).
 template <class Be, class T>
 void mog_backward(Be& be, const MogParams<T>& p, const T* z, const T* resp, int rows, scalar_t<T> weight,
-                  const StepScalars* per_step, T* dz, T* dlogits, T* dmeans, T* draw, T* table) {
+                  const StepScalars* per_step, T* dz, T* dlogits, T* dmeans, T* draw, const T* table) {
   check_mog(p, rows, "mog_backward");
-  check(z && resp && dz && dlogits && dmeans && draw, "mog_backward", "null pointer");
-  const MogParams<T> d = mog_derive(be, p, table);
+  check(z && resp && dz && dlogits && dmeans && draw && table, "mog_backward", "null pointer");
+  MogParams<T> d = p;
+  d.table = table;
   run(be, MogGradZ<T>{d, z, resp, dz, weight, per_step}, int64_t(rows) * p.latent);
   run(be, MogGradParams<T>{d, z, resp, rows, dlogits, dmeans, draw, weight, per_step}, p.components + p.kl());
 }

@@ -89,4 +89,23 @@ VAE_HD float philox_normal(const Philox4& r, int lane) {
   return out[lane & 3];
 }
 
+// Calls f(col, eps) for columns [0, cols) of one row: the normal for element (row, col) is lane
+// col % 4 of the block at counter (col / 4, row, step, stream), one block per 4 columns. With draw
+// false every eps is 0 and nothing is drawn (the posterior mean). Lanes are constant indices after
+// unrolling, so a kernel keeps the block in registers.
+template <class F>
+VAE_HD void philox_row_normals(uint64_t seed, uint32_t stream, uint64_t row, uint64_t step, int cols, bool draw, F&& f) {
+  for (int c0 = 0; c0 < cols; c0 += 4) {
+    float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
+    if (draw) philox_normals(philox_block(seed, stream, row, step, static_cast<uint64_t>(c0) >> 2), eps);
+#if defined(__CUDACC__)
+#pragma unroll
+#endif
+    for (int lane = 0; lane < 4; ++lane) {
+      if (c0 + lane >= cols) break;
+      f(c0 + lane, eps[lane]);
+    }
+  }
+}
+
 }  // namespace vae

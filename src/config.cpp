@@ -121,7 +121,7 @@ double typed_float(float f) {
   return std::strtod(std::string(buf, r.ptr).c_str(), nullptr);
 }
 
-void reject_unknown_keys(const json& j, std::initializer_list<const char*> known, const char* section) {
+void reject_unknown_keys(const json& j, const std::vector<const char*>& known, const char* section) {
   if (!j.is_object()) throw Error(std::string("config section '") + section + "' must be a JSON object");
   for (const auto& [key, value] : j.items()) {
     bool ok = false;
@@ -267,13 +267,18 @@ json prior_to_json(const PriorConfig& p) {
   return j;
 }
 
+// A components count means a mixture: the rule for the config file and for --prior-components.
+void require_mixture_for_components(const PriorConfig& p) {
+  if (p.type != PriorType::MixtureOfGaussians)
+    throw Error("prior.components is for the mixture prior: set prior.type to mog (--prior mog) or remove it");
+}
+
 void read_prior(const json& j, PriorConfig& p) {
   reject_unknown_keys(j, {"type", "components"}, "prior");
   std::string s;
   if (j.contains("type")) read_key(j, "type", s), p.type = parse_prior(s);
   read_key(j, "components", p.components);
-  if (j.contains("components") && p.type != PriorType::MixtureOfGaussians)
-    throw Error("prior.components is for the mixture prior; set prior.type to mog or remove it");
+  if (j.contains("components")) require_mixture_for_components(p);
 }
 
 // A section that only names its type, which must be one of `types` (the first is the default).
@@ -394,8 +399,7 @@ std::string number_text(double v) {
 
 // A flag's text as the JSON value its field reads: the whole text must be the value.
 template <class T>
-json text_to_json(const std::string& text, const std::string& flag) {
-  (void)flag;  // the caller names the flag and its text
+json text_to_json(const std::string& text) {
   const auto bad = [&](const char* what) { return Error(std::string("expected ") + what); };
   if constexpr (std::is_same_v<T, std::string>) {
     return text;
@@ -461,8 +465,7 @@ Field<C> value(const char* key, T& (*get)(C&), std::optional<double> lo, std::op
         fail(std::is_integral_v<T> ? std::to_string(v) : number_text(static_cast<double>(v)));
     }
   };
-  const std::string fl = f.flag;
-  f.from_text = [fl](const std::string& text) { return text_to_json<T>(text, fl); };
+  f.from_text = [](const std::string& text) { return text_to_json<T>(text); };
   if constexpr (std::is_same_v<T, std::vector<int>>) f.type_name = "LIST";
   else if constexpr (std::is_integral_v<T>) f.type_name = "INT";
   else if constexpr (std::is_floating_point_v<T>) f.type_name = "FLOAT";
@@ -584,8 +587,7 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     Field<C> components = value("prior.components", VAE_GET(C, prior.components), 1, 1024, "--prior-components",
                                 "mog prior: number of Gaussians (default 10)");
     components.check = [inner = components.check](const C& c) {
-      if (c.prior.type != PriorType::MixtureOfGaussians)
-        throw Error("prior.components is for the mixture prior: set prior.type to mog (--prior mog)");
+      require_mixture_for_components(c.prior);
       inner(c);
     };
     f.push_back(std::move(components));
@@ -605,15 +607,6 @@ std::vector<const char*> keys_of(const std::vector<Field<C>>& fields) {
   std::vector<const char*> keys;
   for (const auto& f : fields) keys.push_back(f.key.c_str());
   return keys;
-}
-
-void reject_unknown(const json& j, const std::vector<const char*>& known, const char* section) {
-  if (!j.is_object()) throw Error(std::string("config section '") + section + "' must be a JSON object");
-  for (const auto& item : j.items()) {
-    const std::string& key = item.key();
-    if (std::find_if(known.begin(), known.end(), [&key](const char* k) { return key == k; }) == known.end())
-      throw Error("unknown key '" + key + "' in config section '" + section + "'");
-  }
 }
 
 template <class C>
@@ -640,7 +633,7 @@ std::string ObjectiveConfig::to_json() const { return write_fields(config::objec
 
 ObjectiveConfig ObjectiveConfig::from_json(const std::string& text, ObjectiveConfig c) {
   const json j = parse_json(text, "objective config");
-  reject_unknown(j, keys_of(config::objective_fields()), "objective");
+  reject_unknown_keys(j, keys_of(config::objective_fields()), "objective");
   read_fields(j, config::objective_fields(), c);
   c.validate();
   return c;
@@ -662,7 +655,7 @@ TrainConfig TrainConfig::from_json(const std::string& text, TrainConfig c) {
   std::vector<const char*> known = keys_of(config::train_fields());
   known.push_back("beta");
   known.push_back("warmup_epochs");
-  reject_unknown(j, known, "train");
+  reject_unknown_keys(j, known, "train");
   read_fields(j, config::train_fields(), c);
   read_key(j, "beta", c.objective.beta);
   read_key(j, "warmup_epochs", c.objective.warmup_epochs);

@@ -12,6 +12,7 @@
 #include "backend/cpu/cpu_ops.hpp"
 #include "graph/layers.hpp"
 #include "model/model_impl.hpp"
+#include "model_gradient_check.hpp"
 #include "test_util.hpp"
 #include "vae/model.hpp"
 
@@ -126,9 +127,7 @@ TEST(SequentialFusion, SameBitsAsLayerByLayer) {
 }
 
 // The graph plumbing (Sequential, flat buffers, the model's wiring of encoder, latent, decoder and
-// likelihood) in float against float central differences of the whole loss. Float differences are
-// coarse, so the check uses h = 1e-2 on the parameters with the largest gradients, with bound
-// 2e-2 * |g| + 2e-3.
+// likelihood) in float against float central differences of the whole loss (model_gradient_check.hpp).
 TEST(GradCheck, WholeModelInFloat) {
   for (Likelihood lik : {Likelihood::Bernoulli, Likelihood::Gaussian, Likelihood::Bernoulli}) {
     // The third pass: a conv encoder and its mirrored decoder (Conv2d, Flatten, Reshape, ConvTranspose2d).
@@ -156,33 +155,7 @@ TEST(GradCheck, WholeModelInFloat) {
     auto x = random_vector<float>(rows * cfg.input_dim(), 16, 0, 1);
     if (lik == Likelihood::Bernoulli)
       for (auto& v : x) v = v < 0.5f ? 0.0f : 1.0f;
-    const float beta = 0.8f;
-    m.forward_backward(x.data(), rows, beta, 7, 3);
-    const std::vector<float> grads = m.grads.to_host();
-    auto loss_at = [&] {
-      m.forward_backward(x.data(), rows, beta, 7, 3);
-      return static_cast<double>(m.loss.to_host()[0]);
-    };
-    // Check every parameter slice's 3 largest-gradient entries.
-    for (const auto& slice : m.slices) {
-      std::vector<std::pair<float, int64_t>> order;
-      for (int64_t i = 0; i < shape_numel(slice.shape); ++i)
-        order.emplace_back(-std::abs(grads[slice.offset + i]), slice.offset + i);
-      std::sort(order.begin(), order.end());
-      for (int t = 0; t < 3 && t < static_cast<int>(order.size()); ++t) {
-        const int64_t i = order[t].second;
-        float* p = m.params.data() + i;
-        const float keep = *p;
-        const float hstep = 1e-2f;
-        *p = keep + hstep;
-        const double up = loss_at();
-        *p = keep - hstep;
-        const double down = loss_at();
-        *p = keep;
-        const double numeric = (up - down) / (2 * hstep);
-        EXPECT_NEAR(grads[i], numeric, 2e-2 * std::abs(numeric) + 2e-3) << slice.name << " element " << i - slice.offset;
-      }
-    }
+    test::expect_model_gradient_matches_differences(m, x, rows, 0.8f, 7, 3);
   }
 }
 

@@ -13,6 +13,7 @@
 #include "mog_prior.cuh"
 #include "op_table.hpp"
 #include "model/model_impl.hpp"
+#include "model_gradient_check.hpp"
 #include "standard_normal_prior.cuh"
 #include "philox.cuh"
 #include "test_util.hpp"
@@ -168,32 +169,9 @@ TEST(MixturePrior, WholeModelGradientReachesThePriorParameters) {
   const int rows = 5;
   auto x = random_vector<float>(rows * cfg.input_dim(), 6, 0, 1);
   for (auto& v : x) v = v < 0.5f ? 0.0f : 1.0f;
-  const float beta = 0.7f;
-  m.forward_backward(x.data(), rows, beta, 3, 2);
-  const std::vector<float> grads = m.grads.to_host();
-  auto loss_at = [&] {
-    m.forward_backward(x.data(), rows, beta, 3, 2);
-    return static_cast<double>(m.loss.to_host()[0]);
-  };
-  int prior_checked = 0;
-  for (const auto& slice : m.slices) {
-    std::vector<std::pair<float, int64_t>> order;
-    for (int64_t i = 0; i < shape_numel(slice.shape); ++i) order.emplace_back(-std::abs(grads[slice.offset + i]), slice.offset + i);
-    std::sort(order.begin(), order.end());
-    for (int t = 0; t < 3 && t < static_cast<int>(order.size()); ++t) {
-      const int64_t i = order[t].second;
-      float* p = m.params.data() + i;
-      const float keep = *p;
-      *p = keep + 1e-2f;
-      const double up = loss_at();
-      *p = keep - 1e-2f;
-      const double down = loss_at();
-      *p = keep;
-      const double numeric = (up - down) / 2e-2;
-      EXPECT_NEAR(grads[i], numeric, 2e-2 * std::abs(numeric) + 2e-3) << slice.name << " element " << i - slice.offset;
-      prior_checked += slice.name.rfind("prior.", 0) == 0;
-    }
-  }
+  const std::vector<std::string> checked = test::expect_model_gradient_matches_differences(m, x, rows, 0.7f, 3, 2);
+  const auto prior_checked = std::count_if(checked.begin(), checked.end(),
+                                           [](const std::string& name) { return name.rfind("prior.", 0) == 0; });
   EXPECT_EQ(prior_checked, 9) << "three largest gradients of each of the prior's three tensors";
 }
 

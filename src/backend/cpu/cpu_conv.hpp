@@ -129,34 +129,40 @@ void channel_major_to_nchw(const T* yk, const T* bias, T* y, int n, int k, int p
   }
 }
 
-template <class T>
-void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* workspace) {
-  const int positions = g.oh() * g.ow(), ckk = g.c * g.kh * g.kw, chunk = conv_chunk_images(g);
-  const int64_t in_image = static_cast<int64_t>(g.c) * g.h * g.w, out_image = static_cast<int64_t>(g.k) * positions;
+// Calls f(first image, the chunk's geometry, its columns, its Yk) for each chunk of images in order,
+// the two workspace parts sized for that chunk.
+template <class T, class F>
+void for_each_image_chunk(const ConvGeometry& g, T* workspace, F&& f) {
+  const int chunk = conv_chunk_images(g);
+  const int64_t taps = static_cast<int64_t>(g.c) * g.kh * g.kw;
   for (int b0 = 0; b0 < g.n; b0 += chunk) {
     const ConvGeometry c = conv_chunk(g, std::min(chunk, g.n - b0));
-    const int np = c.n * positions;
-    T* columns = workspace;
-    T* yk = workspace + static_cast<int64_t>(np) * ckk;
-    im2col(c, x + b0 * in_image, columns);
-    gemm<T>(false, false, g.k, np, ckk, T(1), w, ckk, columns, np, T(0), yk, np);
-    channel_major_to_nchw(yk, bias, y + b0 * out_image, c.n, g.k, positions);
+    f(static_cast<int64_t>(b0), c, workspace, workspace + static_cast<int64_t>(c.n) * c.oh() * c.ow() * taps);
   }
 }
 
 template <class T>
-void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx, T* workspace) {
-  const int positions = g.oh() * g.ow(), ckk = g.c * g.kh * g.kw, chunk = conv_chunk_images(g);
+void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* bias, T* y, T* workspace) {
+  const int positions = g.oh() * g.ow(), ckk = g.c * g.kh * g.kw;
   const int64_t in_image = static_cast<int64_t>(g.c) * g.h * g.w, out_image = static_cast<int64_t>(g.k) * positions;
-  for (int b0 = 0; b0 < g.n; b0 += chunk) {
-    const ConvGeometry c = conv_chunk(g, std::min(chunk, g.n - b0));
+  for_each_image_chunk(g, workspace, [&](int64_t b0, const ConvGeometry& c, T* columns, T* yk) {
     const int np = c.n * positions;
-    T* dcolumns = workspace;
-    T* yk = workspace + static_cast<int64_t>(np) * ckk;
+    im2col(c, x + b0 * in_image, columns);
+    gemm<T>(false, false, g.k, np, ckk, T(1), w, ckk, columns, np, T(0), yk, np);
+    channel_major_to_nchw(yk, bias, y + b0 * out_image, c.n, g.k, positions);
+  });
+}
+
+template <class T>
+void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx, T* workspace) {
+  const int positions = g.oh() * g.ow(), ckk = g.c * g.kh * g.kw;
+  const int64_t in_image = static_cast<int64_t>(g.c) * g.h * g.w, out_image = static_cast<int64_t>(g.k) * positions;
+  for_each_image_chunk(g, workspace, [&](int64_t b0, const ConvGeometry& c, T* dcolumns, T* yk) {
+    const int np = c.n * positions;
     nchw_to_channel_major(dy + b0 * out_image, yk, c.n, g.k, positions);
     gemm<T>(true, false, ckk, np, g.k, T(1), w, ckk, yk, np, T(0), dcolumns, np);
     col2im(c, dcolumns, dx + b0 * in_image);
-  }
+  });
 }
 
 // db[c] = sum over images, then over each image's hw in order, of dy[b, c, :].
@@ -186,17 +192,14 @@ void channel_bias_add(const T* bias, T* y, int n, int c, int hw) {
 // dW sums the chunks in order (the first GEMM overwrites, the rest add).
 template <class T>
 void conv_backward_filter(const ConvGeometry& g, const T* x, const T* dy, T* dw, T* db, T* workspace) {
-  const int positions = g.oh() * g.ow(), ckk = g.c * g.kh * g.kw, chunk = conv_chunk_images(g);
+  const int positions = g.oh() * g.ow(), ckk = g.c * g.kh * g.kw;
   const int64_t in_image = static_cast<int64_t>(g.c) * g.h * g.w, out_image = static_cast<int64_t>(g.k) * positions;
-  for (int b0 = 0; b0 < g.n; b0 += chunk) {
-    const ConvGeometry c = conv_chunk(g, std::min(chunk, g.n - b0));
+  for_each_image_chunk(g, workspace, [&](int64_t b0, const ConvGeometry& c, T* columns, T* yk) {
     const int np = c.n * positions;
-    T* columns = workspace;
-    T* yk = workspace + static_cast<int64_t>(np) * ckk;
     im2col(c, x + b0 * in_image, columns);
     nchw_to_channel_major(dy + b0 * out_image, yk, c.n, g.k, positions);
     gemm<T>(false, true, g.k, ckk, np, T(1), yk, np, columns, np, b0 == 0 ? T(0) : T(1), dw, ckk);
-  }
+  });
   if (db) channel_bias_grad(dy, db, g.n, g.k, positions);
 }
 

@@ -133,15 +133,10 @@ void activation_backward(math::Act act, T slope, const T* x, const T* dy, T* dx,
   });
 }
 
-// Calls f(col, eps) for every column of one row: the normal noise for element (row, col) is lane
-// col % 4 of the Philox block at counter (col / 4, row, step, stream), one block per 4 columns.
+// Calls f(col, eps) for every column of one row (philox_row_normals, always drawn).
 template <class F>
 inline void for_each_eps(uint64_t seed, uint32_t stream, uint64_t row, uint64_t step, int cols, F&& f) {
-  for (int c0 = 0; c0 < cols; c0 += 4) {
-    float eps[4];
-    philox_normals(philox_block(seed, stream, row, step, static_cast<uint64_t>(c0) >> 2), eps);
-    for (int lane = 0; lane < 4 && c0 + lane < cols; ++lane) f(c0 + lane, eps[lane]);
-  }
+  philox_row_normals(seed, stream, row, step, cols, true, f);
 }
 
 template <class T>
