@@ -4,3 +4,4 @@
 
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorSample<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorBackward<float>);
+VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianLogDensity<float>);

@@ -4,21 +4,28 @@
 //
 // Encoder head h[rows/k, 2L] = [mu | raw]; lv = soft_clamp(raw, -30, 20); sigma = e^(lv/2).
 // Sample i of data row b = i / k (j = i % k) uses eps[u] = Philox normal at counter
-// (u/4, row0 + b, step + j, stream): training passes k = 1 and kStreamLatent (the fused path's noise,
-// element for element), importance sampling k samples and kStreamImportance.
-//   sample:   z = mu + sigma * e, e = eps_scale * eps                                     [rows, L]
-//             log_q[i] = sign * sum_u (-e^2/2 - lv/2 - log(2 pi)/2)  (log q(z|x) at that z) [rows]
-//   backward: the loss holds w * log q(z|x) (w = beta / batch) and, through dz, everything that
-//             reads z. With z = mu + sigma * e the total derivative of log q is 0 in mu and -1/2
-//             in lv, so
-//             dmu = dz,  draw = (dz * e * sigma / 2 - w / 2) * soft_clamp'(raw)            [rows, 2L]
-// Bytes per sample: sample reads 8L (h) and writes 4L + 4; backward reads 8L + 4L, writes 8L.
-// One item per sample row, sequential over L: deterministic. With a StepScalars record (a training
-// step), step and w are read from it when the work runs.
+// (u/4, row0 + b, step * step_scale + j, stream). The ELBO's training passes k = 1 and kStreamLatent
+// (the fused path's noise, element for element); the importance-weighted bound's training k samples,
+// kStreamLatent and step_scale k (so no two steps share a draw, and k = 1 is the ELBO's noise);
+// evaluation's importance sampling k samples, step = the first sample's index and kStreamImportance.
+//   sample:   z = mu + sigma * e, e = eps_scale * eps                                     [rows*k, L]
+//             log_q[i] = sign * sum_u (-e^2/2 - lv/2 - log(2 pi)/2)  (log q(z|x) at that z) [rows*k]
+//   backward: the loss holds sum_i w_i log q(z_i|x) (the ELBO: w_i = beta / batch; IWAE: the
+//             normalised importance weight over the batch) and, through dz, everything that reads
+//             z. With z = mu + sigma * e the total derivative of log q is 0 in mu and -1/2 in lv:
+//               dmu = sum_j dz_j,  dlv = sum_j (dz_j * e_j * sigma / 2 - w_j / 2)
+//             Doubly reparameterised (DReG, Tucker et al. 2018): log q's parameters are held
+//             fixed, and only its path through z counts, d log q / dz = -e / sigma:
+//               dmu = sum_j (dz_j - w_j e_j / sigma),  dlv = sum_j (dz_j * e_j * sigma - w_j e_j^2) / 2
+//             draw = dlv * soft_clamp'(raw)                                               [rows, 2L]
+// Bytes per sample: sample reads 8L (h) and writes 4L + 4; backward reads 8L + 4kL, writes 8L.
+// One item per data row, sequential over its samples and L: deterministic. With a StepScalars
+// record (a training step), step (and an unweighted w) are read from it when the work runs.
 #pragma once
 
 #include "backend/backend.hpp"
 #include "for_each.cuh"
+#include "grad_weight.cuh"
 #include "philox.cuh"
 #include "vae_math.cuh"
 
@@ -32,14 +39,14 @@ struct GaussianPosteriorSample {
   int latent, k;
   uint64_t seed;
   uint32_t stream;
-  uint64_t step;
+  uint64_t step, step_scale;
   int64_t row0;
   T eps_scale, log_q_sign;
   const StepScalars* per_step;
 
   VAE_HD void operator()(int64_t i) const {
     const int64_t b = i / k, j = i % k;
-    const uint64_t word = (per_step ? per_step->philox_step : step) + static_cast<uint64_t>(j);
+    const uint64_t word = (per_step ? per_step->philox_step : step) * step_scale + static_cast<uint64_t>(j);
     const T* mu = h + b * 2 * latent;
     const T* raw = mu + latent;
     T* zi = z + i * latent;
@@ -57,39 +64,79 @@ struct GaussianPosteriorSample {
 template <class T>
 struct GaussianPosteriorBackward {
   const T* h;
-  const T* dz;
+  const T* dz;  // [rows*k, L]
   T* dh;
-  int latent;
+  int latent, k;
   uint64_t seed;
   uint32_t stream;
-  uint64_t step;
+  uint64_t step, step_scale;
   int64_t row0;
-  T eps_scale, log_q_weight;
+  T eps_scale;
+  GradWeight<T> weight;  // of log q(z_i|x), per sample row i
+  bool dreg;
   const StepScalars* per_step;
 
-  VAE_HD void operator()(int64_t r) const {
-    const uint64_t word = per_step ? per_step->philox_step : step;
-    const T w = per_step ? T(per_step->kl_grad_weight) : log_q_weight;
-    const T* mu = h + r * 2 * latent;
+  VAE_HD void operator()(int64_t b) const {
+    const uint64_t base = (per_step ? per_step->philox_step : step) * step_scale;
+    const T* mu = h + b * 2 * latent;
     const T* raw = mu + latent;
-    const T* g = dz + r * latent;
-    T* dmu = dh + r * 2 * latent;
-    T* draw = dmu + latent;
-    philox_row_normals(seed, stream, row0 + r, word, latent, eps_scale != T(0), [&](int u, float eps) {
-      const T lv = math::soft_clamp(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
-      const T e = eps_scale * T(eps);
-      dmu[u] = g[u];
-      const T dlv = g[u] * e * T(0.5) * hd::exp(T(0.5) * lv) - T(0.5) * w;
-      draw[u] = dlv * math::soft_clamp_grad(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
-    });
+    T* dmu = dh + b * 2 * latent;
+    T* dlv = dmu + latent;
+    for (int j = 0; j < k; ++j) {
+      const int64_t i = b * k + j;
+      const T w = weight.at(i);
+      const T* g = dz + i * latent;
+      philox_row_normals(seed, stream, row0 + b, base + static_cast<uint64_t>(j), latent, eps_scale != T(0),
+                         [&](int u, float eps) {
+                           const T lv = math::soft_clamp(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
+                           const T e = eps_scale * T(eps);
+                           const T sigma = hd::exp(T(0.5) * lv);
+                           const T gm = dreg ? g[u] - w * e / sigma : g[u];
+                           const T gl = dreg ? T(0.5) * (g[u] * e * sigma - w * e * e) : g[u] * e * T(0.5) * sigma - T(0.5) * w;
+                           dmu[u] = j == 0 ? gm : dmu[u] + gm;
+                           dlv[u] = j == 0 ? gl : dlv[u] + gl;
+                         });
+    }
+    for (int u = 0; u < latent; ++u)
+      dlv[u] *= math::soft_clamp_grad(raw[u], T(math::kLogvarMin), T(math::kLogvarMax));
   }
 };
+
+// log q(z_i | h_b) at given samples z [rows*k, L] (b = i / k): out[i] += sign * that. The
+// doubly-reparameterised gradient's check holds these parameters fixed while z moves; the
+// diagnostics evaluate the aggregate posterior with it.
+template <class T>
+struct GaussianLogDensity {
+  const T* h;
+  const T* z;
+  T* out;
+  int latent, k;
+  T sign;
+  VAE_HD void operator()(int64_t i) const {
+    const T* mu = h + (i / k) * 2 * latent;
+    const T* zi = z + i * latent;
+    T acc = T(0);
+    for (int u = 0; u < latent; ++u) {
+      const T lv = math::soft_clamp(mu[latent + u], T(math::kLogvarMin), T(math::kLogvarMax));
+      const T d = zi[u] - mu[u];
+      acc += T(-0.5) * d * d * hd::exp(-lv) - T(0.5) * lv - T(math::kHalfLog2Pi);
+    }
+    out[i] += sign * acc;
+  }
+};
+
+template <class Be, class T>
+void gaussian_log_density(Be& be, const T* h, const T* z, int rows, int k, int latent, scalar_t<T> sign, T* out) {
+  check(rows >= 1 && k >= 1 && latent >= 1 && h && z && out, "gaussian_log_density", "empty shape or null pointer");
+  run(be, GaussianLogDensity<T>{h, z, out, latent, k, sign}, int64_t(rows) * k);
+}
 
 // The noise of one call: where it comes from and how it is scaled (eps_scale 0: z = mu).
 struct PosteriorNoise {
   uint64_t seed = 0;
   uint32_t stream = kStreamLatent;
   uint64_t step = 0;
+  uint64_t step_scale = 1;  // the counter word of sample j is step * step_scale + j
   int64_t row0 = 0;
   float eps_scale = 1.0f;
   const StepScalars* per_step = nullptr;  // step (and the backward's weight) from here when set
@@ -101,21 +148,28 @@ void gaussian_posterior_sample(Be& be, const T* h, int rows, int k, int latent, 
                                scalar_t<T> log_q_sign, T* z, T* log_q) {
   check(rows >= 1 && k >= 1 && latent >= 1 && h && z, "gaussian_posterior_sample", "empty shape or null pointer");
   run(be,
-      GaussianPosteriorSample<T>{h, z, log_q, latent, k, n.seed, n.stream, n.step, n.row0, T(n.eps_scale), log_q_sign,
-                                 n.per_step},
+      GaussianPosteriorSample<T>{h, z, log_q, latent, k, n.seed, n.stream, n.step, n.step_scale, n.row0, T(n.eps_scale),
+                                 log_q_sign, n.per_step},
       int64_t(rows) * k);
 }
 
-// dh[rows, 2L] from dz[rows, L] and the weight of log q in the loss (n.per_step's kl_grad_weight
-// when set); the noise must be the forward call's (k = 1).
+// dh[rows, 2L] from dz[rows*k, L] and the weight of each sample's log q in the loss; the noise must
+// be the forward call's. dreg: the doubly-reparameterised gradient (log q's parameters held fixed).
+template <class Be, class T>
+void gaussian_posterior_backward(Be& be, const T* h, const T* dz, int rows, int k, int latent, const PosteriorNoise& n,
+                                 const GradWeight<T>& log_q_weight, bool dreg, T* dh) {
+  check(rows >= 1 && k >= 1 && latent >= 1 && h && dz && dh, "gaussian_posterior_backward", "empty shape or null pointer");
+  run(be,
+      GaussianPosteriorBackward<T>{h, dz, dh, latent, k, n.seed, n.stream, n.step, n.step_scale, n.row0, T(n.eps_scale),
+                                   log_q_weight, dreg, n.per_step},
+      rows);
+}
+
+// The ELBO's form: k = 1, one weight for every row (n.per_step's kl_grad_weight when set).
 template <class Be, class T>
 void gaussian_posterior_backward(Be& be, const T* h, const T* dz, int rows, int latent, const PosteriorNoise& n,
                                  scalar_t<T> log_q_weight, T* dh) {
-  check(rows >= 1 && latent >= 1 && h && dz && dh, "gaussian_posterior_backward", "empty shape or null pointer");
-  run(be,
-      GaussianPosteriorBackward<T>{h, dz, dh, latent, n.seed, n.stream, n.step, n.row0, T(n.eps_scale), log_q_weight,
-                                   n.per_step},
-      rows);
+  gaussian_posterior_backward(be, h, dz, rows, 1, latent, n, GradWeight<T>{log_q_weight, n.per_step}, false, dh);
 }
 
 }  // namespace vae::ops

@@ -7,3 +7,4 @@ VAE_INSTANTIATE_FOR_EACH(vae::ops::MogLogProb<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogGradZ<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogGradParams<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogSample<float>);
+VAE_INSTANTIATE_FOR_EACH(vae::ops::MogGradParamsFrom<float>);

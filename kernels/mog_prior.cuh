@@ -13,14 +13,17 @@
 //               [K], once per call instead of once per row
 //   sample:     k ~ Categorical(pi) from one Philox uniform (row r, kStreamPriorComponent),
 //               z = m_k + T sigma_k eps with eps as normal_fill draws it (row r, kStreamPrior)
-// w is beta / batch, the weight of -log p(z) in the loss (a StepScalars record's kl_grad_weight
-// when given). Bytes per row: log_prob reads 4L + 8KL (means and inverse variances, from cache) and writes 4K + 4;
+// w_r is the weight of -log p(z_r) in the loss: beta / batch (a StepScalars record's kl_grad_weight
+// when given), or one per row (grad_weight.cuh; the parameters' weights may differ from z's).
+// The means and log-variances may be rows of a wider array (stride): the VampPrior's are the
+// encoder's outputs [K, 2L] at its pseudo-inputs, and their gradients go back into the same layout. Bytes per row: log_prob reads 4L + 8KL (means and inverse variances, from cache) and writes 4K + 4;
 // grad_z reads 4L + 4K and writes 4L; grad_param reads 4(L + K) per row per parameter column.
 // FLOPs: about 3KL per row for log_prob (no transcendental but one exp per component) and 3KL for grad_z.
 #pragma once
 
 #include "backend/backend.hpp"
 #include "for_each.cuh"
+#include "grad_weight.cuh"
 #include "philox.cuh"
 #include "vae_math.cuh"
 
@@ -29,17 +32,21 @@ namespace vae::ops {
 template <class T>
 struct MogParams {
   const T* logits;      // [K]
-  const T* means;       // [K, L]
-  const T* raw_logvar;  // [K, L]
+  const T* means;       // [K, L], row k at k * row_stride()
+  const T* raw_logvar;  // [K, L], likewise
   int components, latent;
   // Optional: the tables mog_derive fills from the parameters (log-variances, inverse variances,
   // log-weights and each component's constant), so the per-row loops need no soft_clamp, exp or
   // normaliser of their own. Without them every value is computed where it is used.
   const T* table = nullptr;  // [2KL + 2K], mog_table_size
+  int64_t stride = 0;        // of the means' and log-variances' rows; 0 = latent
 
   VAE_HD int64_t kl() const { return int64_t(components) * latent; }
+  VAE_HD int64_t row_stride() const { return stride ? stride : latent; }
+  // Where (k, u) is in means and raw_logvar (the tables are always [K, L]: ku = k * L + u).
+  VAE_HD int64_t at(int64_t ku) const { return stride ? (ku / latent) * stride + ku % latent : ku; }
   VAE_HD T logvar(int64_t ku) const {
-    return table ? table[ku] : math::soft_clamp(raw_logvar[ku], T(math::kLogvarMin), T(math::kLogvarMax));
+    return table ? table[ku] : math::soft_clamp(raw_logvar[at(ku)], T(math::kLogvarMin), T(math::kLogvarMax));
   }
   VAE_HD T inv_var(int64_t ku) const { return table ? table[kl() + ku] : hd::exp(-logvar(ku)); }
   // log sum_k e^logits_k: log pi_k = logits_k - log_normalizer().
@@ -95,11 +102,11 @@ struct MogLogProb {
     T* a = resp + r * K;
     T top = T(0);
     for (int k = 0; k < K; ++k) {
+      const T* m = p.means + k * p.row_stride();
       T sq = T(0);
       for (int u = 0; u < L; ++u) {
-        const int64_t ku = int64_t(k) * L + u;
-        const T d = zr[u] - p.means[ku];
-        sq += d * d * p.inv_var(ku);
+        const T d = zr[u] - m[u];
+        sq += d * d * p.inv_var(int64_t(k) * L + u);
       }
       const T acc = p.log_constant(k) - T(0.5) * sq;
       a[k] = acc;
@@ -119,19 +126,17 @@ struct MogGradZ {
   const T* z;
   const T* resp;
   T* dz;
-  T weight;
-  const StepScalars* per_step;
+  GradWeight<T> weight;
   VAE_HD void operator()(int64_t i) const {
     const int L = p.latent;
     const int64_t r = i / L;
     const int u = static_cast<int>(i % L);
-    const T w = per_step ? T(per_step->kl_grad_weight) : weight;
     T g = T(0);
     for (int k = 0; k < p.components; ++k) {
       const int64_t ku = int64_t(k) * L + u;
-      g += resp[r * p.components + k] * (z[i] - p.means[ku]) * p.inv_var(ku);
+      g += resp[r * p.components + k] * (z[i] - p.means[k * p.row_stride() + u]) * p.inv_var(ku);
     }
-    dz[i] += w * g;
+    dz[i] += weight.at(r) * g;
   }
 };
 
@@ -142,33 +147,36 @@ struct MogGradParams {
   const T* resp;
   int rows;
   T* dlogits;
-  T* dmeans;
-  T* draw;
-  T weight;
-  const StepScalars* per_step;
+  T* dmeans;  // laid out as p.means (row stride p.row_stride())
+  T* draw;    // laid out as p.raw_logvar
+  GradWeight<T> weight;
   // Items [0, K): the logits; [K, K + KL): one (k, u) pair each, for its mean and log-variance.
+  // One weight for all rows multiplies the sums (the form the ELBO has always had, to the bit);
+  // per-row weights multiply each row's term (wr = 1 otherwise: exact).
   VAE_HD void operator()(int64_t i) const {
     const int K = p.components, L = p.latent;
-    const T w = per_step ? T(per_step->kl_grad_weight) : weight;
+    const bool per_row = weight.rows != nullptr;
+    const T outer = per_row ? T(1) : weight.at(0);
     if (i < K) {
       const T pi = hd::exp(p.log_pi(static_cast<int>(i)));
       T g = T(0);
-      for (int r = 0; r < rows; ++r) g += resp[int64_t(r) * K + i] - pi;
-      dlogits[i] = -w * g;
+      for (int r = 0; r < rows; ++r) g += (per_row ? weight.at(r) : T(1)) * (resp[int64_t(r) * K + i] - pi);
+      dlogits[i] = -outer * g;
       return;
     }
     const int64_t ku = i - K;
     const int k = static_cast<int>(ku / L), u = static_cast<int>(ku % L);
-    const T m = p.means[ku], inv_var = p.inv_var(ku);
+    const int64_t where = p.at(ku);
+    const T m = p.means[where], inv_var = p.inv_var(ku);
     T gm = T(0), gl = T(0);
     for (int r = 0; r < rows; ++r) {
-      const T rk = resp[int64_t(r) * K + k];
+      const T rk = (per_row ? weight.at(r) : T(1)) * resp[int64_t(r) * K + k];
       const T d = z[int64_t(r) * L + u] - m;
       gm += rk * d * inv_var;
       gl += rk * (d * d * inv_var - T(1));
     }
-    dmeans[ku] = -w * gm;
-    draw[ku] = -w * T(0.5) * gl * math::soft_clamp_grad(p.raw_logvar[ku], T(math::kLogvarMin), T(math::kLogvarMax));
+    dmeans[where] = -outer * gm;
+    draw[where] = -outer * T(0.5) * gl * math::soft_clamp_grad(p.raw_logvar[where], T(math::kLogvarMin), T(math::kLogvarMax));
   }
 };
 
@@ -193,10 +201,19 @@ struct MogSample {
     }
     T* zr = z + r * L;
     const int64_t m0 = int64_t(k) * L;
+    const T* m = p.means + k * p.row_stride();
     philox_row_normals(seed, kStreamPrior, r, 0, L, true, [&](int u, float eps) {
-      zr[u] = p.means[m0 + u] + temperature * hd::exp(T(0.5) * p.logvar(m0 + u)) * T(eps);
+      zr[u] = m[u] + temperature * hd::exp(T(0.5) * p.logvar(m0 + u)) * T(eps);
     });
   }
+};
+
+// MogGradParams over items [offset, ...): the means and log-variances without the logits.
+template <class T>
+struct MogGradParamsFrom {
+  MogGradParams<T> f;
+  int64_t offset;
+  VAE_HD void operator()(int64_t i) const { f(i + offset); }
 };
 
 template <class T>
@@ -223,18 +240,21 @@ void mog_log_prob(Be& be, const MogParams<T>& p, const T* z, int rows, scalar_t<
   run(be, MogLogProb<T>{mog_derive(be, p, table), z, resp, out, sign}, rows);
 }
 
-// dz += weight * d(-log p)/dz, and the parameters' gradients of weight * sum_r -log p(z_r)
-// (overwritten), from the responsibilities and the table mog_log_prob left for the same z and
-// parameters (the table is read, not derived again).
+// dz += w.z_r * d(-log p(z_r))/dz, and the parameters' gradients of sum_r w.params_r * -log p(z_r)
+// (overwritten; dmeans and draw laid out as p's means and log-variances, dlogits null to skip
+// them), from the responsibilities and the table mog_log_prob left for the same z and parameters
+// (the table is read, not derived again).
 template <class Be, class T>
-void mog_backward(Be& be, const MogParams<T>& p, const T* z, const T* resp, int rows, scalar_t<T> weight,
-                  const StepScalars* per_step, T* dz, T* dlogits, T* dmeans, T* draw, const T* table) {
+void mog_backward(Be& be, const MogParams<T>& p, const T* z, const T* resp, int rows, const PriorGradWeights<T>& w,
+                  T* dz, T* dlogits, T* dmeans, T* draw, const T* table) {
   check_mog(p, rows, "mog_backward");
-  check(z && resp && dz && dlogits && dmeans && draw && table, "mog_backward", "null pointer");
+  check(z && resp && dz && dmeans && draw && table, "mog_backward", "null pointer");
   MogParams<T> d = p;
   d.table = table;
-  run(be, MogGradZ<T>{d, z, resp, dz, weight, per_step}, int64_t(rows) * p.latent);
-  run(be, MogGradParams<T>{d, z, resp, rows, dlogits, dmeans, draw, weight, per_step}, p.components + p.kl());
+  run(be, MogGradZ<T>{d, z, resp, dz, w.z}, int64_t(rows) * p.latent);
+  // Without dlogits (the VampPrior's weights are fixed) the items start after the logits'.
+  if (dlogits) run(be, MogGradParams<T>{d, z, resp, rows, dlogits, dmeans, draw, w.params}, p.components + p.kl());
+  else run(be, MogGradParamsFrom<T>{{d, z, resp, rows, dlogits, dmeans, draw, w.params}, p.components}, p.kl());
 }
 
 template <class Be, class T>

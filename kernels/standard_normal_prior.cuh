@@ -1,12 +1,14 @@
 // The standard normal prior p(z) = N(0, I) on the general latent path (the fused latent_sample_kl
 // takes the analytic KL instead). Sampling is Backend::normal_fill (kStreamPrior).
 //   log_prob:  out[r] += sign * sum_u (-z_u^2/2 - log(2 pi)/2)                           [rows]
-//   grad_z:    dz[r, u] += w * z[r, u]   (the gradient of -w log p(z); w = beta / batch)  [rows, L]
+//   grad_z:    dz[r, u] += w_r * z[r, u]   (the gradient of -w_r log p(z_r); w = beta / batch, or
+//              a per-row weight: grad_weight.cuh)                                          [rows, L]
 // Bytes: log_prob reads 4L + 4 and writes 4 per row; grad_z reads 8 and writes 4 per element.
 #pragma once
 
 #include "backend/backend.hpp"
 #include "for_each.cuh"
+#include "grad_weight.cuh"
 #include "vae_math.cuh"
 
 namespace vae::ops {
@@ -29,9 +31,9 @@ template <class T>
 struct StandardNormalGradZ {
   const T* z;
   T* dz;
-  T weight;
-  const StepScalars* per_step;
-  VAE_HD void operator()(int64_t i) const { dz[i] += (per_step ? T(per_step->kl_grad_weight) : weight) * z[i]; }
+  int latent;
+  GradWeight<T> weight;
+  VAE_HD void operator()(int64_t i) const { dz[i] += weight.at(i / latent) * z[i]; }
 };
 
 template <class Be, class T>
@@ -40,12 +42,11 @@ void standard_normal_log_prob(Be& be, const T* z, int rows, int latent, scalar_t
   run(be, StandardNormalLogProb<T>{z, out, latent, sign}, rows);
 }
 
-// weight: of -log p(z) in the loss (per_step's kl_grad_weight when per_step is set).
+// weight: of -log p(z_r) in the loss, per row.
 template <class Be, class T>
-void standard_normal_grad_z(Be& be, const T* z, int rows, int latent, scalar_t<T> weight, const StepScalars* per_step,
-                            T* dz) {
+void standard_normal_grad_z(Be& be, const T* z, int rows, int latent, const GradWeight<T>& weight, T* dz) {
   check(rows >= 1 && latent >= 1 && z && dz, "standard_normal_grad_z", "empty shape or null pointer");
-  run(be, StandardNormalGradZ<T>{z, dz, weight, per_step}, int64_t(rows) * latent);
+  run(be, StandardNormalGradZ<T>{z, dz, latent, weight}, int64_t(rows) * latent);
 }
 
 }  // namespace vae::ops

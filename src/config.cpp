@@ -42,9 +42,12 @@ const std::pair<const char*, InitScheme> kInits[] = {
 const std::pair<const char*, OptimizerKind> kOptimizers[] = {{"adam", OptimizerKind::Adam}, {"adamw", OptimizerKind::AdamW}};
 const std::pair<const char*, LrSchedule> kSchedules[] = {{"constant", LrSchedule::Constant}, {"cosine", LrSchedule::Cosine}};
 const std::pair<const char*, NetworkType> kNetworks[] = {{"mlp", NetworkType::MLP}, {"conv", NetworkType::Conv}};
-const std::pair<const char*, ObjectiveType> kObjectives[] = {{"elbo", ObjectiveType::Elbo}};
-const std::pair<const char*, PriorType> kPriors[] = {{"standard_normal", PriorType::StandardNormal},
-                                                     {"mog", PriorType::MixtureOfGaussians}};
+const std::pair<const char*, ObjectiveType> kObjectives[] = {
+    {"elbo", ObjectiveType::Elbo}, {"iwae", ObjectiveType::Iwae}, {"iwae_dreg", ObjectiveType::IwaeDreg}};
+const std::pair<const char*, WarmupSchedule> kWarmups[] = {{"linear", WarmupSchedule::Linear},
+                                                          {"cyclical", WarmupSchedule::Cyclical}};
+const std::pair<const char*, PriorType> kPriors[] = {
+    {"standard_normal", PriorType::StandardNormal}, {"mog", PriorType::MixtureOfGaussians}, {"vamp", PriorType::Vamp}};
 
 template <class Enum, size_t N>
 std::string enum_name(Enum v, const std::pair<const char*, Enum> (&table)[N]) {
@@ -154,14 +157,22 @@ std::string to_string(NetworkType t) { return enum_name(t, kNetworks); }
 NetworkType parse_network(const std::string& s) { return parse_enum(s, "encoder type", kNetworks); }
 std::string to_string(PriorType t) { return enum_name(t, kPriors); }
 std::string to_string(ObjectiveType t) { return enum_name(t, kObjectives); }
-ObjectiveType parse_objective(const std::string& s) { return parse_enum(s, "objective type", kObjectives); }
+ObjectiveType parse_objective(const std::string& s) {
+  return s == "iwae-dreg" ? ObjectiveType::IwaeDreg : parse_enum(s, "objective type", kObjectives);
+}
+std::string to_string(WarmupSchedule w) { return enum_name(w, kWarmups); }
+WarmupSchedule parse_warmup(const std::string& s) { return parse_enum(s, "warm-up schedule", kWarmups); }
 PriorType parse_prior(const std::string& s) {
   return s == "standard" ? PriorType::StandardNormal : parse_enum(s, "prior type", kPriors);
 }
 
-int64_t PriorConfig::parameter_count(int latent) const {
-  if (type == PriorType::StandardNormal) return 0;
-  return components + 2 * int64_t(components) * latent;  // logits, means, log-variances
+int64_t PriorConfig::parameter_count(int latent, int input_dim) const {
+  switch (type) {
+    case PriorType::StandardNormal: return 0;
+    case PriorType::MixtureOfGaussians: return count() + 2 * int64_t(count()) * latent;  // logits, means, log-variances
+    case PriorType::Vamp: return int64_t(count()) * input_dim;                           // the pseudo-inputs
+  }
+  return 0;
 }
 
 int64_t ModelConfig::parameter_count() const {
@@ -174,7 +185,7 @@ int64_t ModelConfig::parameter_count() const {
   decoder.param_slices("", slices);
   int64_t total = 0;
   for (const auto& slice : slices) total += shape_numel(slice.shape);
-  total += prior.parameter_count(latent);
+  total += prior.parameter_count(latent, input_dim());
   if (likelihood == Likelihood::Gaussian && learned_sigma) total += input_dim();
   return total;
 }
@@ -203,9 +214,10 @@ void ModelConfig::validate() const {
     require(e.channels.empty(), "encoder.channels is for conv encoders; set encoder.type to conv or remove it");
   }
   require(latent >= 1 && latent <= 4096, "latent must be in [1, 4096], got " + std::to_string(latent));
-  if (prior.type == PriorType::MixtureOfGaussians)
-    require(prior.components >= 1 && prior.components <= 1024,
-            "prior.components (the mixture's Gaussians) must be in [1, 1024], got " + std::to_string(prior.components));
+  if (prior.has_components())
+    require(prior.components >= 0 && prior.components <= 4096,
+            "prior.components (the mixture's Gaussians or pseudo-inputs) must be in [1, 4096], got " +
+                std::to_string(prior.components));
   require(e.leaky_slope >= 0.0f && e.leaky_slope < 1.0f, "leaky_slope must be in [0, 1)");
   require(std::isfinite(gaussian_sigma) && gaussian_sigma >= 1e-3f && gaussian_sigma <= 10.0f,
           "gaussian_sigma must be in [0.001, 10], got " + std::to_string(gaussian_sigma));
@@ -263,14 +275,15 @@ void read_encoder(const json& j, EncoderConfig& e) {
 json prior_to_json(const PriorConfig& p) {
   json j;
   j["type"] = to_string(p.type);
-  if (p.type == PriorType::MixtureOfGaussians) j["components"] = p.components;
+  if (p.has_components()) j["components"] = p.count();
   return j;
 }
 
 // A components count means a mixture: the rule for the config file and for --prior-components.
 void require_mixture_for_components(const PriorConfig& p) {
-  if (p.type != PriorType::MixtureOfGaussians)
-    throw Error("prior.components is for the mixture prior: set prior.type to mog (--prior mog) or remove it");
+  if (!p.has_components())
+    throw Error("prior.components is for the mixture and VampPrior priors: set prior.type to mog or vamp (--prior mog) "
+                "or remove it");
 }
 
 void read_prior(const json& j, PriorConfig& p) {
@@ -278,7 +291,12 @@ void read_prior(const json& j, PriorConfig& p) {
   std::string s;
   if (j.contains("type")) read_key(j, "type", s), p.type = parse_prior(s);
   read_key(j, "components", p.components);
-  if (j.contains("components")) require_mixture_for_components(p);
+  if (j.contains("components")) {
+    require_mixture_for_components(p);
+    require(p.components >= 1 && p.components <= 4096,
+            "prior.components (the mixture's Gaussians or pseudo-inputs) must be in [1, 4096], got " +
+                std::to_string(p.components));
+  }
 }
 
 // A section that only names its type, which must be one of `types` (the first is the default).
@@ -559,10 +577,27 @@ const std::vector<Field<ObjectiveConfig>>& objective_fields() {
   static const std::vector<Field<C>> fields = [] {
     std::vector<Field<C>> f;
     f.push_back(choice("type", VAE_GET(C, type), parse_objective, to_string, "--objective",
-                       "elbo: the evidence lower bound with KL weight --beta (default elbo)"));
-    f.push_back(value("beta", VAE_GET(C, beta), 0, 1000, "--beta", "KL weight (default 1)"));
+                       "elbo|iwae|iwae-dreg: the evidence lower bound with KL weight --beta, the importance-weighted "
+                       "bound with --k-train samples, or that bound with the doubly-reparameterised encoder gradient "
+                       "(default elbo)"));
+    f.push_back(value("beta", VAE_GET(C, beta), 0, 1000, "--beta", "KL weight; with --capacity its gamma (default 1)"));
+    f.push_back(choice("warmup", VAE_GET(C, warmup), parse_warmup, to_string, "--warmup",
+                       "linear|cyclical KL warm-up over --warmup-epochs (cyclical: cycles of that length) (default linear)"));
     f.push_back(value("warmup_epochs", VAE_GET(C, warmup_epochs), 0, 100000, "--warmup-epochs",
-                      "linear beta warm-up epochs (default 0)"));
+                      "KL warm-up epochs, or a cyclical warm-up's cycle length; 0 = none (default 0)"));
+    f.push_back(value("warmup_ratio", VAE_GET(C, warmup_ratio), 0.01, 1, "--warmup-ratio",
+                      "cyclical warm-up: the share of each cycle over which beta rises (default 0.5)"));
+    f.push_back(value("free_bits", VAE_GET(C, free_bits), 0, 100, "--free-bits",
+                      "free bits: a floor, in nats per dimension, under each group's batch-mean KL; 0 = off (default 0)"));
+    f.push_back(value("free_bits_group", VAE_GET(C, free_bits_group), 1, 4096, "--free-bits-group",
+                      "free bits: dimensions per group, dividing the latent size; the latent size floors the total "
+                      "KL (default 1)"));
+    f.push_back(value("capacity", VAE_GET(C, capacity), 0, 100000, "--capacity",
+                      "capacity: the loss holds beta * |KL - C| with C rising to this many nats; 0 = off (default 0)"));
+    f.push_back(value("capacity_epochs", VAE_GET(C, capacity_epochs), 0, 100000, "--capacity-epochs",
+                      "capacity: epochs over which C rises linearly from 0 (default 0: at once)"));
+    f.push_back(value("k", VAE_GET(C, k), 1, 4096, "--k-train",
+                      "iwae: importance samples per image in training (default 1)"));
     return f;
   }();
   return fields;
@@ -583,9 +618,10 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     f.push_back(choice("encoder.activation", VAE_GET(C, encoder.activation), parse_activation, to_string, "--activation",
                        "relu|leaky_relu|tanh|silu (default relu)"));
     f.push_back(choice("prior.type", VAE_GET(C, prior.type), parse_prior, to_string, "--prior",
-                       "standard|mog: N(0, I), or a learned mixture of Gaussians (default standard)"));
-    Field<C> components = value("prior.components", VAE_GET(C, prior.components), 1, 1024, "--prior-components",
-                                "mog prior: number of Gaussians (default 10)");
+                       "standard|mog|vamp: N(0, I), a learned mixture of Gaussians, or the VampPrior (a mixture of the "
+                       "encoder's posteriors at learned pseudo-inputs) (default standard)"));
+    Field<C> components = value("prior.components", VAE_GET(C, prior.components), 1, 4096, "--prior-components",
+                                "mog: number of Gaussians (default 10); vamp: number of pseudo-inputs (default 500)");
     components.check = [inner = components.check](const C& c) {
       require_mixture_for_components(c.prior);
       inner(c);
@@ -627,6 +663,33 @@ json write_fields(const std::vector<Field<C>>& fields, const C& c) {
 
 void ObjectiveConfig::validate() const {
   for (const auto& f : config::objective_fields()) f.check(*this);
+  if (importance_weighted()) {
+    const std::string t = "objective.type " + to_string(type);
+    require(beta == 1.0f, t + " is a bound on log p(x) with no KL weight: remove objective.beta (--beta) or use elbo");
+    require(warmup_epochs == 0, t + " has no KL term to warm up: remove objective.warmup_epochs or use elbo");
+    require(free_bits == 0.0f, t + " has no KL term for free bits: remove objective.free_bits or use elbo");
+    require(capacity == 0.0f, t + " has no KL term for a capacity: remove objective.capacity or use elbo");
+  } else {
+    require(k == 1, "objective.k (--k-train) is the importance-weighted bound's sample count: set objective.type to "
+                    "iwae or iwae_dreg, or remove it");
+  }
+  require(free_bits == 0.0f || capacity == 0.0f,
+          "objective.free_bits and objective.capacity are two ways to hold the KL up; choose one");
+  require(free_bits > 0.0f || free_bits_group == 1, "objective.free_bits_group needs objective.free_bits > 0");
+  require(capacity > 0.0f || capacity_epochs == 0, "objective.capacity_epochs needs objective.capacity > 0");
+  require(warmup_epochs > 0 || (warmup == WarmupSchedule::Linear && warmup_ratio == 0.5f),
+          "objective.warmup and warmup_ratio shape a warm-up: set objective.warmup_epochs > 0 (--warmup-epochs)");
+}
+
+void ObjectiveConfig::check_model(const ModelConfig& model) const {
+  if (free_bits <= 0.0f) return;
+  require(model.latent % free_bits_group == 0,
+          "objective.free_bits_group " + std::to_string(free_bits_group) + " must divide the latent size " +
+              std::to_string(model.latent));
+  require(free_bits_group == model.latent || model.prior.type == PriorType::StandardNormal,
+          "objective.free_bits_group " + std::to_string(free_bits_group) + " splits the KL by dimension, which needs a "
+          "prior that factorises over dimensions (standard_normal); with prior " + to_string(model.prior.type) +
+          " set free_bits_group to the latent size " + std::to_string(model.latent) + " (a floor on the total KL)");
 }
 
 std::string ObjectiveConfig::to_json() const { return write_fields(config::objective_fields(), *this).dump(); }

@@ -3,8 +3,12 @@
 #include <cmath>
 #include <limits>
 
+#include "elbo_objective.cuh"
+#include "gaussian_kl.cuh"
 #include "gaussian_posterior.cuh"
+#include "iwae_objective.cuh"
 #include "mog_prior.cuh"
+#include "rows.cuh"
 #include "op_table.hpp"
 #include "philox.cuh"
 #include "standard_normal_prior.cuh"
@@ -306,7 +310,10 @@ void add_standard_normal_prior(std::vector<Case>& out, Mode mode) {
     c.bytes = 4.0 * (nz + 2 * s.rows) + 12.0 * nz;
     set_body(c, [=](auto& be, auto& io) {
       ops::standard_normal_log_prob(be, io.in(0), s.rows, s.latent, 1.0f, io.out(0));
-      if (io.backward()) ops::standard_normal_grad_z(be, io.in(0), s.rows, s.latent, static_cast<float>(w), nullptr, io.grad(0));
+      if (io.backward()) {
+        using T = scalar_of<decltype(io)>;
+        ops::standard_normal_grad_z(be, io.in(0), s.rows, s.latent, ops::GradWeight<T>{T(w)}, io.grad(0));
+      }
     });
     out.push_back(std::move(c));
   }
@@ -348,8 +355,8 @@ void add_mog_prior(std::vector<Case>& out, Mode mode) {
       T* table = static_cast<T*>(io.scratch(sizeof(T) * ops::mog_table_size(K, L)));
       ops::mog_log_prob(be, p, io.in(3), s.rows, T(1), io.out(1), io.out(0), table);
       if (io.backward())
-        ops::mog_backward(be, p, io.in(3), io.out(1), s.rows, static_cast<T>(w), nullptr, io.grad(3), io.grad(0), io.grad(1),
-                          io.grad(2), table);
+        ops::mog_backward(be, p, io.in(3), io.out(1), s.rows, ops::PriorGradWeights<T>::uniform(T(w), nullptr), io.grad(3),
+                          io.grad(0), io.grad(1), io.grad(2), table);
     });
     out.push_back(std::move(c));
     if (mode == Mode::Gradient) continue;
@@ -366,6 +373,157 @@ void add_mog_prior(std::vector<Case>& out, Mode mode) {
       ops::mog_sample(be, ops::MogParams<T>{io.in(0), io.in(1), io.in(2), K, L}, s.rows, T(0.8), 17, io.out(0), table);
     }, false);
     out.push_back(std::move(sc));
+  }
+}
+
+
+// The importance-weighted bound's posterior backward: k samples per row, each with its own weight
+// of log q (the upstream of log_q, random), summed into the row's dh; and its doubly-reparameterised
+// form, checked against J = <z, R> + sum_i R_i log q(z_i(h); h_fixed) with h_fixed a copy of h held
+// still (gaussian_log_density), which is exactly what DReG differentiates.
+void add_posterior_k(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, k, latent; };
+  const std::vector<S> grad{{2, 3, 5}, {1, 2, 1}, {3, 1, 4}};
+  const std::vector<S> parity{{1, 1, 1}, {7, 5, 3}, {128, 5, 32}, {33, 7, 33}};
+  const std::vector<S> bench{{128, 5, 32}, {128, 50, 32}};
+  for (const S s : pick(mode, grad, parity, bench))
+    for (bool dreg : {false, true}) {
+      Case c;
+      c.op = dreg ? "posterior_dreg" : "posterior_k";
+      c.shape = dims({{"rows", s.rows}, {"k", s.k}, {"latent", s.latent}});
+      const int64_t nh = int64_t(s.rows) * 2 * s.latent, nz = int64_t(s.rows) * s.k * s.latent, ns = int64_t(s.rows) * s.k;
+      c.inputs = {{"h", nh, Draw::Uniform, -1.5, 1.5, true}};
+      if (dreg) {
+        InputSpec fixed{"h_fixed", nh};
+        fixed.copy_of = 0;
+        c.inputs.push_back(fixed);
+      }
+      OutputSpec log_q{"log_q", ns, {1e-5 * s.latent, 1e-5}};
+      if (dreg) {
+        log_q.accumulates = true;
+        log_q.init = Draw::Zero;
+      }
+      c.outputs = {{"z", nz, {1e-5, 1e-5}}, log_q};
+      c.grads = {{0, {1e-5 * s.k, 1e-5}}};
+      c.bytes = 4.0 * (nh + nz + ns) * 2 + 4.0 * (nz + ns);
+      ops::PosteriorNoise noise;
+      noise.seed = 99;
+      noise.step = 4;
+      noise.step_scale = static_cast<uint64_t>(s.k);
+      noise.row0 = 10;
+      set_body(c, [=](auto& be, auto& io) {
+        using T = scalar_of<decltype(io)>;
+        if (dreg) {
+          ops::gaussian_posterior_sample(be, io.in(0), s.rows, s.k, s.latent, noise, T(1), io.out(0), static_cast<T*>(nullptr));
+          ops::gaussian_log_density(be, io.in(1), io.out(0), s.rows, s.k, s.latent, T(1), io.out(1));
+        } else {
+          ops::gaussian_posterior_sample(be, io.in(0), s.rows, s.k, s.latent, noise, T(1), io.out(0), io.out(1));
+        }
+        if (io.backward())
+          ops::gaussian_posterior_backward(be, io.in(0), io.up(0), s.rows, s.k, s.latent, noise,
+                                           ops::GradWeight<T>{T(0), nullptr, io.up(1)}, dreg, io.grad(0));
+      });
+      out.push_back(std::move(c));
+    }
+}
+
+// The analytic KL per dimension (free bits by group): J = <kl_dim, R>, which is
+// sum_r sum_u R_u KL_ru, so the backward's per-dimension weights are R.
+void add_gaussian_kl(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, latent; };
+  const std::vector<S> grad{{3, 5}, {1, 1}};
+  const std::vector<S> parity{{1, 1}, {7, 3}, {128, 32}, {257, 33}};
+  const std::vector<S> bench{{128, 32}, {4096, 32}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    Case c;
+    c.op = "gaussian_kl";
+    c.shape = dims({{"rows", s.rows}, {"latent", s.latent}});
+    const int64_t nh = int64_t(s.rows) * 2 * s.latent;
+    c.inputs = {{"h", nh, Draw::Uniform, -2, 2, true}};
+    OutputSpec kl{"kl", s.rows, {1e-5 * s.latent, 1e-5}};
+    kl.in_objective = false;
+    c.outputs = {kl, {"kl_dim", s.latent, {1e-5 * s.rows, 1e-5}}};
+    c.grads = {{0, {1e-5, 1e-5}, true}};
+    c.bytes = 4.0 * nh * 3 + 4.0 * (s.rows + s.latent) + 4.0 * nh;
+    set_body(c, [=](auto& be, auto& io) {
+      ops::gaussian_kl_forward(be, io.in(0), s.rows, s.latent, io.out(0), io.out(1));
+      if (io.backward()) ops::gaussian_kl_backward(be, io.in(0), io.up(1), s.rows, s.latent, io.grad(0));
+    });
+    out.push_back(std::move(c));
+  }
+}
+
+// The mixture's per-row weights (the importance-weighted bound's) and the VampPrior's layout: means
+// and log-variances as rows [mu | raw] of the encoder's output at the pseudo-inputs, fixed zero
+// logits (no dlogits), J = sum_r R_r (-log p(z_r)) with R random (the backward's per-row weights).
+void add_mog_weighted(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, latent, components; };
+  const std::vector<S> grad{{3, 4, 3}, {2, 1, 2}};
+  const std::vector<S> parity{{1, 1, 1}, {7, 5, 3}, {128, 32, 50}, {129, 33, 7}};
+  const std::vector<S> bench{{128, 32, 500}, {640, 32, 500}};
+  for (const S s : pick(mode, grad, parity, bench))
+    for (bool vamp : {false, true}) {
+      const int K = s.components, L = s.latent;
+      const int64_t nz = int64_t(s.rows) * L, nkl = int64_t(K) * L;
+      Case c;
+      c.op = vamp ? "vamp_prior" : "mog_prior_weighted";
+      c.shape = dims({{"rows", s.rows}, {"latent", L}, {"components", K}});
+      if (vamp) c.inputs = {{"logits", K, Draw::Zero}, {"h_pseudo", 2 * nkl, Draw::Uniform, -1, 1, true}};
+      else c.inputs = {{"logits", K, Draw::Uniform, -1, 1, true}, {"means", nkl, Draw::Uniform, -1, 1, true},
+                       {"raw_logvar", nkl, Draw::Uniform, -1, 1, true}};
+      c.inputs.push_back({"z", nz, Draw::Uniform, -2, 2, true});
+      const size_t zi = c.inputs.size() - 1;
+      OutputSpec lp{"neg_log_p", s.rows, {1e-5 * L, 1e-5}};
+      lp.accumulates = true;
+      lp.init = Draw::Uniform;
+      OutputSpec resp{"resp", int64_t(s.rows) * K, {1e-5, 1e-4}};
+      resp.in_objective = false;
+      c.outputs = {lp, resp};
+      const double sr = std::sqrt(double(s.rows));
+      if (vamp) c.grads = {{1, {1e-5 * sr, 1e-4}}, {zi, {1e-5, 1e-4}, true}};
+      else c.grads = {{0, {1e-5 * sr, 1e-4}}, {1, {1e-5 * sr, 1e-4}}, {2, {1e-5 * sr, 1e-4}}, {zi, {1e-5, 1e-4}, true}};
+      c.bytes = 4.0 * (nz + s.rows + int64_t(s.rows) * K) * 3 + 4.0 * nkl * 4;
+      c.flops = 12.0 * s.rows * nkl;
+      set_body(c, [=](auto& be, auto& io) {
+        using T = scalar_of<decltype(io)>;
+        ops::MogParams<T> p{io.in(0), io.in(1), vamp ? io.in(1) + L : io.in(2), K, L};
+        if (vamp) p.stride = 2 * L;
+        T* table = static_cast<T*>(io.scratch(sizeof(T) * ops::mog_table_size(K, L)));
+        ops::mog_log_prob(be, p, io.in(zi), s.rows, T(-1), io.out(1), io.out(0), table);
+        if (!io.backward()) return;
+        const ops::GradWeight<T> w{T(0), nullptr, io.up(0)};
+        if (vamp)
+          ops::mog_backward(be, p, io.in(zi), io.out(1), s.rows, {w, w}, io.grad(1), static_cast<T*>(nullptr), io.grad(0),
+                            io.grad(0) + L, table);
+        else
+          ops::mog_backward(be, p, io.in(zi), io.out(1), s.rows, {w, w}, io.grad(3), io.grad(0), io.grad(1), io.grad(2),
+                            table);
+      });
+      out.push_back(std::move(c));
+    }
+}
+
+// The standard normal prior with per-row weights: J = sum_r R_r (-log p(z_r)).
+void add_standard_normal_weighted(std::vector<Case>& out, Mode mode) {
+  for (int rows : {3, 129, 4096}) {
+    if ((mode == Mode::Gradient) != (rows == 3) && !(mode == Mode::Parity && rows == 129)) continue;
+    const int L = 5;
+    Case c;
+    c.op = "standard_normal_prior_weighted";
+    c.shape = dims({{"rows", rows}, {"latent", L}});
+    c.inputs = {{"z", int64_t(rows) * L, Draw::Uniform, -3, 3, true}};
+    OutputSpec lp{"neg_log_p", rows, {1e-5 * L, 1e-6}};
+    lp.accumulates = true;
+    lp.init = Draw::Uniform;
+    c.outputs = {lp};
+    c.grads = {{0, {1e-6, 1e-6}, true}};
+    c.bytes = 4.0 * (int64_t(rows) * L * 4 + rows * 3);
+    set_body(c, [=](auto& be, auto& io) {
+      using T = scalar_of<decltype(io)>;
+      ops::standard_normal_log_prob(be, io.in(0), rows, L, T(-1), io.out(0));
+      if (io.backward()) ops::standard_normal_grad_z(be, io.in(0), rows, L, ops::GradWeight<T>{T(0), nullptr, io.up(0)}, io.grad(0));
+    });
+    out.push_back(std::move(c));
   }
 }
 
@@ -431,6 +589,94 @@ void add_likelihoods(std::vector<Case>& out, Mode mode) {
 
 std::vector<float> rnd(size_t n, uint64_t seed, double lo = -1, double hi = 1) {
   return test::random_vector<float>(n, seed, lo, hi);
+}
+
+// The objectives' batch reductions (free bits, capacity, the importance weights) and the row moves:
+// device cases, parity and benchmark. Their gradients are checked end to end in test_objectives.
+void add_objectives(std::vector<Case>& out, Mode mode) {
+  if (mode == Mode::Gradient) return;
+  struct S { int rows, latent, k; };
+  const std::vector<S> sizes = mode == Mode::Parity ? std::vector<S>{{1, 1, 1}, {7, 6, 3}, {128, 32, 5}, {129, 33, 1}}
+                                                    : std::vector<S>{{128, 32, 5}};
+  for (const S s : sizes) {
+    for (int variant = 0; variant < 3; ++variant) {
+      const char* names[] = {"free bits by group", "free bits total", "capacity"};
+      Case c;
+      c.op = "elbo_regularised";
+      c.shape = std::string(names[variant]) + " " + dims({{"rows", s.rows}, {"latent", s.latent}});
+      c.bytes = 8.0 * s.rows + 8.0 * s.latent + 12;
+      c.device_bounds = {{1e-4, 1e-6}, {0, 0}, {0, 0}};
+      const int group = s.latent % 3 == 0 ? 3 : 1;
+      c.device = [s, variant, group](Backend& be, Arena& a) -> std::function<void()> {
+        const float* nll = a.in(rnd(s.rows, 31, 50, 400));
+        const float* kl = a.in(rnd(s.rows, 32, 0, 2.0f * s.latent));
+        const float* kl_dim = a.in(rnd(s.latent, 33, 0, 3.0f * s.rows));
+        float* loss = a.out(3);
+        float* dim_weight = a.out(static_cast<size_t>(s.latent));
+        // The effective record's [kl_grad_weight, capacity], copied out of it.
+        float* weight = a.out(2);
+        // The record itself is not compared (it holds integers): an input buffer, never read back.
+        float* scratch = a.in(std::vector<float>(sizeof(StepScalars) / sizeof(float) + 1, 0.0f));
+        return [&be, s, variant, group, nll, kl, kl_dim, loss, dim_weight, weight, scratch] {
+          ops::ElboRegularised<float> r{};
+          r.kind = variant == 2 ? ops::KlRegulariser::Capacity : ops::KlRegulariser::FreeBits;
+          r.nll = nll;
+          r.kl = kl;
+          r.kl_dim = variant == 0 ? kl_dim : nullptr;
+          r.rows = s.rows;
+          r.latent = s.latent;
+          r.group = group;
+          r.free_bits = 0.9f;
+          r.capacity = 0.8f * s.latent;
+          r.host.beta = 0.7f;
+          r.effective = reinterpret_cast<StepScalars*>(scratch);
+          r.dim_weight = dim_weight;
+          r.loss = loss;
+          ops::elbo_regularised(be, r);
+          if (variant != 0) be.fill(dim_weight, s.latent, 0.0f);
+          ops::copy_values(be, &r.effective->kl_grad_weight, 2, weight);
+        };
+      };
+      out.push_back(std::move(c));
+    }
+    for (bool dreg : {false, true}) {
+      Case c;
+      c.op = "iwae_objective";
+      c.shape = dims({{"rows", s.rows}, {"k", s.k}}) + (dreg ? " dreg" : "");
+      const int64_t n = int64_t(s.rows) * s.k;
+      c.bytes = 8.0 * n + 12.0 * n + 4.0 * s.rows;
+      c.device_bounds = {{1e-4, 1e-5}, {1e-6, 1e-5}, {1e-6, 1e-5}, {1e-5, 1e-5}, {1e-4, 1e-6}};
+      c.device = [s, dreg, n](Backend& be, Arena& a) -> std::function<void()> {
+        const float* lpq = a.in(rnd(n, 41, -30, 0));
+        const float* nll = a.in(rnd(n, 42, 150, 170));
+        float *bound = a.out(s.rows), *dec = a.out(n), *enc = a.out(n), *zs = a.out(n), *loss = a.out(3);
+        return [&be, s, dreg, n, lpq, nll, bound, dec, enc, zs, loss] {
+          ops::iwae_objective(be, lpq, nll, s.rows, s.k, dreg, bound, dec, enc, zs, loss);
+          if (!dreg) be.fill(zs, n, 0.0f);
+        };
+      };
+      out.push_back(std::move(c));
+    }
+    Case r;
+    r.op = "rows";
+    r.shape = dims({{"rows", s.rows}, {"cols", 784}, {"k", s.k}}) + " repeat, scale, copy, unit clamp gradient";
+    const int64_t n = int64_t(s.rows) * s.k * 784;
+    r.bytes = 8.0 * n * 3 + 12.0 * n;
+    r.device_bounds = {{0, 0}, {0, 0}, {0, 0}};
+    r.device = [s, n](Backend& be, Arena& a) -> std::function<void()> {
+      const float* x = a.in(rnd(int64_t(s.rows) * 784, 51, 0, 1));
+      const float* scale = a.in(rnd(int64_t(s.rows) * s.k, 52, -2, 2));
+      const float* raw = a.in(rnd(n, 53, -0.5f, 1.5f));
+      float *rep = a.out(n), *copied = a.out(n), *g = a.out(n);
+      return [&be, s, n, x, scale, raw, rep, copied, g] {
+        ops::repeat_rows(be, x, s.rows, 784, s.k, rep);
+        ops::scale_rows(be, rep, scale, s.rows * s.k, 784);
+        ops::copy_values(be, static_cast<const float*>(rep), n, copied);
+        ops::unit_clamp_backward(be, raw, static_cast<const float*>(copied), n, g);
+      };
+    };
+    out.push_back(std::move(r));
+  }
 }
 
 void add_loss_reduce(std::vector<Case>& out, Mode mode) {
@@ -622,6 +868,11 @@ std::vector<Case> cases(Mode mode) {
   add_gaussian_posterior(all, mode);
   add_standard_normal_prior(all, mode);
   add_mog_prior(all, mode);
+  add_posterior_k(all, mode);
+  add_gaussian_kl(all, mode);
+  add_mog_weighted(all, mode);
+  add_standard_normal_weighted(all, mode);
+  add_objectives(all, mode);
   add_likelihoods(all, mode);
   add_loss_reduce(all, mode);
   add_adam(all, mode);
@@ -637,7 +888,10 @@ std::vector<Coverage> required_coverage() {
           {"gaussian_posterior", true}, {"standard_normal_prior", true}, {"mog_prior", true},
           {"mog_sample", false},     {"bernoulli_nll", true},         {"gaussian_nll", true},
           {"loss_reduce", false},    {"adam", false},                 {"gather_pixels", false},
-          {"latent_importance_sample", false}, {"elementwise", false}, {"normal_fill", false}};
+          {"latent_importance_sample", false}, {"elementwise", false}, {"normal_fill", false},
+          {"posterior_k", true},     {"posterior_dreg", true},       {"gaussian_kl", true},
+          {"mog_prior_weighted", true}, {"vamp_prior", true},        {"standard_normal_prior_weighted", true},
+          {"elbo_regularised", false}, {"iwae_objective", false},     {"rows", false}};
 }
 
 }  // namespace vae::optable

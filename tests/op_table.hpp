@@ -113,6 +113,9 @@ struct InputSpec {
   // A gradient of J with respect to this input is one of the case's grads (below).
   bool differentiable = false;
   std::function<void(std::vector<double>&)> adjust = {};  // special values after the draw
+  // >= 0: this input holds the values of that (earlier) input, and is never perturbed: a parameter
+  // held fixed where the op takes it twice (the doubly-reparameterised gradient's log q).
+  int copy_of = -1;
 };
 
 struct OutputSpec {

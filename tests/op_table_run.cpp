@@ -53,6 +53,10 @@ Draws draw_case(const Case& c) {
   const std::string name = c.name();
   for (size_t i = 0; i < c.inputs.size(); ++i) {
     const InputSpec& s = c.inputs[i];
+    if (s.copy_of >= 0) {
+      d.inputs.push_back(d.inputs.at(static_cast<size_t>(s.copy_of)));
+      continue;
+    }
     d.inputs.push_back(draw(s.draw, s.n, s.lo, s.hi, seed_of(name, i)));
     if (s.adjust) s.adjust(d.inputs.back());
   }

@@ -155,13 +155,19 @@ TEST(Cli, FieldFlagsComeFromTheConfigDeclarations) {
   const Result help = run("train --help");
   ASSERT_EQ(help.code, 0) << help.out;
   for (const char* flag : {"--data", "--epochs", "--lr", "--beta", "--warmup-epochs", "--objective", "--latent",
+                           "--warmup", "--free-bits", "--free-bits-group", "--capacity", "--capacity-epochs", "--k-train",
                            "--hidden", "--channels", "--prior", "--prior-components", "--likelihood", "--no-cuda-graph",
                            "--strict-fp32", "--no-fused-epilogues", "--config", "--resume", "--overwrite"})
     EXPECT_NE(help.out.find(flag), std::string::npos) << flag << " missing from:\n" << help.out;
   expect_failure(run("train --beta 2000"), 2, "--beta 2000: beta must be in [0, 1000], got 2000");
   expect_failure(run("train --lr 0"), 2, "--lr 0: lr must be in");
   expect_failure(run("train --hidden 64,x"), 2, "--hidden 64,x: expected comma-separated positive integers");
-  expect_failure(run("train --objective iwae"), 2, "unknown objective type 'iwae'");
+  expect_failure(run("train --objective wake-sleep"), 2, "unknown objective type 'wake-sleep'");
+  expect_failure(run("train --objective iwae --k-train 0"), 2, "--k-train 0: k must be in [1, 4096]");
+  expect_failure(run("train --objective iwae --beta 0.5"), 1, "objective.beta");
+  expect_failure(run("train --k-train 5"), 1, "objective.k (--k-train)");
+  expect_failure(run("train --free-bits 0.5 --free-bits-group 5"), 1, "must divide the latent size 32");
+  expect_failure(run("train --warmup cyclical"), 1, "warmup_epochs");
   expect_failure(run("train --test-limit 1.5"), 2, "--test-limit 1.5: expected an integer");
   if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
   test::ScratchDir dir("cli_old_config");
@@ -177,6 +183,32 @@ TEST(Cli, FieldFlagsComeFromTheConfigDeclarations) {
   // Both places at once is ambiguous: refused, saying where it belongs.
   write_text(dir.file("both.json"), R"({"objective": {"beta": 1}, "train": {"beta": 0.5}})");
   expect_failure(run("train --config " + dir.file("both.json")), 1, "belong to the 'objective' section");
+}
+
+// The VampPrior trained with the importance-weighted bound (DReG) from the command line: the run's
+// config holds both, metrics.jsonl the diagnostics, and eval and sample work from the checkpoint.
+TEST(Cli, VampPriorWithTheDoublyReparameterisedBoundTrainsEvaluatesAndSamples) {
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
+  test::ScratchDir dir("cli_vamp");
+  const std::string run_dir = dir.file("run");
+  const Result t = run("train --data " + kData + " --prior vamp --prior-components 7 --objective iwae-dreg --k-train 3 "
+                       "--epochs 1 --train-limit 256 --test-limit 50 --hidden 32 --latent 4 --batch 64 --threads 2 --out " +
+                       run_dir);
+  ASSERT_EQ(t.code, 0) << t.out;
+  std::ifstream config(run_dir + "/config.json");
+  const std::string text((std::istreambuf_iterator<char>(config)), std::istreambuf_iterator<char>());
+  EXPECT_NE(text.find("\"vamp\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"iwae_dreg\""), std::string::npos) << text;
+  EXPECT_NE(text.find("\"k\": 3"), std::string::npos) << text;
+  std::ifstream metrics(run_dir + "/metrics.jsonl");
+  const std::string m((std::istreambuf_iterator<char>(metrics)), std::istreambuf_iterator<char>());
+  EXPECT_NE(m.find("\"mutual_info\""), std::string::npos) << m;
+  EXPECT_NE(m.find("\"aggregate_kl\""), std::string::npos) << m;
+  const Result e = run("eval --checkpoint " + run_dir + "/model.safetensors --data " + kData + " --k 5 --limit 30");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("I(x;z)"), std::string::npos) << e.out;
+  const Result s = run("sample --checkpoint " + run_dir + "/model.safetensors --n 9 --out " + dir.file("s.png"));
+  EXPECT_EQ(s.code, 0) << s.out;
 }
 
 TEST(Cli, MixturePriorTrainsEvaluatesAndSamples) {

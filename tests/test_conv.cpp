@@ -347,7 +347,7 @@ TEST(ConfigTree, FlatFormStillLoadsAndTreeRoundTrips) {
   const ModelConfig conv = small_conv_config();
   EXPECT_EQ(ModelConfig::from_json(conv.to_json()).to_json(), conv.to_json());
   // Mixing the forms, or an unknown component type, says what to write instead.
-  for (const char* bad : {R"({"hidden": [8], "encoder": {"type": "mlp"}})", R"({"prior": {"type": "vamp"}})",
+  for (const char* bad : {R"({"hidden": [8], "encoder": {"type": "mlp"}})", R"({"prior": {"type": "realnvp"}})",
                           R"({"encoder": {"type": "transformer"}})", R"({"decoder": {"type": "mlp"}})",
                           R"({"encoder": {"type": "mlp", "channels": [4]}})", R"({"posterior": {"latnt": 4}})"}) {
     EXPECT_THROW(ModelConfig::from_json(bad), Error) << bad;

@@ -16,8 +16,9 @@ enum class InitScheme { Torch, Kaiming, Xavier };
 enum class OptimizerKind { Adam, AdamW };
 enum class LrSchedule { Constant, Cosine };
 enum class NetworkType { MLP, Conv };
-enum class PriorType { StandardNormal, MixtureOfGaussians };
-enum class ObjectiveType { Elbo };
+enum class PriorType { StandardNormal, MixtureOfGaussians, Vamp };
+enum class ObjectiveType { Elbo, Iwae, IwaeDreg };
+enum class WarmupSchedule { Linear, Cyclical };
 
 std::string to_string(Activation a);
 std::string to_string(Likelihood l);
@@ -27,15 +28,18 @@ std::string to_string(LrSchedule s);
 std::string to_string(NetworkType t);
 std::string to_string(PriorType t);
 std::string to_string(ObjectiveType t);
+std::string to_string(WarmupSchedule w);
 Activation parse_activation(const std::string& s);
 Likelihood parse_likelihood(const std::string& s);
 InitScheme parse_init(const std::string& s);
 OptimizerKind parse_optimizer(const std::string& s);
 LrSchedule parse_schedule(const std::string& s);
 NetworkType parse_network(const std::string& s);
-// "standard_normal" (also "standard", the CLI's spelling) or "mog".
+// "standard_normal" (also "standard", the CLI's spelling), "mog" or "vamp".
 PriorType parse_prior(const std::string& s);
+// "elbo", "iwae" or "iwae_dreg" (also "iwae-dreg", the CLI's spelling).
 ObjectiveType parse_objective(const std::string& s);
+WarmupSchedule parse_warmup(const std::string& s);
 
 // The largest model a configuration or checkpoint may describe: 2^30 parameters, which with their
 // gradients and Adam moments is 16 GiB. Checked before anything is allocated.
@@ -58,10 +62,15 @@ struct EncoderConfig {
 
 // p(z). standard_normal: N(0, I), no parameters. mog: a learned mixture of `components` diagonal
 // Gaussians (logits [K], means [K, latent], log-variances [K, latent]; see kernels/mog_prior.cuh).
+// vamp: the VampPrior (Tomczak & Welling 2018), the equal-weight mixture of the posteriors of
+// `components` learned pseudo-inputs [K, C*H*W] passed through the encoder (latent/prior.hpp).
 struct PriorConfig {
   PriorType type = PriorType::StandardNormal;
-  int components = 10;  // mog only
-  int64_t parameter_count(int latent) const;
+  // mog and vamp; 0 = the type's default: 10 Gaussians (mog), 500 pseudo-inputs (vamp, the paper's).
+  int components = 0;
+  bool has_components() const { return type == PriorType::MixtureOfGaussians || type == PriorType::Vamp; }
+  int count() const { return components > 0 ? components : type == PriorType::Vamp ? 500 : 10; }
+  int64_t parameter_count(int latent, int input_dim) const;
 };
 
 // The model as a tree of components. In JSON (config.json's "model", checkpoints' metadata):
@@ -95,14 +104,35 @@ struct ModelConfig {
   static ModelConfig from_json(const std::string& text);
 };
 
-// The training objective over per-sample terms. elbo: loss = mean_r (nll_r + beta_t * kl_r), with
-// beta_t rising linearly from 0 to beta over the first warmup_epochs epochs.
-// In JSON: the run config's "objective" section {"type": "elbo", "beta", "warmup_epochs"}.
+// The training objective over per-sample terms (latent/objective.hpp has the math).
+//   elbo:      loss = mean_r nll_r + beta_t * R, the KL regulariser R being one of
+//                mean_r kl_r                                  (plain; beta_t from the warm-up)
+//                sum_g max(free_bits * |g|, mean_r kl_rg)      (free bits over groups g of dimensions)
+//                |mean_r kl_r - C_t|, C_t = capacity * min(1, t / capacity_epochs)   (capacity)
+//   iwae:      loss = mean_b -log (1/k) sum_j p(x_b, z_bj) / q(z_bj | x_b), k samples per row
+//   iwae_dreg: the same loss; the encoder's gradient is the doubly-reparameterised estimator
+//              (Tucker et al. 2018), the decoder's and the prior's are IWAE's.
+// Warm-up: linear takes beta_t from 0 to beta over warmup_epochs epochs; cyclical (Fu et al. 2019)
+// repeats cycles of warmup_epochs epochs, rising over the first warmup_ratio of each and holding.
+// In JSON: the run config's "objective" section.
 struct ObjectiveConfig {
   ObjectiveType type = ObjectiveType::Elbo;
-  float beta = 1.0f;      // weight of the KL term
-  int warmup_epochs = 0;  // beta rises linearly from 0 over this many epochs
+  float beta = 1.0f;      // weight of the KL term (the capacity objective's gamma)
+  int warmup_epochs = 0;  // 0 = no warm-up
+  WarmupSchedule warmup = WarmupSchedule::Linear;
+  float warmup_ratio = 0.5f;  // cyclical: the share of each cycle over which beta rises
+  float free_bits = 0.0f;     // nats per dimension; 0 = off
+  int free_bits_group = 1;    // dimensions per group (must divide the latent size)
+  float capacity = 0.0f;      // nats; 0 = off
+  int capacity_epochs = 0;    // epochs over which C rises from 0 to capacity (0: C = capacity throughout)
+  int k = 1;                  // iwae: importance samples per row in training
+  bool importance_weighted() const { return type != ObjectiveType::Elbo; }
+  // Rejects out-of-range fields and combinations that do not belong together (beta with iwae,
+  // free bits with capacity), naming the field.
   void validate() const;
+  // The rules that need the model: free-bits groups divide the latent size, and groups smaller
+  // than the latent need the factorised standard normal prior.
+  void check_model(const ModelConfig& model) const;
   std::string to_json() const;
   static ObjectiveConfig from_json(const std::string& text, ObjectiveConfig defaults);
   static ObjectiveConfig from_json(const std::string& text) { return from_json(text, ObjectiveConfig{}); }

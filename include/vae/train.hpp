@@ -33,12 +33,21 @@ struct EvalResult {
   std::vector<double> mean_variance;  // Var_x(E_q[z_u]) per dimension
   int k = 0;               // importance samples; 0 = not estimated
   double iwae_nll = 0;     // -log p(x) estimated with k importance samples
+  // The KL term split in two (Hoffman & Johnson 2016): E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z)),
+  // q(z) the aggregate posterior (1/N) sum_n q(z|x_n) over the N test images. Estimated at one
+  // sample z_i ~ q(z|x_i) for each of the first mi_samples images:
+  //   I ~ mean_i [log q(z_i|x_i) - log q(z_i)],  KL(q(z) || p) ~ mean_i [log q(z_i) - log p(z_i)],
+  // log q(z_i) = logsumexp_n log q(z_i|x_n) - log N over all N test posteriors (so I <= log N).
+  int mi_samples = 0;          // 0 = not estimated
+  double mutual_info = 0;      // nats
+  double aggregate_kl = 0;     // nats
 };
 
 struct EpochMetrics {
   int epoch = 0;
   double train_loss = 0, train_recon = 0, train_kl = 0;
   double beta = 0, lr = 0, grad_norm = 0;
+  double capacity = 0;        // the capacity objective's C at the epoch's last step (0 when off)
   int64_t skipped_steps = 0;  // steps whose loss or gradient norm was not finite: no update was made
   EvalResult test;
   double seconds = 0, samples_per_s = 0;
@@ -49,6 +58,7 @@ struct EvalOptions {
   int k = 0;               // importance samples for -log p(x); 0 = ELBO only
   int batch = 250;
   int64_t limit = 0;       // first N images (0 = all)
+  int mi_samples = 1000;   // images whose sample estimates the mutual information (0 = skip)
   bool binarize = true;    // for Bernoulli models: the fixed-seed binarisation of the test set
   // Called after each batch with the images done and the total (vae eval draws its progress line).
   std::function<void(int64_t done, int64_t total)> on_progress;

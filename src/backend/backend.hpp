@@ -22,6 +22,7 @@ struct StepScalars {
   int64_t row0 = 0;               // first position of the batch in the epoch's permutation
   float beta = 1.0f;              // KL weight in the loss
   float kl_grad_weight = 0.0f;    // beta / rows: the KL term's weight in the gradient
+  float capacity = 0.0f;          // the capacity objective's C at this step (nats)
   math::AdamCoefficients adam{};  // learning rate and bias corrections of this step (grad_scale unused)
 };
 

@@ -343,12 +343,20 @@ int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, boo
     j["kl_per_dim"] = r.kl_per_dim;
     j["k"] = r.k;
     if (r.k > 0) j["iwae_nll"] = r.iwae_nll;
+    if (r.mi_samples > 0) {
+      j["mutual_info"] = r.mutual_info;
+      j["aggregate_kl"] = r.aggregate_kl;
+      j["mi_samples"] = r.mi_samples;
+    }
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("test images      %lld\n", static_cast<long long>(r.count));
     std::printf("-ELBO            %.3f nats (reconstruction %.3f, KL %.3f)\n", r.neg_elbo, r.recon, r.kl);
     if (r.k > 0) std::printf("-log p(x), k=%-4d %.3f nats (importance weighted)\n", r.k, r.iwae_nll);
     std::printf("active units     %d of %zu\n", r.active_units, r.mean_variance.size());
+    if (r.mi_samples > 0)
+      std::printf("KL = I(x;z) + KL(q(z)||p(z)): %.3f + %.3f nats (at %d samples against %lld posteriors)\n",
+                  r.mutual_info, r.aggregate_kl, r.mi_samples, static_cast<long long>(r.count));
     if (r.kl_per_dim.empty()) {
       std::printf("KL per dimension (none: the %s prior does not factorise over dimensions)\n",
                   vae::to_string(model.config().prior.type).c_str());

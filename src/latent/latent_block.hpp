@@ -2,10 +2,14 @@
 //   Posterior  q(z|x): a diagonal Gaussian from the encoder head h = [mu | raw log-variance]
 //              (kernels/gaussian_posterior.cuh); returns z and log q(z|x).
 //   Prior      p(z): latent/prior.hpp (standard normal, mixture of Gaussians).
-//   Objective  the loss from per-sample terms: the ELBO with a KL weight beta,
-//              loss = mean_r (nll_r + beta * kl_r), kl_r = log q(z_r|x_r) - log p(z_r).
-// For (Gaussian, N(0, I), ELBO) the block takes the fused fast path, latent_sample_kl: one kernel
-// with the analytic KL in place of the Monte-Carlo term (lower variance; the default model's bits).
+//   Objective  the loss from per-sample terms (vae/config.hpp's ObjectiveConfig; the model applies
+//              it): the ELBO's KL term kl_r = log q(z_r|x_r) - log p(z_r) weighted by beta (or
+//              floored by free bits, or held at a capacity), or the importance-weighted bound over
+//              k samples per row, whose per-sample weights the backward here takes.
+// For a Gaussian posterior with N(0, I) the block takes the fused fast path, latent_sample_kl: one
+// kernel with the analytic KL in place of the Monte-Carlo term (lower variance; the default model's
+// bits). Free bits over groups smaller than the latent need the KL per dimension with a weight per
+// dimension: the analytic path (set_kl_by_dimension) computes it with ops of its own.
 #pragma once
 
 #include <memory>
@@ -27,18 +31,32 @@ class LatentBlock {
   // against it; the model never does.
   bool fused() const { return fused_; }
   void set_fused(bool on) { fused_ = on && prior_->is_standard_normal(); }
+  // The analytic KL per dimension with a weight per dimension in the backward (free bits by group);
+  // needs the standard normal prior.
+  void set_kl_by_dimension(bool on);
+  bool kl_by_dimension() const { return by_dimension_; }
   // The KL per dimension exists when the prior factorises like the posterior (the fused path).
-  bool reports_kl_per_dim() const { return fused_; }
+  bool reports_kl_per_dim() const { return fused_ || by_dimension_; }
 
   // Training and evaluation forward for h [rows, head_width()]: z [rows, L] and the KL term per row,
   // kl[r] (analytic when fused, log q - log p otherwise); kl_dim [L] (sum over rows) when fused and
   // non-null.
   void forward(Backend& be, const LatentArgs& a, const float* h, float* z, float* kl, float* kl_dim);
   // dh [rows, head_width()] from dz (the decoder's gradient at z; the prior's term is added to it in
-  // place) with kl_weight = beta / batch (a.per_step's kl_grad_weight when set). Also writes the
-  // prior's parameter gradients. Needs the forward call on the same h and z just before.
+  // place) with kl_weight = beta / batch (a.per_step's kl_grad_weight when set), or with dim_weight
+  // [L], one weight per dimension, on the analytic path. Also writes the prior's parameter
+  // gradients. Needs the forward call on the same h and z just before.
   void backward(Backend& be, const LatentArgs& a, const float* h, const float* z, float* dz, float kl_weight,
-                float* dh);
+                const float* dim_weight, float* dh);
+  // The importance-weighted bound's training forward: k samples per row, z [rows*k, L] and
+  // lpq [rows*k] = log p(z) - log q(z|x); sample j of row r from Philox (u/4, row0 + r,
+  // step * k + j, kStreamLatent), so k = 1 draws the ELBO's noise.
+  void sample_k(Backend& be, const LatentArgs& a, const float* h, int k, float* z, float* lpq);
+  // Its backward: dz [rows*k, L] (the decoder's, weighted per sample) gains the prior's term; dh
+  // from dz and log q's per-sample weights, doubly reparameterised when dreg.
+  void backward_k(Backend& be, const LatentArgs& a, const float* h, const float* z, int k, float* dz,
+                  const ops::PriorGradWeights<float>& prior_weight, const ops::GradWeight<float>& log_q_weight, bool dreg,
+                  float* dh);
   // k samples per row for the importance-weighted bound: z [rows*k, L] and
   // log p(z) - log q(z|x) [rows*k], sample j of row b from Philox (u/4, row0 + b, sample0 + j).
   void importance_sample(Backend& be, const float* h, int rows, int k, uint64_t seed, int64_t row0, int64_t sample0,
@@ -48,6 +66,7 @@ class LatentBlock {
   int latent_;
   std::unique_ptr<Prior> prior_;
   bool fused_;
+  bool by_dimension_ = false;
 };
 
 }  // namespace vae

@@ -4,6 +4,7 @@
 
 #include "mog_prior.cuh"
 #include "philox.cuh"
+#include "rows.cuh"
 #include "standard_normal_prior.cuh"
 #include "vae/error.hpp"
 
@@ -18,8 +19,8 @@ class StandardNormalPrior final : public Prior {
   void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) override {
     ops::standard_normal_log_prob(be, z, rows, latent(), sign, out);
   }
-  void backward(Backend& be, const float* z, int rows, float weight, const StepScalars* per_step, float* dz) override {
-    ops::standard_normal_grad_z(be, z, rows, latent(), weight, per_step, dz);
+  void backward(Backend& be, const float* z, int rows, const ops::PriorGradWeights<float>& w, float* dz) override {
+    ops::standard_normal_grad_z(be, z, rows, latent(), w.z, dz);
   }
   // The draws `vae sample` has always made: N(0, T^2 I) from kStreamPrior.
   void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
@@ -75,11 +76,11 @@ class MixturePrior final : public Prior {
     ensure_table(be.device());
     ops::mog_log_prob(be, view(), z, rows, sign, resp_.data(), out, table_.data());
   }
-  void backward(Backend& be, const float* z, int rows, float weight, const StepScalars* per_step, float* dz) override {
+  void backward(Backend& be, const float* z, int rows, const ops::PriorGradWeights<float>& w, float* dz) override {
     check_capacity(rows);
     ensure_table(be.device());
-    ops::mog_backward(be, view(), z, resp_.data(), rows, weight, per_step, dz, grads_ + logits_, grads_ + means_,
-                      grads_ + raw_logvar_, table_.data());
+    ops::mog_backward(be, view(), z, resp_.data(), rows, w, dz, grads_ + logits_, grads_ + means_, grads_ + raw_logvar_,
+                      table_.data());
   }
   void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
     ensure_table(be.device());
@@ -108,12 +109,110 @@ class MixturePrior final : public Prior {
   uint64_t generation_ = 0;
 };
 
+
+// The VampPrior: an equal-weight mixture of the encoder's Gaussians at K pseudo-inputs, evaluated by
+// the mixture's op (mog_prior.cuh) on the encoder's output rows [mu | raw logvar] (row stride 2L)
+// with fixed zero logits. Its one parameter tensor is the raw pseudo-inputs [K, C, H, W]; the images
+// the encoder sees are clamp(raw, 0, 1) (Tomczak & Welling's hardtanh).
+class VampPrior final : public Prior {
+ public:
+  VampPrior(int latent, int components, int channels, int height, int width)
+      : Prior(latent), k_(components), c_(channels), h_(height), w_(width) {}
+  PriorType type() const override { return PriorType::Vamp; }
+  int pseudo_inputs() const override { return k_; }
+  int64_t pixels() const { return int64_t(c_) * h_ * w_; }
+
+  int64_t layout(int64_t offset) override {
+    raw_ = align_params(offset);
+    return raw_ + int64_t(k_) * pixels();
+  }
+  void bind(float* params, float* grads) override {
+    params_ = params;
+    grads_ = grads;
+  }
+  void param_slices(std::vector<ParamSlice>& out) const override {
+    out.push_back({"prior.pseudo_inputs", raw_, {k_, c_, h_, w_}});
+  }
+  // N(0.05, 0.01^2) per pixel, the VampPrior paper's start for binary images: dark, nearly alike
+  // images that training pulls apart (Philox, this tensor's stream row).
+  void initialize(std::vector<float>& params, uint64_t seed, uint32_t& tensor_index) const override {
+    const uint32_t index = tensor_index++;
+    const int64_t n = int64_t(k_) * pixels();
+    for (int64_t c0 = 0; c0 < n; c0 += 4) {
+      float eps[4];
+      philox_normals(philox_block(seed, kStreamInit, index, 1, static_cast<uint64_t>(c0 >> 2)), eps);
+      for (int lane = 0; lane < 4 && c0 + lane < n; ++lane)
+        params[static_cast<size_t>(raw_ + c0 + lane)] = 0.05f + 0.01f * eps[lane];
+    }
+  }
+
+  void prepare(int rows, Device device) override {
+    if (!table_.defined()) {
+      table_ = Tensor({ops::mog_table_size(k_, latent())}, device);
+      logits_ = Tensor::zeros({k_}, device);
+    }
+    if (rows <= capacity_) return;
+    resp_ = Tensor({rows, k_}, device);
+    capacity_ = rows;
+    ++generation_;
+  }
+  uint64_t generation() const override { return generation_; }
+
+  void write_pseudo_inputs(Backend& be, float* x) const override { be.clamp01(params_ + raw_, x, int64_t(k_) * pixels()); }
+  void bind_encoding(const float* h, float* dh) override {
+    h_u_ = h;
+    dh_u_ = dh;
+  }
+  void pseudo_input_backward(Backend& be, const float* dx) override {
+    ops::unit_clamp_backward(be, params_ + raw_, dx, int64_t(k_) * pixels(), grads_ + raw_);
+  }
+
+  void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) override {
+    check_ready(rows, "add_log_prob");
+    ops::mog_log_prob(be, view(), z, rows, sign, resp_.data(), out, table_.data());
+  }
+  void backward(Backend& be, const float* z, int rows, const ops::PriorGradWeights<float>& w, float* dz) override {
+    check_ready(rows, "backward");
+    if (!dh_u_) throw Error("VampPrior: backward without a gradient buffer for the pseudo-inputs' encoding (a bug in vae)");
+    ops::mog_backward(be, view(), z, resp_.data(), rows, w, dz, static_cast<float*>(nullptr), dh_u_, dh_u_ + latent(),
+                      table_.data());
+  }
+  // A pseudo-input uniformly, then its Gaussian at the temperature (mog_sample with equal weights).
+  void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
+    check_ready(1, "sample");
+    ops::mog_sample(be, view(), n, temperature, seed, z, table_.data());
+  }
+
+ private:
+  ops::MogParams<float> view() const {
+    ops::MogParams<float> p{logits_.data(), h_u_, h_u_ + latent(), k_, latent()};
+    p.stride = 2 * latent();
+    return p;
+  }
+  void check_ready(int rows, const char* what) const {
+    if (!h_u_ || !table_.defined() || rows > capacity_)
+      throw Error(std::string("VampPrior: ") + what + " before the encoder ran on the pseudo-inputs or before prepare (a bug "
+                  "in vae)");
+  }
+
+  int k_, c_, h_, w_;
+  int64_t raw_ = 0;
+  float *params_ = nullptr, *grads_ = nullptr;
+  const float* h_u_ = nullptr;
+  float* dh_u_ = nullptr;
+  Tensor resp_, table_, logits_;
+  int capacity_ = 0;
+  uint64_t generation_ = 0;
+};
+
 }  // namespace
 
-std::unique_ptr<Prior> make_prior(const PriorConfig& config, int latent) {
-  switch (config.type) {
-    case PriorType::StandardNormal: return std::make_unique<StandardNormalPrior>(latent);
-    case PriorType::MixtureOfGaussians: return std::make_unique<MixturePrior>(latent, config.components);
+std::unique_ptr<Prior> make_prior(const ModelConfig& c) {
+  switch (c.prior.type) {
+    case PriorType::StandardNormal: return std::make_unique<StandardNormalPrior>(c.latent);
+    case PriorType::MixtureOfGaussians: return std::make_unique<MixturePrior>(c.latent, c.prior.count());
+    case PriorType::Vamp:
+      return std::make_unique<VampPrior>(c.latent, c.prior.count(), c.image_channels, c.image_height, c.image_width);
   }
   throw Error("unknown prior type");
 }

@@ -1,7 +1,12 @@
 // Priors p(z): log-density with its backward, their own parameters in the model's flat buffers,
 // and sampling. The standard normal has no parameters; the mixture of Gaussians learns its weights,
-// means and variances through the Monte-Carlo KL term log q(z|x) - log p(z) of the loss.
-// Built from PriorConfig by make_prior; the math of each is one file in kernels/.
+// means and variances through the Monte-Carlo KL term log q(z|x) - log p(z) of the loss. The
+// VampPrior (Tomczak & Welling 2018) is p(z) = (1/K) sum_k q(z | u_k): the encoder's posteriors at
+// K learned pseudo-inputs u_k = clamp(raw_k, 0, 1). Its density needs the encoder's output at the
+// pseudo-inputs, so the model runs the encoder on them beside the batch (pseudo_inputs() > 0) and
+// binds that output here; the gradient reaches the encoder through the same rows, and the
+// pseudo-inputs through the encoder's input gradient there.
+// Built from the model's configuration by make_prior; the math of each is one file in kernels/.
 #pragma once
 
 #include <memory>
@@ -9,6 +14,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "grad_weight.cuh"
 #include "graph/layers.hpp"
 #include "vae/config.hpp"
 #include "vae/tensor.hpp"
@@ -38,16 +44,28 @@ class Prior {
 
   // out[r] += sign * log p(z_r) for z [rows, latent]. Keeps what backward needs about this z.
   virtual void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) = 0;
-  // After add_log_prob on the same z: dz += weight * d(-log p(z))/dz, and this prior's parameter
-  // gradients of weight * sum_r -log p(z_r) (overwritten). weight is per_step->kl_grad_weight when set.
-  virtual void backward(Backend& be, const float* z, int rows, float weight, const StepScalars* per_step, float* dz) = 0;
+  // After add_log_prob on the same z: dz += w.z_r * d(-log p(z_r))/dz, and this prior's parameter
+  // gradients of sum_r w.params_r * -log p(z_r) (overwritten; the VampPrior's go to the bound
+  // encoder rows, see bind_encoding).
+  virtual void backward(Backend& be, const float* z, int rows, const ops::PriorGradWeights<float>& w, float* dz) = 0;
   // z [n, latent] drawn from the prior with its spread scaled by temperature (Philox, seed).
   virtual void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) = 0;
+
+  // Pseudo-inputs (the VampPrior; none for the others): the rows the encoder must also run on.
+  virtual int pseudo_inputs() const { return 0; }
+  // Writes the pseudo-input images [pseudo_inputs(), input_dim] (backend memory).
+  virtual void write_pseudo_inputs(Backend& /*be*/, float* /*x*/) const {}
+  // Where the encoder's output at the pseudo-inputs is (h [pseudo_inputs(), 2L]) for the next
+  // add_log_prob, backward and sample calls, and where backward writes its gradient (dh, the same
+  // layout; null outside training).
+  virtual void bind_encoding(const float* /*h*/, float* /*dh*/) {}
+  // The pseudo-inputs' parameter gradient from the encoder's input gradient at them (overwritten).
+  virtual void pseudo_input_backward(Backend& /*be*/, const float* /*dx*/) {}
 
  private:
   int latent_;
 };
 
-std::unique_ptr<Prior> make_prior(const PriorConfig& config, int latent);
+std::unique_ptr<Prior> make_prior(const ModelConfig& config);
 
 }  // namespace vae

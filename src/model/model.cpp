@@ -1,7 +1,10 @@
 #include <cmath>
 
 #include "model/model_impl.hpp"
+#include "elbo_objective.cuh"
+#include "iwae_objective.cuh"
 #include "model/networks.hpp"
+#include "rows.cuh"
 #include "vae/error.hpp"
 #include "vae/model.hpp"
 
@@ -41,23 +44,82 @@ void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
                 std::to_string(config.image_width));
 }
 
+void ModelImpl::set_objective(const ObjectiveConfig& o) {
+  o.validate();
+  o.check_model(config);
+  if (o.importance_weighted() && config.likelihood == Likelihood::Gaussian && config.learned_sigma)
+    throw Error("objective.type " + to_string(o.type) + " with a learned Gaussian sigma (likelihood.learned_sigma) is not "
+                "supported: the sigma's gradient is not weighted per sample. Use a fixed sigma or the elbo");
+  objective = o;
+  latent_block.set_kl_by_dimension(o.free_bits > 0 && o.free_bits_group < config.latent);
+  capacity = 0;  // the workspace's sizes depend on the objective
+}
+
 void ModelImpl::prepare(int rows) {
   if (rows < 1) throw Error("batch must have at least one row");
-  encoder.prepare(rows, *backend);
-  decoder.prepare(rows, *backend);
-  latent_block.prior().prepare(rows, device);
+  const int k = samples_per_row(), pseudo = latent_block.prior().pseudo_inputs();
+  encoder.prepare(rows + pseudo, *backend);
+  decoder.prepare(rows * k, *backend);
+  latent_block.prior().prepare(rows * k, device);
   if (rows <= capacity) return;
-  const int L = latent(), d = input_dim();
-  z = Tensor({rows, L}, device);
-  dz = Tensor({rows, L}, device);
-  dh = Tensor({rows, 2 * L}, device);
-  kl_sample = Tensor({rows}, device);
+  const int L = latent(), d = input_dim(), n = rows * k;
+  z = Tensor({n, L}, device);
+  dz = Tensor({n, L}, device);
+  dh = Tensor({rows + pseudo, 2 * L}, device);
+  kl_sample = Tensor({n}, device);
   kl_dim = Tensor({L}, device);
-  nll = Tensor({rows}, device);
-  dlogits = Tensor({rows, d}, device);
+  dim_weight = Tensor({L}, device);
+  nll = Tensor({n}, device);
+  dlogits = Tensor({n, d}, device);
   loss = Tensor({3}, device);
+  if (pseudo > 0) {
+    x_all = Tensor({rows + pseudo, d}, device);
+    dx_all = Tensor({rows + pseudo, d}, device);
+  }
+  if (objective.importance_weighted()) {
+    if (k > 1) x_rep = Tensor({n, d}, device);
+    bound = Tensor({rows}, device);
+    decoder_weight = Tensor({n}, device);
+    encoder_weight = Tensor({n}, device);
+    z_scale = Tensor({n}, device);
+  }
+  if (effective_step.size() == 0) effective_step = DeviceArray<StepScalars>::allocate(1, device);
   capacity = rows;
   ++generation;
+}
+
+const float* ModelImpl::encode_batch(const float* x, int rows, bool training) {
+  Backend& be = *backend;
+  Prior& prior = latent_block.prior();
+  const int pseudo = prior.pseudo_inputs();
+  if (pseudo == 0) return encoder.forward(be, x, rows);
+  const int64_t d = input_dim();
+  ops::copy_values(be, x, rows * d, x_all.data());
+  prior.write_pseudo_inputs(be, x_all.data() + rows * d);
+  const float* h = encoder.forward(be, x_all.data(), rows + pseudo);
+  prior.bind_encoding(h + int64_t(rows) * 2 * latent(), training ? dh.data() + int64_t(rows) * 2 * latent() : nullptr);
+  return h;
+}
+
+void ModelImpl::encoder_backward(const float* x, int rows) {
+  Backend& be = *backend;
+  Prior& prior = latent_block.prior();
+  const int pseudo = prior.pseudo_inputs();
+  if (pseudo == 0) {
+    encoder.backward(be, x, dh.data(), nullptr, rows);
+    return;
+  }
+  encoder.backward(be, x_all.data(), dh.data(), dx_all.data(), rows + pseudo);
+  prior.pseudo_input_backward(be, dx_all.data() + int64_t(rows) * input_dim());
+}
+
+void ModelImpl::encode_pseudo_inputs() {
+  Prior& prior = latent_block.prior();
+  const int pseudo = prior.pseudo_inputs();
+  if (pseudo == 0) return;
+  prepare(1);
+  prior.write_pseudo_inputs(*backend, x_all.data());
+  prior.bind_encoding(encoder.forward(*backend, x_all.data(), pseudo), nullptr);
 }
 
 void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale) {
@@ -76,23 +138,74 @@ void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t 
                                  const StepScalars* per_step) {
   prepare(rows);
   Backend& be = *backend;
-  const LatentArgs args{rows, latent(), seed, step, 0, 1.0f, per_step};
-  const float* h = encoder.forward(be, x, rows);
-  // No KL per dimension here: only evaluation reports it, and on the GPU it is a kernel of its own.
-  latent_block.forward(be, args, h, z.data(), kl_sample.data(), nullptr);
+  const int L = latent(), d = input_dim();
+  const LatentArgs args{rows, L, seed, step, 0, 1.0f, per_step};
+  const float* h = encode_batch(x, rows, true);
+  if (objective.importance_weighted()) {
+    // k samples per row, the bound's normalised weights on every gradient (iwae_objective.cuh).
+    const int k = objective.k, n = rows * k;
+    const bool dreg = objective.type == ObjectiveType::IwaeDreg;
+    latent_block.sample_k(be, args, h, k, z.data(), kl_sample.data());
+    const float* xk = x;
+    if (k > 1) {
+      ops::repeat_rows(be, x, rows, d, k, x_rep.data());
+      xk = x_rep.data();
+    }
+    const float* logits = decoder.forward(be, z.data(), n);
+    likelihood(logits, xk, nll.data(), dlogits.data(), n, 1.0f);
+    ops::iwae_objective(be, kl_sample.data(), nll.data(), rows, k, dreg, bound.data(), decoder_weight.data(),
+                        encoder_weight.data(), dreg ? z_scale.data() : static_cast<float*>(nullptr), loss.data());
+    ops::scale_rows(be, dlogits.data(), decoder_weight.data(), n, d);
+    decoder.backward(be, z.data(), dlogits.data(), dz.data(), n);
+    if (dreg) ops::scale_rows(be, dz.data(), z_scale.data(), n, L);
+    const ops::GradWeight<float> enc{0.0f, nullptr, encoder_weight.data()}, dec{0.0f, nullptr, decoder_weight.data()};
+    latent_block.backward_k(be, args, h, z.data(), k, dz.data(), {enc, dec}, enc, dreg, dh.data());
+    encoder_backward(x, rows);
+    return;
+  }
+  // The ELBO. No KL per dimension here unless free bits by group need it: only evaluation reports
+  // it, and on the GPU it is a kernel of its own.
+  const bool by_dims = latent_block.kl_by_dimension();
+  latent_block.forward(be, args, h, z.data(), kl_sample.data(), by_dims ? kl_dim.data() : nullptr);
   const float* logits = decoder.forward(be, z.data(), rows);
   likelihood(logits, x, nll.data(), dlogits.data(), rows, 1.0f / rows);
-  be.loss_reduce(nll.data(), kl_sample.data(), rows, beta, per_step, loss.data());
+  LatentArgs back = args;
+  if (objective.free_bits > 0 || objective.capacity > 0) {
+    // The batch decides the KL term's weight (elbo_objective.cuh); the backward reads it from the
+    // effective step record written on the device.
+    ops::ElboRegularised<float> r{};
+    r.kind = objective.capacity > 0 ? ops::KlRegulariser::Capacity : ops::KlRegulariser::FreeBits;
+    r.nll = nll.data();
+    r.kl = kl_sample.data();
+    r.kl_dim = by_dims ? kl_dim.data() : nullptr;
+    r.rows = rows;
+    r.latent = L;
+    r.group = objective.free_bits_group;
+    r.free_bits = objective.free_bits;
+    r.capacity = objective.capacity;
+    r.host.philox_step = step;
+    r.host.beta = beta;
+    r.host.kl_grad_weight = beta / rows;
+    r.host.capacity = objective.capacity;
+    r.per_step = per_step;
+    r.effective = effective_step.data();
+    r.dim_weight = by_dims ? dim_weight.data() : nullptr;
+    r.loss = loss.data();
+    ops::elbo_regularised(be, r);
+    back.per_step = effective_step.data();
+  } else {
+    be.loss_reduce(nll.data(), kl_sample.data(), rows, beta, per_step, loss.data());
+  }
   decoder.backward(be, z.data(), dlogits.data(), dz.data(), rows);
-  latent_block.backward(be, args, h, z.data(), dz.data(), beta / rows, dh.data());
-  encoder.backward(be, x, dh.data(), nullptr, rows);
+  latent_block.backward(be, back, h, z.data(), dz.data(), beta / rows, by_dims ? dim_weight.data() : nullptr, dh.data());
+  encoder_backward(x, rows);
 }
 
 const float* ModelImpl::forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale) {
   prepare(rows);
   Backend& be = *backend;
   const LatentArgs args{rows, latent(), seed, 0, row0, eps_scale, nullptr};
-  const float* h = encoder.forward(be, x, rows);
+  const float* h = encode_batch(x, rows, false);
   latent_block.forward(be, args, h, z.data(), kl_sample.data(), latent_block.reports_kl_per_dim() ? kl_dim.data() : nullptr);
   const float* out = decoder.forward(be, z.data(), rows);
   likelihood(out, x, nll.data(), nullptr, rows, 1.0f);

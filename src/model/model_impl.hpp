@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "backend/backend.hpp"
+#include "backend/device_array.hpp"
 #include "graph/layers.hpp"
 #include "latent/latent_block.hpp"
 #include "vae/config.hpp"
@@ -22,13 +23,31 @@ struct ModelImpl {
   Sequential encoder{"encoder"};  // image [C, H, W] -> [2 * latent] (see build_networks)
   Sequential decoder{"decoder"};  // [latent] -> image (logits or Gaussian means)
   LatentBlock latent_block;       // posterior, prior and the ELBO's KL term between them
+  ObjectiveConfig objective;      // what forward_backward minimises (set_objective; the plain ELBO by default)
   std::vector<ParamSlice> slices;
   int64_t log_sigma_offset = -1;  // learned Gaussian log-sigma [input_dim], or -1
   Tensor params, grads;           // flat, padded to kParamAlignment per tensor
 
-  // Per-batch workspace, sized by prepare().
+  // Per-batch workspace, sized by prepare(). With k importance samples per row (the iwae
+  // objectives) z, dz, kl_sample (then log p - log q), nll and dlogits hold rows * k rows; with
+  // pseudo-inputs (the VampPrior) dh and the encoder's input x_all hold rows + K.
   int capacity = 0;
   Tensor z, dz, dh, kl_sample, kl_dim, nll, dlogits, loss;  // loss = [total, recon, kl]
+  Tensor x_all, dx_all;                                     // [x; pseudo-inputs] and its gradient
+  Tensor x_rep, bound, decoder_weight, encoder_weight, z_scale, dim_weight;
+  DeviceArray<StepScalars> effective_step;  // the step record the regularised ELBO's backward reads
+
+  // Sets the objective (validated, and against this model: ObjectiveConfig::check_model).
+  void set_objective(const ObjectiveConfig& o);
+  int samples_per_row() const { return objective.importance_weighted() ? objective.k : 1; }
+  // Encoder forward for x [rows, input_dim], with the prior's pseudo-inputs after the batch when it
+  // has them (their encoding bound to the prior, with dh's rows after the batch for its gradient
+  // when training). Returns the batch's encoder output [rows, 2L].
+  const float* encode_batch(const float* x, int rows, bool training);
+  // The encoder backward matching encode_batch(x, rows, true), with the pseudo-inputs' gradient.
+  void encoder_backward(const float* x, int rows);
+  // Runs the encoder on the pseudo-inputs alone and binds the result to the prior (sampling).
+  void encode_pseudo_inputs();
 
   int input_dim() const { return config.input_dim(); }
   // Throws unless set's images have the size the model was built for (which names the set).

@@ -30,6 +30,44 @@ std::vector<int32_t> image_indices(int64_t first, int rows, int repeat) {
   return idx;
 }
 
+// log q(z|x_n) for the posterior h_n = [mu | raw] (soft-clamped log-variance, as the posterior).
+double log_posterior(const float* h, const float* z, int L) {
+  double acc = 0;
+  for (int u = 0; u < L; ++u) {
+    const double lv = math::soft_clamp(double(h[L + u]), double(math::kLogvarMin), double(math::kLogvarMax));
+    const double d = double(z[u]) - double(h[u]);
+    acc += -0.5 * d * d * std::exp(-lv) - 0.5 * lv - math::kHalfLog2Pi;
+  }
+  return acc;
+}
+
+// (I(x; z), KL(q(z) || p(z))) as EvalResult states them, in double on the host: mi samples z_i
+// (from image i) against all n posteriors h. O(mi * n * L): 0.3 G operations for 1000 x 10000 x 32.
+std::pair<double, double> mutual_information(const std::vector<float>& h, const std::vector<float>& z,
+                                             const std::vector<float>& log_p, int64_t n, int mi, int L) {
+  std::vector<double> info(static_cast<size_t>(mi)), aggregate(static_cast<size_t>(mi));
+#pragma omp parallel for schedule(static)
+  for (int i = 0; i < mi; ++i) {
+    const float* zi = z.data() + static_cast<size_t>(i) * L;
+    double top = -std::numeric_limits<double>::infinity(), sum = 0;
+    for (int64_t j = 0; j < n; ++j) {  // streaming log-sum-exp over every test posterior
+      const double a = log_posterior(h.data() + static_cast<size_t>(j) * 2 * L, zi, L);
+      if (a > top) {
+        sum = sum * std::exp(top - a) + 1.0;
+        top = a;
+      } else {
+        sum += std::exp(a - top);
+      }
+    }
+    const double log_aggregate = top + std::log(sum) - std::log(static_cast<double>(n));
+    info[static_cast<size_t>(i)] = log_posterior(h.data() + static_cast<size_t>(i) * 2 * L, zi, L) - log_aggregate;
+    aggregate[static_cast<size_t>(i)] = log_aggregate - double(log_p[static_cast<size_t>(i)]);
+  }
+  double si = 0, sa = 0;
+  for (int i = 0; i < mi; ++i) si += info[static_cast<size_t>(i)], sa += aggregate[static_cast<size_t>(i)];
+  return {si / mi, sa / mi};
+}
+
 }  // namespace
 
 EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) {
@@ -51,6 +89,12 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   double sum_nll = 0, sum_kl = 0, sum_log_px = 0;
 
   Tensor x({batch, d}, m.device);
+  // The mutual information's terms (see EvalResult): every test posterior, and the first
+  // mi_samples images' samples with log p at them.
+  const int mi = static_cast<int>(std::min<int64_t>(std::max(opt.mi_samples, 0), n));
+  std::vector<float> all_h, mi_z, mi_log_p;
+  Tensor log_p_z({batch}, m.device);
+  if (mi > 0) all_h.reserve(static_cast<size_t>(n) * 2 * L);
   const int chunk = opt.k > 0 ? static_cast<int>(std::clamp<int64_t>(kImportanceChunkRows / batch, 1, opt.k)) : 0;
   Tensor z_iw, lpq, nll_iw, x_rep, run_max, run_sum;
   // Each binary test image is a function of its index alone (kStreamTestBinarize), so the batch and
@@ -93,6 +137,18 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       }
     }
     for (int u = 0; u < L; ++u) kl_dim[u] += kd[u];
+    if (mi > 0) {
+      all_h.insert(all_h.end(), hh.begin(), hh.end());
+      if (first < mi) {
+        const int take = static_cast<int>(std::min<int64_t>(rows, mi - first));
+        const std::vector<float> zz = m.z.view(0, {take, L}).to_host();
+        mi_z.insert(mi_z.end(), zz.begin(), zz.end());
+        log_p_z.fill(0.0f);
+        m.latent_block.prior().add_log_prob(*m.backend, m.z.data(), take, 1.0f, log_p_z.data());
+        const std::vector<float> lp = log_p_z.view(0, {take}).to_host();
+        mi_log_p.insert(mi_log_p.end(), lp.begin(), lp.end());
+      }
+    }
 
     if (opt.k > 0) {
       run_max.fill(-std::numeric_limits<float>::infinity());
@@ -118,6 +174,12 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     if (opt.on_progress) opt.on_progress(first + rows, n);
   }
 
+  if (mi > 0) {
+    const auto [info, aggregate] = mutual_information(all_h, mi_z, mi_log_p, n, mi, L);
+    res.mi_samples = mi;
+    res.mutual_info = info;
+    res.aggregate_kl = aggregate;
+  }
   res.recon = sum_nll / n;
   res.kl = sum_kl / n;
   res.neg_elbo = res.recon + res.kl;
@@ -139,6 +201,7 @@ Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
     throw Error("temperature must be in [0, 100], got " + std::to_string(temperature));
   const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model.impl();
+  m.encode_pseudo_inputs();
   Tensor z({n, m.latent()}, m.device);
   m.latent_block.prior().sample(*m.backend, z.data(), n, temperature, seed);
   return model.decode(z);

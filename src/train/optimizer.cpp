@@ -13,9 +13,20 @@ double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps) {
 }
 
 double kl_weight(const TrainConfig& c, int64_t step, int64_t steps_per_epoch) {
-  if (c.objective.warmup_epochs <= 0) return c.objective.beta;
-  const double ramp = static_cast<double>(step + 1) / (static_cast<double>(c.objective.warmup_epochs) * steps_per_epoch);
-  return c.objective.beta * std::min(1.0, ramp);
+  const ObjectiveConfig& o = c.objective;
+  if (o.warmup_epochs <= 0) return o.beta;
+  const int64_t span = static_cast<int64_t>(o.warmup_epochs) * steps_per_epoch;
+  if (o.warmup == WarmupSchedule::Linear) return o.beta * std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(span));
+  // Cyclical: each cycle of `span` steps rises over its first warmup_ratio, then holds at beta.
+  const double rise = static_cast<double>(o.warmup_ratio) * static_cast<double>(span);
+  return o.beta * std::min(1.0, static_cast<double>(step % span + 1) / rise);
+}
+
+double capacity_at(const TrainConfig& c, int64_t step, int64_t steps_per_epoch) {
+  const ObjectiveConfig& o = c.objective;
+  if (o.capacity_epochs <= 0) return o.capacity;
+  const double ramp = static_cast<double>(step + 1) / (static_cast<double>(o.capacity_epochs) * steps_per_epoch);
+  return o.capacity * std::min(1.0, ramp);
 }
 
 std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch) {

@@ -51,6 +51,11 @@ std::string EpochMetrics::to_json() const {
   j["test_recon"] = test.recon;
   j["test_kl"] = test.kl;
   j["active_units"] = test.active_units;
+  if (test.mi_samples > 0) {
+    j["mutual_info"] = test.mutual_info;
+    j["aggregate_kl"] = test.aggregate_kl;
+  }
+  if (capacity > 0) j["capacity"] = capacity;
   j["kl_per_dim"] = test.kl_per_dim;
   j["seconds"] = seconds;
   j["samples_per_s"] = samples_per_s;
@@ -63,6 +68,7 @@ Trainer::Trainer(Model& model, TrainConfig config) : model_(model), config_(std:
     throw Error("Trainer: the config asks for device " + to_string(config_.device) + " but the model lives on " +
                 to_string(model_.device()));
   model_.set_numerics({config_.tf32, config_.fused_epilogues});
+  model_.impl().set_objective(config_.objective);
 }
 
 void Trainer::ensure_optimizer_state() {
@@ -243,7 +249,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     // The epoch's uploads, before its first step: permutation, step table, cursor, sums.
     const std::vector<int32_t> host_perm = epoch_permutation(n, config_.seed, epoch);
     perm.upload(host_perm.data(), host_perm.size());
-    double last_beta = 0, last_lr = 0;
+    double last_beta = 0, last_lr = 0, last_capacity = 0;
     for (int64_t s = 0; s < steps_per_epoch; ++s) {
       const int rows = rows_of_step(s);
       const int64_t global = epoch_first_global + s;
@@ -254,6 +260,8 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       t.row0 = s * config_.batch;
       t.beta = static_cast<float>(last_beta);
       t.kl_grad_weight = t.beta / static_cast<float>(rows);
+      last_capacity = capacity_at(config_, global, steps_per_epoch);
+      t.capacity = static_cast<float>(last_capacity);
       t.adam = adam_coefficients(adam_args(config_, last_lr, global + 1));
     }
     table.upload(host_table.data(), host_table.size());
@@ -333,6 +341,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     em.train_kl = counted > 0 ? sums[2] / counted : 0.0;
     em.skipped_steps = static_cast<int64_t>(sums[3]);
     em.beta = last_beta;
+    em.capacity = config_.objective.capacity > 0 ? last_capacity : 0.0;
     em.lr = last_lr;
     em.grad_norm = grad_norm_.to_host()[0];
     em.seconds = train_seconds;
