@@ -1,8 +1,9 @@
 // The weight a term has in the loss, as the backward passes read it. A plain ELBO weighs every
 // row's KL term alike (beta / batch, from the step's record when a recorded step runs); the
 // importance-weighted bound weighs each sample by its normalised importance weight, so the
-// backward of a prior or posterior takes one weight per row. at(r) is, in order of precedence,
-// rows[r], the step record's kl_grad_weight, or scalar.
+// backward of a prior or posterior takes one weight per row. at(r) is scale times, in order of
+// precedence, rows[r], the step record's kl_grad_weight, or scalar (scale -1: a term that enters
+// the loss with the opposite sign, as a flow's log-determinant does).
 #pragma once
 
 #include "backend/backend.hpp"
@@ -15,7 +16,16 @@ struct GradWeight {
   T scalar = T(0);
   const StepScalars* per_step = nullptr;
   const T* rows = nullptr;
-  VAE_HD T at(int64_t r) const { return rows ? rows[r] : per_step ? T(per_step->kl_grad_weight) : scalar; }
+  T scale = T(1);
+  VAE_HD T at(int64_t r) const { return scale * (rows ? rows[r] : per_step ? T(per_step->kl_grad_weight) : scalar); }
+  GradWeight negated() const {
+    GradWeight g = *this;
+    g.scale = -scale;
+    return g;
+  }
+  bool same_as(const GradWeight& o) const {
+    return scalar == o.scalar && per_step == o.per_step && rows == o.rows && scale == o.scale;
+  }
 };
 
 // A prior's backward: the weight of -log p(z_r) in the loss for the gradient in z, and for the

@@ -2,6 +2,7 @@
 //   repeat_rows:  out[b*k + j, :] = x[b, :]        (each data row for its k importance samples)
 //   scale_rows:   x[r, :] *= s[r]                  (per-sample weights on a gradient, in place)
 //   copy_values:  dst[i] = src[i]                  (into a larger buffer, inside a recorded step)
+//   add_scaled:   dst[i] += scale * src[i]         (a flow's log-determinant into a log-density)
 //   unit_clamp_backward: g[i] = raw[i] in (0, 1) ? dy[i] : 0   (the gradient through clamp(raw, 0, 1),
 //                 the VampPrior's pseudo-inputs; clamp01 itself is Backend's)
 // One item per element: any order gives the same bits. Bytes: 8 per element moved (repeat, copy,
@@ -37,6 +38,14 @@ struct CopyValues {
 };
 
 template <class T>
+struct AddScaled {
+  const T* src;
+  T* dst;
+  T scale;
+  VAE_HD void operator()(int64_t i) const { dst[i] += scale * src[i]; }
+};
+
+template <class T>
 struct UnitClampBackward {
   const T* raw;
   const T* dy;
@@ -60,6 +69,12 @@ template <class Be, class T>
 void copy_values(Be& be, const T* src, int64_t n, T* dst) {
   check(n >= 0 && (n == 0 || (src && dst)), "copy_values", "null pointer");
   run(be, CopyValues<T>{src, dst}, n);
+}
+
+template <class Be, class T>
+void add_scaled(Be& be, const T* src, int64_t n, scalar_t<T> scale, T* dst) {
+  check(n >= 0 && (n == 0 || (src && dst)), "add_scaled", "null pointer");
+  run(be, AddScaled<T>{src, dst, scale}, n);
 }
 
 template <class Be, class T>

@@ -47,7 +47,8 @@ const std::pair<const char*, ObjectiveType> kObjectives[] = {
 const std::pair<const char*, WarmupSchedule> kWarmups[] = {{"linear", WarmupSchedule::Linear},
                                                           {"cyclical", WarmupSchedule::Cyclical}};
 const std::pair<const char*, PriorType> kPriors[] = {
-    {"standard_normal", PriorType::StandardNormal}, {"mog", PriorType::MixtureOfGaussians}, {"vamp", PriorType::Vamp}};
+    {"standard_normal", PriorType::StandardNormal}, {"mog", PriorType::MixtureOfGaussians}, {"vamp", PriorType::Vamp},
+    {"flow", PriorType::Flow}};
 
 template <class Enum, size_t N>
 std::string enum_name(Enum v, const std::pair<const char*, Enum> (&table)[N]) {
@@ -171,8 +172,15 @@ int64_t PriorConfig::parameter_count(int latent, int input_dim) const {
     case PriorType::StandardNormal: return 0;
     case PriorType::MixtureOfGaussians: return count() + 2 * int64_t(count()) * latent;  // logits, means, log-variances
     case PriorType::Vamp: return int64_t(count()) * input_dim;                           // the pseudo-inputs
+    case PriorType::Flow: return flow_parameter_count(latent, flow_steps, flow_hidden);
   }
   return 0;
+}
+
+int64_t flow_parameter_count(int latent, int steps, int hidden) {
+  const int64_t L = latent, d = latent / 2, m = latent - d;
+  // ActNorm (2L), LU linear (L^2 + L), coupling (H d + H + 2m H + 2m), per step.
+  return steps * (2 * L + L * L + L + hidden * d + hidden + 2 * m * hidden + 2 * m);
 }
 
 int64_t ModelConfig::parameter_count() const {
@@ -186,6 +194,7 @@ int64_t ModelConfig::parameter_count() const {
   int64_t total = 0;
   for (const auto& slice : slices) total += shape_numel(slice.shape);
   total += prior.parameter_count(latent, input_dim());
+  total += flow_parameter_count(latent, posterior_flow_steps, posterior_flow_hidden);
   if (likelihood == Likelihood::Gaussian && learned_sigma) total += input_dim();
   return total;
 }
@@ -218,6 +227,17 @@ void ModelConfig::validate() const {
     require(prior.components >= 0 && prior.components <= 4096,
             "prior.components (the mixture's Gaussians or pseudo-inputs) must be in [1, 4096], got " +
                 std::to_string(prior.components));
+  const auto check_flow = [&](const char* section, int steps, int hidden, bool on) {
+    const std::string s = section;
+    require(steps >= 0 && steps <= 64, s + ".flow_steps must be in [0, 64], got " + std::to_string(steps));
+    require(hidden >= 1 && hidden <= 4096, s + ".flow_hidden must be in [1, 4096], got " + std::to_string(hidden));
+    require(!on || steps >= 1, s + ".flow_steps must be at least 1 for a flow prior");
+    require(!(on || steps > 0) || latent >= 2,
+            s + ": a flow's coupling layers split z into two halves, so the latent size must be at least 2, got " +
+                std::to_string(latent));
+  };
+  check_flow("prior", prior.flow_steps, prior.flow_hidden, prior.type == PriorType::Flow);
+  check_flow("posterior", posterior_flow_steps, posterior_flow_hidden, false);
   require(e.leaky_slope >= 0.0f && e.leaky_slope < 1.0f, "leaky_slope must be in [0, 1)");
   require(std::isfinite(gaussian_sigma) && gaussian_sigma >= 1e-3f && gaussian_sigma <= 10.0f,
           "gaussian_sigma must be in [0.001, 10], got " + std::to_string(gaussian_sigma));
@@ -276,6 +296,10 @@ json prior_to_json(const PriorConfig& p) {
   json j;
   j["type"] = to_string(p.type);
   if (p.has_components()) j["components"] = p.count();
+  if (p.type == PriorType::Flow) {
+    j["flow_steps"] = p.flow_steps;
+    j["flow_hidden"] = p.flow_hidden;
+  }
   return j;
 }
 
@@ -287,9 +311,13 @@ void require_mixture_for_components(const PriorConfig& p) {
 }
 
 void read_prior(const json& j, PriorConfig& p) {
-  reject_unknown_keys(j, {"type", "components"}, "prior");
+  reject_unknown_keys(j, {"type", "components", "flow_steps", "flow_hidden"}, "prior");
   std::string s;
   if (j.contains("type")) read_key(j, "type", s), p.type = parse_prior(s);
+  read_key(j, "flow_steps", p.flow_steps);
+  read_key(j, "flow_hidden", p.flow_hidden);
+  if ((j.contains("flow_steps") || j.contains("flow_hidden")) && p.type != PriorType::Flow)
+    throw Error("prior.flow_steps and prior.flow_hidden are for the flow prior: set prior.type to flow or remove them");
   read_key(j, "components", p.components);
   if (j.contains("components")) {
     require_mixture_for_components(p);
@@ -342,6 +370,10 @@ std::string ModelConfig::to_json() const {
   j["encoder"] = encoder_to_json(encoder);
   j["decoder"] = {{"type", "mirror"}};
   j["posterior"] = {{"type", "gaussian"}, {"latent", latent}};
+  if (posterior_flow_steps > 0) {
+    j["posterior"]["flow_steps"] = posterior_flow_steps;
+    j["posterior"]["flow_hidden"] = posterior_flow_hidden;
+  }
   j["prior"] = prior_to_json(prior);
   json l;
   l["type"] = to_string(likelihood);
@@ -383,9 +415,11 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     if (j.contains("decoder")) read_typed_section(j.at("decoder"), "decoder", {"mirror"});
     if (j.contains("posterior")) {
       const json& p = j.at("posterior");
-      reject_unknown_keys(p, {"type", "latent"}, "posterior");
+      reject_unknown_keys(p, {"type", "latent", "flow_steps", "flow_hidden"}, "posterior");
       if (p.contains("type")) read_typed_section(json{{"type", p.at("type")}}, "posterior", {"gaussian"});
       read_key(p, "latent", c.latent);
+      read_key(p, "flow_steps", c.posterior_flow_steps);
+      read_key(p, "flow_hidden", c.posterior_flow_hidden);
     }
     if (j.contains("prior")) read_prior(j.at("prior"), c.prior);
     if (j.contains("likelihood")) {
@@ -618,8 +652,9 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     f.push_back(choice("encoder.activation", VAE_GET(C, encoder.activation), parse_activation, to_string, "--activation",
                        "relu|leaky_relu|tanh|silu (default relu)"));
     f.push_back(choice("prior.type", VAE_GET(C, prior.type), parse_prior, to_string, "--prior",
-                       "standard|mog|vamp: N(0, I), a learned mixture of Gaussians, or the VampPrior (a mixture of the "
-                       "encoder's posteriors at learned pseudo-inputs) (default standard)"));
+                       "standard|mog|vamp|flow: N(0, I), a learned mixture of Gaussians, the VampPrior (a mixture of the "
+                       "encoder's posteriors at learned pseudo-inputs), or a RealNVP/Glow flow over N(0, I) (default "
+                       "standard)"));
     Field<C> components = value("prior.components", VAE_GET(C, prior.components), 1, 4096, "--prior-components",
                                 "mog: number of Gaussians (default 10); vamp: number of pseudo-inputs (default 500)");
     components.check = [inner = components.check](const C& c) {
@@ -627,6 +662,16 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
       inner(c);
     };
     f.push_back(std::move(components));
+    Field<C> prior_steps = value("prior.flow_steps", VAE_GET(C, prior.flow_steps), 1, 64, "--prior-flow-steps",
+                                 "flow prior: flow steps, each ActNorm, LU linear and affine coupling (default 4)");
+    prior_steps.check = [inner = prior_steps.check](const C& c) {
+      if (c.prior.type != PriorType::Flow)
+        throw Error("--prior-flow-steps is for the flow prior: add --prior flow");
+      inner(c);
+    };
+    f.push_back(std::move(prior_steps));
+    f.push_back(value("posterior.flow_steps", VAE_GET(C, posterior_flow_steps), 0, 64, "--posterior-flow",
+                      "flow steps after the Gaussian posterior's sample (default 0)"));
     f.push_back(choice("likelihood.type", VAE_GET(C, likelihood), parse_likelihood, to_string, "--likelihood",
                        "bernoulli|gaussian (default bernoulli)"));
     return f;
@@ -686,6 +731,9 @@ void ObjectiveConfig::check_model(const ModelConfig& model) const {
   require(model.latent % free_bits_group == 0,
           "objective.free_bits_group " + std::to_string(free_bits_group) + " must divide the latent size " +
               std::to_string(model.latent));
+  require(free_bits_group == model.latent || model.posterior_flow_steps == 0,
+          "objective.free_bits_group " + std::to_string(free_bits_group) + " splits the KL by dimension, which a posterior "
+          "flow does not allow; set free_bits_group to the latent size " + std::to_string(model.latent));
   require(free_bits_group == model.latent || model.prior.type == PriorType::StandardNormal,
           "objective.free_bits_group " + std::to_string(free_bits_group) + " splits the KL by dimension, which needs a "
           "prior that factorises over dimensions (standard_normal); with prior " + to_string(model.prior.type) +

@@ -4,6 +4,7 @@
 #include <limits>
 
 #include "elbo_objective.cuh"
+#include "flow.cuh"
 #include "gaussian_kl.cuh"
 #include "gaussian_posterior.cuh"
 #include "iwae_objective.cuh"
@@ -527,6 +528,97 @@ void add_standard_normal_weighted(std::vector<Case>& out, Mode mode) {
   }
 }
 
+// The flow layers (flow.cuh): y and logdet (both with random upstreams: the logdet's is the
+// backward's per-row weight), the gradient in x and in every parameter tensor.
+void add_flow_layers(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, latent, hidden; };
+  const std::vector<S> grad{{3, 4, 3}, {2, 5, 2}, {2, 2, 1}};
+  const std::vector<S> parity{{1, 2, 1}, {7, 5, 3}, {128, 32, 64}, {33, 33, 17}};
+  const std::vector<S> bench{{128, 32, 64}, {640, 32, 64}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    const int L = s.latent, H = s.hidden, d = L / 2, m2 = 2 * (L - L / 2);
+    const int64_t nx = int64_t(s.rows) * L;
+    OutputSpec y{"y", nx, {1e-5, 1e-5}};
+    OutputSpec logdet{"logdet", s.rows, {1e-5 * L, 1e-5}};
+    logdet.accumulates = true;
+    logdet.init = Draw::Uniform;
+    const double sr = std::sqrt(double(s.rows));
+    {
+      Case c;
+      c.op = "actnorm";
+      c.shape = dims({{"rows", s.rows}, {"latent", L}});
+      c.inputs = {{"x", nx, Draw::Uniform, -2, 2, true}, {"bias", L, Draw::Uniform, -1, 1, true},
+                  {"log_scale", L, Draw::Uniform, -1, 1, true}};
+      c.outputs = {y, logdet};
+      c.grads = {{0, {1e-5, 1e-5}}, {1, {1e-5 * sr, 1e-5}}, {2, {1e-5 * sr, 1e-5}}};
+      c.bytes = 4.0 * nx * 5;
+      set_body(c, [=](auto& be, auto& io) {
+        using T = scalar_of<decltype(io)>;
+        ops::actnorm_forward(be, io.in(0), s.rows, L, io.in(1), io.in(2), io.out(0), io.out(1));
+        if (io.backward())
+          ops::actnorm_backward(be, static_cast<const T*>(io.out(0)), io.up(0), s.rows, L, io.in(2),
+                                ops::GradWeight<T>{T(0), nullptr, io.up(1)}, io.grad(0), io.grad(1), io.grad(2));
+      });
+      out.push_back(std::move(c));
+    }
+    {
+      Case c;
+      c.op = "lu_linear";
+      c.shape = dims({{"rows", s.rows}, {"latent", L}});
+      c.inputs = {{"x", nx, Draw::Uniform, -2, 2, true}, {"lu", int64_t(L) * L, Draw::Uniform, -0.5, 0.5, true},
+                  {"log_scale", L, Draw::Uniform, -0.5, 0.5, true}};
+      OutputSpec t{"t", nx, {1e-5 * L, 1e-5}};
+      t.in_objective = false;
+      c.outputs = {y, logdet, t};
+      c.grads = {{0, {1e-5 * L, 1e-5}}, {1, {1e-5 * sr * L, 1e-5}}, {2, {1e-5 * sr * L, 1e-5}}};
+      c.bytes = 4.0 * nx * 6 + 8.0 * L * L;
+      c.flops = 8.0 * s.rows * L * L;
+      set_body(c, [=](auto& be, auto& io) {
+        using T = scalar_of<decltype(io)>;
+        ops::lu_forward(be, io.in(0), s.rows, L, io.in(1), io.in(2), io.out(0), io.out(2), io.out(1));
+        if (!io.backward()) return;
+        T* dx = static_cast<T*>(io.scratch(sizeof(T) * nx));
+        T* dt = static_cast<T*>(io.scratch(sizeof(T) * nx));
+        ops::lu_backward(be, io.in(0), static_cast<const T*>(io.out(2)), io.up(0), s.rows, L, io.in(1), io.in(2),
+                         ops::GradWeight<T>{T(0), nullptr, io.up(1)}, dx, dt, io.grad(1), io.grad(2));
+        ops::copy_values(be, static_cast<const T*>(dx), nx, io.grad(0));
+      });
+      out.push_back(std::move(c));
+    }
+    {
+      Case c;
+      c.op = "affine_coupling";
+      c.shape = dims({{"rows", s.rows}, {"latent", L}, {"hidden", H}});
+      c.inputs = {{"x", nx, Draw::Uniform, -2, 2, true},
+                  {"w1", int64_t(H) * d, Draw::Uniform, -1, 1, true},
+                  {"b1", H, Draw::Odd32nds, -1, 1, true},
+                  {"w2", int64_t(m2) * H, Draw::Uniform, -0.5, 0.5, true},
+                  {"b2", m2, Draw::Uniform, -0.5, 0.5, true}};
+      OutputSpec hp{"hidden", int64_t(s.rows) * H, {1e-5 * L, 1e-5}};
+      hp.in_objective = false;
+      OutputSpec o{"net", int64_t(s.rows) * m2, {1e-5 * H, 1e-5}};
+      o.in_objective = false;
+      c.outputs = {y, logdet, hp, o};
+      c.grads = {{0, {1e-5 * H, 1e-5}}, {1, {1e-5 * sr, 1e-5}}, {2, {1e-5 * sr, 1e-5}}, {3, {1e-5 * sr, 1e-5}},
+                 {4, {1e-5 * sr, 1e-5}}};
+      c.bytes = 4.0 * nx * 6 + 4.0 * s.rows * (H + m2) * 4;
+      c.flops = 6.0 * s.rows * H * (d + m2);
+      set_body(c, [=](auto& be, auto& io) {
+        using T = scalar_of<decltype(io)>;
+        const ops::CouplingParams<T> p{io.in(1), io.in(2), io.in(3), io.in(4), L, H};
+        ops::coupling_forward(be, p, io.in(0), s.rows, io.out(0), io.out(2), io.out(3), io.out(1));
+        if (!io.backward()) return;
+        T* dout = static_cast<T*>(io.scratch(sizeof(T) * s.rows * m2));
+        T* dhp = static_cast<T*>(io.scratch(sizeof(T) * s.rows * H));
+        ops::coupling_backward(be, p, io.in(0), io.up(0), static_cast<const T*>(io.out(2)), static_cast<const T*>(io.out(3)),
+                               s.rows, ops::GradWeight<T>{T(0), nullptr, io.up(1)}, io.grad(0), dout, dhp, io.grad(1),
+                               io.grad(2), io.grad(3), io.grad(4));
+      });
+      out.push_back(std::move(c));
+    }
+  }
+}
+
 // ----------------------------------------------------------------------------------- likelihoods
 
 void add_likelihoods(std::vector<Case>& out, Mode mode) {
@@ -872,6 +964,7 @@ std::vector<Case> cases(Mode mode) {
   add_gaussian_kl(all, mode);
   add_mog_weighted(all, mode);
   add_standard_normal_weighted(all, mode);
+  add_flow_layers(all, mode);
   add_objectives(all, mode);
   add_likelihoods(all, mode);
   add_loss_reduce(all, mode);
@@ -891,7 +984,8 @@ std::vector<Coverage> required_coverage() {
           {"latent_importance_sample", false}, {"elementwise", false}, {"normal_fill", false},
           {"posterior_k", true},     {"posterior_dreg", true},       {"gaussian_kl", true},
           {"mog_prior_weighted", true}, {"vamp_prior", true},        {"standard_normal_prior_weighted", true},
-          {"elbo_regularised", false}, {"iwae_objective", false},     {"rows", false}};
+          {"elbo_regularised", false}, {"iwae_objective", false},     {"rows", false},
+          {"actnorm", true},         {"lu_linear", true},            {"affine_coupling", true}};
 }
 
 }  // namespace vae::optable

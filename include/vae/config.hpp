@@ -16,7 +16,7 @@ enum class InitScheme { Torch, Kaiming, Xavier };
 enum class OptimizerKind { Adam, AdamW };
 enum class LrSchedule { Constant, Cosine };
 enum class NetworkType { MLP, Conv };
-enum class PriorType { StandardNormal, MixtureOfGaussians, Vamp };
+enum class PriorType { StandardNormal, MixtureOfGaussians, Vamp, Flow };
 enum class ObjectiveType { Elbo, Iwae, IwaeDreg };
 enum class WarmupSchedule { Linear, Cyclical };
 
@@ -35,11 +35,14 @@ InitScheme parse_init(const std::string& s);
 OptimizerKind parse_optimizer(const std::string& s);
 LrSchedule parse_schedule(const std::string& s);
 NetworkType parse_network(const std::string& s);
-// "standard_normal" (also "standard", the CLI's spelling), "mog" or "vamp".
+// "standard_normal" (also "standard", the CLI's spelling), "mog", "vamp" or "flow".
 PriorType parse_prior(const std::string& s);
 // "elbo", "iwae" or "iwae_dreg" (also "iwae-dreg", the CLI's spelling).
 ObjectiveType parse_objective(const std::string& s);
 WarmupSchedule parse_warmup(const std::string& s);
+
+// The parameters of a flow of `steps` steps over `latent` dimensions with `hidden`-wide couplings.
+int64_t flow_parameter_count(int latent, int steps, int hidden);
 
 // The largest model a configuration or checkpoint may describe: 2^30 parameters, which with their
 // gradients and Adam moments is 16 GiB. Checked before anything is allocated.
@@ -64,8 +67,12 @@ struct EncoderConfig {
 // Gaussians (logits [K], means [K, latent], log-variances [K, latent]; see kernels/mog_prior.cuh).
 // vamp: the VampPrior (Tomczak & Welling 2018), the equal-weight mixture of the posteriors of
 // `components` learned pseudo-inputs [K, C*H*W] passed through the encoder (latent/prior.hpp).
+// flow: N(0, I) pushed through `flow_steps` RealNVP/Glow steps (ActNorm, LU linear, affine coupling
+// with a `flow_hidden`-wide MLP; kernels/flow.cuh): log p(z) = log N(g(z)) + log |det dg/dz|.
 struct PriorConfig {
   PriorType type = PriorType::StandardNormal;
+  int flow_steps = 4;    // flow only
+  int flow_hidden = 64;  // flow only
   // mog and vamp; 0 = the type's default: 10 Gaussians (mog), 500 pseudo-inputs (vamp, the paper's).
   int components = 0;
   bool has_components() const { return type == PriorType::MixtureOfGaussians || type == PriorType::Vamp; }
@@ -75,8 +82,8 @@ struct PriorConfig {
 
 // The model as a tree of components. In JSON (config.json's "model", checkpoints' metadata):
 //   {"image": {"channels", "height", "width"}, "encoder": {"type": "mlp"|"conv", ...},
-//    "decoder": {"type": "mirror"}, "posterior": {"type": "gaussian", "latent"},
-//    "prior": {"type": "standard_normal"|"mog", "components"}, "likelihood": {"type": "bernoulli"|"gaussian", "sigma",
+//    "decoder": {"type": "mirror"}, "posterior": {"type": "gaussian", "latent", "flow_steps", "flow_hidden"},
+//    "prior": {"type": "standard_normal"|"mog"|"vamp"|"flow", "components", "flow_steps", "flow_hidden"}, "likelihood": {"type": "bernoulli"|"gaussian", "sigma",
 //    "learned_sigma"}, "init": "torch"|"kaiming"|"xavier"}
 // from_json also reads the flat form written before the tree (image_channels, hidden, latent, ...).
 struct ModelConfig {
@@ -85,6 +92,10 @@ struct ModelConfig {
   int image_width = 28;
   EncoderConfig encoder;
   int latent = 32;  // posterior: diagonal Gaussian over this many dimensions
+  // Posterior flow: the reparameterised sample passed through this many flow steps (the prior's
+  // kind), their log-determinant entering log q(z|x). 0 = the plain diagonal Gaussian.
+  int posterior_flow_steps = 0;
+  int posterior_flow_hidden = 64;
   PriorConfig prior;
   Likelihood likelihood = Likelihood::Bernoulli;
   // Gaussian likelihood: a learned per-pixel log-sigma, or a fixed sigma.

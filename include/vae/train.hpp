@@ -38,9 +38,15 @@ struct EvalResult {
   // sample z_i ~ q(z|x_i) for each of the first mi_samples images:
   //   I ~ mean_i [log q(z_i|x_i) - log q(z_i)],  KL(q(z) || p) ~ mean_i [log q(z_i) - log p(z_i)],
   // log q(z_i) = logsumexp_n log q(z_i|x_n) - log N over all N test posteriors (so I <= log N).
+  // With a posterior flow, log q(z|x_n) = log q0(f^-1(z)|x_n) - logdet at the same z0 = f^-1(z)
+  // for every n (the flow does not depend on x), so I is estimated on z0 and the log-determinant
+  // enters the aggregate's density.
   int mi_samples = 0;          // 0 = not estimated
   double mutual_info = 0;      // nats
   double aggregate_kl = 0;     // nats
+  // Flows: the mean log |det| of the posterior flow over the test set (z0 -> z) and of the flow
+  // prior's normalising map g at the posterior samples (z -> eps), over the mi_samples images.
+  double posterior_flow_logdet = 0, prior_flow_logdet = 0;
 };
 
 struct EpochMetrics {
@@ -48,6 +54,7 @@ struct EpochMetrics {
   double train_loss = 0, train_recon = 0, train_kl = 0;
   double beta = 0, lr = 0, grad_norm = 0;
   double capacity = 0;        // the capacity objective's C at the epoch's last step (0 when off)
+  bool has_posterior_flow = false, has_prior_flow = false;  // which flow log-determinants test reports
   int64_t skipped_steps = 0;  // steps whose loss or gradient norm was not finite: no update was made
   EvalResult test;
   double seconds = 0, samples_per_s = 0;

@@ -348,6 +348,8 @@ int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, boo
       j["aggregate_kl"] = r.aggregate_kl;
       j["mi_samples"] = r.mi_samples;
     }
+    if (model.config().posterior_flow_steps > 0) j["posterior_flow_logdet"] = r.posterior_flow_logdet;
+    if (model.config().prior.type == vae::PriorType::Flow) j["prior_flow_logdet"] = r.prior_flow_logdet;
     std::printf("%s\n", j.dump().c_str());
   } else {
     std::printf("test images      %lld\n", static_cast<long long>(r.count));
@@ -357,6 +359,10 @@ int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, boo
     if (r.mi_samples > 0)
       std::printf("KL = I(x;z) + KL(q(z)||p(z)): %.3f + %.3f nats (at %d samples against %lld posteriors)\n",
                   r.mutual_info, r.aggregate_kl, r.mi_samples, static_cast<long long>(r.count));
+    if (model.config().posterior_flow_steps > 0)
+      std::printf("posterior flow   mean log|det| %.3f nats\n", r.posterior_flow_logdet);
+    if (model.config().prior.type == vae::PriorType::Flow)
+      std::printf("prior flow       mean log|det| %.3f nats at the posterior samples\n", r.prior_flow_logdet);
     if (r.kl_per_dim.empty()) {
       std::printf("KL per dimension (none: the %s prior does not factorise over dimensions)\n",
                   vae::to_string(model.config().prior.type).c_str());

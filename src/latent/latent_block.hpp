@@ -15,6 +15,7 @@
 #include <memory>
 
 #include "backend/backend.hpp"
+#include "latent/flow.hpp"
 #include "latent/prior.hpp"
 #include "vae/config.hpp"
 
@@ -27,10 +28,29 @@ class LatentBlock {
   int head_width() const { return 2 * latent_; }  // the encoder's output: [mu | raw log-variance]
   Prior& prior() { return *prior_; }
   const Prior& prior() const { return *prior_; }
+  // The posterior flow (steps() == 0 without one): z = f(z0), log q(z|x) = log q0(z0|x) - logdet.
+  Flow& posterior_flow() { return flow_; }
+  bool has_posterior_flow() const { return flow_.steps() > 0; }
+  // After a forward with a posterior flow: the Gaussian samples z0 [rows, L] and the flow's
+  // log-determinant [rows], as views.
+  Tensor pre_flow_z(int rows) const { return z0_.view(0, {rows, latent_}); }
+  Tensor flow_logdet(int rows) const { return logdet_.view(0, {rows}); }
+
+  // The flows' data-dependent initialisation (Glow's ActNorm) from the encoder's output h for one
+  // batch: the posterior flow from samples z0, the flow prior from the samples z = f(z0).
+  void initialize_from(Backend& be, const float* h, int rows, uint64_t seed, float* z);
+  bool has_flows() const { return has_posterior_flow() || prior_->type() == PriorType::Flow; }
+  // The block's parameters (the posterior flow's, then the prior's) and its workspace.
+  int64_t layout(int64_t offset);
+  void bind(float* params, float* grads);
+  void param_slices(std::vector<ParamSlice>& out) const;
+  void initialize(std::vector<float>& params, uint64_t seed, uint32_t& tensor_index) const;
+  void prepare(int rows, Device device);
+  uint64_t generation() const { return generation_ + flow_.generation() + prior_->generation(); }
   // The fused (Gaussian, N(0, I), ELBO) path. Tests may turn it off to check the general path
   // against it; the model never does.
   bool fused() const { return fused_; }
-  void set_fused(bool on) { fused_ = on && prior_->is_standard_normal(); }
+  void set_fused(bool on);
   // The analytic KL per dimension with a weight per dimension in the backward (free bits by group);
   // needs the standard normal prior.
   void set_kl_by_dimension(bool on);
@@ -64,9 +84,17 @@ class LatentBlock {
 
  private:
   int latent_;
+  // The Gaussian's sample and log q0 on the general path with a posterior flow, then the flow.
+  void sample_through_flow(Backend& be, const LatentArgs& a, int k, uint64_t step_scale, uint32_t stream, float log_q_sign,
+                           const float* h, float* z, float* out);
+
   std::unique_ptr<Prior> prior_;
+  Flow flow_;
   bool fused_;
   bool by_dimension_ = false;
+  Tensor z0_, logdet_;
+  int capacity_ = 0;
+  uint64_t generation_ = 0;
 };
 
 }  // namespace vae

@@ -1,5 +1,7 @@
 #include "latent/prior.hpp"
 
+#include "latent/flow.hpp"
+
 #include <cmath>
 
 #include "mog_prior.cuh"
@@ -205,6 +207,76 @@ class VampPrior final : public Prior {
   uint64_t generation_ = 0;
 };
 
+
+// The flow prior: z = g^-1(eps), eps ~ N(0, I), with g the flow in its normalising direction:
+// log p(z) = log N(g(z); 0, I) + log |det dg/dz|. Sampling draws eps (at the temperature) and runs
+// the stack in reverse.
+class FlowPrior final : public Prior {
+ public:
+  FlowPrior(int latent, int steps, int hidden) : Prior(latent), flow_("prior.flow", latent, steps, hidden) {}
+  PriorType type() const override { return PriorType::Flow; }
+  Tensor last_logdet(int rows) const override { return logdet_.view(0, {rows}); }
+  int64_t layout(int64_t offset) override { return flow_.layout(offset); }
+  void bind(float* params, float* grads) override { flow_.bind(params, grads); }
+  void param_slices(std::vector<ParamSlice>& out) const override { flow_.param_slices(out); }
+  void initialize(std::vector<float>& params, uint64_t seed, uint32_t& tensor_index) const override {
+    flow_.initialize(params, seed, tensor_index);
+  }
+  void prepare(int rows, Device device) override {
+    flow_.prepare(rows, device);
+    if (rows <= capacity_) return;
+    logdet_ = Tensor({rows}, device);
+    de_ = Tensor({rows, latent()}, device);
+    de2_ = Tensor({rows, latent()}, device);
+    capacity_ = rows;
+    ++generation_;
+  }
+  uint64_t generation() const override { return generation_ + flow_.generation(); }
+  void initialize_from(Backend& be, const float* z, int rows) override { flow_.initialize_from(be, z, rows); }
+
+  void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) override {
+    check_capacity(rows);
+    be.fill(logdet_.data(), rows, 0.0f);
+    eps_ = flow_.forward(be, z, rows, logdet_.data());
+    ops::standard_normal_log_prob(be, eps_, rows, latent(), sign, out);
+    ops::add_scaled(be, static_cast<const float*>(logdet_.data()), rows, sign, out);
+  }
+  // The loss holds w_r (-log N(eps_r) - logdet_r): d/deps = w_r eps_r, logdet's weight -w_r. With
+  // different weights for z and for the parameters (the doubly-reparameterised bound) the flow's
+  // backward runs twice: once for the parameters, once for z.
+  void backward(Backend& be, const float* /*z*/, int rows, const ops::PriorGradWeights<float>& w, float* dz) override {
+    check_capacity(rows);
+    const int64_t n = int64_t(rows) * latent();
+    be.fill(de_.data(), n, 0.0f);
+    ops::standard_normal_grad_z(be, eps_, rows, latent(), w.params, de_.data());
+    if (w.z.same_as(w.params)) {
+      ops::add_scaled(be, flow_.backward(be, de_.data(), rows, w.params.negated(), true), n, 1.0f, dz);
+      return;
+    }
+    flow_.backward(be, de_.data(), rows, w.params.negated(), true);
+    be.fill(de2_.data(), n, 0.0f);
+    ops::standard_normal_grad_z(be, eps_, rows, latent(), w.z, de2_.data());
+    ops::add_scaled(be, flow_.backward(be, de2_.data(), rows, w.z.negated(), false), n, 1.0f, dz);
+  }
+  void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
+    prepare(n, be.device());
+    be.normal_fill(de_.data(), n, latent(), temperature, seed, kStreamPrior, 0);
+    flow_.inverse(be, de_.data(), n, z);
+  }
+
+ private:
+  void check_capacity(int rows) const {
+    if (rows > capacity_)
+      throw Error("flow prior: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_) +
+                  " (a bug in vae: prepare must run first)");
+  }
+  Flow flow_;
+  Tensor logdet_, de_, de2_;
+  const float* eps_ = nullptr;
+  int capacity_ = 0;
+  uint64_t generation_ = 0;
+};
+
 }  // namespace
 
 std::unique_ptr<Prior> make_prior(const ModelConfig& c) {
@@ -213,6 +285,7 @@ std::unique_ptr<Prior> make_prior(const ModelConfig& c) {
     case PriorType::MixtureOfGaussians: return std::make_unique<MixturePrior>(c.latent, c.prior.count());
     case PriorType::Vamp:
       return std::make_unique<VampPrior>(c.latent, c.prior.count(), c.image_channels, c.image_height, c.image_width);
+    case PriorType::Flow: return std::make_unique<FlowPrior>(c.latent, c.prior.flow_steps, c.prior.flow_hidden);
   }
   throw Error("unknown prior type");
 }

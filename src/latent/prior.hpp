@@ -61,6 +61,12 @@ class Prior {
   virtual void bind_encoding(const float* /*h*/, float* /*dh*/) {}
   // The pseudo-inputs' parameter gradient from the encoder's input gradient at them (overwritten).
   virtual void pseudo_input_backward(Backend& /*be*/, const float* /*dx*/) {}
+  // Data-dependent initialisation from samples of the posterior z [rows, L] (the flow prior's
+  // ActNorms), before the first training step of a run.
+  virtual void initialize_from(Backend& /*be*/, const float* /*z*/, int /*rows*/) {}
+  // The flow prior's log |det dg/dz| for the first rows of the last add_log_prob, a view [rows]
+  // (an undefined tensor for the others).
+  virtual Tensor last_logdet(int /*rows*/) const { return Tensor(); }
 
  private:
   int latent_;

@@ -18,7 +18,7 @@ ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev)
 
   int64_t end = encoder.layout(0);
   end = decoder.layout(end);
-  end = latent_block.prior().layout(end);
+  end = latent_block.layout(end);
   if (config.likelihood == Likelihood::Gaussian && config.learned_sigma) {
     log_sigma_offset = align_params(end);
     end = log_sigma_offset + d;
@@ -26,14 +26,14 @@ ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev)
   const int64_t total = align_params(end);
   encoder.param_slices("encoder.", slices);
   decoder.param_slices("decoder.", slices);
-  latent_block.prior().param_slices(slices);
+  latent_block.param_slices(slices);
   if (log_sigma_offset >= 0) slices.push_back({"likelihood.log_sigma", log_sigma_offset, {d}});
 
   params = Tensor::zeros({total}, device);
   grads = Tensor::zeros({total}, device);
   encoder.bind(params.data(), grads.data());
   decoder.bind(params.data(), grads.data());
-  latent_block.prior().bind(params.data(), grads.data());
+  latent_block.bind(params.data(), grads.data());
 }
 
 void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
@@ -47,6 +47,10 @@ void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
 void ModelImpl::set_objective(const ObjectiveConfig& o) {
   o.validate();
   o.check_model(config);
+  if (o.type == ObjectiveType::IwaeDreg && config.posterior_flow_steps > 0)
+    throw Error("objective.type iwae_dreg needs the Gaussian posterior without flow steps (its estimator holds log q's "
+                "parameters fixed, which a flow's inverse would need): remove posterior.flow_steps (--posterior-flow) "
+                "or use iwae");
   if (o.importance_weighted() && config.likelihood == Likelihood::Gaussian && config.learned_sigma)
     throw Error("objective.type " + to_string(o.type) + " with a learned Gaussian sigma (likelihood.learned_sigma) is not "
                 "supported: the sigma's gradient is not weighted per sample. Use a fixed sigma or the elbo");
@@ -60,7 +64,7 @@ void ModelImpl::prepare(int rows) {
   const int k = samples_per_row(), pseudo = latent_block.prior().pseudo_inputs();
   encoder.prepare(rows + pseudo, *backend);
   decoder.prepare(rows * k, *backend);
-  latent_block.prior().prepare(rows * k, device);
+  latent_block.prepare(rows * k, device);
   if (rows <= capacity) return;
   const int L = latent(), d = input_dim(), n = rows * k;
   z = Tensor({n, L}, device);
@@ -111,6 +115,13 @@ void ModelImpl::encoder_backward(const float* x, int rows) {
   }
   encoder.backward(be, x_all.data(), dh.data(), dx_all.data(), rows + pseudo);
   prior.pseudo_input_backward(be, dx_all.data() + int64_t(rows) * input_dim());
+}
+
+void ModelImpl::initialize_from_data(const float* x, int rows, uint64_t seed) {
+  if (!latent_block.has_flows()) return;
+  prepare(rows);
+  const float* h = encode_batch(x, rows, false);
+  latent_block.initialize_from(*backend, h, rows, seed, z.data());
 }
 
 void ModelImpl::encode_pseudo_inputs() {
@@ -238,7 +249,7 @@ void Model::initialize(uint64_t seed) {
   uint32_t tensor_index = 0;
   impl_->encoder.initialize(host, impl_->config.init, seed, tensor_index);
   impl_->decoder.initialize(host, impl_->config.init, seed, tensor_index);
-  impl_->latent_block.prior().initialize(host, seed, tensor_index);
+  impl_->latent_block.initialize(host, seed, tensor_index);
   if (impl_->log_sigma_offset >= 0) {
     // Start the learned sigma at the configured fixed value (raw value = log sigma, well inside the clamp).
     const float ls = std::log(impl_->config.gaussian_sigma);

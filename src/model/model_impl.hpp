@@ -48,6 +48,9 @@ struct ModelImpl {
   void encoder_backward(const float* x, int rows);
   // Runs the encoder on the pseudo-inputs alone and binds the result to the prior (sampling).
   void encode_pseudo_inputs();
+  // The flows' data-dependent initialisation from a batch x [rows, input_dim] (device memory),
+  // before a run's first step; nothing without flows.
+  void initialize_from_data(const float* x, int rows, uint64_t seed);
 
   int input_dim() const { return config.input_dim(); }
   // Throws unless set's images have the size the model was built for (which names the set).
@@ -57,7 +60,7 @@ struct ModelImpl {
   // Changes whenever a workspace buffer is reallocated (here or in the encoder or decoder): a
   // recorded CUDA graph that addresses the old buffers must then be recorded again.
   uint64_t workspace_generation() const {
-    return generation + encoder.generation() + decoder.generation() + latent_block.prior().generation();
+    return generation + encoder.generation() + decoder.generation() + latent_block.generation();
   }
   uint64_t generation = 0;
 

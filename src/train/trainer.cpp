@@ -56,6 +56,8 @@ std::string EpochMetrics::to_json() const {
     j["aggregate_kl"] = test.aggregate_kl;
   }
   if (capacity > 0) j["capacity"] = capacity;
+  if (has_posterior_flow) j["posterior_flow_logdet"] = test.posterior_flow_logdet;
+  if (has_prior_flow) j["prior_flow_logdet"] = test.prior_flow_logdet;
   j["kl_per_dim"] = test.kl_per_dim;
   j["seconds"] = seconds;
   j["samples_per_s"] = samples_per_s;
@@ -87,6 +89,7 @@ double Trainer::step(const std::vector<float>& images, int rows) {
   ensure_optimizer_state();
   const FlushDenormalsScope flush_denormals;
   const Tensor x = Tensor::from_host(images, {rows, m.input_dim()}, m.device);
+  if (progress_.global_step == 0) m.initialize_from_data(x.data(), rows, config_.seed);
   m.forward_backward(x.data(), rows, config_.objective.beta, config_.seed, static_cast<uint64_t>(progress_.global_step));
   ++progress_.global_step;
   m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
@@ -193,6 +196,15 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   DeviceArray<StepScalars> current = DeviceArray<StepScalars>::allocate(1, m.device);
   DeviceArray<int64_t> cursor = DeviceArray<int64_t>::allocate(1, m.device);
   const std::unique_ptr<HostReadback> readback = be.make_readback(4);
+  // A fresh run's flows take their ActNorm initialisation from the first `batch` training images
+  // (binarised as step 0 would), before any step.
+  if (progress_.global_step == 0 && m.latent_block.has_flows()) {
+    std::vector<int32_t> first_images(static_cast<size_t>(batch));
+    for (int i = 0; i < batch; ++i) first_images[static_cast<size_t>(i)] = i;
+    const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(first_images, m.device);
+    be.gather_pixels(pixels.data(), idx.data(), batch, d, binarize, config_.seed, kStreamBinarize, 0, nullptr, x.data());
+    m.initialize_from_data(x.data(), batch, config_.seed);
+  }
   // Constants of the optimizer; the per-step learning rate and bias corrections are in the table.
   const AdamArgs adam_constants = adam_args(config_, config_.lr, 1);
 
@@ -342,6 +354,8 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     em.skipped_steps = static_cast<int64_t>(sums[3]);
     em.beta = last_beta;
     em.capacity = config_.objective.capacity > 0 ? last_capacity : 0.0;
+    em.has_posterior_flow = m.latent_block.has_posterior_flow();
+    em.has_prior_flow = m.config.prior.type == PriorType::Flow;
     em.lr = last_lr;
     em.grad_norm = grad_norm_.to_host()[0];
     em.seconds = train_seconds;
