@@ -16,7 +16,7 @@ Flow::Flow(std::string name, int latent, int steps, int hidden)
 }
 
 int64_t Flow::layout(int64_t offset) {
-  const int64_t L = latent_, d = latent_ / 2, m2 = 2 * (latent_ - latent_ / 2), H = hidden_;
+  const int64_t L = latent_, d = latent_ / 2, m2 = net_width(), H = hidden_;
   at_.clear();
   for (int s = 0; s < steps_; ++s) {
     Offsets o{};
@@ -40,7 +40,7 @@ void Flow::bind(float* params, float* grads) {
 }
 
 void Flow::param_slices(std::vector<ParamSlice>& out) const {
-  const int64_t L = latent_, d = latent_ / 2, m2 = 2 * (latent_ - latent_ / 2), H = hidden_;
+  const int64_t L = latent_, d = latent_ / 2, m2 = net_width(), H = hidden_;
   for (int s = 0; s < steps_; ++s) {
     const std::string p = name_ + "." + std::to_string(s) + ".";
     const Offsets& o = at_[static_cast<size_t>(s)];
@@ -75,7 +75,7 @@ void Flow::initialize(std::vector<float>& params, uint64_t seed, uint32_t& tenso
 
 void Flow::prepare(int rows, Device device) {
   if (steps_ == 0 || rows <= capacity_) return;
-  const int64_t L = latent_, n = rows, m2 = 2 * (latent_ - latent_ / 2);
+  const int64_t L = latent_, n = rows, m2 = net_width();
   acts_ = Tensor({3 * steps_ * n * L}, device);
   t_ = Tensor({steps_ * n * L}, device);
   hp_ = Tensor({steps_ * n * hidden_}, device);
@@ -94,24 +94,28 @@ ops::CouplingParams<float> Flow::coupling(int s) const {
   return {params_ + o.w1, params_ + o.b1, params_ + o.w2, params_ + o.b2, latent_, hidden_};
 }
 
+const float* Flow::step_forward(Backend& be, int s, const float* x, int rows, float* logdet) {
+  const Offsets& o = at_[static_cast<size_t>(s)];
+  const int64_t kept = s * int64_t(capacity_);
+  ops::actnorm_forward(be, x, rows, latent_, params_ + o.an_bias, params_ + o.an_scale, act(3 * s), logdet);
+  ops::lu_forward(be, static_cast<const float*>(act(3 * s)), rows, latent_, params_ + o.lu, params_ + o.lu_scale,
+                  act(3 * s + 1), t_.data() + kept * latent_, logdet);
+  ops::coupling_forward(be, coupling(s), static_cast<const float*>(act(3 * s + 1)), rows, act(3 * s + 2),
+                        hp_.data() + kept * hidden_, o_.data() + kept * net_width(), logdet);
+  return act(3 * s + 2);
+}
+
 const float* Flow::forward(Backend& be, const float* x, int rows, float* logdet) {
   if (steps_ == 0) return x;
   if (rows > capacity_) throw Error(name_ + ": " + std::to_string(rows) + " rows but prepared for " +
                                     std::to_string(capacity_) + " (a bug in vae: prepare must run first)");
-  const int64_t L = latent_, m2 = 2 * (latent_ - latent_ / 2);
   inputs_.assign(static_cast<size_t>(3 * steps_), nullptr);
   const float* cur = x;
   for (int s = 0; s < steps_; ++s) {
-    const Offsets& o = at_[static_cast<size_t>(s)];
     inputs_[3 * s] = cur;
-    ops::actnorm_forward(be, cur, rows, latent_, params_ + o.an_bias, params_ + o.an_scale, act(3 * s), logdet);
     inputs_[3 * s + 1] = act(3 * s);
-    ops::lu_forward(be, static_cast<const float*>(act(3 * s)), rows, latent_, params_ + o.lu, params_ + o.lu_scale,
-                    act(3 * s + 1), t_.data() + s * int64_t(capacity_) * L, logdet);
     inputs_[3 * s + 2] = act(3 * s + 1);
-    ops::coupling_forward(be, coupling(s), static_cast<const float*>(act(3 * s + 1)), rows, act(3 * s + 2),
-                          hp_.data() + s * int64_t(capacity_) * hidden_, o_.data() + s * int64_t(capacity_) * m2, logdet);
-    cur = act(3 * s + 2);
+    cur = step_forward(be, s, cur, rows, logdet);
   }
   return cur;
 }
@@ -120,7 +124,7 @@ const float* Flow::backward(Backend& be, const float* dy, int rows, const ops::G
   if (steps_ == 0) return dy;
   if (inputs_.size() != static_cast<size_t>(3 * steps_) || rows > capacity_)
     throw Error(name_ + ": backward without its forward (a bug in vae)");
-  const int64_t L = latent_, m2 = 2 * (latent_ - latent_ / 2);
+  const int64_t L = latent_, m2 = net_width();
   const float* g = dy;
   float* bufs[2] = {grad_a_.data(), grad_b_.data()};
   int next = 0;
@@ -200,16 +204,7 @@ void Flow::initialize_from(Backend& be, const float* x, int rows) {
     ops::copy_values(be, up.data(), L, params_ + o.an_bias);
     ops::copy_values(be, up.data() + L, L, params_ + o.an_scale);
     // This step forward, so the next step's ActNorm sees its real input.
-    const int64_t m2 = 2 * (L - L / 2);
-    ops::actnorm_forward(be, cur, rows, L, static_cast<const float*>(params_ + o.an_bias),
-                         static_cast<const float*>(params_ + o.an_scale), act(0), static_cast<float*>(nullptr));
-    ops::lu_forward(be, static_cast<const float*>(act(0)), rows, L, static_cast<const float*>(params_ + o.lu),
-                    static_cast<const float*>(params_ + o.lu_scale), act(1), t_.data(), static_cast<float*>(nullptr));
-    ops::coupling_forward(be, coupling(s), static_cast<const float*>(act(1)), rows, act(2), hp_.data(), o_.data(),
-                          static_cast<float*>(nullptr));
-    (void)m2;
-    ops::copy_values(be, static_cast<const float*>(act(2)), int64_t(rows) * L, stage.data());
-    cur = stage.data();
+    cur = step_forward(be, s, cur, rows, nullptr);
   }
   inputs_.clear();
 }

@@ -52,6 +52,10 @@ class Flow {
     int64_t an_bias, an_scale, lu, lu_scale, w1, b1, w2, b2;
   };
   ops::CouplingParams<float> coupling(int s) const;
+  // The coupling net's output width, 2m: a log-scale and a shift per transformed dimension.
+  int64_t net_width() const { return 2 * (latent_ - latent_ / 2); }
+  // Step s forward from x into its kept activations (act(3s + 2) is its output, returned).
+  const float* step_forward(Backend& be, int s, const float* x, int rows, float* logdet);
   float* act(int i) { return acts_.data() + int64_t(i) * capacity_ * latent_; }
 
   std::string name_;
