@@ -223,6 +223,9 @@ void ModelConfig::validate() const {
     require(e.channels.empty(), "encoder.channels is for conv encoders; set encoder.type to conv or remove it");
   }
   require(latent >= 1 && latent <= 4096, "latent must be in [1, 4096], got " + std::to_string(latent));
+  require(classes >= 0 && classes <= 4096, "classes must be in [0, 4096], got " + std::to_string(classes));
+  require(!conditional || prior.type != PriorType::Vamp,
+          "a conditional model cannot use the VampPrior (its pseudo-inputs have no labels); use --prior standard, mog or flow");
   if (prior.has_components())
     require(prior.components >= 0 && prior.components <= 4096,
             "prior.components (the mixture's Gaussians or pseudo-inputs) must be in [1, 4096], got " +
@@ -383,6 +386,10 @@ std::string ModelConfig::to_json() const {
   }
   j["likelihood"] = l;
   j["init"] = to_string(init);
+  if (conditional) {
+    j["conditional"] = true;
+    j["classes"] = classes;
+  }
   return j.dump();
 }
 
@@ -403,7 +410,10 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
                     "\"likelihood\", \"init\"} (see configs/mlp.json)");
     c = model_from_flat_json(j);
   } else {
-    reject_unknown_keys(j, {"image", "encoder", "decoder", "posterior", "prior", "likelihood", "init"}, "model");
+    reject_unknown_keys(j, {"image", "encoder", "decoder", "posterior", "prior", "likelihood", "init", "conditional", "classes"},
+                        "model");
+    read_key(j, "conditional", c.conditional);
+    read_key(j, "classes", c.classes);
     if (j.contains("image")) {
       const json& im = j.at("image");
       reject_unknown_keys(im, {"channels", "height", "width"}, "image");
@@ -672,6 +682,8 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     f.push_back(std::move(prior_steps));
     f.push_back(value("posterior.flow_steps", VAE_GET(C, posterior_flow_steps), 0, 64, "--posterior-flow",
                       "flow steps after the Gaussian posterior's sample (default 0)"));
+    f.push_back(toggle("conditional", VAE_GET(C, conditional), "--conditional", true,
+                       "condition the encoder and decoder on the data set's class labels (a conditional VAE)"));
     f.push_back(choice("likelihood.type", VAE_GET(C, likelihood), parse_likelihood, to_string, "--likelihood",
                        "bernoulli|gaussian (default bernoulli)"));
     return f;

@@ -18,11 +18,14 @@ namespace vae::test {
 // Returns the name of the tensor of every entry checked.
 inline std::vector<std::string> expect_model_gradient_matches_differences(ModelImpl& m, const std::vector<float>& x,
                                                                           int rows, float beta, uint64_t seed,
-                                                                          uint64_t step) {
-  m.forward_backward(x.data(), rows, beta, seed, step);
+                                                                          uint64_t step,
+                                                                          const std::vector<float>& labels = {}) {
+  // A conditional model's labels as the device's float class indices (CPU: host memory).
+  const float* y = labels.empty() ? nullptr : labels.data();
+  m.forward_backward(x.data(), rows, beta, seed, step, nullptr, y);
   const std::vector<float> grads = m.grads.to_host();
   auto loss_at = [&] {
-    m.forward_backward(x.data(), rows, beta, seed, step);
+    m.forward_backward(x.data(), rows, beta, seed, step, nullptr, y);
     return static_cast<double>(m.loss.to_host()[0]);
   };
   std::vector<std::string> checked;

@@ -10,6 +10,8 @@
 #include "iwae_objective.cuh"
 #include "mog_prior.cuh"
 #include "rows.cuh"
+#include "condition.cuh"
+#include "softmax_xent.cuh"
 #include "op_table.hpp"
 #include "philox.cuh"
 #include "standard_normal_prior.cuh"
@@ -949,6 +951,80 @@ void add_elementwise(std::vector<Case>& out, Mode mode) {
 
 }  // namespace
 
+// Class indices drawn as U(0, classes) and floored: the float labels the condition and the
+// classifier's loss read (never perturbed).
+std::function<void(std::vector<double>&)> as_class_indices(int classes) {
+  return [classes](std::vector<double>& v) {
+    for (double& x : v) x = std::min<double>(classes - 1, std::floor(x));
+  };
+}
+
+// The classifier's softmax cross-entropy, J = sum_r R_r loss_r (its backward's per-row upstream),
+// with the argmax-is-label output for parity only; and the class condition of a conditional VAE,
+// whose backward is take_columns of the upstream (the label columns get no gradient).
+void add_condition_and_classifier(std::vector<Case>& out, Mode mode) {
+  struct X { int rows, classes; };
+  const std::vector<X> xgrad{{4, 3}, {1, 2}};
+  const std::vector<X> xparity{{1, 2}, {7, 10}, {257, 10}, {128, 1000}};
+  const std::vector<X> xbench{{128, 10}, {10000, 10}};
+  for (const X s : pick(mode, xgrad, xparity, xbench)) {
+    Case c;
+    c.op = "softmax_xent";
+    c.shape = dims({{"rows", s.rows}, {"classes", s.classes}});
+    const int64_t n = int64_t(s.rows) * s.classes;
+    c.inputs = {{"logits", n, Draw::Uniform, -3, 3, true}, {"y", s.rows, Draw::Uniform, 0, double(s.classes), false,
+                                                             as_class_indices(s.classes)}};
+    OutputSpec correct{"correct", s.rows, {0, 0}};
+    correct.in_objective = false;
+    c.outputs = {{"loss", s.rows, {1e-5, 1e-5}}, correct};
+    c.grads = {{0, {1e-6, 1e-5}}};
+    c.bytes = 4.0 * n * 2 + 12.0 * s.rows;
+    set_body(c, [=](auto& be, auto& io) {
+      ops::softmax_xent(be, io.in(0), io.in(1), s.rows, s.classes, io.out(0), io.out(1),
+                        io.backward() ? io.grad(0) : nullptr, 1.0, io.backward() ? io.up(0) : nullptr);
+    });
+    out.push_back(std::move(c));
+  }
+  struct C { int rows, cols, classes, plane, repeat; };
+  const std::vector<C> cgrad{{6, 5, 3, 1, 2}, {2, 8, 2, 4, 1}};
+  const std::vector<C> cparity{{1, 1, 2, 1, 1}, {12, 35, 10, 1, 3}, {7, 784, 10, 784, 1}};
+  const std::vector<C> cbench{{128, 784, 10, 1, 1}, {128, 784, 10, 784, 1}};
+  for (const C s : pick(mode, cgrad, cparity, cbench)) {
+    Case c;
+    c.op = "condition";
+    c.shape = dims({{"rows", s.rows}, {"cols", s.cols}, {"classes", s.classes}, {"plane", s.plane}, {"repeat", s.repeat}});
+    const int64_t width = s.cols + int64_t(s.classes) * s.plane, labels = (s.rows + s.repeat - 1) / s.repeat;
+    c.inputs = {{"x", int64_t(s.rows) * s.cols, Draw::Uniform, -1, 1, true},
+                {"y", labels, Draw::Uniform, 0, double(s.classes), false, as_class_indices(s.classes)}};
+    c.outputs = {{"out", s.rows * width, {0, 0}}};
+    c.grads = {{0, {0, 0}}};
+    c.bytes = 4.0 * s.rows * (s.cols + width) + 8.0 * s.rows * s.cols;
+    set_body(c, [=](auto& be, auto& io) {
+      ops::append_condition(be, io.in(0), io.in(1), s.rows, s.cols, s.classes, s.plane, s.repeat, io.out(0));
+      if (io.backward()) ops::take_columns(be, io.up(0), s.rows, width, s.cols, io.grad(0));
+    });
+    out.push_back(std::move(c));
+  }
+  if (mode == Mode::Gradient) return;
+  for (int rows : mode == Mode::Parity ? std::vector<int>{1, 129} : std::vector<int>{128}) {
+    Case c;
+    c.op = "gather_labels";
+    c.shape = dims({{"rows", rows}});
+    c.bytes = 12.0 * rows;
+    c.device_bounds = {{0, 0}};
+    c.device = [rows](Backend& be, Arena& a) -> std::function<void()> {
+      std::vector<int32_t> labels(1000), index(rows);
+      for (int i = 0; i < 1000; ++i) labels[i] = (i * 37) % 10;
+      for (int r = 0; r < rows; ++r) index[r] = (r * 7919 + 3) % 1000;
+      const int32_t* l = a.array(labels);
+      const int32_t* idx = a.array(index);
+      float* y = a.out(rows);
+      return [&be, l, idx, y, rows] { ops::gather_labels(be, l, idx, rows, nullptr, y); };
+    };
+    out.push_back(std::move(c));
+  }
+}
+
 std::vector<Case> cases(Mode mode) {
   std::vector<Case> all;
   add_linear(all, mode);
@@ -972,6 +1048,7 @@ std::vector<Case> cases(Mode mode) {
   add_gather(all, mode);
   add_importance(all, mode);
   add_elementwise(all, mode);
+  add_condition_and_classifier(all, mode);
   return all;
 }
 
@@ -985,7 +1062,8 @@ std::vector<Coverage> required_coverage() {
           {"posterior_k", true},     {"posterior_dreg", true},       {"gaussian_kl", true},
           {"mog_prior_weighted", true}, {"vamp_prior", true},        {"standard_normal_prior_weighted", true},
           {"elbo_regularised", false}, {"iwae_objective", false},     {"rows", false},
-          {"actnorm", true},         {"lu_linear", true},            {"affine_coupling", true}};
+          {"actnorm", true},         {"lu_linear", true},            {"affine_coupling", true},
+          {"softmax_xent", true},    {"condition", true},            {"gather_labels", false}};
 }
 
 }  // namespace vae::optable

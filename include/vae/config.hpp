@@ -104,8 +104,20 @@ struct ModelConfig {
   // Torch: PyTorch's nn.Linear default, U(+-1/sqrt(fan_in)) for weight and bias.
   // Kaiming: He uniform for ReLU, U(+-sqrt(6/fan_in)), zero bias. Xavier: U(+-sqrt(6/(in+out))), zero bias.
   InitScheme init = InitScheme::Torch;
+  // Conditional VAE: the class label as a condition of the encoder and the decoder, q(z|x, y) and
+  // p(x|z, y) (the prior stays p(z)). The encoder's input gets the one-hot label appended (mlp) or
+  // one constant plane per class after the image's channels (conv); the decoder's input is [z | one-hot].
+  // classes is set from the data set's labels by vae train. In JSON: "conditional": true, "classes": N.
+  bool conditional = false;
+  int classes = 0;
 
   int input_dim() const { return image_channels * image_height * image_width; }
+  // The condition's values appended to each encoder input row: classes (mlp) or classes planes (conv).
+  int64_t encoder_condition_width() const {
+    if (!conditional) return 0;
+    return encoder.type == NetworkType::Conv ? int64_t(classes) * image_height * image_width : classes;
+  }
+  int decoder_input_dim() const { return latent + (conditional ? classes : 0); }
   // Trainable scalars the configuration implies (exact, without alignment padding).
   int64_t parameter_count() const;
   // Rejects out-of-range fields, networks whose shapes do not chain, and models above

@@ -5,6 +5,7 @@
 
 #include <memory>
 #include <string>
+#include <cstdint>
 #include <utility>
 #include <vector>
 
@@ -42,6 +43,10 @@ class Model {
   Tensor encode(const Tensor& x);
   // Decoder mean in [0, 1] (Bernoulli probability or clamped Gaussian mean) for z [n, latent].
   Tensor decode(const Tensor& z);
+  // A conditional model's forms (ModelConfig::conditional): one label in [0, classes) per row. The
+  // forms without labels throw for a conditional model; these throw for labels given to another.
+  Tensor encode(const Tensor& x, const std::vector<int32_t>& labels);
+  Tensor decode(const Tensor& z, const std::vector<int32_t>& labels);
 
   ModelImpl& impl() { return *impl_; }
   const ModelImpl& impl() const { return *impl_; }

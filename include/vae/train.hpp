@@ -104,8 +104,8 @@ class Trainer {
                                 const std::function<void(const EpochMetrics&)>& on_epoch = {},
                                 const std::function<bool()>& should_stop = {});
   // One optimizer step on the given images (rows of input_dim floats in [0, 1], host memory);
-  // returns the loss. For tests and benchmarks.
-  double step(const std::vector<float>& images, int rows);
+  // returns the loss. For tests and benchmarks. A conditional model takes one label per row.
+  double step(const std::vector<float>& images, int rows, const std::vector<int32_t>& labels = {});
 
   bool stopped() const { return stopped_; }
   const TrainProgress& progress() const { return progress_; }

@@ -7,4 +7,5 @@
 #include "vae/model.hpp"
 #include "vae/safetensors.hpp"
 #include "vae/tensor.hpp"
+#include "vae/generate.hpp"
 #include "vae/train.hpp"

@@ -18,6 +18,7 @@
 #include <optional>
 #include <sstream>
 
+#include "cli/generate_commands.hpp"
 #include "cli/progress.hpp"
 #include "config_fields.hpp"
 #include "io/atomic_file.hpp"
@@ -137,10 +138,7 @@ void load_config_file(const std::string& path, vae::ModelConfig& model, vae::Tra
 
 // --data's companions: --labels and --test-fraction, as train, eval and reconstruct take them.
 vae::Dataset load_data(const std::string& data, const std::string& labels, double test_fraction) {
-  vae::DataOptions d;
-  d.labels = labels;
-  d.test_fraction = test_fraction;
-  return vae::load_dataset(data, d);
+  return vae::cli::load_data({data, labels, test_fraction});
 }
 
 // The lines of a run's metrics.jsonl for epochs 1..epochs (empty when there is none). A crash after a
@@ -216,6 +214,16 @@ int run_train(const TrainFlags& f) {
     model_cfg.image_channels = data.train.channels;
     model_cfg.image_height = data.train.height;
     model_cfg.image_width = data.train.width;
+    if (model_cfg.conditional) {
+      // The condition's classes come from the data set's labels, as the image size does.
+      if (data.train.labels.empty())
+        throw vae::Error("--conditional needs labels: '" + cfg.data_dir + "' has none (IDX label files, --labels "
+                         "labels.npy for a .npy, or one sub-folder per class of PNGs)");
+      int classes = static_cast<int>(data.class_names.size());
+      for (const auto* set : {&data.train, &data.test})
+        for (int32_t y : set->labels) classes = std::max(classes, y + 1);
+      model_cfg.classes = classes;
+    }
     model_cfg.validate();
   }
   std::error_code ec;
@@ -264,8 +272,15 @@ int run_train(const TrainFlags& f) {
     trainer.save_state(state_path);
   };
   auto write_samples = [&] {
-    const vae::Tensor samples = vae::sample_images(model, 64, 1.0f, cfg.seed);
-    vae::write_png_grid((out / "samples.png").string(), samples.to_host(), 64, model.config().image_channels,
+    // 64 prior samples; a conditional model's grid has one row of 8 per class.
+    vae::SampleOptions o;
+    o.seed = cfg.seed;
+    if (model.config().conditional) {
+      o.n = 8 * model.config().classes;
+      for (int i = 0; i < o.n; ++i) o.labels.push_back(i / 8);
+    }
+    const std::vector<float> samples = vae::sample_images(model, o);
+    vae::write_png_grid((out / "samples.png").string(), samples, o.n, model.config().image_channels,
                         model.config().image_height, model.config().image_width, 8);
   };
   install_stop_handlers();
@@ -301,12 +316,7 @@ int run_train(const TrainFlags& f) {
   return 0;
 }
 
-// A saved model on the asked-for device, with the GEMM numerics eval, sample and reconstruct share.
-vae::Model load_model(const std::string& checkpoint, const std::string& device, bool strict_fp32) {
-  vae::Model model = vae::load_checkpoint(checkpoint, vae::parse_device(device));
-  model.set_numerics({!strict_fp32, true});
-  return model;
-}
+using vae::cli::load_model;
 
 int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, bool as_json, int64_t limit,
              const std::string& device, bool strict_fp32) {
@@ -452,11 +462,9 @@ int main(int argc, char** argv) {
 
   std::string checkpoint, data_dir = "/usr/share/datasets/fashion-mnist", labels, out_png, device = "cpu";
   double test_fraction = 0.1;
-  int k = 0, n = 64, threads = 0;
+  int k = 0, threads = 0;
   int64_t limit = 0;
   bool as_json = false, strict_fp32 = false;
-  float temperature = 1.0f;
-  uint64_t seed = 0;
   auto* eval = app.add_subcommand("eval", "test -ELBO, importance-weighted -log p(x), active units, KL per dimension");
   eval->add_option("--checkpoint", checkpoint, "model.safetensors from vae train")->required();
   eval->add_option("--data", data_dir, data_help);
@@ -470,14 +478,8 @@ int main(int argc, char** argv) {
   eval->add_flag("--json", as_json, "print one JSON object");
   eval->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
-  auto* sample = app.add_subcommand("sample", "decode samples from the prior into a PNG grid");
-  sample->add_option("--checkpoint", checkpoint, "model.safetensors from vae train")->required();
-  sample->add_option("--n", n, "number of samples (default 64)")->check(CLI::Range(1, 65536));
-  sample->add_option("--temperature", temperature, "prior standard deviation (default 1)")->check(CLI::Range(0.0, 100.0));
-  sample->add_option("--seed", seed, "random seed (default 0)");
-  sample->add_option("--out", out_png, "PNG file to write")->required();
-  sample->add_option("--device", device, "cpu|cuda|auto");
-  sample->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
+  vae::cli::GenerateCommands gen;
+  vae::cli::add_generate_commands(app, gen);
 
   int n_recon = 16;
   auto* recon = app.add_subcommand("reconstruct", "test images above their reconstructions, as a PNG grid");
@@ -523,14 +525,7 @@ int main(int argc, char** argv) {
       vae::set_num_threads(threads);
       return run_eval(checkpoint, load_data(data_dir, labels, test_fraction), k, as_json, limit, device, strict_fp32);
     }
-    if (*sample) {
-      vae::Model model = load_model(checkpoint, device, strict_fp32);
-      const vae::Tensor images = vae::sample_images(model, n, temperature, seed);
-      vae::write_png_grid(out_png, images.to_host(), n, model.config().image_channels, model.config().image_height, model.config().image_width,
-                          std::min(n, 8));
-      std::printf("wrote %d samples to %s\n", n, out_png.c_str());
-      return 0;
-    }
+    if (const int rc = vae::cli::run_generate_commands(app, gen); rc >= 0) return rc;
     if (*recon) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
       const vae::Dataset data = load_data(data_dir, "", test_fraction);
@@ -560,7 +555,6 @@ int main(int argc, char** argv) {
     // importance samples in evaluation, the sample count in sampling.
     const char* advice = *train ? "try a smaller --batch, or a smaller model (--hidden, --latent)"
                          : *eval ? "try a smaller --k, or --limit"
-                         : *sample ? "try a smaller --n"
                                    : "try a smaller --n";
     std::fprintf(stderr, "vae: error: out of memory; %s\n", advice);
     return kExitError;

@@ -10,6 +10,7 @@
 #include "io/atomic_file.hpp"
 #include "vae/data.hpp"
 #include "vae/error.hpp"
+#include "vae/generate.hpp"
 
 namespace vae {
 namespace {
@@ -248,6 +249,57 @@ std::vector<int32_t> parse_npy_labels(const uint8_t* data, size_t size, const st
     labels[i] = static_cast<int32_t>(v);
   }
   return labels;
+}
+
+std::vector<float> read_npy_floats(const std::string& path, std::vector<int64_t>& shape) {
+  const std::vector<uint8_t> bytes = read_file_bytes(path, ".npy file");
+  const std::string where = ".npy file '" + path + "'";
+  const NpyArray a = parse_npy(bytes.data(), bytes.size(), where);
+  if (a.descr != "<f4")
+    throw Error(where + " has dtype '" + a.descr + "'; expected float32 (numpy: a.astype(numpy.float32))");
+  const uint64_t count = checked_count(a.shape, uint64_t{1} << 32, where);
+  check_payload(a, count, 4, where);
+  shape.assign(a.shape.begin(), a.shape.end());
+  std::vector<float> values(count);
+  if (count > 0) std::memcpy(values.data(), a.data, count * 4);
+  return values;
+}
+
+namespace {
+
+// numpy's format 1.0: the dict padded with spaces and a newline to a multiple of 64 bytes.
+template <class T>
+void write_npy_array(const std::string& path, const std::vector<T>& values, const std::vector<int64_t>& shape,
+                     const char* descr) {
+  int64_t count = 1;
+  std::string dims;
+  for (int64_t d : shape) {
+    if (d < 0) throw Error("write_npy: negative dimension for '" + path + "'");
+    count *= d;
+    dims += std::to_string(d) + ",";
+  }
+  if (shape.size() > 1) dims.pop_back();
+  if (count != static_cast<int64_t>(values.size()))
+    throw Error("write_npy: " + std::to_string(values.size()) + " values for the shape of '" + path + "'");
+  std::string header = std::string("{'descr': '") + descr + "', 'fortran_order': False, 'shape': (" + dims + "), }";
+  const size_t unpadded = 10 + header.size() + 1;
+  header.append((64 - unpadded % 64) % 64, ' ');
+  header += '\n';
+  std::vector<uint8_t> out = {0x93, 'N', 'U', 'M', 'P', 'Y', 1, 0, static_cast<uint8_t>(header.size() & 0xff),
+                              static_cast<uint8_t>(header.size() >> 8)};
+  out.insert(out.end(), header.begin(), header.end());
+  const auto* raw = reinterpret_cast<const uint8_t*>(values.data());
+  out.insert(out.end(), raw, raw + values.size() * sizeof(T));
+  write_file_atomic(path, out.data(), out.size());
+}
+
+}  // namespace
+
+void write_npy(const std::string& path, const std::vector<float>& values, const std::vector<int64_t>& shape) {
+  write_npy_array(path, values, shape, "<f4");
+}
+void write_npy(const std::string& path, const std::vector<int32_t>& values, const std::vector<int64_t>& shape) {
+  write_npy_array(path, values, shape, "<i4");
 }
 
 ImageSet read_npy_images(const std::string& path) {

@@ -1,6 +1,7 @@
 #include <cmath>
 
 #include "model/model_impl.hpp"
+#include "condition.cuh"
 #include "elbo_objective.cuh"
 #include "iwae_objective.cuh"
 #include "model/networks.hpp"
@@ -13,6 +14,9 @@ namespace vae {
 ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev)
     : config(cfg), device(dev), backend(make_backend(dev)), latent_block(cfg) {
   config.validate();
+  if (config.conditional && config.classes < 2)
+    throw Error("a conditional model needs the number of classes (model.classes, at least 2), which vae train takes "
+                "from the data set's labels; got " + std::to_string(config.classes));
   const int d = config.input_dim();
   build_networks(config, encoder, decoder);
 
@@ -88,15 +92,69 @@ void ModelImpl::prepare(int rows) {
     z_scale = Tensor({n}, device);
   }
   if (effective_step.size() == 0) effective_step = DeviceArray<StepScalars>::allocate(1, device);
+  prepare_condition(rows, n);
   capacity = rows;
   ++generation;
+}
+
+void ModelImpl::prepare_condition(int encoder_rows, int decoder_rows) {
+  if (!config.conditional) return;
+  const int rows = std::max(encoder_rows, decoder_rows);
+  if (rows <= condition_rows) return;
+  x_cond = Tensor({rows, input_dim() + config.encoder_condition_width()}, device);
+  z_cond = Tensor({rows, config.decoder_input_dim()}, device);
+  dz_cond = Tensor({rows, config.decoder_input_dim()}, device);
+  condition_rows = rows;
+  ++generation;
+}
+
+void ModelImpl::check_labels(const std::vector<int32_t>* labels, int64_t rows, const char* what) const {
+  if (!config.conditional) {
+    if (labels && !labels->empty())
+      throw Error(std::string(what) + ": this model is not conditional, so it takes no labels (train one with "
+                  "--conditional)");
+    return;
+  }
+  if (!labels || labels->empty())
+    throw Error(std::string(what) + ": this model is conditional on " + std::to_string(config.classes) +
+                " classes and needs a label for every row (vae sample --label, or data with labels)");
+  if (static_cast<int64_t>(labels->size()) != rows)
+    throw Error(std::string(what) + ": " + std::to_string(labels->size()) + " labels for " + std::to_string(rows) + " rows");
+  for (size_t i = 0; i < labels->size(); ++i)
+    if ((*labels)[i] < 0 || (*labels)[i] >= config.classes)
+      throw Error(std::string(what) + ": label " + std::to_string((*labels)[i]) + " (row " + std::to_string(i) +
+                  ") is outside the model's classes 0.." + std::to_string(config.classes - 1));
+}
+
+const float* ModelImpl::encoder_input(const float* x, const float* y, int rows) {
+  if (!config.conditional) return x;
+  if (!y) throw Error("internal: a conditional model's encoder ran without labels");
+  const int64_t plane = config.encoder.type == NetworkType::Conv ? int64_t(config.image_height) * config.image_width : 1;
+  ops::append_condition(*backend, x, y, rows, input_dim(), config.classes, plane, 1, x_cond.data());
+  return x_cond.data();
+}
+
+const float* ModelImpl::decode_forward(const float* z, const float* y, int n, int repeat) {
+  if (!config.conditional) return decoder.forward(*backend, z, n);
+  if (!y) throw Error("internal: a conditional model's decoder ran without labels");
+  ops::append_condition(*backend, z, y, n, latent(), config.classes, 1, repeat, z_cond.data());
+  return decoder.forward(*backend, z_cond.data(), n);
+}
+
+void ModelImpl::decode_backward(const float* z, const float* dout, float* dz, int n) {
+  if (!config.conditional) {
+    decoder.backward(*backend, z, dout, dz, n);
+    return;
+  }
+  decoder.backward(*backend, z_cond.data(), dout, dz_cond.data(), n);
+  ops::take_columns(*backend, static_cast<const float*>(dz_cond.data()), n, config.decoder_input_dim(), latent(), dz);
 }
 
 const float* ModelImpl::encode_batch(const float* x, int rows, bool training) {
   Backend& be = *backend;
   Prior& prior = latent_block.prior();
   const int pseudo = prior.pseudo_inputs();
-  if (pseudo == 0) return encoder.forward(be, x, rows);
+  if (pseudo == 0) return encoder.forward(be, x, rows);  // x: encoder_input's (the condition appended)
   const int64_t d = input_dim();
   ops::copy_values(be, x, rows * d, x_all.data());
   prior.write_pseudo_inputs(be, x_all.data() + rows * d);
@@ -117,10 +175,10 @@ void ModelImpl::encoder_backward(const float* x, int rows) {
   prior.pseudo_input_backward(be, dx_all.data() + int64_t(rows) * input_dim());
 }
 
-void ModelImpl::initialize_from_data(const float* x, int rows, uint64_t seed) {
+void ModelImpl::initialize_from_data(const float* x, int rows, uint64_t seed, const float* y) {
   if (!latent_block.has_flows()) return;
   prepare(rows);
-  const float* h = encode_batch(x, rows, false);
+  const float* h = encode_batch(encoder_input(x, y, rows), rows, false);
   latent_block.initialize_from(*backend, h, rows, seed, z.data());
 }
 
@@ -145,29 +203,30 @@ void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, fl
   }
 }
 
-void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step,
-                                 const StepScalars* per_step) {
+void ModelImpl::forward_backward(const float* x_image, int rows, float beta, uint64_t seed, uint64_t step,
+                                 const StepScalars* per_step, const float* y) {
   prepare(rows);
   Backend& be = *backend;
   const int L = latent(), d = input_dim();
   const LatentArgs args{rows, L, seed, step, 0, 1.0f, per_step};
+  const float* x = encoder_input(x_image, y, rows);
   const float* h = encode_batch(x, rows, true);
   if (objective.importance_weighted()) {
     // k samples per row, the bound's normalised weights on every gradient (iwae_objective.cuh).
     const int k = objective.k, n = rows * k;
     const bool dreg = objective.type == ObjectiveType::IwaeDreg;
     latent_block.sample_k(be, args, h, k, z.data(), kl_sample.data());
-    const float* xk = x;
+    const float* xk = x_image;
     if (k > 1) {
-      ops::repeat_rows(be, x, rows, d, k, x_rep.data());
+      ops::repeat_rows(be, x_image, rows, d, k, x_rep.data());
       xk = x_rep.data();
     }
-    const float* logits = decoder.forward(be, z.data(), n);
+    const float* logits = decode_forward(z.data(), y, n, k);
     likelihood(logits, xk, nll.data(), dlogits.data(), n, 1.0f);
     ops::iwae_objective(be, kl_sample.data(), nll.data(), rows, k, dreg, bound.data(), decoder_weight.data(),
                         encoder_weight.data(), dreg ? z_scale.data() : static_cast<float*>(nullptr), loss.data());
     ops::scale_rows(be, dlogits.data(), decoder_weight.data(), n, d);
-    decoder.backward(be, z.data(), dlogits.data(), dz.data(), n);
+    decode_backward(z.data(), dlogits.data(), dz.data(), n);
     if (dreg) ops::scale_rows(be, dz.data(), z_scale.data(), n, L);
     const ops::GradWeight<float> enc{0.0f, nullptr, encoder_weight.data()}, dec{0.0f, nullptr, decoder_weight.data()};
     latent_block.backward_k(be, args, h, z.data(), k, dz.data(), {enc, dec}, enc, dreg, dh.data());
@@ -178,8 +237,8 @@ void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t 
   // it, and on the GPU it is a kernel of its own.
   const bool by_dims = latent_block.kl_by_dimension();
   latent_block.forward(be, args, h, z.data(), kl_sample.data(), by_dims ? kl_dim.data() : nullptr);
-  const float* logits = decoder.forward(be, z.data(), rows);
-  likelihood(logits, x, nll.data(), dlogits.data(), rows, 1.0f / rows);
+  const float* logits = decode_forward(z.data(), y, rows, 1);
+  likelihood(logits, x_image, nll.data(), dlogits.data(), rows, 1.0f / rows);
   LatentArgs back = args;
   if (objective.free_bits > 0 || objective.capacity > 0) {
     // The batch decides the KL term's weight (elbo_objective.cuh); the backward reads it from the
@@ -207,19 +266,20 @@ void ModelImpl::forward_backward(const float* x, int rows, float beta, uint64_t 
   } else {
     be.loss_reduce(nll.data(), kl_sample.data(), rows, beta, per_step, loss.data());
   }
-  decoder.backward(be, z.data(), dlogits.data(), dz.data(), rows);
+  decode_backward(z.data(), dlogits.data(), dz.data(), rows);
   latent_block.backward(be, back, h, z.data(), dz.data(), beta / rows, by_dims ? dim_weight.data() : nullptr, dh.data());
   encoder_backward(x, rows);
 }
 
-const float* ModelImpl::forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale) {
+const float* ModelImpl::forward_eval(const float* x_image, int rows, uint64_t seed, int64_t row0, float eps_scale,
+                                     const float* y) {
   prepare(rows);
   Backend& be = *backend;
   const LatentArgs args{rows, latent(), seed, 0, row0, eps_scale, nullptr};
-  const float* h = encode_batch(x, rows, false);
+  const float* h = encode_batch(encoder_input(x_image, y, rows), rows, false);
   latent_block.forward(be, args, h, z.data(), kl_sample.data(), latent_block.reports_kl_per_dim() ? kl_dim.data() : nullptr);
-  const float* out = decoder.forward(be, z.data(), rows);
-  likelihood(out, x, nll.data(), nullptr, rows, 1.0f);
+  const float* out = decode_forward(z.data(), y, rows, 1);
+  likelihood(out, x_image, nll.data(), nullptr, rows, 1.0f);
   return h;
 }
 
@@ -265,30 +325,54 @@ std::vector<std::pair<std::string, Tensor>> Model::named_parameters() const {
   return out;
 }
 
-Tensor Model::encode(const Tensor& x) {
-  if (x.shape().size() != 2 || x.dim(1) != impl_->input_dim())
-    throw Error("encode: expected images [n, " + std::to_string(impl_->input_dim()) + "], got " + to_string(x.shape()));
+Tensor Model::encode(const Tensor& x) { return encode(x, {}); }
+Tensor Model::decode(const Tensor& z) { return decode(z, {}); }
+
+namespace {
+// Labels as the device's float class indices.
+Tensor label_tensor(const std::vector<int32_t>& labels, Device device) {
+  std::vector<float> host(labels.begin(), labels.end());
+  Tensor y({static_cast<int64_t>(host.size())}, device);
+  y.copy_from_host(host.data(), y.numel());
+  return y;
+}
+}  // namespace
+
+Tensor Model::encode(const Tensor& x, const std::vector<int32_t>& labels) {
+  ModelImpl& m = *impl_;
+  if (x.shape().size() != 2 || x.dim(1) != m.input_dim())
+    throw Error("encode: expected images [n, " + std::to_string(m.input_dim()) + "], got " + to_string(x.shape()));
   const int n = static_cast<int>(x.dim(0));
-  Tensor input({n, impl_->input_dim()}, impl_->device);
+  m.check_labels(&labels, n, "encode");
+  Tensor input({n, m.input_dim()}, m.device);
   input.copy_from(x);
-  impl_->encoder.prepare(n, *impl_->backend);
-  impl_->encoder.forward(*impl_->backend, input.data(), n);
-  Tensor out({n, 2 * impl_->latent()}, impl_->device);
-  out.copy_from(impl_->encoder.output_view(n));
+  Tensor y;
+  if (m.config.conditional) y = label_tensor(labels, m.device);
+  m.prepare_condition(n, 0);
+  const float* in = m.encoder_input(input.data(), m.config.conditional ? y.data() : nullptr, n);
+  m.encoder.prepare(n, *m.backend);
+  m.encoder.forward(*m.backend, in, n);
+  Tensor out({n, 2 * m.latent()}, m.device);
+  out.copy_from(m.encoder.output_view(n));
   return out;
 }
 
-Tensor Model::decode(const Tensor& z) {
-  if (z.shape().size() != 2 || z.dim(1) != impl_->latent())
-    throw Error("decode: expected latent codes [n, " + std::to_string(impl_->latent()) + "], got " + to_string(z.shape()));
+Tensor Model::decode(const Tensor& z, const std::vector<int32_t>& labels) {
+  ModelImpl& m = *impl_;
+  if (z.shape().size() != 2 || z.dim(1) != m.latent())
+    throw Error("decode: expected latent codes [n, " + std::to_string(m.latent()) + "], got " + to_string(z.shape()));
   const int n = static_cast<int>(z.dim(0));
-  Tensor input({n, impl_->latent()}, impl_->device);
+  m.check_labels(&labels, n, "decode");
+  Tensor input({n, m.latent()}, m.device);
   input.copy_from(z);
-  impl_->decoder.prepare(n, *impl_->backend);
-  impl_->decoder.forward(*impl_->backend, input.data(), n);
-  Tensor out({n, impl_->input_dim()}, impl_->device);
-  out.copy_from(impl_->decoder.output_view(n));
-  impl_->to_image(out.data(), out.numel());
+  Tensor y;
+  if (m.config.conditional) y = label_tensor(labels, m.device);
+  m.prepare_condition(0, n);
+  m.decoder.prepare(n, *m.backend);
+  m.decode_forward(input.data(), m.config.conditional ? y.data() : nullptr, n, 1);
+  Tensor out({n, m.input_dim()}, m.device);
+  out.copy_from(m.decoder.output_view(n));
+  m.to_image(out.data(), out.numel());
   return out;
 }
 

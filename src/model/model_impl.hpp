@@ -36,6 +36,10 @@ struct ModelImpl {
   Tensor x_all, dx_all;                                     // [x; pseudo-inputs] and its gradient
   Tensor x_rep, bound, decoder_weight, encoder_weight, z_scale, dim_weight;
   DeviceArray<StepScalars> effective_step;  // the step record the regularised ELBO's backward reads
+  // A conditional model's inputs with the condition appended (condition.cuh): the encoder's
+  // [rows, input_dim + encoder_condition_width] and the decoder's [n, latent + classes] with its gradient.
+  int condition_rows = 0;
+  Tensor x_cond, z_cond, dz_cond;
 
   // Sets the objective (validated, and against this model: ObjectiveConfig::check_model).
   void set_objective(const ObjectiveConfig& o);
@@ -46,11 +50,23 @@ struct ModelImpl {
   const float* encode_batch(const float* x, int rows, bool training);
   // The encoder backward matching encode_batch(x, rows, true), with the pseudo-inputs' gradient.
   void encoder_backward(const float* x, int rows);
+  // A conditional model's labels y (device memory, float class indices, one per data row) appended to
+  // the encoder's input; x itself otherwise. Sizes from prepare (or prepare_condition).
+  const float* encoder_input(const float* x, const float* y, int rows);
+  // The decoder over z [n, latent], each run of `repeat` rows sharing the label y[row / repeat] of a
+  // conditional model; its output.
+  const float* decode_forward(const float* z, const float* y, int n, int repeat);
+  // The matching backward: dz [n, latent] (the label's columns dropped) and the decoder's parameter gradients.
+  void decode_backward(const float* z, const float* dout, float* dz, int n);
+  // Makes the condition's buffers hold encoder_rows and decoder_rows rows (nothing unless conditional).
+  void prepare_condition(int encoder_rows, int decoder_rows);
+  // Throws unless a conditional model gets labels (and an unconditional one none), all in [0, classes).
+  void check_labels(const std::vector<int32_t>* labels, int64_t rows, const char* what) const;
   // Runs the encoder on the pseudo-inputs alone and binds the result to the prior (sampling).
   void encode_pseudo_inputs();
   // The flows' data-dependent initialisation from a batch x [rows, input_dim] (device memory),
   // before a run's first step; nothing without flows.
-  void initialize_from_data(const float* x, int rows, uint64_t seed);
+  void initialize_from_data(const float* x, int rows, uint64_t seed, const float* y = nullptr);
 
   int input_dim() const { return config.input_dim(); }
   // Throws unless set's images have the size the model was built for (which names the set).
@@ -68,11 +84,13 @@ struct ModelImpl {
   // loss (not kl_dim: forward_eval reports that). Loss = mean over rows of (NLL + beta * KL). With per_step (backend memory), beta and the
   // Philox step are read from it when the work runs and the by-value beta and step are ignored:
   // the form a captured CUDA graph replays.
+  // y: a conditional model's labels (device memory, float class indices, rows of them).
   void forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step,
-                        const StepScalars* per_step = nullptr);
+                        const StepScalars* per_step = nullptr, const float* y = nullptr);
   // Forward only: per-row nll and kl_sample, kl_dim (when latent_block reports it), and the encoder
   // output (returned).
-  const float* forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale);
+  const float* forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale,
+                            const float* y = nullptr);
   // NLL per row of decoder output `out` against x; dout (scaled by grad_scale) when non-null.
   void likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale);
   // Decoder output mapped to [0, 1] (sigmoid of logits, or clamped Gaussian mean), in place.

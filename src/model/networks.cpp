@@ -13,8 +13,12 @@ void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& 
   auto act = [&](const Shape& s) { return std::make_unique<ActivationLayer>(e.activation, e.leaky_slope, s); };
 
   // Encoder: convs (keeping each one's input shape for the mirror), Flatten, linear layers.
+  // A conditional encoder sees the condition after the image: one plane per class (conv) or the
+  // one-hot vector (mlp); see ModelConfig::conditional.
+  const int64_t classes = config.conditional ? config.classes : 0;
   std::vector<Shape> conv_inputs;
-  Shape shape = config.encoder.type == NetworkType::Conv ? image : Shape{shape_numel(image)};
+  Shape shape = config.encoder.type == NetworkType::Conv ? Shape{image[0] + classes, image[1], image[2]}
+                                                         : Shape{shape_numel(image) + classes};
   if (e.type == NetworkType::Conv) {
     for (size_t i = 0; i < e.channels.size(); ++i) {
       conv_inputs.push_back(shape);
@@ -39,7 +43,7 @@ void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& 
   encoder.add(std::make_unique<Linear>(static_cast<int>(width), 2 * config.latent));
 
   // Decoder: the mirror image. Its linear part ends at the image (mlp) or at the last conv's output.
-  width = config.latent;
+  width = config.decoder_input_dim();
   for (auto it = e.hidden.rbegin(); it != e.hidden.rend(); ++it) {
     decoder.add(std::make_unique<Linear>(static_cast<int>(width), *it));
     decoder.add(act({*it}));
@@ -53,7 +57,8 @@ void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& 
   decoder.add(act({shape_numel(conv_out)}));
   decoder.add(std::make_unique<Reshape>(Shape{shape_numel(conv_out)}, conv_out));
   for (size_t i = conv_inputs.size(); i-- > 0;) {
-    const Shape& target = conv_inputs[i];
+    // The first conv's input had the condition's planes; the decoder gives back the image alone.
+    const Shape target = i == 0 ? image : conv_inputs[i];
     const Shape& from = decoder.out_shape();
     // The output padding that brings each axis back to the encoder's size exactly.
     const int pad_h = static_cast<int>(target[1]) -

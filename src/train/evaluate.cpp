@@ -7,6 +7,7 @@
 
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
+#include "condition.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
@@ -111,8 +112,16 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   auto gather = [&](const int32_t* idx, int count, float* out) {
     m.backend->gather_pixels(pixels.data(), idx, count, d, binarize, kTestBinarizeSeed, kStreamTestBinarize, 0, nullptr, out);
   };
+  // A conditional model is evaluated on p(x | y): the test labels are gathered beside the pixels.
+  const bool conditional = m.config.conditional;
+  if (conditional) m.check_labels(&test.labels, test.count, "test set");
+  const DeviceArray<int32_t> labels = conditional ? DeviceArray<int32_t>::mirror(test.labels, m.device) : DeviceArray<int32_t>{};
+  Tensor y = conditional ? Tensor({batch}, m.device) : Tensor();
+  float* const yp = conditional ? y.data() : nullptr;
   if (opt.k > 0) {
     const int rows_iw = batch * chunk;
+    m.prepare(batch);
+    m.prepare_condition(batch, rows_iw);
     m.decoder.prepare(rows_iw, *m.backend);
     m.latent_block.prepare(rows_iw, m.device);
     z_iw = Tensor({rows_iw, L}, m.device);
@@ -126,7 +135,8 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
     gather(all.data() + first, rows, x.data());
-    const float* h = m.forward_eval(x.data(), rows, kEvalNoiseSeed, first, 1.0f);
+    if (conditional) ops::gather_labels(*m.backend, labels.data(), all.data() + first, rows, nullptr, yp);
+    const float* h = m.forward_eval(x.data(), rows, kEvalNoiseSeed, first, 1.0f, yp);
     const std::vector<float> nll = m.nll.view(0, {rows}).to_host();
     const std::vector<float> kl = m.kl_sample.view(0, {rows}).to_host();
     const bool per_dim = m.latent_block.reports_kl_per_dim();
@@ -178,7 +188,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
           replicated = kk;
         }
         m.latent_block.importance_sample(*m.backend, h, rows, kk, kEvalNoiseSeed, first, s0, z_iw.data(), lpq.data());
-        const float* out = m.decoder.forward(*m.backend, z_iw.data(), rows * kk);
+        const float* out = m.decode_forward(z_iw.data(), yp, rows * kk, kk);
         m.likelihood(out, x_rep.data(), nll_iw.data(), nullptr, rows * kk, 1.0f);
         m.backend->logsumexp_accumulate(lpq.data(), nll_iw.data(), rows, kk, run_max.data(), run_sum.data());
       }

@@ -8,6 +8,7 @@
 
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
+#include "condition.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "train/schedule.hpp"
@@ -81,16 +82,21 @@ void Trainer::ensure_optimizer_state() {
   grad_norm_ = Tensor::zeros({1}, model_.device());
 }
 
-double Trainer::step(const std::vector<float>& images, int rows) {
+double Trainer::step(const std::vector<float>& images, int rows, const std::vector<int32_t>& labels) {
   ModelImpl& m = model_.impl();
   if (rows < 1 || static_cast<int64_t>(images.size()) != static_cast<int64_t>(rows) * m.input_dim())
     throw Error("Trainer::step: expected " + std::to_string(rows) + " rows of " + std::to_string(m.input_dim()) +
                 " pixels, got " + std::to_string(images.size()) + " values");
+  m.check_labels(&labels, rows, "Trainer::step");
   ensure_optimizer_state();
   const FlushDenormalsScope flush_denormals;
   const Tensor x = Tensor::from_host(images, {rows, m.input_dim()}, m.device);
-  if (progress_.global_step == 0) m.initialize_from_data(x.data(), rows, config_.seed);
-  m.forward_backward(x.data(), rows, config_.objective.beta, config_.seed, static_cast<uint64_t>(progress_.global_step));
+  const Tensor y = m.config.conditional ? Tensor::from_host(std::vector<float>(labels.begin(), labels.end()), {rows}, m.device)
+                                        : Tensor();
+  const float* yp = m.config.conditional ? y.data() : nullptr;
+  if (progress_.global_step == 0) m.initialize_from_data(x.data(), rows, config_.seed, yp);
+  m.forward_backward(x.data(), rows, config_.objective.beta, config_.seed, static_cast<uint64_t>(progress_.global_step),
+                     nullptr, yp);
   ++progress_.global_step;
   m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
                        adam_args(config_, config_.lr, progress_.global_step), nullptr, grad_norm_.data(), {});
@@ -191,6 +197,16 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   // The training set lives on the backend's device as uint8 for the whole run (on the CPU that is
   // the data set itself); batches are gathered and binarised there.
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(data.train.pixels, m.device);
+  // A conditional model's labels travel beside the pixels and are gathered with them.
+  const bool conditional = m.config.conditional;
+  if (conditional) {
+    m.check_labels(&data.train.labels, data.train.count, "training set");
+    m.check_labels(&data.test.labels, data.test.count, "test set");
+  }
+  const DeviceArray<int32_t> labels =
+      conditional ? DeviceArray<int32_t>::mirror(data.train.labels, m.device) : DeviceArray<int32_t>{};
+  Tensor y = conditional ? Tensor({batch}, m.device) : Tensor();
+  float* const yp = conditional ? y.data() : nullptr;
   DeviceArray<int32_t> perm = DeviceArray<int32_t>::allocate(static_cast<size_t>(n), m.device);
   DeviceArray<StepScalars> table = DeviceArray<StepScalars>::allocate(static_cast<size_t>(steps_per_epoch), m.device);
   DeviceArray<StepScalars> current = DeviceArray<StepScalars>::allocate(1, m.device);
@@ -203,7 +219,8 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     for (int i = 0; i < batch; ++i) first_images[static_cast<size_t>(i)] = i;
     const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(first_images, m.device);
     be.gather_pixels(pixels.data(), idx.data(), batch, d, binarize, config_.seed, kStreamBinarize, 0, nullptr, x.data());
-    m.initialize_from_data(x.data(), batch, config_.seed);
+    if (conditional) ops::gather_labels(be, labels.data(), idx.data(), batch, nullptr, yp);
+    m.initialize_from_data(x.data(), batch, config_.seed, yp);
   }
   // Constants of the optimizer; the per-step learning rate and bias corrections are in the table.
   const AdamArgs adam_constants = adam_args(config_, config_.lr, 1);
@@ -214,7 +231,8 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     be.select_step(table.data(), steps_per_epoch, cursor.data(), current.data());
     be.gather_pixels(pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
                      x.data());
-    m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data());
+    if (conditional) ops::gather_labels(be, labels.data(), static_cast<const int32_t*>(perm.data()), rows, current.data(), yp);
+    m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data(), yp);
     // The guard reads m.loss where it is now: the evaluator may reallocate the workspace between
     // epochs (which also retires the recorded steps, so they are recorded again with this pointer).
     const StepGuard guard{m.loss.data(), loss_sums.data() + 3};
