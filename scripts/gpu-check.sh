@@ -307,6 +307,17 @@ if want train; then
     --data "$g/data" --out "$conv"
   step eval-cuda-conv ours "$g/vae" eval --device cuda --checkpoint "$conv/model.safetensors" --data "$g/data" --k 100 --json
   step eval-cpu-of-cuda-conv ours "$g/vae" eval --device cpu --checkpoint "$conv/model.safetensors" --data "$g/data" --k 100 --json
+  # Generation on CUDA: a conditional run, the classifier, and the quality measure for prior and
+  # aggregate-posterior samples (with their samples/s), against the same measure on the CPU.
+  cond=$logs/run-cuda-conditional
+  step train-cuda-conditional ours "$g/vae" train --device cuda --conditional --epochs 3 --data "$g/data" --out "$cond"
+  step classifier-cuda ours "$g/vae" classifier --device cuda --data "$g/data" --out "$logs/classifier.safetensors"
+  step quality-cuda-prior ours "$g/vae" quality --device cuda --checkpoint "$cond/model.safetensors" \
+    --classifier "$logs/classifier.safetensors" --data "$g/data" --json
+  step quality-cpu-prior ours "$g/vae" quality --device cpu --checkpoint "$cond/model.safetensors" \
+    --classifier "$logs/classifier.safetensors" --data "$g/data" --json
+  step quality-cuda-aggregate ours "$g/vae" quality --device cuda --checkpoint "$run/model.safetensors" \
+    --classifier "$logs/classifier.safetensors" --data "$g/data" --from aggregate --json
 fi
 
 cat "$summary"

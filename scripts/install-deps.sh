@@ -8,7 +8,7 @@ packages=(
   libopenblas-openmp-dev zlib1g-dev libpng-dev nlohmann-json3-dev libcli11-dev libstb-dev
   libgtest-dev libbenchmark-dev
   clang libclang-rt-dev libomp-dev
-  python3-torch python3-numpy
+  python3-torch python3-numpy python3-matplotlib
   dataset-fashion-mnist
 )
 missing=()

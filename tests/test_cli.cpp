@@ -15,6 +15,7 @@
 #include <string>
 
 #include "test_util.hpp"
+#include "vae/generate.hpp"
 
 #ifdef VAE_CLI_PATH
 
@@ -400,6 +401,109 @@ TEST(Cli, TrainsOnNpyAndPngFolders) {
   ASSERT_EQ(p.code, 0) << p.out;
   EXPECT_NE(p.out.find("4 images of 3x12x13"), std::string::npos) << p.out;  // an 8x9 sample framed by 2 pixels
   expect_failure(run("train --data " + dir.file("nothing-here") + small), 1, "not found");
+}
+
+// The generation commands end to end on a tiny conditional and a tiny plain model: conditional
+// samples by label and one row per class, the aggregate posterior, encode -> decode through .npy
+// files, interpolation, traversal, the latent plot, the classifier and the quality measure; and
+// their bad input: a label out of range or for a model without labels, codes of the wrong dtype or
+// shape, an index past the data set, labels missing for --conditional. No partial file is left.
+TEST(Cli, GenerationCommandsAndTheirBadInput) {
+  if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
+  test::ScratchDir dir("cli_generate");
+  const std::string small = " --data " + kData + " --epochs 1 --train-limit 512 --test-limit 100 --hidden 32 --batch 64 "
+                            "--threads 2";
+  const Result c = run("train" + small + " --latent 3 --conditional --out " + dir.file("cond"));
+  ASSERT_EQ(c.code, 0) << c.out;
+  std::ifstream config(dir.file("cond/config.json"));
+  const std::string config_text((std::istreambuf_iterator<char>(config)), std::istreambuf_iterator<char>());
+  EXPECT_NE(config_text.find("\"conditional\": true"), std::string::npos) << config_text;
+  EXPECT_NE(config_text.find("\"classes\": 10"), std::string::npos) << config_text;
+  const Result p = run("train" + small + " --latent 2 --out " + dir.file("plain"));
+  ASSERT_EQ(p.code, 0) << p.out;
+  const std::string cond = " --checkpoint " + dir.file("cond/model.safetensors") + " --threads 2",
+                    plain = " --checkpoint " + dir.file("plain/model.safetensors") + " --threads 2";
+
+  // Sampling: one label, one row per class (.npy [80, 1, 28, 28]), the aggregate posterior.
+  Result r = run("sample" + cond + " --label 3 --n 5 --scale 2 --out " + dir.file("s3.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("samples/s"), std::string::npos) << r.out;
+  r = run("sample" + cond + " --columns 8 --out " + dir.file("rows.npy"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  std::vector<int64_t> shape;
+  EXPECT_EQ(read_npy_floats(dir.file("rows.npy"), shape).size(), size_t(80 * 784));
+  EXPECT_EQ(shape, (std::vector<int64_t>{80, 1, 28, 28}));
+  r = run("sample" + plain + " --from aggregate --fit-limit 300 --components 3 --data " + kData + " --out " + dir.file("agg.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("3-component mixture to 300 training posterior means"), std::string::npos) << r.out;
+  expect_failure(run("sample" + cond + " --label 10 --out " + dir.file("bad.png")), 1, "out of range: the model has classes 0..9");
+  expect_failure(run("sample" + cond + " --label three --out " + dir.file("bad.png")), 1, "class index or 'all'");
+  expect_failure(run("sample" + plain + " --label 3 --out " + dir.file("bad.png")), 1, "not conditional");
+  expect_failure(run("sample" + plain + " --from posterior --out " + dir.file("bad.png")), 1, "prior or aggregate");
+  expect_failure(run("sample" + plain + " --out " + dir.file("bad.jpg")), 1, "must end in .png or .npy");
+
+  // encode -> decode.
+  r = run("encode" + plain + " --data " + kData + " --limit 20 --out " + dir.file("codes"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_EQ(read_npy_floats(dir.file("codes/mu.npy"), shape).size(), 40u);
+  EXPECT_EQ(shape, (std::vector<int64_t>{20, 2}));
+  EXPECT_EQ(read_npy_labels(dir.file("codes/labels.npy")).size(), 20u);
+  r = run("decode" + plain + " --codes " + dir.file("codes/mu.npy") + " --out " + dir.file("decoded.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("decoded.png")));
+  expect_failure(run("decode" + plain + " --codes " + dir.file("codes/labels.npy") + " --out " + dir.file("bad.png")), 1,
+                 "expected float32");
+  expect_failure(run("decode" + plain + " --codes " + dir.file("rows.npy") + " --out " + dir.file("bad.png")), 1,
+                 "but this model decodes codes of shape [n, 2]");
+  r = run("encode" + cond + " --data " + kData + " --limit 20 --out " + dir.file("ccodes"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  expect_failure(run("decode" + cond + " --codes " + dir.file("ccodes/mu.npy") + " --out " + dir.file("bad.png")), 1,
+                 "this model is conditional: give --label");
+  r = run("decode" + cond + " --codes " + dir.file("ccodes/mu.npy") + " --code-labels " + dir.file("ccodes/labels.npy") +
+          " --out " + dir.file("cdecoded.npy"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  expect_failure(run("decode" + plain + " --codes " + dir.file("codes/mu.npy") + " --label 1 --out " + dir.file("bad.png")), 1,
+                 "not conditional");
+
+  r = run("reconstruct" + std::string(" --checkpoint ") + dir.file("cond/model.safetensors") + " --data " + kData +
+          " --n 4 --out " + dir.file("recon.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+
+  // Interpolation, traversal, the latent plot.
+  r = run("interpolate" + cond + " --data " + kData + " --from-index 0 --to-index 5 --steps 4 --mode both --out " +
+          dir.file("i.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  expect_failure(run("interpolate" + plain + " --data " + kData + " --to-index 10000 --out " + dir.file("bad.png")), 1,
+                 "--to-index 10000 is past the test set's 10000 images");
+  expect_failure(run("interpolate" + plain + " --data " + kData + " --mode curved --out " + dir.file("bad.png")), 1,
+                 "linear, spherical or both");
+  r = run("traverse" + plain + " --data " + kData + " --index 2 --dims 2 --steps 5 --out " + dir.file("t.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("rows are dimensions"), std::string::npos) << r.out;
+  expect_failure(run("traverse" + plain + " --data " + kData + " --index -1 --out " + dir.file("bad.png")), 1, "past the test set");
+  r = run("plot-latent" + cond + " --data " + kData + " --limit 300 --out " + dir.file("plot.png"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("coloured by label"), std::string::npos) << r.out;
+  EXPECT_GT(std::filesystem::file_size(dir.file("plot.png")), 1000u);
+
+  // The classifier and the quality measure.
+  r = run("classifier --data " + kData + " --epochs 1 --threads 2 --out " + dir.file("clf.safetensors"));
+  ASSERT_EQ(r.code, 0) << r.out;
+  r = run("quality" + cond + " --data " + kData + " --classifier " + dir.file("clf.safetensors") + " --n 200 --json");
+  ASSERT_EQ(r.code, 0) << r.out;
+  EXPECT_NE(r.out.find("\"conditional_accuracy\""), std::string::npos) << r.out;
+  EXPECT_NE(r.out.find("\"frechet_distance\""), std::string::npos) << r.out;
+  expect_failure(run("quality" + plain + " --data " + kData + " --classifier " + dir.file("plain/model.safetensors")), 1,
+                 "not a classifier");
+
+  // --conditional on a data set without labels.
+  std::vector<float> images(40 * 8 * 8, 0.5f);
+  write_npy(dir.file("images.npy"), images, {40, 8, 8});
+  expect_failure(run("train --data " + dir.file("images.npy") + " --epochs 1 --hidden 8 --latent 2 --conditional --out " +
+                     dir.file("nolabels")),
+                 1, "--conditional needs labels");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("bad.png")));
+  EXPECT_FALSE(std::filesystem::exists(dir.file("nolabels/model.safetensors")));
 }
 
 }  // namespace

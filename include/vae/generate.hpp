@@ -56,12 +56,16 @@ std::vector<float> decode_latents(Model& model, const std::vector<float>& z, int
                                   const std::vector<int32_t>& labels = {}, int batch = 1024);
 
 // The posterior of each image (grey levels, not binarised): mu and the log-variance as the model
-// uses it (soft-clamped), [n, latent] each, with the set's labels when it has them.
+// uses it (soft-clamped), [n, latent] each, with the set's labels when it has them. With a
+// posterior flow those are its base Gaussian's, and codes holds f(mu), the mean pushed through the
+// flow: the point in the decoder's space that stands for the image (empty without a flow, where it
+// is mu itself; code() gives whichever it is).
 struct LatentCodes {
   int64_t count = 0;
   int latent = 0;
-  std::vector<float> mu, logvar;
+  std::vector<float> mu, logvar, codes;
   std::vector<int32_t> labels;
+  const std::vector<float>& code() const { return codes.empty() ? mu : codes; }
 };
 // The first `limit` images (0 = all), in batches.
 LatentCodes encode_images(Model& model, const ImageSet& images, int64_t limit = 0, int batch = 500);
@@ -126,5 +130,6 @@ void write_npy(const std::string& path, const std::vector<int32_t>& values, cons
 // A float32 .npy array of latent codes or images; shape receives its dimensions. Throws naming the
 // file for any other dtype, a Fortran-order array, or bytes that disagree with the shape.
 std::vector<float> read_npy_floats(const std::string& path, std::vector<int64_t>& shape);
+std::vector<float> parse_npy_floats(const uint8_t* data, size_t size, const std::string& what, std::vector<int64_t>& shape);
 
 }  // namespace vae

@@ -98,7 +98,7 @@ AggregatePosterior fit_aggregate(Model& model, const GenerateCommands& g) {
   const auto start = clock_type::now();
   const Dataset d = load_data(g.data);
   const LatentCodes codes = encode_images(model, d.train, g.fit_limit);
-  AggregatePosterior a = fit_aggregate_posterior(codes.mu, codes.count, codes.latent, g.components, g.seed);
+  AggregatePosterior a = fit_aggregate_posterior(codes.code(), codes.count, codes.latent, g.components, g.seed);
   std::printf("fitted a %d-component mixture to %lld training posterior means in %.1fs (%d EM iterations, mean log "
               "density %.3f)\n", a.components, static_cast<long long>(codes.count), seconds_since(start), a.iterations,
               a.mean_log_likelihood);
@@ -122,6 +122,11 @@ Sampled draw(Model& model, SampleOptions o, const GenerateCommands& g, Aggregate
     *fitted = fit_aggregate(model, g);
     o.aggregate = fitted;
   }
+  // One batch first, untimed: the backend's first calls choose GEMM plans and allocate.
+  SampleOptions warm = o;
+  warm.n = std::min(o.n, o.batch);
+  if (warm.labels.size() > static_cast<size_t>(warm.n)) warm.labels.resize(static_cast<size_t>(warm.n));
+  sample_images(model, warm);
   const auto start = clock_type::now();
   Sampled s;
   s.images = sample_images(model, o);
@@ -166,9 +171,12 @@ int run_encode(GenerateCommands& g) {
   const std::filesystem::path dir(g.out);
   write_npy((dir / "mu.npy").string(), codes.mu, {codes.count, codes.latent});
   write_npy((dir / "logvar.npy").string(), codes.logvar, {codes.count, codes.latent});
+  // With a posterior flow, mu is its base Gaussian's mean; z.npy is that mean through the flow, the
+  // code vae decode takes.
+  if (!codes.codes.empty()) write_npy((dir / "z.npy").string(), codes.codes, {codes.count, codes.latent});
   if (!codes.labels.empty()) write_npy((dir / "labels.npy").string(), codes.labels, {codes.count});
-  std::printf("encoded %lld %s images in %.2fs: wrote %s/{mu.npy,logvar.npy%s} ([%lld, %d] float32)\n",
-              static_cast<long long>(codes.count), g.split.c_str(), secs, g.out.c_str(),
+  std::printf("encoded %lld %s images in %.2fs: wrote %s/{mu.npy,logvar.npy%s%s} ([%lld, %d] float32)\n",
+              static_cast<long long>(codes.count), g.split.c_str(), secs, g.out.c_str(), codes.codes.empty() ? "" : ",z.npy",
               codes.labels.empty() ? "" : ",labels.npy", static_cast<long long>(codes.count), codes.latent);
   return 0;
 }
@@ -219,7 +227,7 @@ std::vector<float> posterior_means(Model& model, const ImageSet& set, const std:
   }
   const LatentCodes codes = encode_images(model, pick);
   if (labels) *labels = pick.labels;
-  return codes.mu;
+  return codes.code();
 }
 
 int run_interpolate(GenerateCommands& g) {
@@ -305,15 +313,15 @@ int run_plot_latent(GenerateCommands& g) {
   std::string title, xn = "z0", yn = "z1";
   if (L == 1) {
     points.resize(static_cast<size_t>(codes.count) * 2, 0.0f);
-    for (int64_t i = 0; i < codes.count; ++i) points[static_cast<size_t>(i * 2)] = codes.mu[static_cast<size_t>(i)];
+    for (int64_t i = 0; i < codes.count; ++i) points[static_cast<size_t>(i * 2)] = codes.code()[static_cast<size_t>(i)];
     title = "posterior means (1-D latent)";
     yn = "";
   } else if (L == 2) {
-    points = codes.mu;
+    points = codes.code();
     title = "posterior means (2-D latent)";
   } else {
     double explained[2];
-    points = principal_components_2d(codes.mu, codes.count, L, explained);
+    points = principal_components_2d(codes.code(), codes.count, L, explained);
     char t[160];
     std::snprintf(t, sizeof t, "PCA of %d-D posterior means: %.0f%% + %.0f%% of variance", L, 100 * explained[0],
                   100 * explained[1]);

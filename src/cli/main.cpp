@@ -486,6 +486,7 @@ int main(int argc, char** argv) {
   recon->add_option("--checkpoint", checkpoint, "model.safetensors from vae train")->required();
   recon->add_option("--n", n_recon, "number of test images (default 16)")->check(CLI::Range(1, 1024));
   recon->add_option("--data", data_dir, data_help);
+  recon->add_option("--labels", labels, "labels .npy for a .npy --data (a conditional model needs them)");
   recon->add_option("--test-fraction", test_fraction, fraction_help)->check(CLI::Range(1e-6, 0.999999));
   recon->add_option("--out", out_png, "PNG file to write")->required();
   recon->add_option("--device", device, "cpu|cuda|auto");
@@ -528,7 +529,7 @@ int main(int argc, char** argv) {
     if (const int rc = vae::cli::run_generate_commands(app, gen); rc >= 0) return rc;
     if (*recon) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
-      const vae::Dataset data = load_data(data_dir, "", test_fraction);
+      const vae::Dataset data = load_data(data_dir, labels, test_fraction);
       const auto [inputs, outputs] = vae::reconstruct_images(model, data.test, n_recon);
       // Rows of up to 8: a row of test images, then the row of their reconstructions.
       const int cols = std::min(n_recon, 8), d = model.config().input_dim();

@@ -176,14 +176,14 @@ Tensor sample_latents(Model& model, const SampleOptions& o) {
   return z;
 }
 
-std::vector<float> decode_latents(Model& model, const std::vector<float>& z, int64_t n, const std::vector<int32_t>& labels,
-                                  int batch) {
+namespace {
+
+// Decodes codes z [n, L] on the model's device in batches of `batch` rows; the images come back to
+// the host. labels: none, one for every code, or one per code.
+std::vector<float> decode_on_device(Model& model, const Tensor& z, int64_t n, const std::vector<int32_t>& labels, int batch) {
   ModelImpl& m = model.impl();
   const int L = m.latent(), d = m.input_dim();
-  if (n < 1 || static_cast<int64_t>(z.size()) != n * L)
-    throw Error("decode: expected codes [n, " + std::to_string(L) + "], got " + std::to_string(z.size()) + " values");
   if (batch < 1) throw Error("decode: batch must be positive");
-  // One label for every code, or one per code.
   std::vector<int32_t> all = labels;
   if (all.size() == 1 && n > 1) all.assign(static_cast<size_t>(n), labels[0]);
   m.check_labels(&all, n, "decode");
@@ -191,20 +191,28 @@ std::vector<float> decode_latents(Model& model, const std::vector<float>& z, int
   std::vector<float> out(static_cast<size_t>(n) * d);
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
-    const Tensor zb = Tensor::from_host(std::vector<float>(z.begin() + first * L, z.begin() + (first + rows) * L),
-                                        {rows, L}, Device::CPU);
     const std::vector<int32_t> yb = all.empty() ? std::vector<int32_t>{}
                                                 : std::vector<int32_t>(all.begin() + first, all.begin() + first + rows);
-    const std::vector<float> images = model.decode(zb, yb).to_host();
+    const std::vector<float> images = model.decode(z.view(first * L, {rows, L}), yb).to_host();
     std::copy(images.begin(), images.end(), out.begin() + first * d);
   }
   return out;
 }
 
+}  // namespace
+
+std::vector<float> decode_latents(Model& model, const std::vector<float>& z, int64_t n, const std::vector<int32_t>& labels,
+                                  int batch) {
+  const int L = model.impl().latent();
+  if (n < 1 || static_cast<int64_t>(z.size()) != n * L)
+    throw Error("decode: expected codes [n, " + std::to_string(L) + "], got " + std::to_string(z.size()) + " values");
+  return decode_on_device(model, Tensor::from_host(z, {n, L}, model.device()), n, labels, batch);
+}
+
 std::vector<float> sample_images(Model& model, const SampleOptions& o) {
   const FlushDenormalsScope flush_denormals;
-  const Tensor z = sample_latents(model, o);
-  return decode_latents(model, z.to_host(), o.n, o.labels, o.batch);
+  const Tensor z = sample_latents(model, o);  // on the model's device: decoded there without a host round trip
+  return decode_on_device(model, z, o.n, o.labels, o.batch);
 }
 
 LatentCodes encode_images(Model& model, const ImageSet& set, int64_t limit, int batch) {
@@ -214,29 +222,43 @@ LatentCodes encode_images(Model& model, const ImageSet& set, int64_t limit, int 
   if (n < 1) throw Error("encode: the data set is empty");
   if (batch < 1) throw Error("encode: batch must be positive");
   const int L = m.latent(), d = m.input_dim();
-  if (m.config.conditional) m.check_labels(&set.labels, set.count, "encode");
+  const bool conditional = m.config.conditional, flow = m.latent_block.has_posterior_flow();
+  if (conditional) m.check_labels(&set.labels, set.count, "encode");
   const FlushDenormalsScope flush_denormals;
   LatentCodes c;
   c.count = n;
   c.latent = L;
   c.mu.resize(static_cast<size_t>(n) * L);
   c.logvar.resize(static_cast<size_t>(n) * L);
+  if (flow) c.codes.resize(static_cast<size_t>(n) * L);
   if (!set.labels.empty()) c.labels.assign(set.labels.begin(), set.labels.begin() + n);
-  std::vector<float> x;
+  const int rows_max = static_cast<int>(std::min<int64_t>(batch, n));
+  Tensor x({rows_max, d}, m.device), y = conditional ? Tensor({rows_max}, m.device) : Tensor();
+  std::vector<float> xh, yh;
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
-    x.resize(static_cast<size_t>(rows) * d);
-    for (size_t i = 0; i < x.size(); ++i) x[i] = set.pixels[static_cast<size_t>(first) * d + i] / 255.0f;
-    const std::vector<int32_t> y = m.config.conditional
-                                       ? std::vector<int32_t>(set.labels.begin() + first, set.labels.begin() + first + rows)
-                                       : std::vector<int32_t>{};
-    const std::vector<float> h = model.encode(Tensor::from_host(x, {rows, d}, Device::CPU), y).to_host();
+    xh.resize(static_cast<size_t>(rows) * d);
+    for (size_t i = 0; i < xh.size(); ++i) xh[i] = set.pixels[static_cast<size_t>(first) * d + i] / 255.0f;
+    Tensor xv = x.view(0, {rows, d});
+    xv.copy_from_host(xh.data(), xv.numel());
+    if (conditional) {
+      yh.assign(set.labels.begin() + first, set.labels.begin() + first + rows);
+      Tensor yv = y.view(0, {rows});
+      yv.copy_from_host(yh.data(), rows);
+    }
+    // The forward at zero noise: the encoder's output, and z = mu pushed through any posterior flow.
+    m.forward_eval(x.data(), rows, 0, first, 0.0f, conditional ? y.data() : nullptr);
+    const std::vector<float> h = m.encoder.output_view(rows).to_host();
     for (int r = 0; r < rows; ++r)
       for (int u = 0; u < L; ++u) {
         const size_t dst = static_cast<size_t>(first + r) * L + u;
         c.mu[dst] = h[static_cast<size_t>(r) * 2 * L + u];
         c.logvar[dst] = math::soft_clamp(h[static_cast<size_t>(r) * 2 * L + L + u], math::kLogvarMin, math::kLogvarMax);
       }
+    if (flow) {
+      const std::vector<float> z = m.z.view(0, {rows, L}).to_host();
+      std::copy(z.begin(), z.end(), c.codes.begin() + first * L);
+    }
   }
   return c;
 }

@@ -253,12 +253,18 @@ std::vector<int32_t> parse_npy_labels(const uint8_t* data, size_t size, const st
 
 std::vector<float> read_npy_floats(const std::string& path, std::vector<int64_t>& shape) {
   const std::vector<uint8_t> bytes = read_file_bytes(path, ".npy file");
-  const std::string where = ".npy file '" + path + "'";
-  const NpyArray a = parse_npy(bytes.data(), bytes.size(), where);
+  return parse_npy_floats(bytes.data(), bytes.size(), path, shape);
+}
+
+std::vector<float> parse_npy_floats(const uint8_t* data, size_t size, const std::string& what, std::vector<int64_t>& shape) {
+  const std::string where = ".npy file '" + what + "'";
+  const NpyArray a = parse_npy(data, size, where);
   if (a.descr != "<f4")
     throw Error(where + " has dtype '" + a.descr + "'; expected float32 (numpy: a.astype(numpy.float32))");
   const uint64_t count = checked_count(a.shape, uint64_t{1} << 32, where);
   check_payload(a, count, 4, where);
+  for (uint64_t d : a.shape)
+    if (d > uint64_t{1} << 32) throw Error(where + " has a dimension above 2^32");
   shape.assign(a.shape.begin(), a.shape.end());
   std::vector<float> values(count);
   if (count > 0) std::memcpy(values.data(), a.data, count * 4);

@@ -11,6 +11,7 @@
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
+#include "vae/generate.hpp"
 #include "vae/train.hpp"
 
 namespace vae {
@@ -245,16 +246,14 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);  // only the n images shown
   m.backend->gather_pixels(pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
-  const Tensor h = model.encode(x);
-  // The posterior mean: z = mu.
-  Tensor z({n, m.latent()}, m.device);
-  const std::vector<float> hh = h.to_host();
-  std::vector<float> mu(static_cast<size_t>(n) * m.latent());
-  for (int r = 0; r < n; ++r)
-    std::copy(hh.begin() + static_cast<int64_t>(r) * 2 * m.latent(),
-              hh.begin() + static_cast<int64_t>(r) * 2 * m.latent() + m.latent(), mu.begin() + static_cast<int64_t>(r) * m.latent());
-  z.copy_from_host(mu.data(), static_cast<int64_t>(mu.size()));
-  return {x, model.decode(z)};
+  // A conditional model encodes and decodes each image with its own label.
+  if (m.config.conditional) m.check_labels(&test.labels, test.count, "test set");
+  const std::vector<int32_t> labels =
+      m.config.conditional ? std::vector<int32_t>(test.labels.begin(), test.labels.begin() + n) : std::vector<int32_t>{};
+  // The posterior mean (through any posterior flow: encode_images' code).
+  const LatentCodes codes = encode_images(model, test, n);
+  const Tensor z = Tensor::from_host(codes.code(), {n, m.latent()}, m.device);
+  return {x, model.decode(z, labels)};
 }
 
 }  // namespace vae

@@ -1,8 +1,9 @@
-// libFuzzer harness: the .npy readers (images in every layout and dtype, and labels).
+// libFuzzer harness: the .npy readers (images in every layout and dtype, labels, and float32 latent codes).
 #include <cstdint>
 
 #include "vae/data.hpp"
 #include "vae/error.hpp"
+#include "vae/generate.hpp"
 
 extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
@@ -14,6 +15,14 @@ extern "C" int LLVMFuzzerTestOneInput(const uint8_t* data, size_t size) {
   try {
     for (int32_t l : vae::parse_npy_labels(data, size, "fuzz"))
       if (l < 0) __builtin_trap();
+  } catch (const vae::Error&) {
+  }
+  try {
+    std::vector<int64_t> shape;
+    const std::vector<float> v = vae::parse_npy_floats(data, size, "fuzz", shape);
+    int64_t n = 1;
+    for (int64_t d : shape) n *= d;
+    if (n != static_cast<int64_t>(v.size())) __builtin_trap();
   } catch (const vae::Error&) {
   }
   return 0;
