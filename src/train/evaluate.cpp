@@ -224,15 +224,12 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
 }
 
 Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
-  if (n < 1 || n > 1 << 20) throw Error("number of samples must be in [1, 1048576], got " + std::to_string(n));
-  if (!std::isfinite(temperature) || temperature < 0 || temperature > 100)
-    throw Error("temperature must be in [0, 100], got " + std::to_string(temperature));
   const FlushDenormalsScope flush_denormals;
-  ModelImpl& m = model.impl();
-  m.encode_pseudo_inputs();
-  Tensor z({n, m.latent()}, m.device);
-  m.latent_block.prior().sample(*m.backend, z.data(), n, temperature, seed);
-  return model.decode(z);
+  SampleOptions o;
+  o.n = n;
+  o.temperature = temperature;
+  o.seed = seed;
+  return model.decode(sample_latents(model, o));
 }
 
 std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test, int n) {
