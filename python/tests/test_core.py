@@ -1,0 +1,85 @@
+"""The vae package on numpy arrays: a round trip, a small training run, a saved model, bad input.
+
+Run with the extension built (cmake -DVAE_BUILD_PYTHON=ON) and PYTHONPATH=build/python:
+    PYTHONPATH=build/python python3 -m pytest python/tests
+"""
+import gzip
+import os
+import struct
+
+import numpy as np
+import pytest
+
+import vae
+
+DATA = os.environ.get("VAE_TEST_DATA_DIR", "/usr/share/datasets/fashion-mnist")
+
+
+def idx(name):
+    with gzip.open(os.path.join(DATA, name)) as f:
+        data = f.read()
+    magic, n = struct.unpack(">II", data[:8])
+    if magic == 2051:
+        rows, cols = struct.unpack(">II", data[8:16])
+        return np.frombuffer(data, np.uint8, offset=16).reshape(n, rows, cols)
+    return np.frombuffer(data, np.uint8, offset=8)
+
+
+@pytest.fixture(scope="module")
+def fashion():
+    if not os.path.exists(os.path.join(DATA, "train-images-idx3-ubyte.gz")):
+        pytest.skip("Fashion-MNIST not found; apt-get install dataset-fashion-mnist")
+    return idx("train-images-idx3-ubyte.gz")[:2000], idx("t10k-images-idx3-ubyte.gz")[:300], idx("t10k-labels-idx1-ubyte.gz")[:300]
+
+
+def small_model(**extra):
+    return vae.Model({"encoder": {"type": "mlp", "hidden": [32]}, "posterior": {"type": "gaussian", "latent": 4}, **extra}, seed=3)
+
+
+def test_round_trip_shapes_and_dtypes(fashion):
+    _, test, _ = fashion
+    m = small_model()
+    mu, logvar = m.encode(test[:10])
+    assert mu.shape == (10, 4) and mu.dtype == np.float32 and logvar.shape == (10, 4)
+    images = m.decode(mu)
+    assert images.shape == (10, 1, 28, 28) and images.dtype == np.float32
+    assert 0.0 <= images.min() and images.max() <= 1.0
+    # uint8 and float32 inputs of the same pixels encode alike; a non-contiguous view is copied.
+    assert np.allclose(m.encode(test[:10].astype(np.float32) / 255)[0], mu, atol=1e-6)
+    assert np.array_equal(m.encode(test[:20][::2])[0], m.encode(np.ascontiguousarray(test[:20][::2]))[0])
+    assert m.sample(6, temperature=0.5).shape == (6, 1, 28, 28)
+    assert m.reconstruct(test[:3]).shape == (3, 1, 28, 28)
+
+
+def test_training_lowers_the_loss_and_saved_models_agree(fashion, tmp_path):
+    train, test, _ = fashion
+    m = small_model()
+    steps = []
+    history = vae.train(m, train, test_x=test, epochs=2, batch=100, threads=2, progress=False, callback=steps.append)
+    assert len(history) == 2 and history[1]["test_neg_elbo"] < history[0]["test_neg_elbo"]
+    assert steps and steps[-1]["epoch"] == 2
+    path = str(tmp_path / "m.safetensors")
+    m.save(path)
+    again = vae.load(path)
+    assert np.array_equal(again.encode(test[:5])[0], m.encode(test[:5])[0])
+    r = vae.evaluate(again, test, k=5)
+    assert r["count"] == 300 and r["iwae_nll"] <= r["neg_elbo"] + 1.0
+
+
+def test_bad_input_raises_clear_errors(fashion):
+    _, test, _ = fashion
+    m = small_model()
+    with pytest.raises(vae.ArgumentError, match="uint8 .* or float32"):
+        m.encode(test[:3].astype(np.float64))
+    with pytest.raises(ValueError, match=r"\[N, H, W\] or \[N, C, H, W\]"):
+        m.encode(test[0])
+    with pytest.raises(vae.ArgumentError, match="the model takes 1x28x28"):
+        m.encode(test[:3, ::2, ::2])
+    with pytest.raises(vae.ArgumentError, match=r"float32 \[N, 4\]"):
+        m.decode(np.zeros((2, 3), np.float32))
+    with pytest.raises(vae.Error, match="does not exist"):
+        vae.load("/nonexistent/model.safetensors")
+    with pytest.raises(vae.Error, match="not conditional"):
+        m.sample(2, label=1)
+    with pytest.raises(vae.Error, match="unknown"):
+        vae.Model({"posterior": {"type": "gaussian", "latnet": 4}})
