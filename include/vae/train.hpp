@@ -47,6 +47,11 @@ struct EvalResult {
   // Flows: the mean log |det| of the posterior flow over the test set (z0 -> z) and of the flow
   // prior's normalising map g at the posterior samples (z -> eps), over the mi_samples images.
   double posterior_flow_logdet = 0, prior_flow_logdet = 0;
+  bool has_posterior_flow = false, has_prior_flow = false;  // which of the two the model has
+  // One JSON object (vae eval --json, the Python package's evaluate): count, neg_elbo, recon, kl,
+  // active_units, kl_per_dim, k, and iwae_nll, mutual_info, aggregate_kl, mi_samples and the flows'
+  // log-determinants where they were estimated.
+  std::string to_json() const;
 };
 
 struct EpochMetrics {
@@ -54,7 +59,6 @@ struct EpochMetrics {
   double train_loss = 0, train_recon = 0, train_kl = 0;
   double beta = 0, lr = 0, grad_norm = 0;
   double capacity = 0;        // the capacity objective's C at the epoch's last step (0 when off)
-  bool has_posterior_flow = false, has_prior_flow = false;  // which flow log-determinants test reports
   int64_t skipped_steps = 0;  // steps whose loss or gradient norm was not finite: no update was made
   EvalResult test;
   double seconds = 0, samples_per_s = 0;

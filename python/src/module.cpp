@@ -106,6 +106,14 @@ void check_size(const vae::Model& m, const vae::ImageSet& s, const char* what) {
                         std::to_string(c.image_height) + "x" + std::to_string(c.image_width));
 }
 
+// A model's input: images of its size with their labels (none, or one per image).
+vae::ImageSet image_set_for(const vae::Model& m, const py::array& x, const py::object& labels, const char* what) {
+  vae::ImageSet s = images_from(x, what);
+  check_size(m, s, what);
+  s.labels = labels_from(labels, s.count, what);
+  return s;
+}
+
 vae::Device device_of(const std::string& d) {
   try {
     return vae::parse_device(d);
@@ -172,10 +180,7 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "encode",
           [](vae::Model& m, const py::array& x, const py::object& labels) {
-            const vae::ImageSet s = images_from(x, "encode");
-            check_size(m, s, "encode");
-            vae::ImageSet set = s;
-            set.labels = labels_from(labels, s.count, "encode");
+            const vae::ImageSet set = image_set_for(m, x, labels, "encode");
             vae::LatentCodes c;
             {
               py::gil_scoped_release release;
@@ -222,9 +227,7 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "reconstruct",
           [](vae::Model& m, const py::array& x, const py::object& labels) {
-            vae::ImageSet s = images_from(x, "reconstruct");
-            check_size(m, s, "reconstruct");
-            s.labels = labels_from(labels, s.count, "reconstruct");
+            const vae::ImageSet s = image_set_for(m, x, labels, "reconstruct");
             std::vector<float> images;
             {
               py::gil_scoped_release release;
@@ -241,9 +244,7 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "evaluate",
       [](vae::Model& model, const py::array& x, const py::object& labels, int k, int64_t limit) {
-        vae::ImageSet s = images_from(x, "evaluate");
-        check_size(model, s, "evaluate");
-        s.labels = labels_from(labels, s.count, "evaluate");
+        const vae::ImageSet s = image_set_for(model, x, labels, "evaluate");
         vae::EvalOptions o;
         o.k = k;
         o.limit = limit;
@@ -252,20 +253,7 @@ PYBIND11_MODULE(_core, m) {
           py::gil_scoped_release release;
           r = vae::evaluate(model, s, o);
         }
-        py::dict d;
-        d["count"] = r.count;
-        d["neg_elbo"] = r.neg_elbo;
-        d["recon"] = r.recon;
-        d["kl"] = r.kl;
-        d["active_units"] = r.active_units;
-        d["kl_per_dim"] = r.kl_per_dim;
-        d["k"] = r.k;
-        if (r.k > 0) d["iwae_nll"] = r.iwae_nll;
-        if (r.mi_samples > 0) {
-          d["mutual_info"] = r.mutual_info;
-          d["aggregate_kl"] = r.aggregate_kl;
-        }
-        return d;
+        return py::module_::import("json").attr("loads")(r.to_json());
       },
       py::arg("model"), py::arg("x"), py::arg("labels") = py::none(), py::arg("k") = 0, py::arg("limit") = 0);
 
@@ -281,15 +269,9 @@ PYBIND11_MODULE(_core, m) {
         vae::run_config_from_json(run_json, unused, cfg);
         cfg.validate();
         vae::Dataset data;
-        data.train = images_from(x, "train");
-        data.train.labels = labels_from(labels, data.train.count, "train");
-        check_size(model, data.train, "train");
-        if (test_x.is_none()) {
-          data.test = data.train;
-        } else {
-          data.test = images_from(test_x.cast<py::array>(), "train (test set)");
-          data.test.labels = labels_from(test_labels, data.test.count, "train (test set)");
-        }
+        data.train = image_set_for(model, x, labels, "train");
+        data.test = test_x.is_none() ? data.train
+                                     : image_set_for(model, test_x.cast<py::array>(), test_labels, "train (test set)");
         vae::Trainer trainer(model, cfg);
         py::list history;
         bool stop = false;

@@ -546,8 +546,7 @@ void add_generate_commands(CLI::App& app, GenerateCommands& g) {
   g.commands = {sample, encode, decode, interp, trav, plot, clf, quality};
 }
 
-int run_generate_commands(const CLI::App& app, GenerateCommands& g) {
-  (void)app;
+int run_generate_commands(GenerateCommands& g) {
   using Run = int (*)(GenerateCommands&);
   const Run runs[] = {run_sample, run_encode, run_decode, run_interpolate, run_traverse, run_plot_latent, run_classifier, run_quality};
   for (size_t i = 0; i < g.commands.size(); ++i)

@@ -34,6 +34,6 @@ struct GenerateCommands {
 
 void add_generate_commands(CLI::App& app, GenerateCommands& g);
 // Runs whichever of these commands was parsed; returns its exit code, or -1 when none was.
-int run_generate_commands(const CLI::App& app, GenerateCommands& g);
+int run_generate_commands(GenerateCommands& g);
 
 }  // namespace vae::cli

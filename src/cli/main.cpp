@@ -344,23 +344,7 @@ int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, boo
   const vae::EvalResult r = vae::evaluate(model, data.test, opt);
   if (drawn) std::fprintf(stderr, "\r\033[K");
   if (as_json) {
-    json j;
-    j["count"] = r.count;
-    j["neg_elbo"] = r.neg_elbo;
-    j["recon"] = r.recon;
-    j["kl"] = r.kl;
-    j["active_units"] = r.active_units;
-    j["kl_per_dim"] = r.kl_per_dim;
-    j["k"] = r.k;
-    if (r.k > 0) j["iwae_nll"] = r.iwae_nll;
-    if (r.mi_samples > 0) {
-      j["mutual_info"] = r.mutual_info;
-      j["aggregate_kl"] = r.aggregate_kl;
-      j["mi_samples"] = r.mi_samples;
-    }
-    if (model.config().posterior_flow_steps > 0) j["posterior_flow_logdet"] = r.posterior_flow_logdet;
-    if (model.config().prior.type == vae::PriorType::Flow) j["prior_flow_logdet"] = r.prior_flow_logdet;
-    std::printf("%s\n", j.dump().c_str());
+    std::printf("%s\n", r.to_json().c_str());
   } else {
     std::printf("test images      %lld\n", static_cast<long long>(r.count));
     std::printf("-ELBO            %.3f nats (reconstruction %.3f, KL %.3f)\n", r.neg_elbo, r.recon, r.kl);
@@ -369,9 +353,9 @@ int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, boo
     if (r.mi_samples > 0)
       std::printf("KL = I(x;z) + KL(q(z)||p(z)): %.3f + %.3f nats (at %d samples against %lld posteriors)\n",
                   r.mutual_info, r.aggregate_kl, r.mi_samples, static_cast<long long>(r.count));
-    if (model.config().posterior_flow_steps > 0)
+    if (r.has_posterior_flow)
       std::printf("posterior flow   mean log|det| %.3f nats\n", r.posterior_flow_logdet);
-    if (model.config().prior.type == vae::PriorType::Flow)
+    if (r.has_prior_flow)
       std::printf("prior flow       mean log|det| %.3f nats at the posterior samples\n", r.prior_flow_logdet);
     if (r.kl_per_dim.empty()) {
       std::printf("KL per dimension (none: the %s prior does not factorise over dimensions)\n",
@@ -526,7 +510,7 @@ int main(int argc, char** argv) {
       vae::set_num_threads(threads);
       return run_eval(checkpoint, load_data(data_dir, labels, test_fraction), k, as_json, limit, device, strict_fp32);
     }
-    if (const int rc = vae::cli::run_generate_commands(app, gen); rc >= 0) return rc;
+    if (const int rc = vae::cli::run_generate_commands(gen); rc >= 0) return rc;
     if (*recon) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
       const vae::Dataset data = load_data(data_dir, labels, test_fraction);

@@ -65,6 +65,14 @@ struct Classifier::Impl {
     trunk.bind(params.data(), grads.data());
     head.bind(params.data(), grads.data());
   }
+  // PyTorch's defaults for Linear (Philox under seed, as the VAE's networks).
+  void initialize(uint64_t seed) {
+    std::vector<float> host(static_cast<size_t>(params.numel()), 0.0f);
+    uint32_t index = 0;
+    trunk.initialize(host, InitScheme::Torch, seed, index);
+    head.initialize(host, InitScheme::Torch, seed, index);
+    params.copy_from_host(host.data(), params.numel());
+  }
   int input_dim() const { return config.channels * config.height * config.width; }
   int features() const { return config.hidden.back(); }
   // Logits of x [rows, input_dim] (device memory); the features are trunk's output.
@@ -82,13 +90,7 @@ struct Classifier::Impl {
   Tensor params, grads;
 };
 
-Classifier::Classifier(const ClassifierConfig& c, Device d) : impl_(std::make_unique<Impl>(c, d)) {
-  std::vector<float> host(static_cast<size_t>(impl_->params.numel()), 0.0f);
-  uint32_t index = 0;
-  impl_->trunk.initialize(host, InitScheme::Torch, 0, index);
-  impl_->head.initialize(host, InitScheme::Torch, 0, index);
-  impl_->params.copy_from_host(host.data(), impl_->params.numel());
-}
+Classifier::Classifier(const ClassifierConfig& c, Device d) : impl_(std::make_unique<Impl>(c, d)) { impl_->initialize(0); }
 Classifier::~Classifier() = default;
 Classifier::Classifier(Classifier&&) noexcept = default;
 Classifier& Classifier::operator=(Classifier&&) noexcept = default;
@@ -115,13 +117,7 @@ std::vector<double> Classifier::train(const Dataset& data, int epochs, float lr,
   check_set(m.config, data.test, "test");
   if (epochs < 1 || epochs > 1000) throw Error("classifier epochs must be in [1, 1000]");
   const FlushDenormalsScope flush_denormals;
-  {  // initialisation under this seed
-    std::vector<float> host(static_cast<size_t>(m.params.numel()), 0.0f);
-    uint32_t index = 0;
-    m.trunk.initialize(host, InitScheme::Torch, seed, index);
-    m.head.initialize(host, InitScheme::Torch, seed, index);
-    m.params.copy_from_host(host.data(), m.params.numel());
-  }
+  m.initialize(seed);
   Backend& be = *m.backend;
   const int d = m.input_dim(), C = m.config.classes, batch = 128;
   const int64_t n = data.train.count;

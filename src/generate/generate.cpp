@@ -2,8 +2,11 @@
 #include <algorithm>
 #include <cmath>
 #include <limits>
+#include <numeric>
 
 #include "backend/cpu/flush_denormals.hpp"
+#include "backend/device_array.hpp"
+#include "condition.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
@@ -232,20 +235,18 @@ LatentCodes encode_images(Model& model, const ImageSet& set, int64_t limit, int 
   c.logvar.resize(static_cast<size_t>(n) * L);
   if (flow) c.codes.resize(static_cast<size_t>(n) * L);
   if (!set.labels.empty()) c.labels.assign(set.labels.begin(), set.labels.begin() + n);
+  // The images (grey levels) and labels are gathered on the model's device, as evaluate does.
   const int rows_max = static_cast<int>(std::min<int64_t>(batch, n));
   Tensor x({rows_max, d}, m.device), y = conditional ? Tensor({rows_max}, m.device) : Tensor();
-  std::vector<float> xh, yh;
+  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(set.pixels, m.device);
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  std::iota(order.begin(), order.end(), 0);
+  const DeviceArray<int32_t> index = DeviceArray<int32_t>::mirror(order, m.device);
+  const DeviceArray<int32_t> labels = conditional ? DeviceArray<int32_t>::mirror(set.labels, m.device) : DeviceArray<int32_t>{};
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
-    xh.resize(static_cast<size_t>(rows) * d);
-    for (size_t i = 0; i < xh.size(); ++i) xh[i] = set.pixels[static_cast<size_t>(first) * d + i] / 255.0f;
-    Tensor xv = x.view(0, {rows, d});
-    xv.copy_from_host(xh.data(), xv.numel());
-    if (conditional) {
-      yh.assign(set.labels.begin() + first, set.labels.begin() + first + rows);
-      Tensor yv = y.view(0, {rows});
-      yv.copy_from_host(yh.data(), rows);
-    }
+    m.backend->gather_pixels(pixels.data(), index.data() + first, rows, d, false, 0, kStreamTestBinarize, 0, nullptr, x.data());
+    if (conditional) ops::gather_labels(*m.backend, labels.data(), index.data() + first, rows, nullptr, y.data());
     // The forward at zero noise: the encoder's output, and z = mu pushed through any posterior flow.
     m.forward_eval(x.data(), rows, 0, first, 0.0f, conditional ? y.data() : nullptr);
     const std::vector<float> h = m.encoder.output_view(rows).to_host();

@@ -130,17 +130,19 @@ void write_scatter_png(const std::string& path, const std::vector<float>& points
   const uint8_t black[3] = {0, 0, 0}, grey[3] = {200, 200, 200};
   int classes = 1;
   for (int32_t y : labels) classes = std::max(classes, y + 1);
+  // Data coordinates to pixels.
+  const auto to_x = [&](float v) { return left + static_cast<int>((v - x0) / (x1 - x0) * (right - left)); };
+  const auto to_y = [&](float v) { return bottom - static_cast<int>((v - y0) / (y1 - y0) * (bottom - top)); };
   for (int64_t i = 0; i < n; ++i) {
     const float px = points[static_cast<size_t>(i * 2)], py = points[static_cast<size_t>(i * 2 + 1)];
     if (!(px >= x0 && px <= x1 && py >= y0 && py <= y1)) continue;
-    const int sx = left + static_cast<int>((px - x0) / (x1 - x0) * (right - left));
-    const int sy = bottom - static_cast<int>((py - y0) / (y1 - y0) * (bottom - top));
+    const int sx = to_x(px), sy = to_y(py);
     const uint8_t* c = labels.empty() ? kPalette[0] : kPalette[labels[static_cast<size_t>(i)] % 10];
     cv.rect(sx - 1, sy - 1, sx + 2, sy + 2, c);
   }
   // Frame, zero lines, ticks at the range's ends, names, title.
-  if (x0 < 0 && x1 > 0) cv.rect(left + static_cast<int>(-x0 / (x1 - x0) * (right - left)), top, left + static_cast<int>(-x0 / (x1 - x0) * (right - left)) + 1, bottom, grey);
-  if (y0 < 0 && y1 > 0) cv.rect(left, bottom - static_cast<int>(-y0 / (y1 - y0) * (bottom - top)), right, bottom - static_cast<int>(-y0 / (y1 - y0) * (bottom - top)) + 1, grey);
+  if (x0 < 0 && x1 > 0) cv.rect(to_x(0), top, to_x(0) + 1, bottom, grey);
+  if (y0 < 0 && y1 > 0) cv.rect(left, to_y(0), right, to_y(0) + 1, grey);
   cv.rect(left, top, right, top + 1, black);
   cv.rect(left, bottom, right + 1, bottom + 1, black);
   cv.rect(left, top, left + 1, bottom, black);

@@ -126,6 +126,10 @@ void ModelImpl::check_labels(const std::vector<int32_t>* labels, int64_t rows, c
                   ") is outside the model's classes 0.." + std::to_string(config.classes - 1));
 }
 
+Tensor ModelImpl::labels_on_device(const std::vector<int32_t>& labels) const {
+  return Tensor::from_host(std::vector<float>(labels.begin(), labels.end()), {static_cast<int64_t>(labels.size())}, device);
+}
+
 const float* ModelImpl::encoder_input(const float* x, const float* y, int rows) {
   if (!config.conditional) return x;
   if (!y) throw Error("internal: a conditional model's encoder ran without labels");
@@ -328,16 +332,6 @@ std::vector<std::pair<std::string, Tensor>> Model::named_parameters() const {
 Tensor Model::encode(const Tensor& x) { return encode(x, {}); }
 Tensor Model::decode(const Tensor& z) { return decode(z, {}); }
 
-namespace {
-// Labels as the device's float class indices.
-Tensor label_tensor(const std::vector<int32_t>& labels, Device device) {
-  std::vector<float> host(labels.begin(), labels.end());
-  Tensor y({static_cast<int64_t>(host.size())}, device);
-  y.copy_from_host(host.data(), y.numel());
-  return y;
-}
-}  // namespace
-
 Tensor Model::encode(const Tensor& x, const std::vector<int32_t>& labels) {
   ModelImpl& m = *impl_;
   if (x.shape().size() != 2 || x.dim(1) != m.input_dim())
@@ -347,7 +341,7 @@ Tensor Model::encode(const Tensor& x, const std::vector<int32_t>& labels) {
   Tensor input({n, m.input_dim()}, m.device);
   input.copy_from(x);
   Tensor y;
-  if (m.config.conditional) y = label_tensor(labels, m.device);
+  if (m.config.conditional) y = m.labels_on_device(labels);
   m.prepare_condition(n, 0);
   const float* in = m.encoder_input(input.data(), m.config.conditional ? y.data() : nullptr, n);
   m.encoder.prepare(n, *m.backend);
@@ -366,7 +360,7 @@ Tensor Model::decode(const Tensor& z, const std::vector<int32_t>& labels) {
   Tensor input({n, m.latent()}, m.device);
   input.copy_from(z);
   Tensor y;
-  if (m.config.conditional) y = label_tensor(labels, m.device);
+  if (m.config.conditional) y = m.labels_on_device(labels);
   m.prepare_condition(0, n);
   m.decoder.prepare(n, *m.backend);
   m.decode_forward(input.data(), m.config.conditional ? y.data() : nullptr, n, 1);

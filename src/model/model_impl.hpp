@@ -60,6 +60,8 @@ struct ModelImpl {
   void decode_backward(const float* z, const float* dout, float* dz, int n);
   // Makes the condition's buffers hold encoder_rows and decoder_rows rows (nothing unless conditional).
   void prepare_condition(int encoder_rows, int decoder_rows);
+  // Labels as the device's float class indices (condition.cuh), a tensor [labels.size()].
+  Tensor labels_on_device(const std::vector<int32_t>& labels) const;
   // Throws unless a conditional model gets labels (and an unconditional one none), all in [0, classes).
   void check_labels(const std::vector<int32_t>* labels, int64_t rows, const char* what) const;
   // Runs the encoder on the pseudo-inputs alone and binds the result to the prior (sampling).

@@ -14,6 +14,8 @@
 #include "vae/generate.hpp"
 #include "vae/train.hpp"
 
+#include <nlohmann/json.hpp>
+
 namespace vae {
 namespace {
 
@@ -121,7 +123,6 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   float* const yp = conditional ? y.data() : nullptr;
   if (opt.k > 0) {
     const int rows_iw = batch * chunk;
-    m.prepare(batch);
     m.prepare_condition(batch, rows_iw);
     m.decoder.prepare(rows_iw, *m.backend);
     m.latent_block.prepare(rows_iw, m.device);
@@ -208,6 +209,8 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     res.aggregate_kl = aggregate;
   }
   res.posterior_flow_logdet = sum_post_logdet / n;
+  res.has_posterior_flow = post_flow;
+  res.has_prior_flow = m.config.prior.type == PriorType::Flow;
   res.recon = sum_nll / n;
   res.kl = sum_kl / n;
   res.neg_elbo = res.recon + res.kl;
@@ -221,6 +224,26 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     if (res.mean_variance[u] > 0.01) ++res.active_units;
   }
   return res;
+}
+
+std::string EvalResult::to_json() const {
+  nlohmann::json j;
+  j["count"] = count;
+  j["neg_elbo"] = neg_elbo;
+  j["recon"] = recon;
+  j["kl"] = kl;
+  j["active_units"] = active_units;
+  j["kl_per_dim"] = kl_per_dim;
+  j["k"] = k;
+  if (k > 0) j["iwae_nll"] = iwae_nll;
+  if (mi_samples > 0) {
+    j["mutual_info"] = mutual_info;
+    j["aggregate_kl"] = aggregate_kl;
+    j["mi_samples"] = mi_samples;
+  }
+  if (has_posterior_flow) j["posterior_flow_logdet"] = posterior_flow_logdet;
+  if (has_prior_flow) j["prior_flow_logdet"] = prior_flow_logdet;
+  return j.dump();
 }
 
 Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
@@ -243,14 +266,11 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);  // only the n images shown
   m.backend->gather_pixels(pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
-  // A conditional model encodes and decodes each image with its own label.
-  if (m.config.conditional) m.check_labels(&test.labels, test.count, "test set");
-  const std::vector<int32_t> labels =
-      m.config.conditional ? std::vector<int32_t>(test.labels.begin(), test.labels.begin() + n) : std::vector<int32_t>{};
-  // The posterior mean (through any posterior flow: encode_images' code).
+  // The posterior mean (through any posterior flow: encode_images' code); a conditional model
+  // encodes and decodes each image with its own label.
   const LatentCodes codes = encode_images(model, test, n);
   const Tensor z = Tensor::from_host(codes.code(), {n, m.latent()}, m.device);
-  return {x, model.decode(z, labels)};
+  return {x, model.decode(z, m.config.conditional ? codes.labels : std::vector<int32_t>{})};
 }
 
 }  // namespace vae

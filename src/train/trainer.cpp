@@ -57,8 +57,8 @@ std::string EpochMetrics::to_json() const {
     j["aggregate_kl"] = test.aggregate_kl;
   }
   if (capacity > 0) j["capacity"] = capacity;
-  if (has_posterior_flow) j["posterior_flow_logdet"] = test.posterior_flow_logdet;
-  if (has_prior_flow) j["prior_flow_logdet"] = test.prior_flow_logdet;
+  if (test.has_posterior_flow) j["posterior_flow_logdet"] = test.posterior_flow_logdet;
+  if (test.has_prior_flow) j["prior_flow_logdet"] = test.prior_flow_logdet;
   j["kl_per_dim"] = test.kl_per_dim;
   j["seconds"] = seconds;
   j["samples_per_s"] = samples_per_s;
@@ -91,8 +91,7 @@ double Trainer::step(const std::vector<float>& images, int rows, const std::vect
   ensure_optimizer_state();
   const FlushDenormalsScope flush_denormals;
   const Tensor x = Tensor::from_host(images, {rows, m.input_dim()}, m.device);
-  const Tensor y = m.config.conditional ? Tensor::from_host(std::vector<float>(labels.begin(), labels.end()), {rows}, m.device)
-                                        : Tensor();
+  const Tensor y = m.config.conditional ? m.labels_on_device(labels) : Tensor();
   const float* yp = m.config.conditional ? y.data() : nullptr;
   if (progress_.global_step == 0) m.initialize_from_data(x.data(), rows, config_.seed, yp);
   m.forward_backward(x.data(), rows, config_.objective.beta, config_.seed, static_cast<uint64_t>(progress_.global_step),
@@ -372,8 +371,6 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     em.skipped_steps = static_cast<int64_t>(sums[3]);
     em.beta = last_beta;
     em.capacity = config_.objective.capacity > 0 ? last_capacity : 0.0;
-    em.has_posterior_flow = m.latent_block.has_posterior_flow();
-    em.has_prior_flow = m.config.prior.type == PriorType::Flow;
     em.lr = last_lr;
     em.grad_norm = grad_norm_.to_host()[0];
     em.seconds = train_seconds;
