@@ -5,3 +5,4 @@
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorSample<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorBackward<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianLogDensity<float>);
+VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorMoments<float>);

@@ -18,7 +18,10 @@
 //             fixed, and only its path through z counts, d log q / dz = -e / sigma:
 //               dmu = sum_j (dz_j - w_j e_j / sigma),  dlv = sum_j (dz_j * e_j * sigma - w_j e_j^2) / 2
 //             draw = dlv * soft_clamp'(raw)                                               [rows, 2L]
-// Bytes per sample: sample reads 8L (h) and writes 4L + 4; backward reads 8L + 4kL, writes 8L.
+//   moments:  mu[r, u] = h[r, u], lv[r, u] = soft_clamp(h[r, L + u])             [rows, L] each
+//             (the posterior as the latent tools and the Python package hand it out)
+// Bytes per sample: sample reads 8L (h) and writes 4L + 4; backward reads 8L + 4kL, writes 8L;
+// moments reads 8L and writes 8L per row.
 // One item per data row, sequential over its samples and L: deterministic. With a StepScalars
 // record (a training step), step (and an unweighted w) are read from it when the work runs.
 #pragma once
@@ -129,6 +132,26 @@ template <class Be, class T>
 void gaussian_log_density(Be& be, const T* h, const T* z, int rows, int k, int latent, scalar_t<T> sign, T* out) {
   check(rows >= 1 && k >= 1 && latent >= 1 && h && z && out, "gaussian_log_density", "empty shape or null pointer");
   run(be, GaussianLogDensity<T>{h, z, out, latent, k, sign}, int64_t(rows) * k);
+}
+
+template <class T>
+struct GaussianPosteriorMoments {
+  const T* h;
+  T* mu;
+  T* lv;
+  int latent;
+  VAE_HD void operator()(int64_t i) const {
+    const int64_t r = i / latent, u = i % latent;
+    mu[i] = h[r * 2 * latent + u];
+    lv[i] = math::soft_clamp(h[r * 2 * latent + latent + u], T(math::kLogvarMin), T(math::kLogvarMax));
+  }
+};
+
+// mu and the clamped log-variance [rows, L] each from the encoder head h [rows, 2L].
+template <class Be, class T>
+void gaussian_posterior_moments(Be& be, const T* h, int rows, int latent, T* mu, T* lv) {
+  check(rows >= 1 && latent >= 1 && h && mu && lv, "gaussian_posterior_moments", "empty shape or null pointer");
+  run(be, GaussianPosteriorMoments<T>{h, mu, lv, latent}, int64_t(rows) * latent);
 }
 
 // The noise of one call: where it comes from and how it is scaled (eps_scale 0: z = mu).

@@ -4,7 +4,7 @@
 # cuBLASLt plans of one training step, the benchmarks, the PyTorch side-by-side and the default
 # training run and the conv VAE's on CUDA with their evaluations. docs/gpu.md says how to call it and what to look for.
 #
-#   bash scripts/gpu-check.sh [PHASE...]   phases: tests sanitizers profile bench torch autotune train
+#   bash scripts/gpu-check.sh [PHASE...]   phases: tests sanitizers profile bench torch autotune train python
 #                                          (none = all; one device call may run 10 minutes at most,
 #                                          so docs/gpu.md splits them over three calls)
 #
@@ -17,7 +17,7 @@
 # failures say FAIL. GPU_CHECK_WITHOUT="xz gzip" pretends those tools are missing, to try the
 # fallbacks on a machine that has them.
 set -uo pipefail
-all_phases="tests sanitizers profile bench torch autotune train"
+all_phases="tests sanitizers profile bench torch autotune train python"
 phases=" ${*:-$all_phases} "
 for p in $phases; do
   [[ " $all_phases " == *" $p "* ]] || { echo "gpu-check: unknown phase '$p'; the phases are: $all_phases" >&2; exit 2; }
@@ -318,6 +318,20 @@ if want train; then
     --classifier "$logs/classifier.safetensors" --data "$g/data" --json
   step quality-cuda-aggregate ours "$g/vae" quality --device cuda --checkpoint "$run/model.safetensors" \
     --classifier "$logs/classifier.safetensors" --data "$g/data" --from aggregate --json
+fi
+
+if want python; then
+  # The Python package's tests with the CUDA build of vae._core: the DLPack path on the GPU (torch's
+  # CUDA tensors, and the engine's own vae.Tensor), and the rest as on the CPU. The module is built
+  # for the preparing machine's Python (.gpu/PYTHON); another version cannot import it.
+  py_here=$(python3 -c 'import sys; print("%d.%d" % sys.version_info[:2])' 2> /dev/null)
+  if [ "$py_here" != "$(cat "$g/PYTHON" 2> /dev/null)" ]; then
+    skip python "vae._core is built for Python $(cat "$g/PYTHON" 2> /dev/null) but this machine has ${py_here:-none}"
+  elif ! python3 -c 'import numpy, pytest' 2> /dev/null; then
+    skip python "python3 here lacks numpy or pytest"
+  else
+    step python ours env PYTHONPATH="$g/python" VAE_CLI="$g/vae" python3 -m pytest -q -rs "$root/python/tests"
+  fi
 fi
 
 cat "$summary"

@@ -9,7 +9,7 @@ packages=(
   libgtest-dev libbenchmark-dev
   clang libclang-rt-dev libomp-dev
   python3-torch python3-numpy python3-matplotlib
-  pybind11-dev python3-dev python3-venv python3-pytest
+  pybind11-dev libdlpack-dev python3-dev python3-venv python3-pytest
   dataset-fashion-mnist
 )
 missing=()

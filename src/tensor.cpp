@@ -27,12 +27,21 @@ void device_free(void*) noexcept {}
 void copy_host_to_device(void*, const void*, size_t) { no_cuda(); }
 void copy_device_to_host(void*, const void*, size_t) { no_cuda(); }
 void copy_device_to_device(void*, const void*, size_t) { no_cuda(); }
+void synchronize() {}
+int current_device() { return -1; }
 }  // namespace cuda
 #endif
 
 std::string to_string(Device device) { return device == Device::CPU ? "cpu" : "cuda"; }
 
 bool cuda_available() { return cuda::device_count() > 0; }
+
+void synchronize(Device device) {
+  forbid_while_recording("waiting for the device (vae::synchronize)");
+  if (device == Device::CUDA) cuda::synchronize();
+}
+
+int cuda_device_index() { return cuda_available() ? cuda::current_device() : -1; }
 
 Device parse_device(const std::string& name) {
   if (name == "cpu") return Device::CPU;
@@ -85,6 +94,17 @@ Tensor Tensor::from_host(const std::vector<float>& values, Shape shape, Device d
   if (static_cast<int64_t>(values.size()) != t.numel())
     throw Error("from_host: " + std::to_string(values.size()) + " values for shape " + to_string(t.shape()));
   t.copy_from_host(values.data(), t.numel());
+  return t;
+}
+
+Tensor Tensor::borrow(float* data, Shape shape, Device device, std::shared_ptr<void> owner) {
+  Tensor t;
+  t.numel_ = shape_numel(shape);
+  if (!data && t.numel_ > 0) throw Error("Tensor::borrow: null data for shape " + to_string(shape));
+  t.storage_ = owner ? std::move(owner) : std::shared_ptr<void>(data, [](void*) {});
+  t.data_ = data;
+  t.shape_ = std::move(shape);
+  t.device_ = device;
   return t;
 }
 

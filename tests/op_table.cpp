@@ -287,6 +287,23 @@ void add_gaussian_posterior(std::vector<Case>& out, Mode mode) {
       }, s.k == 1);
       out.push_back(std::move(c));
     }
+  // The moments the latent tools hand out (mu and the clamped log-variance): no gradient.
+  if (mode == Mode::Gradient) return;
+  for (const S s : pick(mode, grad, parity, bench)) {
+    if (s.k > 1) continue;
+    Case c;
+    c.op = "gaussian_posterior_moments";
+    c.shape = dims({{"rows", s.rows}, {"latent", s.latent}});
+    const int64_t nh = int64_t(s.rows) * 2 * s.latent, nz = int64_t(s.rows) * s.latent;
+    // Uniform on [-40, 30]: both soft-clamp bounds (-30, 20) are crossed.
+    c.inputs = {{"h", nh, Draw::Uniform, -40, 30, false}};
+    c.outputs = {{"mu", nz, {0, 0}}, {"logvar", nz, {1e-6, 1e-6}}};
+    c.bytes = 4.0 * (nh + 2 * nz);
+    set_body(c, [=](auto& be, auto& io) {
+      ops::gaussian_posterior_moments(be, io.in(0), s.rows, s.latent, io.out(0), io.out(1));
+    }, false);
+    out.push_back(std::move(c));
+  }
 }
 
 // The standard normal prior's general path: out += log p(z); J = -w sum log p, whose gradient
@@ -1063,7 +1080,8 @@ std::vector<Coverage> required_coverage() {
           {"mog_prior_weighted", true}, {"vamp_prior", true},        {"standard_normal_prior_weighted", true},
           {"elbo_regularised", false}, {"iwae_objective", false},     {"rows", false},
           {"actnorm", true},         {"lu_linear", true},            {"affine_coupling", true},
-          {"softmax_xent", true},    {"condition", true},            {"gather_labels", false}};
+          {"softmax_xent", true},    {"condition", true},            {"gather_labels", false},
+          {"gaussian_posterior_moments", false}};
 }
 
 }  // namespace vae::optable

@@ -7,6 +7,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <memory>
 #include <numeric>
 
 #include "condition.cuh"
@@ -14,6 +15,7 @@
 #include "model_gradient_check.hpp"
 #include "test_util.hpp"
 #include "vae/vae.hpp"
+#include "vae_math.cuh"
 
 namespace vae {
 namespace {
@@ -410,6 +412,47 @@ TEST(LatentTools, CodesGoThroughThePosteriorFlow) {
   const LatentCodes p = encode_images(plain, set);
   EXPECT_TRUE(p.codes.empty());
   EXPECT_EQ(&p.code(), &p.mu);
+}
+
+// The device forms (the Python package's DLPack path) give the host forms' bits, in ragged batches,
+// reading a borrowed tensor; logvar is the clamped one; a borrowed tensor keeps its owner alive.
+TEST(LatentTools, DeviceFormsGiveTheHostFormsBits) {
+  ModelConfig cfg;
+  cfg.image_height = cfg.image_width = 4;
+  cfg.encoder.hidden = {8};
+  cfg.latent = 4;
+  cfg.posterior_flow_steps = 1;
+  cfg.posterior_flow_hidden = 5;
+  Model model(cfg);
+  model.initialize(5);
+  ImageSet set;
+  set.count = 7;
+  set.height = set.width = 4;
+  for (int i = 0; i < 7 * 16; ++i) set.pixels.push_back(static_cast<uint8_t>((i * 71 + 9) % 256));
+  auto grey = std::make_shared<std::vector<float>>(set.pixels.begin(), set.pixels.end());
+  for (float& v : *grey) v /= 255.0f;
+  const Tensor x = Tensor::borrow(grey->data(), {7, 16}, Device::CPU, grey);
+  grey.reset();  // the tensor holds the only reference now
+  const LatentCodes host = encode_images(model, set, 0, 3);
+  const LatentTensors dev = encode_tensor(model, x, {}, 3);
+  EXPECT_EQ(dev.mu.to_host(), host.mu);
+  EXPECT_EQ(dev.logvar.to_host(), host.logvar);
+  ASSERT_TRUE(dev.codes.defined());
+  EXPECT_EQ(dev.codes.to_host(), host.codes);
+  // logvar is the encoder's raw output through the soft clamp (Model::encode gives the raw head).
+  const std::vector<float> head = model.encode(x).to_host();
+  for (int r = 0; r < 7; ++r)
+    for (int u = 0; u < 4; ++u)
+      EXPECT_EQ(host.logvar[r * 4 + u], math::soft_clamp(head[r * 8 + 4 + u], math::kLogvarMin, math::kLogvarMax));
+  const Tensor z = dev.code();
+  EXPECT_EQ(decode_tensor(model, z, {}, 3).to_host(), decode_latents(model, host.codes, 7, {}, 3));
+  SampleOptions o;
+  o.n = 5;
+  o.seed = 8;
+  o.batch = 2;
+  EXPECT_EQ(sample_tensor(model, o).to_host(), sample_images(model, o));
+  EXPECT_THROW(encode_tensor(model, x.reshape({1, 112})), Error);
+  EXPECT_THROW(decode_tensor(model, x), Error);
 }
 
 }  // namespace

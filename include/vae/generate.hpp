@@ -70,6 +70,21 @@ struct LatentCodes {
 // The first `limit` images (0 = all), in batches.
 LatentCodes encode_images(Model& model, const ImageSet& images, int64_t limit = 0, int batch = 500);
 
+// The device forms, for callers whose data already lives on a device (the Python package's DLPack
+// path): tensors in on any device, tensors out on the model's device; the same batches, and so the
+// same bits, as the host forms above. Images are grey levels [n, input_dim] in [0, 1]; an input on
+// the model's device is read where it lies.
+struct LatentTensors {
+  Tensor mu, logvar;  // [n, latent] each
+  Tensor codes;       // f(mu) [n, latent] with a posterior flow; undefined without one
+  const Tensor& code() const { return codes.defined() ? codes : mu; }
+};
+LatentTensors encode_tensor(Model& model, const Tensor& images, const std::vector<int32_t>& labels = {}, int batch = 500);
+// Images [n, input_dim] in [0, 1] for codes z [n, latent].
+Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& labels = {}, int batch = 1024);
+// sample_images' images [n, input_dim], left on the model's device.
+Tensor sample_tensor(Model& model, const SampleOptions& options);
+
 // `steps` codes from a to b (both included): linear, or spherical (slerp along the great circle
 // through a and b, scaled from |a| to |b|; linear where the two are within 1e-6 rad).
 std::vector<float> interpolate_latents(const std::vector<float>& a, const std::vector<float>& b, int steps,

@@ -13,6 +13,12 @@ enum class Device { CPU, CUDA };
 std::string to_string(Device device);
 Device parse_device(const std::string& name);  // "cpu" | "cuda" | "auto"
 bool cuda_available();                          // a CUDA build and at least one usable GPU
+// Waits until the device has finished all work queued so far (nothing to wait for on the CPU).
+// Call it before other code (another library, another stream) reads a CUDA tensor's memory.
+void synchronize(Device device);
+// The CUDA device this process's tensors live on (0 unless CUDA_VISIBLE_DEVICES says otherwise);
+// -1 in a build or on a machine without CUDA.
+int cuda_device_index();
 
 using Shape = std::vector<int64_t>;
 std::string to_string(const Shape& shape);
@@ -25,6 +31,12 @@ class Tensor {
   Tensor(Shape shape, Device device = Device::CPU);
   static Tensor zeros(Shape shape, Device device = Device::CPU);
   static Tensor from_host(const std::vector<float>& values, Shape shape, Device device = Device::CPU);
+  // A tensor over memory owned elsewhere (a DLPack tensor, a caller's buffer): data holds
+  // numel(shape) contiguous floats on device and stays valid while owner, which this tensor and
+  // its views keep alive, lives.
+  static Tensor borrow(float* data, Shape shape, Device device, std::shared_ptr<void> owner);
+  // Keeps this tensor's storage alive: what a borrowed view of it must hold on to.
+  std::shared_ptr<void> storage() const { return storage_; }
 
   bool defined() const { return data_ != nullptr; }
   const Shape& shape() const { return shape_; }

@@ -3,27 +3,29 @@
 // Arrays in: uint8 (0-255) or float32 in [0, 1] images [N, H, W] or [N, C, H, W], float32 codes
 // [N, L], integer labels [N]; any other dtype or rank is refused with a message naming what was
 // expected (non-contiguous arrays are copied). Arrays out: new float32 numpy arrays.
+// DLPack tensors (torch, CuPy; float32, contiguous) take the device path instead: borrowed where
+// they lie, and the results handed back as the same kind of tensor on the model's device
+// (dlpack_bridge.hpp), with no trip through the host on CUDA.
 #include <pybind11/functional.h>
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
 #include <algorithm>
+#include <chrono>
 #include <cstring>
 #include <string>
 #include <vector>
 
+#include "argument_error.hpp"
+#include "dlpack_bridge.hpp"
 #include "io/atomic_file.hpp"
 #include "vae/vae.hpp"
 
 namespace py = pybind11;
+using vae::python::ArgumentError;
 
 namespace {
-
-// A bad argument from Python: raised as vae.ArgumentError (a ValueError and a vae.Error).
-struct ArgumentError : vae::Error {
-  using vae::Error::Error;
-};
 
 std::string shape_text(const py::array& a) {
   std::string s = "(";
@@ -66,8 +68,11 @@ vae::ImageSet images_from(const py::array& a, const char* what) {
   return s;
 }
 
-std::vector<int32_t> labels_from(const py::object& o, int64_t n, const char* what) {
+std::vector<int32_t> labels_from(py::object o, int64_t n, const char* what) {
   if (o.is_none()) return {};
+  // A CUDA tensor's labels come to the host first: the engine takes labels as host integers.
+  if (vae::python::is_dlpack_tensor(o) && py::hasattr(o, "cpu")) o = o.attr("cpu")();
+  else if (vae::python::is_dlpack_tensor(o) && py::hasattr(o, "get")) o = o.attr("get")();
   const py::array a = py::array::ensure(o);
   if (!a || a.ndim() != 1 || a.shape(0) != n || a.dtype().kind() != 'i' && a.dtype().kind() != 'u')
     throw ArgumentError(std::string(what) + ": labels must be a 1-D integer array of " + std::to_string(n) + " entries");
@@ -79,6 +84,15 @@ std::vector<int32_t> labels_from(const py::object& o, int64_t n, const char* wha
     out[static_cast<size_t>(i)] = static_cast<int32_t>(v);
   }
   return out;
+}
+
+// Anything numpy can read as an array (lists included); a clear refusal otherwise.
+py::array as_array(const py::object& x, const char* what) {
+  const py::array a = py::array::ensure(x);
+  if (!a)
+    throw ArgumentError(std::string(what) + ": expected a numpy array or a DLPack tensor (torch, CuPy), got " +
+                        std::string(py::str(py::type::of(x).attr("__name__"))));
+  return a;
 }
 
 std::vector<float> floats_in_01(const vae::ImageSet& s) {
@@ -98,20 +112,88 @@ py::array_t<float> image_array(const vae::Model& m, const std::vector<float>& v,
   return array_of(v, {static_cast<py::ssize_t>(n), c.image_channels, c.image_height, c.image_width});
 }
 
-void check_size(const vae::Model& m, const vae::ImageSet& s, const char* what) {
+void check_size(const vae::Model& m, int64_t channels, int64_t height, int64_t width, const char* what) {
   const vae::ModelConfig& c = m.config();
-  if (s.channels != c.image_channels || s.height != c.image_height || s.width != c.image_width)
-    throw ArgumentError(std::string(what) + ": images are " + std::to_string(s.channels) + "x" + std::to_string(s.height) +
-                        "x" + std::to_string(s.width) + " but the model takes " + std::to_string(c.image_channels) + "x" +
+  if (channels != c.image_channels || height != c.image_height || width != c.image_width)
+    throw ArgumentError(std::string(what) + ": images are " + std::to_string(channels) + "x" + std::to_string(height) +
+                        "x" + std::to_string(width) + " but the model takes " + std::to_string(c.image_channels) + "x" +
                         std::to_string(c.image_height) + "x" + std::to_string(c.image_width));
 }
 
 // A model's input: images of its size with their labels (none, or one per image).
-vae::ImageSet image_set_for(const vae::Model& m, const py::array& x, const py::object& labels, const char* what) {
-  vae::ImageSet s = images_from(x, what);
-  check_size(m, s, what);
+vae::ImageSet image_set_for(const vae::Model& m, const py::object& x, const py::object& labels, const char* what) {
+  vae::ImageSet s = images_from(as_array(x, what), what);
+  check_size(m, s.channels, s.height, s.width, what);
   s.labels = labels_from(labels, s.count, what);
   return s;
+}
+
+// Float images [N, H, W] or [N, C, H, W] for model m, as grey levels [N, input_dim] where they
+// lie. CPU memory is checked to lie in [0, 1]; CUDA memory is taken as given (a check would read
+// it back to the host).
+vae::Tensor float_images(const vae::Model& m, const vae::Tensor& t, const char* what) {
+  const vae::Shape& sh = t.shape();
+  if (sh.size() != 3 && sh.size() != 4)
+    throw ArgumentError(std::string(what) + ": images must be [N, H, W] or [N, C, H, W], got shape " + vae::to_string(sh));
+  if (sh[0] < 1) throw ArgumentError(std::string(what) + ": no images (shape " + vae::to_string(sh) + ")");
+  check_size(m, sh.size() == 4 ? sh[1] : 1, sh[sh.size() - 2], sh[sh.size() - 1], what);
+  if (t.device() == vae::Device::CPU)
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!(t.data()[i] >= 0.0f && t.data()[i] <= 1.0f))
+        throw ArgumentError(std::string(what) + ": float32 images must lie in [0, 1]; element " + std::to_string(i) +
+                            " is " + std::to_string(t.data()[i]));
+  return t.reshape({sh[0], t.numel() / sh[0]});
+}
+
+// A float32 numpy array borrowed as a CPU tensor (a C-contiguous copy first when it is strided).
+vae::Tensor borrow_numpy(const py::array& a) {
+  auto c = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+  vae::Shape shape(c.shape(), c.shape() + c.ndim());
+  float* data = c.mutable_data();
+  PyObject* ref = c.release().ptr();  // the tensor's owner holds this reference
+  return vae::Tensor::borrow(data, std::move(shape), vae::Device::CPU, std::shared_ptr<void>(ref, [](void* p) {
+                               py::gil_scoped_acquire gil;
+                               Py_DECREF(static_cast<PyObject*>(p));
+                             }));
+}
+
+// The float path's images: a DLPack tensor, or a float32 numpy array, used as given (no rounding
+// to 8 bits). Empty for a uint8 array, which takes the ImageSet path (pixels / 255).
+vae::Tensor float_input(const vae::Model& m, const py::object& x, const char* what) {
+  if (vae::python::is_dlpack_tensor(x)) return float_images(m, vae::python::borrow_dlpack(x, m.device(), what), what);
+  const py::array a = as_array(x, what);
+  if (py::isinstance<py::array_t<float>>(a) && (a.ndim() == 3 || a.ndim() == 4)) return float_images(m, borrow_numpy(a), what);
+  return {};
+}
+
+// A result for the caller: the kind of tensor x is for a DLPack input, a numpy array otherwise.
+py::object result_like(const py::object& x, const vae::Tensor& t, const vae::Shape& shape) {
+  if (vae::python::is_dlpack_tensor(x)) return vae::python::export_like(x, t, shape);
+  return array_of(t.to_host(), std::vector<py::ssize_t>(shape.begin(), shape.end()));
+}
+
+// A DLPack tensor of latent codes [N, latent].
+vae::Tensor dlpack_codes(const vae::Model& m, const py::object& z, const char* what) {
+  const vae::Tensor t = vae::python::borrow_dlpack(z, m.device(), what);
+  if (t.shape().size() != 2 || t.dim(1) != m.config().latent || t.dim(0) < 1)
+    throw ArgumentError(std::string(what) + ": codes must be float32 [N, " + std::to_string(m.config().latent) + "], got " +
+                        vae::to_string(t.shape()));
+  return t;
+}
+
+vae::Shape image_shape(const vae::Model& m, int64_t n) {
+  const vae::ModelConfig& c = m.config();
+  return {n, c.image_channels, c.image_height, c.image_width};
+}
+
+py::object image_set_arrays(const vae::ImageSet& s) {
+  py::array_t<uint8_t> x({static_cast<py::ssize_t>(s.count), static_cast<py::ssize_t>(s.channels),
+                          static_cast<py::ssize_t>(s.height), static_cast<py::ssize_t>(s.width)});
+  std::memcpy(x.mutable_data(), s.pixels.data(), s.pixels.size());
+  if (s.labels.empty()) return py::make_tuple(x, py::none());
+  py::array_t<int32_t> y(static_cast<py::ssize_t>(s.labels.size()));
+  std::memcpy(y.mutable_data(), s.labels.data(), s.labels.size() * sizeof(int32_t));
+  return py::make_tuple(x, y);
 }
 
 vae::Device device_of(const std::string& d) {
@@ -148,21 +230,70 @@ vae::ModelConfig model_config_from(const py::object& config) {
   return vae::ModelConfig::from_json(text);
 }
 
+
+// The sample options of Model.sample: one label for all, or one per sample.
+vae::SampleOptions sample_options(int n, float temperature, const py::object& label, uint64_t seed,
+                                  const vae::AggregatePosterior* aggregate) {
+  vae::SampleOptions o;
+  o.n = n;
+  o.temperature = temperature;
+  o.seed = seed;
+  if (aggregate) {
+    o.source = vae::SampleSource::Aggregate;
+    o.aggregate = aggregate;
+  }
+  if (py::isinstance<py::int_>(label)) o.labels.assign(static_cast<size_t>(std::max(n, 1)), label.cast<int32_t>());
+  else if (!label.is_none()) o.labels = labels_from(label, n, "sample");
+  return o;
+}
+
+py::array_t<double> doubles(const std::vector<double>& v, std::vector<py::ssize_t> shape) {
+  py::array_t<double> out(shape);
+  std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(double));
+  return out;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "vae's C++ engine (pybind11); use the vae package, which re-exports it.";
   static py::exception<vae::Error> error(m, "Error", PyExc_RuntimeError);
-  static py::exception<ArgumentError> argument_error(m, "ArgumentError", PyExc_ValueError);
+  // vae.ArgumentError is both a ValueError and a vae.Error, so either except clause catches it.
+  static PyObject* argument_error = [&] {
+    PyObject* bases = PyTuple_Pack(2, PyExc_ValueError, error.ptr());
+    PyObject* type = PyErr_NewExceptionWithDoc("vae._core.ArgumentError",
+                                               "A bad argument: a wrong dtype, shape or value, with what was expected.",
+                                               bases, nullptr);
+    Py_XDECREF(bases);
+    if (!type) throw py::error_already_set();
+    return type;
+  }();
+  m.attr("ArgumentError") = py::handle(argument_error);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
     } catch (const ArgumentError& e) {
-      argument_error(e.what());
+      PyErr_SetString(argument_error, e.what());
     } catch (const vae::Error& e) {
       error(e.what());
     }
   });
+  vae::python::bind_tensor(m);
+
+  py::class_<vae::AggregatePosterior>(
+      m, "AggregatePosterior",
+      "A diagonal Gaussian mixture fitted by EM to training images' posterior means (vae.fit_aggregate): "
+      "Model.sample(aggregate=...) samples it instead of the prior.")
+      .def_readonly("components", &vae::AggregatePosterior::components)
+      .def_readonly("latent", &vae::AggregatePosterior::latent)
+      .def_readonly("iterations", &vae::AggregatePosterior::iterations, "EM iterations run")
+      .def_readonly("mean_log_likelihood", &vae::AggregatePosterior::mean_log_likelihood,
+                    "mean log density of the fitted codes, nats per point")
+      .def_property_readonly("weights", [](const vae::AggregatePosterior& a) { return doubles(a.weights, {a.components}); })
+      .def_property_readonly("means",
+                             [](const vae::AggregatePosterior& a) { return doubles(a.means, {a.components, a.latent}); })
+      .def_property_readonly(
+          "variances", [](const vae::AggregatePosterior& a) { return doubles(a.variances, {a.components, a.latent}); });
 
   py::class_<vae::Model>(m, "Model", "A VAE: its configuration, parameters and device.")
       .def(py::init([](const py::object& config, const std::string& device, uint64_t seed) {
@@ -172,33 +303,71 @@ PYBIND11_MODULE(_core, m) {
            }),
            py::arg("config") = py::none(), py::arg("device") = "cpu", py::arg("seed") = 0,
            "A freshly initialised model. config: None (the default MLP VAE), a dict or JSON text of the model "
-           "section or of a whole run config ({\"model\": ...}), or the path of a config file such as configs/conv.json.")
-      .def_property_readonly("config_json", [](const vae::Model& m) { return m.config().to_json(); })
-      .def_property_readonly("device", [](const vae::Model& m) { return vae::to_string(m.device()); })
-      .def_property_readonly("parameter_count", &vae::Model::parameter_count)
-      .def("save", [](const vae::Model& m, const std::string& path) { vae::save_checkpoint(m, path); }, py::arg("path"))
+           "section or of a whole run config ({\"model\": ...}), or the path of a config file such as "
+           "configs/conv.json. device: \"cpu\", \"cuda\" or \"auto\" (CUDA when a GPU is usable).")
+      .def_property_readonly("config", [](const vae::Model& m) {
+        return py::module_::import("json").attr("loads")(m.config().to_json());
+      }, "The model configuration as a dict (what vae.Model(config) takes).")
+      .def_property_readonly("config_json", [](const vae::Model& m) { return m.config().to_json(); },
+                             "The model configuration as JSON text.")
+      .def_property_readonly("device", [](const vae::Model& m) { return vae::to_string(m.device()); },
+                             "\"cpu\" or \"cuda\".")
+      .def_property_readonly("latent", [](const vae::Model& m) { return m.config().latent; }, "The latent size L.")
+      .def_property_readonly("image_shape", [](const vae::Model& m) {
+        const vae::ModelConfig& c = m.config();
+        return py::make_tuple(c.image_channels, c.image_height, c.image_width);
+      }, "(C, H, W) of the images the model takes and gives.")
+      .def_property_readonly("parameter_count", &vae::Model::parameter_count, "Trainable scalars.")
+      .def("save", [](const vae::Model& m, const std::string& path) { vae::save_checkpoint(m, path); }, py::arg("path"),
+           "Writes a safetensors checkpoint (atomically: a temporary file, then a rename); vae.load and the CLI read it.")
       .def(
           "encode",
-          [](vae::Model& m, const py::array& x, const py::object& labels) {
+          [](vae::Model& m, const py::object& x, const py::object& labels) -> py::tuple {
+            const int64_t L = m.config().latent;
+            if (const vae::Tensor t = float_input(m, x, "encode"); t.defined()) {
+              const std::vector<int32_t> y = labels_from(labels, t.dim(0), "encode");
+              vae::LatentTensors c;
+              {
+                py::gil_scoped_release release;
+                c = vae::encode_tensor(m, t, y);
+              }
+              return py::make_tuple(result_like(x, c.mu, {t.dim(0), L}), result_like(x, c.logvar, {t.dim(0), L}));
+            }
             const vae::ImageSet set = image_set_for(m, x, labels, "encode");
             vae::LatentCodes c;
             {
               py::gil_scoped_release release;
               c = vae::encode_images(m, set);
             }
-            const py::ssize_t n = c.count, L = c.latent;
-            return py::make_tuple(array_of(c.mu, {n, L}), array_of(c.logvar, {n, L}));
+            return py::make_tuple(array_of(c.mu, {c.count, L}), array_of(c.logvar, {c.count, L}));
           },
-          py::arg("x"), py::arg("labels") = py::none())
+          py::arg("x"), py::arg("labels") = py::none(),
+          "The posterior of each image, (mu, logvar), float32 [N, L] each (logvar as the model clamps it). "
+          "x: uint8 (pixels / 255) or float32 in [0, 1] (used as given), [N, H, W] or [N, C, H, W], as a numpy "
+          "array (numpy out) or a float32 DLPack tensor (torch, CuPy: the same kind of tensor out, on the model's "
+          "device). labels: one per image for a conditional model. With a posterior flow these are its base "
+          "Gaussian's.")
       .def(
           "decode",
-          [](vae::Model& m, const py::array& z, const py::object& labels) {
-            if (!py::isinstance<py::array_t<float>>(z) || z.ndim() != 2 || z.shape(1) != m.config().latent)
-              throw ArgumentError("decode: codes must be float32 [N, " + std::to_string(m.config().latent) + "], got " +
-                                  std::string(py::str(z.dtype())) + " " + shape_text(z));
-            const auto c = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(z);
-            const int64_t n = z.shape(0);
-            const std::vector<float> codes(c.data(), c.data() + n * m.config().latent);
+          [](vae::Model& m, const py::object& z, const py::object& labels) -> py::object {
+            const int L = m.config().latent;
+            if (vae::python::is_dlpack_tensor(z)) {
+              const vae::Tensor t = dlpack_codes(m, z, "decode");
+              const std::vector<int32_t> y = labels_from(labels, t.dim(0), "decode");
+              vae::Tensor images;
+              {
+                py::gil_scoped_release release;
+                images = vae::decode_tensor(m, t, y);
+              }
+              return vae::python::export_like(z, images, image_shape(m, t.dim(0)));
+            }
+            const py::array a = as_array(z, "decode");
+            if (!py::isinstance<py::array_t<float>>(a) || a.ndim() != 2 || a.shape(1) != L || a.shape(0) < 1)
+              throw ArgumentError("decode: codes must be float32 [N, " + std::to_string(L) + "], got " +
+                                  std::string(py::str(a.dtype())) + " " + shape_text(a));
+            const auto c = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
+            const int64_t n = a.shape(0);
+            const std::vector<float> codes(c.data(), c.data() + n * L);
             const std::vector<int32_t> y = labels_from(labels, n, "decode");
             std::vector<float> images;
             {
@@ -207,15 +376,22 @@ PYBIND11_MODULE(_core, m) {
             }
             return image_array(m, images, n);
           },
-          py::arg("z"), py::arg("labels") = py::none())
+          py::arg("z"), py::arg("labels") = py::none(),
+          "Images float32 [N, C, H, W] in [0, 1] (the decoder's mean) for codes z float32 [N, L]: numpy in, numpy "
+          "out; a DLPack tensor in, the same kind out on the model's device.")
       .def(
           "sample",
-          [](vae::Model& m, int n, float temperature, const py::object& label, uint64_t seed) {
-            vae::SampleOptions o;
-            o.n = n;
-            o.temperature = temperature;
-            o.seed = seed;
-            if (!label.is_none()) o.labels.assign(static_cast<size_t>(n), label.cast<int32_t>());
+          [](vae::Model& m, int n, float temperature, const py::object& label, uint64_t seed,
+             const vae::AggregatePosterior* aggregate, bool dlpack) -> py::object {
+            const vae::SampleOptions o = sample_options(n, temperature, label, seed, aggregate);
+            if (dlpack) {
+              vae::Tensor images;
+              {
+                py::gil_scoped_release release;
+                images = vae::sample_tensor(m, o);
+              }
+              return vae::python::export_tensor(images, image_shape(m, n));
+            }
             std::vector<float> images;
             {
               py::gil_scoped_release release;
@@ -223,10 +399,25 @@ PYBIND11_MODULE(_core, m) {
             }
             return image_array(m, images, n);
           },
-          py::arg("n"), py::arg("temperature") = 1.0f, py::arg("label") = py::none(), py::arg("seed") = 0)
+          py::arg("n"), py::arg("temperature") = 1.0f, py::arg("label") = py::none(), py::arg("seed") = 0,
+          py::arg("aggregate") = nullptr, py::arg("dlpack") = false,
+          "n images float32 [n, C, H, W] decoded from the prior's z at a temperature (or from a fitted "
+          "vae.AggregatePosterior). label: for a conditional model, one class for all or one per sample. "
+          "seed: the same seed gives the same bits. dlpack=True returns a vae.Tensor on the model's device "
+          "(torch.from_dlpack takes it without a copy) instead of a numpy array.")
       .def(
           "reconstruct",
-          [](vae::Model& m, const py::array& x, const py::object& labels) {
+          [](vae::Model& m, const py::object& x, const py::object& labels) -> py::object {
+            if (const vae::Tensor t = float_input(m, x, "reconstruct"); t.defined()) {
+              const std::vector<int32_t> y = labels_from(labels, t.dim(0), "reconstruct");
+              vae::Tensor images;
+              {
+                py::gil_scoped_release release;
+                const vae::LatentTensors c = vae::encode_tensor(m, t, y);
+                images = vae::decode_tensor(m, c.code(), y);
+              }
+              return result_like(x, images, image_shape(m, t.dim(0)));
+            }
             const vae::ImageSet s = image_set_for(m, x, labels, "reconstruct");
             std::vector<float> images;
             {
@@ -236,14 +427,60 @@ PYBIND11_MODULE(_core, m) {
             }
             return image_array(m, images, s.count);
           },
-          py::arg("x"), py::arg("labels") = py::none());
+          py::arg("x"), py::arg("labels") = py::none(),
+          "Each image decoded from its posterior mean (pushed through any posterior flow), float32 "
+          "[N, C, H, W]; numpy or DLPack as for encode.");
+
+  m.def("set_threads", &vae::set_num_threads, py::arg("threads"),
+        "CPU threads for everything that follows (0: all cores); vae.train's threads= sets it for a run. The same "
+        "seed gives the same bits for the same thread count.");
 
   m.def("load", [](const std::string& path, const std::string& device) { return vae::load_checkpoint(path, device_of(device)); },
-        py::arg("path"), py::arg("device") = "cpu");
+        py::arg("path"), py::arg("device") = "cpu",
+        "A model from a safetensors checkpoint written by model.save or vae train (its configuration is in the file).");
+
+  m.def(
+      "load_data",
+      [](const std::string& path, double test_fraction, const std::string& labels) {
+        vae::DataOptions o;
+        o.test_fraction = test_fraction;
+        o.labels = labels;
+        vae::Dataset d;
+        {
+          py::gil_scoped_release release;
+          d = vae::load_dataset(path, o);
+        }
+        py::dict out;
+        const py::tuple train = image_set_arrays(d.train), test = image_set_arrays(d.test);
+        out["train_x"] = train[0];
+        out["train_labels"] = train[1];
+        out["test_x"] = test[0];
+        out["test_labels"] = test[1];
+        out["source"] = d.source;
+        out["class_names"] = d.class_names;
+        return out;
+      },
+      py::arg("path"), py::arg("test_fraction") = 0.1, py::arg("labels") = "",
+      "A data set as the CLI's --data reads it (an IDX folder such as Fashion-MNIST's, a .npy file with "
+      "labels from the labels .npy, or a folder of PNGs): a dict with train_x and test_x (uint8 [N, C, H, W]), "
+      "train_labels and test_labels (int32 [N], or None), source and class_names.");
+
+  m.def(
+      "fit_aggregate",
+      [](vae::Model& model, const py::object& x, const py::object& labels, int components, uint64_t seed, int64_t limit) {
+        const vae::ImageSet s = image_set_for(model, x, labels, "fit_aggregate");
+        py::gil_scoped_release release;
+        const vae::LatentCodes c = vae::encode_images(model, s, limit);
+        return vae::fit_aggregate_posterior(c.code(), c.count, c.latent, components, seed);
+      },
+      py::arg("model"), py::arg("x"), py::arg("labels") = py::none(), py::arg("components") = 10, py::arg("seed") = 0,
+      py::arg("limit") = 20000,
+      "Fits a diagonal Gaussian mixture of `components` by EM to the posterior means (f(mu) with a posterior flow) "
+      "of the first `limit` images of x (0: all), for Model.sample(aggregate=...): vae sample --from aggregate.");
 
   m.def(
       "evaluate",
-      [](vae::Model& model, const py::array& x, const py::object& labels, int k, int64_t limit) {
+      [](vae::Model& model, const py::object& x, const py::object& labels, int k, int64_t limit) {
         const vae::ImageSet s = image_set_for(model, x, labels, "evaluate");
         vae::EvalOptions o;
         o.k = k;
@@ -257,26 +494,46 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("model"), py::arg("x"), py::arg("labels") = py::none(), py::arg("k") = 0, py::arg("limit") = 0);
 
+  // The same encode from C++ alone, timed there: bench/python_overhead.py compares it with
+  // Model.encode called from Python in the same process.
+  m.def(
+      "_encode_seconds",
+      [](vae::Model& model, const py::object& x, int repeats) {
+        const vae::ImageSet s = image_set_for(model, x, py::none(), "_encode_seconds");
+        py::gil_scoped_release release;
+        std::vector<double> seconds;
+        for (int r = 0; r < repeats; ++r) {
+          const auto start = std::chrono::steady_clock::now();
+          const vae::LatentCodes c = vae::encode_images(model, s);
+          seconds.push_back(std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count());
+        }
+        return seconds;
+      },
+      py::arg("model"), py::arg("x"), py::arg("repeats") = 5);
+
   // Training: the run configuration's "train" and "objective" sections as JSON, the data as arrays.
-  // on_step(dict) runs with the GIL every few steps; it may raise KeyboardInterrupt (or any
-  // exception) to stop the run after the current step.
+  // on_step(dict) runs with the GIL every few steps; Ctrl-C (checked there) or an exception it raises
+  // stops the run after the current step. checkpoint: a path written at every epoch's end and at a
+  // stop, with the step it holds.
   m.def(
       "train",
-      [](vae::Model& model, const std::string& run_json, const py::array& x, const py::object& labels,
-         const py::object& test_x, const py::object& test_labels, const py::object& on_step) {
+      [](vae::Model& model, const std::string& run_json, const py::object& x, const py::object& labels,
+         const py::object& test_x, const py::object& test_labels, const py::object& on_step, const std::string& checkpoint) {
         vae::ModelConfig unused = model.config();
         vae::TrainConfig cfg;
         vae::run_config_from_json(run_json, unused, cfg);
         cfg.validate();
         vae::Dataset data;
         data.train = image_set_for(model, x, labels, "train");
-        data.test = test_x.is_none() ? data.train
-                                     : image_set_for(model, test_x.cast<py::array>(), test_labels, "train (test set)");
+        data.test = test_x.is_none() ? data.train : image_set_for(model, test_x, test_labels, "train (test set)");
         vae::Trainer trainer(model, cfg);
         py::list history;
         bool stop = false;
         std::exception_ptr raised;
         std::vector<vae::EpochMetrics> epochs;
+        auto save = [&] {
+          if (!checkpoint.empty()) vae::save_checkpoint(model, checkpoint, trainer.progress().global_step);
+        };
         {
           py::gil_scoped_release release;
           epochs = trainer.fit(
@@ -299,12 +556,13 @@ PYBIND11_MODULE(_core, m) {
                   stop = true;
                 }
               },
-              {}, [&] { return stop; });
+              [&](const vae::EpochMetrics&) { save(); }, [&] { return stop; });
+          if (trainer.stopped() && trainer.progress().steps_into_epoch > 0) save();  // an epoch's end was saved already
         }
         if (raised) std::rethrow_exception(raised);
         for (const vae::EpochMetrics& e : epochs) history.append(py::module_::import("json").attr("loads")(e.to_json()));
         return history;
       },
       py::arg("model"), py::arg("run_json"), py::arg("x"), py::arg("labels") = py::none(), py::arg("test_x") = py::none(),
-      py::arg("test_labels") = py::none(), py::arg("on_step") = py::none());
+      py::arg("test_labels") = py::none(), py::arg("on_step") = py::none(), py::arg("checkpoint") = "");
 }

@@ -1,34 +1,71 @@
-"""vae: train, evaluate and sample variational autoencoders with the vae C++ engine, on numpy arrays.
+"""vae: train, evaluate and sample variational autoencoders with the vae C++ engine.
 
-    import numpy, vae
-    model = vae.Model({"posterior": {"type": "gaussian", "latent": 16}})
-    history = vae.train(model, images, labels=None, epochs=5)   # images: uint8 [N, 28, 28]
-    mu, logvar = model.encode(images[:100])
+    import vae
+    data = vae.load_data("/usr/share/datasets/fashion-mnist")   # the CLI's loaders
+    model = vae.Model({"posterior": {"type": "gaussian", "latent": 16}}, device="auto")
+    history = vae.train(model, data, epochs=5, checkpoint="model.safetensors")
+    mu, logvar = model.encode(data["test_x"][:100])             # numpy in, numpy out
     samples = model.sample(64, temperature=0.8)                  # float32 [64, 1, 28, 28]
+    print(vae.evaluate(model, data["test_x"], k=100)["iwae_nll"])
 
-Errors from the engine arrive as vae.Error; bad arguments as vae.ArgumentError, a ValueError.
+Images are uint8 (0-255) or float32 in [0, 1], [N, H, W] or [N, C, H, W]. On a CUDA model, float32
+torch tensors and CuPy arrays (anything with DLPack) are read where they lie and the results come
+back as the same kind of tensor on the GPU, with no copy through the host.
+
+Errors from the engine arrive as vae.Error (a RuntimeError); bad arguments as vae.ArgumentError,
+a ValueError and a vae.Error.
 """
 import json as _json
+from typing import Any, Callable, Dict, List, Optional, Union
 
-from ._core import ArgumentError, Error, Model, evaluate as _evaluate, load, train as _train
+import numpy as _np
 
-__all__ = ["ArgumentError", "Error", "Model", "evaluate", "load", "train"]
+from ._core import (AggregatePosterior, ArgumentError, Error, Model, Tensor, evaluate as _evaluate,
+                    fit_aggregate, load, load_data, set_threads, train as _train)
+
+__all__ = ["AggregatePosterior", "ArgumentError", "Error", "Model", "Tensor", "evaluate", "fit_aggregate", "load",
+           "load_data", "set_threads", "train"]
 __version__ = "0.1.0"
 
+# The run configuration's "objective" fields; every other keyword of train() is a "train" field.
+_OBJECTIVE_KEYS = {"type", "beta", "warmup", "warmup_epochs", "warmup_ratio", "free_bits", "free_bits_group",
+                   "capacity", "capacity_epochs", "k"}
 
-def train(model, x, labels=None, test_x=None, test_labels=None, callback=None, progress=True, **overrides):
-    """Trains model in place on images x (uint8 or float32 in [0, 1], [N, H, W] or [N, C, H, W]).
 
-    overrides are the run configuration's "train" and "objective" fields (epochs=5, batch=128,
-    lr=1e-3, beta=0.5, ...; see the README). callback(step: dict) runs every few steps; a tqdm bar
-    is shown when tqdm is installed and progress is true. Ctrl-C stops after the current step and
-    raises KeyboardInterrupt with the model holding that step's parameters. Returns the per-epoch
-    metrics as dicts (the lines of the CLI's metrics.jsonl).
+def _data_arguments(data, labels, test_x, test_labels, test_fraction):
+    """(x, labels, test_x, test_labels) from an array, a data set path or a load_data() dict."""
+    if isinstance(data, str):
+        data = load_data(data, test_fraction=test_fraction)
+    if isinstance(data, dict):
+        if labels is not None or test_x is not None or test_labels is not None:
+            raise ArgumentError("train: give labels and test data inside the data set (a path or load_data's dict), "
+                                "or pass arrays, not both")
+        return data["train_x"], data["train_labels"], data["test_x"], data["test_labels"]
+    return data, labels, test_x, test_labels
+
+
+def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: Optional[_np.ndarray] = None,
+          test_x: Optional[_np.ndarray] = None, test_labels: Optional[_np.ndarray] = None,
+          callback: Optional[Callable[[Dict[str, Any]], None]] = None, progress: bool = True,
+          checkpoint: Optional[str] = None, test_fraction: float = 0.1, **overrides: Any) -> List[Dict[str, Any]]:
+    """Trains model in place and returns the per-epoch metrics as dicts (the CLI's metrics.jsonl lines).
+
+    data: images (uint8 or float32 in [0, 1], [N, H, W] or [N, C, H, W]) with optional labels and
+    test_x / test_labels (the test set defaults to the training images); or a data set path as the
+    CLI's --data takes (a Fashion-MNIST IDX folder, a .npy file, a folder of PNGs), or the dict
+    load_data returns, both with their own labels and test split.
+
+    overrides are the run configuration's "train" and "objective" fields: epochs=5, batch=128,
+    lr=1e-3, seed=0, threads=0, beta=0.5, warmup_epochs=10, free_bits=0.1, k=5, ... (README.md).
+    callback(step) gets a dict (epoch, step, steps_per_epoch, loss, samples_per_s) every few steps;
+    a tqdm bar is shown when tqdm is installed and progress is true. checkpoint: a path written at
+    every epoch's end and when the run stops. Ctrl-C, or an exception from callback, stops training
+    after the current step: the model keeps that step's parameters, the checkpoint is written, and
+    the exception (KeyboardInterrupt) is raised.
     """
-    objective_keys = {"type", "beta", "warmup", "warmup_epochs", "warmup_ratio", "free_bits", "free_bits_group",
-                      "capacity", "capacity_epochs", "k"}
-    run = {"train": {k: v for k, v in overrides.items() if k not in objective_keys},
-           "objective": {k: v for k, v in overrides.items() if k in objective_keys}}
+    x, labels, test_x, test_labels = _data_arguments(data, labels, test_x, test_labels, test_fraction)
+    run = {"train": {k: v for k, v in overrides.items() if k not in _OBJECTIVE_KEYS},
+           "objective": {k: v for k, v in overrides.items() if k in _OBJECTIVE_KEYS}}
     bar = None
     if progress:
         try:
@@ -49,13 +86,20 @@ def train(model, x, labels=None, test_x=None, test_labels=None, callback=None, p
             callback(p)
 
     try:
-        return _train(model, _json.dumps(run), x, labels, test_x, test_labels, on_step)
+        return _train(model, _json.dumps(run), x, labels, test_x, test_labels, on_step, checkpoint or "")
     finally:
         if bar is not None:
             bar.close()
 
 
-def evaluate(model, x, labels=None, k=0, limit=0):
-    """The test -ELBO and its parts, active units, KL per dimension and, with k > 0, the
-    importance-weighted -log p(x), as a dict (the CLI's vae eval --json)."""
+def evaluate(model: Model, x: Union[_np.ndarray, str, Dict[str, Any]], labels: Optional[_np.ndarray] = None,
+             k: int = 0, limit: int = 0) -> Dict[str, Any]:
+    """The test -ELBO and its parts (neg_elbo, recon, kl), active units, KL per dimension and, with
+    k > 0, the importance-weighted -log p(x) (iwae_nll) over x, as a dict: the fields of the CLI's
+    vae eval --json. x as for train (8-bit pixels); limit: the first images only (0: all)."""
+    if isinstance(x, str):
+        d = load_data(x)
+        x, labels = d["test_x"], d["test_labels"]
+    elif isinstance(x, dict):
+        x, labels = x["test_x"], x["test_labels"]
     return _evaluate(model, x, labels, k, limit)

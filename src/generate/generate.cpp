@@ -7,6 +7,7 @@
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
 #include "condition.cuh"
+#include "gaussian_posterior.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
@@ -181,25 +182,74 @@ Tensor sample_latents(Model& model, const SampleOptions& o) {
 
 namespace {
 
-// Decodes codes z [n, L] on the model's device in batches of `batch` rows; the images come back to
-// the host. labels: none, one for every code, or one per code.
-std::vector<float> decode_on_device(Model& model, const Tensor& z, int64_t n, const std::vector<int32_t>& labels, int batch) {
+// Decodes codes z [n, L] (any device) in batches of `batch` rows; sink(first, rows, images) takes
+// each batch's images [rows, input_dim] on the model's device. labels: none, one for every code,
+// or one per code.
+template <class Sink>
+void decode_batches(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch, Sink sink) {
   ModelImpl& m = model.impl();
-  const int L = m.latent(), d = m.input_dim();
+  const int L = m.latent();
+  if (z.shape().size() != 2 || z.dim(1) != L || z.dim(0) < 1)
+    throw Error("decode: expected codes [n, " + std::to_string(L) + "] with n >= 1, got " + to_string(z.shape()));
   if (batch < 1) throw Error("decode: batch must be positive");
+  const int64_t n = z.dim(0);
   std::vector<int32_t> all = labels;
   if (all.size() == 1 && n > 1) all.assign(static_cast<size_t>(n), labels[0]);
   m.check_labels(&all, n, "decode");
   const FlushDenormalsScope flush_denormals;
-  std::vector<float> out(static_cast<size_t>(n) * d);
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
     const std::vector<int32_t> yb = all.empty() ? std::vector<int32_t>{}
                                                 : std::vector<int32_t>(all.begin() + first, all.begin() + first + rows);
-    const std::vector<float> images = model.decode(z.view(first * L, {rows, L}), yb).to_host();
-    std::copy(images.begin(), images.end(), out.begin() + first * d);
+    sink(first, rows, model.decode(z.view(first * L, {rows, L}), yb));
   }
+}
+
+std::vector<float> decode_to_host(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch) {
+  const int d = model.impl().input_dim();
+  std::vector<float> out;
+  decode_batches(model, z, labels, batch, [&](int64_t first, int rows, const Tensor& images) {
+    if (out.empty()) out.resize(static_cast<size_t>(z.dim(0)) * d);
+    const std::vector<float> h = images.to_host();
+    std::copy(h.begin(), h.begin() + int64_t(rows) * d, out.begin() + first * d);
+  });
   return out;
+}
+
+// Encodes n images in batches at zero noise. batch_input(first, rows, x_buffer) returns the
+// batch's grey levels [rows, input_dim] on the model's device (in x_buffer or anywhere else);
+// labels, for a conditional model, are all n images' labels.
+template <class BatchInput>
+LatentTensors encode_batches(Model& model, int64_t n, const std::vector<int32_t>& labels, int batch,
+                             BatchInput batch_input) {
+  ModelImpl& m = model.impl();
+  if (n < 1) throw Error("encode: the data set is empty");
+  if (batch < 1) throw Error("encode: batch must be positive");
+  const int L = m.latent(), d = m.input_dim();
+  const bool conditional = m.config.conditional, flow = m.latent_block.has_posterior_flow();
+  m.check_labels(&labels, n, "encode");
+  const FlushDenormalsScope flush_denormals;
+  LatentTensors c;
+  c.mu = Tensor({n, L}, m.device);
+  c.logvar = Tensor({n, L}, m.device);
+  if (flow) c.codes = Tensor({n, L}, m.device);
+  const int rows_max = static_cast<int>(std::min<int64_t>(batch, n));
+  Tensor x({rows_max, d}, m.device), y = conditional ? Tensor({rows_max}, m.device) : Tensor();
+  std::vector<int32_t> order(conditional ? static_cast<size_t>(n) : 0);
+  std::iota(order.begin(), order.end(), 0);
+  const DeviceArray<int32_t> index = DeviceArray<int32_t>::mirror(order, m.device);
+  const DeviceArray<int32_t> y_all = conditional ? DeviceArray<int32_t>::mirror(labels, m.device) : DeviceArray<int32_t>{};
+  for (int64_t first = 0; first < n; first += batch) {
+    const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
+    const float* xb = batch_input(first, rows, x);
+    if (conditional) ops::gather_labels(*m.backend, y_all.data(), index.data() + first, rows, nullptr, y.data());
+    // The forward at zero noise: the encoder's output, and z = mu pushed through any posterior flow.
+    m.forward_eval(xb, rows, 0, first, 0.0f, conditional ? y.data() : nullptr);
+    ops::gaussian_posterior_moments(*m.backend, static_cast<const float*>(m.encoder.output_view(rows).data()), rows, L,
+                                    c.mu.data() + first * L, c.logvar.data() + first * L);
+    if (flow) c.codes.view(first * L, {rows, L}).copy_from(m.z.view(0, {rows, L}));
+  }
+  return c;
 }
 
 }  // namespace
@@ -209,13 +259,41 @@ std::vector<float> decode_latents(Model& model, const std::vector<float>& z, int
   const int L = model.impl().latent();
   if (n < 1 || static_cast<int64_t>(z.size()) != n * L)
     throw Error("decode: expected codes [n, " + std::to_string(L) + "], got " + std::to_string(z.size()) + " values");
-  return decode_on_device(model, Tensor::from_host(z, {n, L}, model.device()), n, labels, batch);
+  return decode_to_host(model, Tensor::from_host(z, {n, L}, model.device()), labels, batch);
+}
+
+Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch) {
+  const int d = model.impl().input_dim();
+  Tensor out;
+  decode_batches(model, z, labels, batch, [&](int64_t first, int rows, const Tensor& images) {
+    if (!out.defined()) out = Tensor({z.dim(0), d}, model.device());
+    out.view(first * d, {rows, d}).copy_from(images);
+  });
+  return out;
 }
 
 std::vector<float> sample_images(Model& model, const SampleOptions& o) {
   const FlushDenormalsScope flush_denormals;
   const Tensor z = sample_latents(model, o);  // on the model's device: decoded there without a host round trip
-  return decode_on_device(model, z, o.n, o.labels, o.batch);
+  return decode_to_host(model, z, o.labels, o.batch);
+}
+
+Tensor sample_tensor(Model& model, const SampleOptions& o) {
+  const FlushDenormalsScope flush_denormals;
+  return decode_tensor(model, sample_latents(model, o), o.labels, o.batch);
+}
+
+LatentTensors encode_tensor(Model& model, const Tensor& x, const std::vector<int32_t>& labels, int batch) {
+  const int d = model.impl().input_dim();
+  if (x.shape().size() != 2 || x.dim(1) != d)
+    throw Error("encode: expected images [n, " + std::to_string(d) + "], got " + to_string(x.shape()));
+  const bool in_place = x.device() == model.device();
+  return encode_batches(model, x.dim(0), labels, batch, [&](int64_t first, int rows, Tensor& buffer) -> const float* {
+    const Tensor xb = x.view(first * d, {rows, d});
+    if (in_place) return xb.data();  // read where it lies: no copy
+    buffer.view(0, {rows, d}).copy_from(xb);
+    return buffer.data();
+  });
 }
 
 LatentCodes encode_images(Model& model, const ImageSet& set, int64_t limit, int batch) {
@@ -223,44 +301,25 @@ LatentCodes encode_images(Model& model, const ImageSet& set, int64_t limit, int 
   m.check_image_size(set, "the");
   const int64_t n = limit > 0 ? std::min(limit, set.count) : set.count;
   if (n < 1) throw Error("encode: the data set is empty");
-  if (batch < 1) throw Error("encode: batch must be positive");
-  const int L = m.latent(), d = m.input_dim();
-  const bool conditional = m.config.conditional, flow = m.latent_block.has_posterior_flow();
-  if (conditional) m.check_labels(&set.labels, set.count, "encode");
-  const FlushDenormalsScope flush_denormals;
+  const int d = m.input_dim();
+  if (m.config.conditional) m.check_labels(&set.labels, set.count, "encode");
   LatentCodes c;
   c.count = n;
-  c.latent = L;
-  c.mu.resize(static_cast<size_t>(n) * L);
-  c.logvar.resize(static_cast<size_t>(n) * L);
-  if (flow) c.codes.resize(static_cast<size_t>(n) * L);
-  if (!set.labels.empty()) c.labels.assign(set.labels.begin(), set.labels.begin() + n);
-  // The images (grey levels) and labels are gathered on the model's device, as evaluate does.
-  const int rows_max = static_cast<int>(std::min<int64_t>(batch, n));
-  Tensor x({rows_max, d}, m.device), y = conditional ? Tensor({rows_max}, m.device) : Tensor();
+  c.latent = m.latent();
+  if (static_cast<int64_t>(set.labels.size()) >= n) c.labels.assign(set.labels.begin(), set.labels.begin() + n);
+  // The images (grey levels) are gathered on the model's device, as evaluate does.
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(set.pixels, m.device);
   std::vector<int32_t> order(static_cast<size_t>(n));
   std::iota(order.begin(), order.end(), 0);
   const DeviceArray<int32_t> index = DeviceArray<int32_t>::mirror(order, m.device);
-  const DeviceArray<int32_t> labels = conditional ? DeviceArray<int32_t>::mirror(set.labels, m.device) : DeviceArray<int32_t>{};
-  for (int64_t first = 0; first < n; first += batch) {
-    const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
+  const std::vector<int32_t> labels = m.config.conditional ? c.labels : std::vector<int32_t>{};
+  const LatentTensors t = encode_batches(model, n, labels, batch, [&](int64_t first, int rows, Tensor& x) -> const float* {
     m.backend->gather_pixels(pixels.data(), index.data() + first, rows, d, false, 0, kStreamTestBinarize, 0, nullptr, x.data());
-    if (conditional) ops::gather_labels(*m.backend, labels.data(), index.data() + first, rows, nullptr, y.data());
-    // The forward at zero noise: the encoder's output, and z = mu pushed through any posterior flow.
-    m.forward_eval(x.data(), rows, 0, first, 0.0f, conditional ? y.data() : nullptr);
-    const std::vector<float> h = m.encoder.output_view(rows).to_host();
-    for (int r = 0; r < rows; ++r)
-      for (int u = 0; u < L; ++u) {
-        const size_t dst = static_cast<size_t>(first + r) * L + u;
-        c.mu[dst] = h[static_cast<size_t>(r) * 2 * L + u];
-        c.logvar[dst] = math::soft_clamp(h[static_cast<size_t>(r) * 2 * L + L + u], math::kLogvarMin, math::kLogvarMax);
-      }
-    if (flow) {
-      const std::vector<float> z = m.z.view(0, {rows, L}).to_host();
-      std::copy(z.begin(), z.end(), c.codes.begin() + first * L);
-    }
-  }
+    return x.data();
+  });
+  c.mu = t.mu.to_host();
+  c.logvar = t.logvar.to_host();
+  if (t.codes.defined()) c.codes = t.codes.to_host();
   return c;
 }
 

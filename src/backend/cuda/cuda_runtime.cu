@@ -63,4 +63,12 @@ void copy_device_to_device(void* dst, const void* src, size_t bytes) {
   VAE_CUDA_CHECK(cudaMemcpy(dst, src, bytes, cudaMemcpyDeviceToDevice));
 }
 
+void synchronize() { VAE_CUDA_CHECK(cudaDeviceSynchronize()); }
+
+int current_device() {
+  int device = 0;
+  VAE_CUDA_CHECK(cudaGetDevice(&device));
+  return device;
+}
+
 }  // namespace vae::cuda

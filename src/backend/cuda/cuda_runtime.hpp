@@ -14,5 +14,7 @@ void device_free(void* ptr) noexcept;
 void copy_host_to_device(void* dst, const void* src, size_t bytes);
 void copy_device_to_host(void* dst, const void* src, size_t bytes);
 void copy_device_to_device(void* dst, const void* src, size_t bytes);
+void synchronize();     // cudaDeviceSynchronize, checked
+int current_device();   // cudaGetDevice
 
 }  // namespace vae::cuda
