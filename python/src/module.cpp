@@ -242,7 +242,9 @@ vae::SampleOptions sample_options(int n, float temperature, const py::object& la
     o.source = vae::SampleSource::Aggregate;
     o.aggregate = aggregate;
   }
-  if (py::isinstance<py::int_>(label)) o.labels.assign(static_cast<size_t>(std::max(n, 1)), label.cast<int32_t>());
+  // One class for all: a Python int or a numpy integer scalar (an __index__ without a length).
+  if (py::isinstance<py::int_>(label) || (py::hasattr(label, "__index__") && !py::hasattr(label, "__len__")))
+    o.labels.assign(static_cast<size_t>(std::max(n, 1)), py::int_(label).cast<int32_t>());
   else if (!label.is_none()) o.labels = labels_from(label, n, "sample");
   return o;
 }
@@ -301,10 +303,10 @@ PYBIND11_MODULE(_core, m) {
              model.initialize(seed);
              return model;
            }),
-           py::arg("config") = py::none(), py::arg("device") = "cpu", py::arg("seed") = 0,
+           py::arg("config") = py::none(), py::arg("device") = "auto", py::arg("seed") = 0,
            "A freshly initialised model. config: None (the default MLP VAE), a dict or JSON text of the model "
            "section or of a whole run config ({\"model\": ...}), or the path of a config file such as "
-           "configs/conv.json. device: \"cpu\", \"cuda\" or \"auto\" (CUDA when a GPU is usable).")
+           "configs/conv.json. device: \"auto\" (the default: CUDA when a GPU is usable, else the CPU), \"cpu\" or \"cuda\".")
       .def_property_readonly("config", [](const vae::Model& m) {
         return py::module_::import("json").attr("loads")(m.config().to_json());
       }, "The model configuration as a dict (what vae.Model(config) takes).")
@@ -436,8 +438,9 @@ PYBIND11_MODULE(_core, m) {
         "seed gives the same bits for the same thread count.");
 
   m.def("load", [](const std::string& path, const std::string& device) { return vae::load_checkpoint(path, device_of(device)); },
-        py::arg("path"), py::arg("device") = "cpu",
-        "A model from a safetensors checkpoint written by model.save or vae train (its configuration is in the file).");
+        py::arg("path"), py::arg("device") = "auto",
+        "A model from a safetensors checkpoint written by model.save or vae train (its configuration is in the file), on "
+        "device (\"auto\": CUDA when a GPU is usable).");
 
   m.def(
       "load_data",

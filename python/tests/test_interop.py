@@ -30,7 +30,7 @@ def data():
 
 def small_model(**extra):
     return vae.Model({"encoder": {"type": "mlp", "hidden": [32]}, "posterior": {"type": "gaussian", "latent": 4}, **extra},
-                     seed=3)
+                     device="cpu", seed=3)
 
 
 class Producer:
@@ -159,7 +159,7 @@ def test_a_cli_checkpoint_evaluates_as_vae_eval_says(data, tmp_path):
                           "--threads", "2", "--json"], check=True, capture_output=True, text=True).stdout
     expected = json.loads(out.strip().splitlines()[-1])
     vae.set_threads(2)
-    got = vae.evaluate(vae.load(checkpoint), data["test_x"], data["test_labels"], k=10, limit=2000)
+    got = vae.evaluate(vae.load(checkpoint, device="cpu"), data["test_x"], data["test_labels"], k=10, limit=2000)
     assert got["count"] == expected["count"] == 2000
     for key in ("neg_elbo", "recon", "kl", "iwae_nll", "active_units"):
         assert got[key] == expected[key], key  # the same call on the same bits: equal, not close
@@ -185,7 +185,7 @@ def test_ctrl_c_stops_training_after_a_step_with_the_checkpoint_written(data, tm
     finally:
         timer.cancel()
     assert seen and seen[-1]["epoch"] < 500
-    saved = vae.load(checkpoint)
+    saved = vae.load(checkpoint, device="cpu")
     x = data["test_x"][:8]
     assert np.array_equal(saved.encode(x)[0], m.encode(x)[0])  # the model in memory is the one on disk
     assert not np.array_equal(saved.encode(x)[0], small_model().encode(x)[0])  # and it was trained
@@ -204,6 +204,9 @@ def test_training_from_a_data_path_with_labels_and_sampling_the_aggregate(tmp_pa
     per_class = m.sample(10, label=np.arange(10), seed=2)
     assert per_class.shape == (10, 1, 28, 28)
     assert np.array_equal(m.sample(3, label=7, seed=2), m.sample(3, label=[7, 7, 7], seed=2))
+    assert np.array_equal(m.sample(3, label=np.int64(7), seed=2), m.sample(3, label=7, seed=2))
+    with pytest.raises(vae.Error, match="outside the model's classes"):
+        m.sample(2, label=10)
     plain = small_model()
     vae.train(plain, small["train_x"], epochs=1, batch=100, threads=2, progress=False)
     fitted = vae.fit_aggregate(plain, small["train_x"], components=5, seed=1)

@@ -47,7 +47,7 @@ class AggregatePosterior:
 
 class Model:
     """A VAE: its configuration, parameters and device."""
-    def __init__(self, config: Optional[Union[Dict[str, Any], str]] = None, device: str = "cpu", seed: int = 0) -> None:
+    def __init__(self, config: Optional[Union[Dict[str, Any], str]] = None, device: str = "auto", seed: int = 0) -> None:
         """A freshly initialised model. config: None (the default MLP VAE), a dict or JSON text of the
         model section or of a whole run config ({"model": ...}), or a config file's path such as
         configs/conv.json. device: "cpu", "cuda" or "auto"."""
@@ -81,7 +81,7 @@ class Model:
 def set_threads(threads: int) -> None:
     """CPU threads for everything that follows (0: all cores)."""
 
-def load(path: str, device: str = "cpu") -> Model:
+def load(path: str, device: str = "auto") -> Model:
     """A model from a safetensors checkpoint (model.save or vae train)."""
 
 def load_data(path: str, test_fraction: float = 0.1, labels: str = "") -> Dict[str, Any]:
