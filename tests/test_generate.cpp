@@ -377,22 +377,34 @@ TEST(Conditional, TrainingLearnsFromEachImagesOwnLabel) {
 namespace vae {
 namespace {
 
-// With a posterior flow, an image's code is its base Gaussian's mean pushed through the flow (what
-// the decoder saw at zero noise), not the mean itself; without one it is the mean.
-TEST(LatentTools, CodesGoThroughThePosteriorFlow) {
+// A 4x4 MLP model with latent 4 and a posterior flow of `flow_steps` steps.
+ModelConfig tiny_flow_config(int flow_steps) {
   ModelConfig cfg;
   cfg.image_height = cfg.image_width = 4;
   cfg.encoder.hidden = {8};
   cfg.latent = 4;
-  cfg.posterior_flow_steps = 2;
+  cfg.posterior_flow_steps = flow_steps;
   cfg.posterior_flow_hidden = 5;
+  return cfg;
+}
+
+// count 4x4 grey images with pixel i = (i * step + offset) mod 256.
+ImageSet patterned_images(int count, int step, int offset) {
+  ImageSet set;
+  set.count = count;
+  set.height = set.width = 4;
+  for (int i = 0; i < count * 16; ++i) set.pixels.push_back(static_cast<uint8_t>((i * step + offset) % 256));
+  return set;
+}
+
+// With a posterior flow, an image's code is its base Gaussian's mean pushed through the flow (what
+// the decoder saw at zero noise), not the mean itself; without one it is the mean.
+TEST(LatentTools, CodesGoThroughThePosteriorFlow) {
+  ModelConfig cfg = tiny_flow_config(2);
   Model flowed(cfg);
   flowed.initialize(3);
   // A non-trivial flow: ActNorm's data initialisation, then random coupling weights.
-  ImageSet set;
-  set.count = 6;
-  set.height = set.width = 4;
-  for (int i = 0; i < 6 * 16; ++i) set.pixels.push_back(static_cast<uint8_t>((i * 53) % 256));
+  const ImageSet set = patterned_images(6, 53, 0);
   std::vector<float> x(set.pixels.begin(), set.pixels.end());
   for (float& v : x) v /= 255.0f;
   const Tensor xt = Tensor::from_host(x, {6, 16});
@@ -417,18 +429,9 @@ TEST(LatentTools, CodesGoThroughThePosteriorFlow) {
 // The device forms (the Python package's DLPack path) give the host forms' bits, in ragged batches,
 // reading a borrowed tensor; logvar is the clamped one; a borrowed tensor keeps its owner alive.
 TEST(LatentTools, DeviceFormsGiveTheHostFormsBits) {
-  ModelConfig cfg;
-  cfg.image_height = cfg.image_width = 4;
-  cfg.encoder.hidden = {8};
-  cfg.latent = 4;
-  cfg.posterior_flow_steps = 1;
-  cfg.posterior_flow_hidden = 5;
-  Model model(cfg);
+  Model model(tiny_flow_config(1));
   model.initialize(5);
-  ImageSet set;
-  set.count = 7;
-  set.height = set.width = 4;
-  for (int i = 0; i < 7 * 16; ++i) set.pixels.push_back(static_cast<uint8_t>((i * 71 + 9) % 256));
+  const ImageSet set = patterned_images(7, 71, 9);
   auto grey = std::make_shared<std::vector<float>>(set.pixels.begin(), set.pixels.end());
   for (float& v : *grey) v /= 255.0f;
   const Tensor x = Tensor::borrow(grey->data(), {7, 16}, Device::CPU, grey);

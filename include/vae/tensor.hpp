@@ -35,8 +35,6 @@ class Tensor {
   // numel(shape) contiguous floats on device and stays valid while owner, which this tensor and
   // its views keep alive, lives.
   static Tensor borrow(float* data, Shape shape, Device device, std::shared_ptr<void> owner);
-  // Keeps this tensor's storage alive: what a borrowed view of it must hold on to.
-  std::shared_ptr<void> storage() const { return storage_; }
 
   bool defined() const { return data_ != nullptr; }
   const Shape& shape() const { return shape_; }

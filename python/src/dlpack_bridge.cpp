@@ -64,16 +64,15 @@ struct ExportedTensor {
   Tensor tensor;
   Shape shape;
 
-  py::tuple dlpack_device() const {
-    if (tensor.device() == Device::CPU) return py::make_tuple(static_cast<int>(kDLCPU), 0);
-    return py::make_tuple(static_cast<int>(kDLCUDA), cuda_device_index());
+  DLDevice device() const {
+    return tensor.device() == Device::CPU ? DLDevice{kDLCPU, 0} : DLDevice{kDLCUDA, cuda_device_index()};
   }
+  py::tuple dlpack_device() const { return py::make_tuple(static_cast<int>(device().device_type), device().device_id); }
 
   py::capsule dlpack(const py::object& stream, const py::object& dl_device) const {
     (void)stream;  // any consumer stream is safe once the device has finished (below)
     if (!dl_device.is_none() && !dl_device.equal(dlpack_device()))
-      throw ArgumentError("vae.Tensor.__dlpack__: the tensor lives on " +
-                          device_text(dlpack_device()[0].cast<int>(), dlpack_device()[1].cast<int>()) +
+      throw ArgumentError("vae.Tensor.__dlpack__: the tensor lives on " + device_text(device().device_type, device().device_id) +
                           " and cannot be exported to another device; copy it with the consumer's library");
     {
       py::gil_scoped_release release;
@@ -90,8 +89,7 @@ struct ExportedTensor {
     }
     DLTensor& t = holder->managed.dl_tensor;
     t.data = const_cast<float*>(tensor.data());
-    t.device = DLDevice{tensor.device() == Device::CPU ? kDLCPU : kDLCUDA,
-                        tensor.device() == Device::CPU ? 0 : cuda_device_index()};
+    t.device = device();
     t.ndim = static_cast<int32_t>(shape.size());
     t.dtype = DLDataType{kDLFloat, 32, 1};
     t.shape = holder->shape.data();
@@ -178,7 +176,7 @@ void bind_tensor(py::module_& m) {
                              "cupy.from_dlpack or numpy.from_dlpack (CPU) to use it without a copy.")
       .def_property_readonly("shape", [](const ExportedTensor& t) { return py::tuple(py::cast(t.shape)); })
       .def_property_readonly("device", [](const ExportedTensor& t) {
-        return t.tensor.device() == Device::CPU ? std::string("cpu") : "cuda:" + std::to_string(cuda_device_index());
+        return t.tensor.device() == Device::CPU ? std::string("cpu") : "cuda:" + std::to_string(t.device().device_id);
       })
       .def(
           "__dlpack__",

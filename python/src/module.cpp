@@ -95,21 +95,20 @@ py::array as_array(const py::object& x, const char* what) {
   return a;
 }
 
-std::vector<float> floats_in_01(const vae::ImageSet& s) {
-  std::vector<float> x(s.pixels.size());
-  for (size_t i = 0; i < x.size(); ++i) x[i] = s.pixels[i] / 255.0f;
-  return x;
-}
-
 py::array_t<float> array_of(const std::vector<float>& v, std::vector<py::ssize_t> shape) {
   py::array_t<float> out(shape);
   std::memcpy(out.mutable_data(), v.data(), v.size() * sizeof(float));
   return out;
 }
 
-py::array_t<float> image_array(const vae::Model& m, const std::vector<float>& v, int64_t n) {
+vae::Shape image_shape(const vae::Model& m, int64_t n) {
   const vae::ModelConfig& c = m.config();
-  return array_of(v, {static_cast<py::ssize_t>(n), c.image_channels, c.image_height, c.image_width});
+  return {n, c.image_channels, c.image_height, c.image_width};
+}
+
+py::array_t<float> image_array(const vae::Model& m, const std::vector<float>& v, int64_t n) {
+  const vae::Shape shape = image_shape(m, n);
+  return array_of(v, std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
 void check_size(const vae::Model& m, int64_t channels, int64_t height, int64_t width, const char* what) {
@@ -172,18 +171,23 @@ py::object result_like(const py::object& x, const vae::Tensor& t, const vae::Sha
   return array_of(t.to_host(), std::vector<py::ssize_t>(shape.begin(), shape.end()));
 }
 
-// A DLPack tensor of latent codes [N, latent].
-vae::Tensor dlpack_codes(const vae::Model& m, const py::object& z, const char* what) {
-  const vae::Tensor t = vae::python::borrow_dlpack(z, m.device(), what);
-  if (t.shape().size() != 2 || t.dim(1) != m.config().latent || t.dim(0) < 1)
-    throw ArgumentError(std::string(what) + ": codes must be float32 [N, " + std::to_string(m.config().latent) + "], got " +
+// Latent codes [N, latent]: a DLPack tensor, or a float32 numpy array (borrowed), where they lie.
+vae::Tensor codes_input(const vae::Model& m, const py::object& z, const char* what) {
+  const int L = m.config().latent;
+  vae::Tensor t;
+  if (vae::python::is_dlpack_tensor(z)) {
+    t = vae::python::borrow_dlpack(z, m.device(), what);
+  } else {
+    const py::array a = as_array(z, what);
+    if (!py::isinstance<py::array_t<float>>(a))
+      throw ArgumentError(std::string(what) + ": codes must be float32 [N, " + std::to_string(L) + "], got dtype " +
+                          std::string(py::str(a.dtype())) + " " + shape_text(a));
+    t = borrow_numpy(a);
+  }
+  if (t.shape().size() != 2 || t.dim(1) != L || t.dim(0) < 1)
+    throw ArgumentError(std::string(what) + ": codes must be float32 [N, " + std::to_string(L) + "], got shape " +
                         vae::to_string(t.shape()));
   return t;
-}
-
-vae::Shape image_shape(const vae::Model& m, int64_t n) {
-  const vae::ModelConfig& c = m.config();
-  return {n, c.image_channels, c.image_height, c.image_width};
 }
 
 py::object image_set_arrays(const vae::ImageSet& s) {
@@ -352,31 +356,14 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "decode",
           [](vae::Model& m, const py::object& z, const py::object& labels) -> py::object {
-            const int L = m.config().latent;
-            if (vae::python::is_dlpack_tensor(z)) {
-              const vae::Tensor t = dlpack_codes(m, z, "decode");
-              const std::vector<int32_t> y = labels_from(labels, t.dim(0), "decode");
-              vae::Tensor images;
-              {
-                py::gil_scoped_release release;
-                images = vae::decode_tensor(m, t, y);
-              }
-              return vae::python::export_like(z, images, image_shape(m, t.dim(0)));
-            }
-            const py::array a = as_array(z, "decode");
-            if (!py::isinstance<py::array_t<float>>(a) || a.ndim() != 2 || a.shape(1) != L || a.shape(0) < 1)
-              throw ArgumentError("decode: codes must be float32 [N, " + std::to_string(L) + "], got " +
-                                  std::string(py::str(a.dtype())) + " " + shape_text(a));
-            const auto c = py::array_t<float, py::array::c_style | py::array::forcecast>::ensure(a);
-            const int64_t n = a.shape(0);
-            const std::vector<float> codes(c.data(), c.data() + n * L);
-            const std::vector<int32_t> y = labels_from(labels, n, "decode");
-            std::vector<float> images;
+            const vae::Tensor t = codes_input(m, z, "decode");
+            const std::vector<int32_t> y = labels_from(labels, t.dim(0), "decode");
+            vae::Tensor images;
             {
               py::gil_scoped_release release;
-              images = vae::decode_latents(m, codes, n, y);
+              images = vae::decode_tensor(m, t, y);
             }
-            return image_array(m, images, n);
+            return result_like(z, images, image_shape(m, t.dim(0)));
           },
           py::arg("z"), py::arg("labels") = py::none(),
           "Images float32 [N, C, H, W] in [0, 1] (the decoder's mean) for codes z float32 [N, L]: numpy in, numpy "

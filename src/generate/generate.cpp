@@ -6,7 +6,6 @@
 
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
-#include "condition.cuh"
 #include "gaussian_posterior.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
@@ -234,17 +233,13 @@ LatentTensors encode_batches(Model& model, int64_t n, const std::vector<int32_t>
   c.logvar = Tensor({n, L}, m.device);
   if (flow) c.codes = Tensor({n, L}, m.device);
   const int rows_max = static_cast<int>(std::min<int64_t>(batch, n));
-  Tensor x({rows_max, d}, m.device), y = conditional ? Tensor({rows_max}, m.device) : Tensor();
-  std::vector<int32_t> order(conditional ? static_cast<size_t>(n) : 0);
-  std::iota(order.begin(), order.end(), 0);
-  const DeviceArray<int32_t> index = DeviceArray<int32_t>::mirror(order, m.device);
-  const DeviceArray<int32_t> y_all = conditional ? DeviceArray<int32_t>::mirror(labels, m.device) : DeviceArray<int32_t>{};
+  Tensor x({rows_max, d}, m.device);
+  const Tensor y = conditional ? m.labels_on_device(labels) : Tensor();  // all n, in order: batch b reads y + first
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
     const float* xb = batch_input(first, rows, x);
-    if (conditional) ops::gather_labels(*m.backend, y_all.data(), index.data() + first, rows, nullptr, y.data());
     // The forward at zero noise: the encoder's output, and z = mu pushed through any posterior flow.
-    m.forward_eval(xb, rows, 0, first, 0.0f, conditional ? y.data() : nullptr);
+    m.forward_eval(xb, rows, 0, first, 0.0f, conditional ? y.data() + first : nullptr);
     ops::gaussian_posterior_moments(*m.backend, static_cast<const float*>(m.encoder.output_view(rows).data()), rows, L,
                                     c.mu.data() + first * L, c.logvar.data() + first * L);
     if (flow) c.codes.view(first * L, {rows, L}).copy_from(m.z.view(0, {rows, L}));
