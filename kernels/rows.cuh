@@ -2,11 +2,12 @@
 //   repeat_rows:  out[b*k + j, :] = x[b, :]        (each data row for its k importance samples)
 //   scale_rows:   x[r, :] *= s[r]                  (per-sample weights on a gradient, in place)
 //   copy_values:  dst[i] = src[i]                  (into a larger buffer, inside a recorded step)
+//   scale_values: x[i] *= scale                    (a rank's share of the global batch on its gradient)
 //   add_scaled:   dst[i] += scale * src[i]         (a flow's log-determinant into a log-density)
 //   unit_clamp_backward: g[i] = raw[i] in (0, 1) ? dy[i] : 0   (the gradient through clamp(raw, 0, 1),
 //                 the VampPrior's pseudo-inputs; clamp01 itself is Backend's)
 // One item per element: any order gives the same bits. Bytes: 8 per element moved (repeat, copy,
-// scale reads 4 more per row), 12 per element for the clamp's gradient.
+// scale_rows reads 4 more per row), 12 per element for the clamp's gradient.
 #pragma once
 
 #include "for_each.cuh"
@@ -35,6 +36,13 @@ struct CopyValues {
   const T* src;
   T* dst;
   VAE_HD void operator()(int64_t i) const { dst[i] = src[i]; }
+};
+
+template <class T>
+struct ScaleValues {
+  T* x;
+  T scale;
+  VAE_HD void operator()(int64_t i) const { x[i] *= scale; }
 };
 
 template <class T>
@@ -69,6 +77,12 @@ template <class Be, class T>
 void copy_values(Be& be, const T* src, int64_t n, T* dst) {
   check(n >= 0 && (n == 0 || (src && dst)), "copy_values", "null pointer");
   run(be, CopyValues<T>{src, dst}, n);
+}
+
+template <class Be, class T>
+void scale_values(Be& be, T* x, int64_t n, scalar_t<T> scale) {
+  check(n >= 0 && (n == 0 || x), "scale_values", "null pointer");
+  run(be, ScaleValues<T>{x, scale}, n);
 }
 
 template <class Be, class T>

@@ -10,6 +10,7 @@ packages=(
   clang libclang-rt-dev libomp-dev
   python3-torch python3-numpy python3-matplotlib
   pybind11-dev libdlpack-dev python3-dev python3-venv python3-pytest
+  libopenmpi-dev openmpi-bin
   dataset-fashion-mnist
 )
 missing=()

@@ -29,6 +29,7 @@ void copy_device_to_host(void*, const void*, size_t) { no_cuda(); }
 void copy_device_to_device(void*, const void*, size_t) { no_cuda(); }
 void synchronize() {}
 int current_device() { return -1; }
+void set_device(int) { no_cuda(); }
 }  // namespace cuda
 #endif
 

@@ -770,9 +770,9 @@ void add_objectives(std::vector<Case>& out, Mode mode) {
     }
     Case r;
     r.op = "rows";
-    r.shape = dims({{"rows", s.rows}, {"cols", 784}, {"k", s.k}}) + " repeat, scale, copy, unit clamp gradient";
+    r.shape = dims({{"rows", s.rows}, {"cols", 784}, {"k", s.k}}) + " repeat, scale, copy, scale values, unit clamp gradient";
     const int64_t n = int64_t(s.rows) * s.k * 784;
-    r.bytes = 8.0 * n * 3 + 12.0 * n;
+    r.bytes = 8.0 * n * 4 + 12.0 * n;
     r.device_bounds = {{0, 0}, {0, 0}, {0, 0}};
     r.device = [s, n](Backend& be, Arena& a) -> std::function<void()> {
       const float* x = a.in(rnd(int64_t(s.rows) * 784, 51, 0, 1));
@@ -783,6 +783,7 @@ void add_objectives(std::vector<Case>& out, Mode mode) {
         ops::repeat_rows(be, x, s.rows, 784, s.k, rep);
         ops::scale_rows(be, rep, scale, s.rows * s.k, 784);
         ops::copy_values(be, static_cast<const float*>(rep), n, copied);
+        ops::scale_values(be, copied, n, 0.375f);
         ops::unit_clamp_backward(be, raw, static_cast<const float*>(copied), n, g);
       };
     };

@@ -8,6 +8,7 @@
 
 #include "vae/config.hpp"
 #include "vae/data.hpp"
+#include "vae/distributed.hpp"
 #include "vae/error.hpp"
 #include "vae/model.hpp"
 
@@ -73,6 +74,10 @@ struct EvalOptions {
   bool binarize = true;    // for Bernoulli models: the fixed-seed binarisation of the test set
   // Called after each batch with the images done and the total (vae eval draws its progress line).
   std::function<void(int64_t done, int64_t total)> on_progress;
+  // A job's ranks split the test set's batches (each rank a contiguous run of them) and the mutual
+  // information's samples, and sum their parts: every rank gets the whole result. Every rank must
+  // call evaluate with the same test set and options. The default group is this process alone.
+  ProcessGroup group;
 };
 
 // Where a run stands: with the parameters and the Adam moments, everything --resume needs to
@@ -84,6 +89,7 @@ struct TrainProgress {
   std::vector<double> epoch_sums = std::vector<double>(4, 0.0);  // those steps' [loss, recon, kl] row sums, skipped steps
   double best_neg_elbo = std::numeric_limits<double>::infinity();  // best test -ELBO at an epoch's end
   int best_epoch = 0;
+  int processes = 1;             // the data-parallel job's size when the state was written
 };
 
 // A run stopped because its loss blew up far above its own running level, or because it kept
@@ -100,9 +106,20 @@ class TrainingDiverged : public Error {
 // saying where the run stands (save_state then writes it). Every step is guarded: a step whose loss
 // or gradient norm is not finite makes no update (counted in EpochMetrics::skipped_steps); a run
 // that diverges throws TrainingDiverged, leaving the model as it was after its last good step window.
+//
+// Data parallel: given a group of several processes (ProcessGroup::world() under mpirun), every rank
+// constructs a Trainer on the same model configuration, data and TrainConfig and calls fit; the
+// global batch stays config.batch. Each step splits its batch into contiguous shards, rank r taking
+// rows [R r / N, R (r+1) / N) of the R rows a single process would take (the same images, the same
+// binarisation and the same reparameterisation noise), weights its shard's mean gradient and loss
+// by its share of the R rows, and sums both over the ranks (MPI on the CPU, NCCL inside the
+// recorded step on CUDA) before the one guarded Adam step every rank applies. Rank 0's parameters
+// are broadcast first, and every epoch ends with a check that the ranks' parameters still agree.
+// Every rank gets the same metrics; writing files is the caller's, on rank 0 alone. The free-bits
+// and capacity objectives decide the KL weight from the whole batch and are refused across ranks.
 class Trainer {
  public:
-  Trainer(Model& model, TrainConfig config);
+  Trainer(Model& model, TrainConfig config, ProcessGroup group = {});
   std::vector<EpochMetrics> fit(const Dataset& data,
                                 const std::function<void(const StepProgress&)>& on_step = {},
                                 const std::function<void(const EpochMetrics&)>& on_epoch = {},
@@ -124,6 +141,7 @@ class Trainer {
   void ensure_optimizer_state();
   Model& model_;
   TrainConfig config_;
+  ProcessGroup group_;
   TrainProgress progress_;
   bool stopped_ = false;
   Tensor adam_m_, adam_v_;   // flat first and second moments

@@ -17,6 +17,7 @@
 #include <iostream>
 #include <optional>
 #include <sstream>
+#include <thread>
 
 #include "cli/generate_commands.hpp"
 #include "cli/progress.hpp"
@@ -181,97 +182,154 @@ std::string flags_resume_forbids(const TrainFlags& f) {
   return bad;
 }
 
-int run_train(const TrainFlags& f) {
+// A usage error found after parsing (exit 2): the whole message.
+struct UsageError : vae::Error {
+  using vae::Error::Error;
+};
+
+// Runs `work` on every rank of the job, then has the ranks agree whether it succeeded everywhere:
+// if it failed on any, every rank throws JobFailed, rank 0 reporting the failure (naming the rank
+// unless all failed). So a data path missing on one machine stops the whole job with one message,
+// and no rank waits forever in a collective. In one process the failure is reported as it is.
+void on_every_rank(const vae::ProcessGroup& group, const std::function<void()>& work) {
+  std::optional<vae::RankFailure> failure;
+  auto failed = [&](int code, std::string message) { failure = vae::RankFailure{group.rank(), 1, code, std::move(message)}; };
+  try {
+    work();
+  } catch (const FlagError& e) {
+    failed(kExitUsage, std::string(e.what()) + " (see vae train --help)");
+  } catch (const UsageError& e) {
+    failed(kExitUsage, e.what());
+  } catch (const std::bad_alloc&) {
+    failed(kExitError, "out of memory; try a smaller --batch, or a smaller model (--hidden, --latent)");
+  } catch (const std::exception& e) {
+    failed(kExitError, e.what());
+  }
+  vae::raise_first_failure(group, failure);
+}
+
+// The CUDA GPU of this rank, when a job of several processes trains or evaluates on CUDA.
+void select_gpu(const vae::ProcessGroup& group, vae::Device device) {
+  if (device == vae::Device::CUDA && group.size() > 1) group.select_cuda_device();
+}
+
+int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
   vae::ModelConfig model_cfg;
   vae::TrainConfig cfg;
   const bool resume = f.resume.has_value();
-  if (resume) {
-    if (const std::string bad = flags_resume_forbids(f); !bad.empty()) {
-      std::fprintf(stderr, "vae: error: --resume continues a run with its own configuration; only --epochs and "
-                           "--threads may change (remove %s)\n", bad.c_str());
-      return kExitUsage;
-    }
-    const std::filesystem::path dir(*f.resume);
-    if (!std::filesystem::is_regular_file(dir / "config.json") || !std::filesystem::is_regular_file(dir / "model.safetensors") ||
-        !std::filesystem::is_regular_file(dir / "train_state.safetensors"))
-      throw vae::Error("cannot resume '" + dir.string() + "': it needs config.json, model.safetensors and "
-                       "train_state.safetensors, as a run of vae train writes after its first epoch or when interrupted");
-    load_config_file((dir / "config.json").string(), model_cfg, cfg);
-    cfg.out_dir = dir.string();
-  } else {
-    if (f.config_file) load_config_file(*f.config_file, model_cfg, cfg);
-  }
-  apply_field_flags(f, model_cfg, cfg);  // on --resume only --epochs and --threads can be here
-  model_cfg.validate();
-  cfg.validate();
-
-  const std::filesystem::path out(cfg.out_dir);
-  if (!resume && holds_a_run(out) && !f.overwrite)
-    throw vae::Error("output folder '" + cfg.out_dir + "' already holds a run; pass --resume " + cfg.out_dir +
-                     " to continue it, --overwrite to replace it, or --out with another folder");
-  const vae::Dataset data = load_data(cfg.data_dir, cfg.labels_path, cfg.test_fraction);
-  if (!resume) {
-    model_cfg.image_channels = data.train.channels;
-    model_cfg.image_height = data.train.height;
-    model_cfg.image_width = data.train.width;
-    if (model_cfg.conditional) {
-      // The condition's classes come from the data set's labels, as the image size does.
-      if (data.train.labels.empty())
-        throw vae::Error("--conditional needs labels: '" + cfg.data_dir + "' has none (IDX label files, --labels "
-                         "labels.npy for a .npy, or one sub-folder per class of PNGs)");
-      int classes = static_cast<int>(data.class_names.size());
-      for (const auto* set : {&data.train, &data.test})
-        for (int32_t y : set->labels) classes = std::max(classes, y + 1);
-      model_cfg.classes = classes;
-    }
-    model_cfg.validate();
-  }
-  std::error_code ec;
-  std::filesystem::create_directories(out, ec);
-  if (ec) throw vae::Error("cannot create output folder '" + cfg.out_dir + "': " + ec.message());
-  if (const int stale = vae::remove_stale_temporaries(out.string()); stale > 0)
-    std::printf("removed %d temporary file(s) an interrupted run left in %s\n", stale, cfg.out_dir.c_str());
-  if (!resume && f.overwrite)
-    for (const char* file : kRunFiles) std::filesystem::remove(out / file, ec);
-
-  const std::string model_path = (out / "model.safetensors").string(), state_path = (out / "train_state.safetensors").string();
+  const bool root = group.is_root();
+  std::optional<vae::Dataset> loaded_data;
   std::optional<vae::Model> loaded;
-  if (resume) loaded.emplace(vae::load_checkpoint(model_path, cfg.device));
-  else loaded.emplace(model_cfg, cfg.device);
-  vae::Model& model = *loaded;
-  if (!resume) model.initialize(cfg.seed);
-  vae::Trainer trainer(model, cfg);
+  std::optional<vae::Trainer> loaded_trainer;
   std::string metrics_lines;
-  if (resume) {
-    trainer.load_state(state_path, vae::checkpoint_step(model_path));
-    const vae::TrainProgress& p = trainer.progress();
-    if (p.epochs_done >= cfg.epochs)
-      throw vae::Error("the run in '" + cfg.out_dir + "' has finished its " + std::to_string(p.epochs_done) +
-                       " epochs; pass --epochs N with N above " + std::to_string(p.epochs_done) + " to train further");
-    metrics_lines = metrics_up_to(out / "metrics.jsonl", p.epochs_done);
-  }
-  vae::write_file_atomic((out / "config.json").string(), vae::run_config_to_json(model.config(), cfg));
+  std::filesystem::path out;
+  // Everything that reads (flags, config, data, the checkpoint to resume) on every rank, and
+  // nothing written yet: a rank that fails here stops the job before any file changes.
+  on_every_rank(group, [&] {
+    if (resume) {
+      if (const std::string bad = flags_resume_forbids(f); !bad.empty())
+        throw UsageError("--resume continues a run with its own configuration; only --epochs and --threads may change "
+                         "(remove " + bad + ")");
+      const std::filesystem::path dir(*f.resume);
+      if (!std::filesystem::is_regular_file(dir / "config.json") || !std::filesystem::is_regular_file(dir / "model.safetensors") ||
+          !std::filesystem::is_regular_file(dir / "train_state.safetensors"))
+        throw vae::Error("cannot resume '" + dir.string() + "': it needs config.json, model.safetensors and "
+                         "train_state.safetensors, as a run of vae train writes after its first epoch or when interrupted" +
+                         (group.size() > 1 ? " (every rank reads them: the folder must be on a file system all the job's "
+                                             "machines share)" : ""));
+      load_config_file((dir / "config.json").string(), model_cfg, cfg);
+      cfg.out_dir = dir.string();
+    } else {
+      if (f.config_file) load_config_file(*f.config_file, model_cfg, cfg);
+    }
+    apply_field_flags(f, model_cfg, cfg);  // on --resume only --epochs and --threads can be here
+    model_cfg.validate();
+    cfg.validate();
 
-  const bool tty = ::isatty(STDERR_FILENO);
+    out = cfg.out_dir;
+    if (root && !resume && holds_a_run(out) && !f.overwrite)
+      throw vae::Error("output folder '" + cfg.out_dir + "' already holds a run; pass --resume " + cfg.out_dir +
+                       " to continue it, --overwrite to replace it, or --out with another folder");
+    const vae::Dataset& data = loaded_data.emplace(load_data(cfg.data_dir, cfg.labels_path, cfg.test_fraction));
+    if (!resume) {
+      model_cfg.image_channels = data.train.channels;
+      model_cfg.image_height = data.train.height;
+      model_cfg.image_width = data.train.width;
+      if (model_cfg.conditional) {
+        // The condition's classes come from the data set's labels, as the image size does.
+        if (data.train.labels.empty())
+          throw vae::Error("--conditional needs labels: '" + cfg.data_dir + "' has none (IDX label files, --labels "
+                           "labels.npy for a .npy, or one sub-folder per class of PNGs)");
+        int classes = static_cast<int>(data.class_names.size());
+        for (const auto* set : {&data.train, &data.test})
+          for (int32_t y : set->labels) classes = std::max(classes, y + 1);
+        model_cfg.classes = classes;
+      }
+      model_cfg.validate();
+    }
+    select_gpu(group, cfg.device);
+    const std::string model_path = (out / "model.safetensors").string(), state_path = (out / "train_state.safetensors").string();
+    if (resume) loaded.emplace(vae::load_checkpoint(model_path, cfg.device));
+    else loaded.emplace(model_cfg, cfg.device);
+    if (!resume) loaded->initialize(cfg.seed);
+    vae::Trainer& trainer = loaded_trainer.emplace(*loaded, cfg, group);
+    if (resume) {
+      trainer.load_state(state_path, vae::checkpoint_step(model_path));
+      const vae::TrainProgress& p = trainer.progress();
+      if (p.epochs_done >= cfg.epochs)
+        throw vae::Error("the run in '" + cfg.out_dir + "' has finished its " + std::to_string(p.epochs_done) +
+                         " epochs; pass --epochs N with N above " + std::to_string(p.epochs_done) + " to train further");
+      if (root) metrics_lines = metrics_up_to(out / "metrics.jsonl", p.epochs_done);
+    }
+  });
+  const vae::Dataset& data = *loaded_data;
+  vae::Model& model = *loaded;
+  vae::Trainer& trainer = *loaded_trainer;
+  const std::string model_path = (out / "model.safetensors").string(), state_path = (out / "train_state.safetensors").string();
+
+  // Rank 0 alone writes: the folder, its cleaning, config.json. The others wait for its word.
+  on_every_rank(group, [&] {
+    if (!root) return;
+    std::error_code ec;
+    std::filesystem::create_directories(out, ec);
+    if (ec) throw vae::Error("cannot create output folder '" + cfg.out_dir + "': " + ec.message());
+    if (const int stale = vae::remove_stale_temporaries(out.string()); stale > 0)
+      std::printf("removed %d temporary file(s) an interrupted run left in %s\n", stale, cfg.out_dir.c_str());
+    if (!resume && f.overwrite)
+      for (const char* file : kRunFiles) std::filesystem::remove(out / file, ec);
+    vae::write_file_atomic((out / "config.json").string(), vae::run_config_to_json(model.config(), cfg));
+  });
+
+  const bool tty = root && ::isatty(STDERR_FILENO);
   vae::cli::ProgressBar bar(cfg.epochs);
   const int64_t train_images = cfg.train_limit > 0 ? std::min(cfg.train_limit, data.train.count) : data.train.count;
-  if (resume)
-    std::printf("resuming %s at epoch %d, step %lld of the run (%d epochs in all)\n", cfg.out_dir.c_str(),
-                trainer.progress().epochs_done + 1, static_cast<long long>(trainer.progress().global_step), cfg.epochs);
-  std::printf("training %lld parameters on %lld images of %dx%dx%d from %s (%s, batch %d, %d epochs) -> %s\n",
-              static_cast<long long>(model.parameter_count()), static_cast<long long>(train_images),
-              model.config().image_channels, model.config().image_height, model.config().image_width,
-              cfg.data_dir.c_str(), vae::to_string(cfg.device).c_str(), cfg.batch, cfg.epochs, cfg.out_dir.c_str());
-  std::fflush(stdout);
+  if (root) {
+    if (resume) {
+      std::printf("resuming %s at epoch %d, step %lld of the run (%d epochs in all)\n", cfg.out_dir.c_str(),
+                  trainer.progress().epochs_done + 1, static_cast<long long>(trainer.progress().global_step), cfg.epochs);
+      if (trainer.progress().processes != group.size())
+        std::printf("note: the run was trained by %d process(es) and continues with %d: the same model up to "
+                    "rounding, not the same bits as continuing with %d\n",
+                    trainer.progress().processes, group.size(), trainer.progress().processes);
+    }
+    std::printf("training %lld parameters on %lld images of %dx%dx%d from %s (%s, batch %d, %d epochs%s) -> %s\n",
+                static_cast<long long>(model.parameter_count()), static_cast<long long>(train_images),
+                model.config().image_channels, model.config().image_height, model.config().image_width,
+                cfg.data_dir.c_str(), vae::to_string(cfg.device).c_str(), cfg.batch, cfg.epochs,
+                group.size() > 1 ? (", " + std::to_string(group.size()) + " processes").c_str() : "", cfg.out_dir.c_str());
+    std::fflush(stdout);
+  }
 
   // The checkpoint, then the state that goes with it, then the best model, then the metrics that
   // describe them: after a crash at any point the metrics never name an epoch the checkpoint lacks.
   auto save_run = [&] {
+    if (!root) return;
     const int64_t step = trainer.progress().global_step;
     vae::save_checkpoint(model, model_path, step);
     trainer.save_state(state_path);
   };
   auto write_samples = [&] {
+    if (!root) return;
     // 64 prior samples; a conditional model's grid has one row of 8 per class.
     vae::SampleOptions o;
     o.seed = cfg.seed;
@@ -284,47 +342,68 @@ int run_train(const TrainFlags& f) {
                         model.config().image_height, model.config().image_width, 8);
   };
   install_stop_handlers();
-  trainer.fit(
-      data, [&](const vae::StepProgress& p) { if (tty) bar.update(p); },
-      [&](const vae::EpochMetrics& m) {
-        bar.finish_line();
-        save_run();
-        if (trainer.progress().best_epoch == m.epoch) vae::save_checkpoint(model, (out / "best.safetensors").string(), trainer.progress().global_step);
-        metrics_lines += m.to_json() + "\n";
-        vae::write_file_atomic((out / "metrics.jsonl").string(), metrics_lines);
-        std::printf("epoch %d/%d  train loss %.2f  test -ELBO %.2f (recon %.2f, KL %.2f)  active units %d  %.1fs  %.0f samples/s%s\n",
-                    m.epoch, cfg.epochs, m.train_loss, m.test.neg_elbo, m.test.recon, m.test.kl, m.test.active_units,
-                    m.seconds, m.samples_per_s,
-                    m.skipped_steps ? ("  (" + std::to_string(m.skipped_steps) + " steps skipped: not finite)").c_str() : "");
-        std::fflush(stdout);
-      },
-      [] { return g_stop_signal != 0; });
+  try {
+    trainer.fit(
+        data, [&](const vae::StepProgress& p) { if (tty) bar.update(p); },
+        [&](const vae::EpochMetrics& m) {
+          if (!root) return;
+          bar.finish_line();
+          save_run();
+          if (trainer.progress().best_epoch == m.epoch) vae::save_checkpoint(model, (out / "best.safetensors").string(), trainer.progress().global_step);
+          metrics_lines += m.to_json() + "\n";
+          vae::write_file_atomic((out / "metrics.jsonl").string(), metrics_lines);
+          std::printf("epoch %d/%d  train loss %.2f  test -ELBO %.2f (recon %.2f, KL %.2f)  active units %d  %.1fs  %.0f samples/s%s\n",
+                      m.epoch, cfg.epochs, m.train_loss, m.test.neg_elbo, m.test.recon, m.test.kl, m.test.active_units,
+                      m.seconds, m.samples_per_s,
+                      m.skipped_steps ? ("  (" + std::to_string(m.skipped_steps) + " steps skipped: not finite)").c_str() : "");
+          std::fflush(stdout);
+        },
+        [] { return g_stop_signal != 0; });
+  } catch (const vae::TrainingDiverged& e) {
+    // Every rank sees the same summed losses, so every rank diverges at the same step: agree, and
+    // let rank 0 say it once.
+    if (group.size() == 1) throw;
+    on_every_rank(group, [&] { throw vae::Error(e.what()); });
+  }
   if (trainer.stopped()) {
     bar.finish_line();
     const vae::TrainProgress& p = trainer.progress();
     if (p.steps_into_epoch > 0) save_run();  // an epoch's end was saved already
     write_samples();
-    std::fprintf(stderr, "vae: %s: stopped in epoch %d after step %lld; checkpoint and training state saved in %s.\n"
-                         "Continue with: vae train --resume %s\n",
-                 g_stop_signal == SIGTERM ? "terminated" : "interrupted", p.epochs_done + 1,
-                 static_cast<long long>(p.global_step), cfg.out_dir.c_str(), cfg.out_dir.c_str());
-    return 128 + static_cast<int>(g_stop_signal);
+    if (root)
+      std::fprintf(stderr, "vae: %s: stopped in epoch %d after step %lld; checkpoint and training state saved in %s.\n"
+                           "Continue with: vae train --resume %s\n",
+                   g_stop_signal == SIGTERM ? "terminated" : "interrupted", p.epochs_done + 1,
+                   static_cast<long long>(p.global_step), cfg.out_dir.c_str(), cfg.out_dir.c_str());
+    return 128 + static_cast<int>(g_stop_signal != 0 ? g_stop_signal : SIGINT);
   }
   write_samples();
-  std::printf("wrote %s/{model.safetensors,best.safetensors,train_state.safetensors,config.json,metrics.jsonl,samples.png}\n",
-              cfg.out_dir.c_str());
+  if (root)
+    std::printf("wrote %s/{model.safetensors,best.safetensors,train_state.safetensors,config.json,metrics.jsonl,samples.png}\n",
+                cfg.out_dir.c_str());
   return 0;
 }
 
 using vae::cli::load_model;
 
-int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, bool as_json, int64_t limit,
-             const std::string& device, bool strict_fp32) {
-  vae::Model model = load_model(checkpoint, device, strict_fp32);
+// vae eval; in a job of several processes the ranks split the test set and rank 0 prints.
+int run_eval(const std::string& checkpoint, const std::string& data_dir, const std::string& labels, double test_fraction,
+             int k, bool as_json, int64_t limit, const std::string& device, bool strict_fp32,
+             const vae::ProcessGroup& group) {
+  std::optional<vae::Model> loaded;
+  std::optional<vae::Dataset> loaded_data;
+  on_every_rank(group, [&] {
+    if (group.size() > 1) select_gpu(group, vae::parse_device(device));
+    loaded.emplace(load_model(checkpoint, device, strict_fp32));
+    loaded_data.emplace(load_data(data_dir, labels, test_fraction));
+  });
+  vae::Model& model = *loaded;
+  const vae::Dataset& data = *loaded_data;
   vae::EvalOptions opt;
   opt.k = k;
   opt.limit = limit;
-  const bool tty = ::isatty(STDERR_FILENO);
+  if (group.size() > 1) opt.group = group;
+  const bool tty = group.is_root() && ::isatty(STDERR_FILENO);
   const auto start = std::chrono::steady_clock::now();
   auto last = start;
   bool drawn = false;
@@ -343,6 +422,7 @@ int run_eval(const std::string& checkpoint, const vae::Dataset& data, int k, boo
     };
   const vae::EvalResult r = vae::evaluate(model, data.test, opt);
   if (drawn) std::fprintf(stderr, "\r\033[K");
+  if (!group.is_root()) return 0;
   if (as_json) {
     std::printf("%s\n", r.to_json().c_str());
   } else {
@@ -399,10 +479,9 @@ std::string nearest_flag_hint(const CLI::App& command, const std::string& arg) {
   return best.empty() ? "" : " (did you mean " + best + "?)";
 }
 
-// CLI11's parse errors as one line with the vae: error: prefix, a suggestion for a mistyped flag,
-// and exit code 2 for every usage error (--help and --version print and exit 0).
-int usage_error(const CLI::App& app, const CLI::ParseError& e) {
-  if (e.get_exit_code() == 0) return const_cast<CLI::App&>(app).exit(e);
+// CLI11's parse errors as one line (printed after the vae: error: prefix), with a suggestion for a
+// mistyped flag and the help to read; every usage error exits 2.
+std::string usage_message(const CLI::App& app, const CLI::ParseError& e) {
   const CLI::App* command = &app;
   for (const CLI::App* sub : app.get_subcommands())
     if (sub->parsed()) command = sub;
@@ -418,13 +497,36 @@ int usage_error(const CLI::App& app, const CLI::ParseError& e) {
       }
   }
   const std::string help = command == &app ? "vae --help" : "vae " + command->get_name() + " --help";
-  std::fprintf(stderr, "vae: error: %s%s (see %s)\n", message.c_str(), hint.c_str(), help.c_str());
-  return kExitUsage;
+  return message + hint + " (see " + help + ")";
+}
+
+// An error that stops the command. In a job of several processes it reached only this rank, in the
+// middle of the job, where the others cannot be told: say what and where, then end every process
+// (MPI_Abort) rather than leave them waiting in a collective.
+int report_error(const vae::ProcessGroup& group, bool whole_job, const std::string& message) {
+  if (whole_job && group.size() > 1) {
+    std::fprintf(stderr, "vae: error (%s): %s\n", group.describe().c_str(), message.c_str());
+    std::fflush(stderr);
+    group.abort(kExitError);
+  }
+  std::fprintf(stderr, "vae: error: %s\n", message.c_str());
+  return kExitError;
 }
 
 }  // namespace
 
 int main(int argc, char** argv) {
+  // Under mpirun every process joins the job first (MPI_Init); without a launcher this is one process.
+  const vae::ProcessGroup* group_ptr = nullptr;
+  try {
+    group_ptr = &vae::ProcessGroup::world();
+  } catch (const vae::Error& e) {
+    std::fprintf(stderr, "vae: error: %s\n", e.what());
+    return kExitError;
+  }
+  const vae::ProcessGroup& group = *group_ptr;
+  // A job's ranks all parse the same command line: rank 0 alone reports its usage errors.
+  if (!group.is_root() && !std::freopen("/dev/null", "w", stdout)) return kExitError;
   CLI::App app{"vae: train, evaluate and sample variational autoencoders"};
   app.require_subcommand(1);
   app.set_version_flag("--version", "vae 0.1.0");
@@ -476,6 +578,10 @@ int main(int argc, char** argv) {
   recon->add_option("--device", device, "cpu|cuda|auto");
   recon->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
+  // The command line's outcome when it ends the command here: a usage error (exit 2), or --help and
+  // --version (exit 0, printed by CLI11). A job's ranks agree on it, so none waits for another that
+  // stopped; rank 0 reports it.
+  std::optional<vae::RankFailure> parse_outcome;
   // CLI11 would only say "a subcommand is required"; name the word it did not know.
   if (argc > 1 && argv[1][0] != '-') {
     std::string names, hint;
@@ -485,31 +591,36 @@ int main(int argc, char** argv) {
       names += (names.empty() ? "" : ", ") + sub->get_name();
       if (edit_distance(argv[1], sub->get_name()) <= 2) hint = " (did you mean " + sub->get_name() + "?)";
     }
-    if (!known) {
-      std::fprintf(stderr, "vae: error: unknown command '%s'%s: expected one of %s (see vae --help)\n", argv[1],
-                   hint.c_str(), names.c_str());
-      return kExitUsage;
+    if (!known)
+      parse_outcome = vae::RankFailure{group.rank(), 1, kExitUsage,
+                                       "unknown command '" + std::string(argv[1]) + "'" + hint + ": expected one of " +
+                                           names + " (see vae --help)"};
+  }
+  if (!parse_outcome) {
+    try {
+      app.parse(argc, argv);
+    } catch (const CLI::ParseError& e) {
+      if (e.get_exit_code() == 0) parse_outcome = vae::RankFailure{group.rank(), 1, app.exit(e), ""};
+      else parse_outcome = vae::RankFailure{group.rank(), 1, kExitUsage, usage_message(app, e)};
     }
   }
   try {
-    app.parse(argc, argv);
-  } catch (const CLI::ParseError& e) {
-    return usage_error(app, e);
+    vae::raise_first_failure(group, parse_outcome);
+  } catch (const vae::JobFailed& e) {
+    if (e.report_here() && e.exit_code() != 0) std::fprintf(stderr, "vae: error: %s\n", e.what());
+    return e.exit_code();
   }
 
   try {
-    if (*train) {
-      try {
-        return run_train(tf);
-      } catch (const FlagError& e) {
-        std::fprintf(stderr, "vae: error: %s (see vae train --help)\n", e.what());
-        return kExitUsage;
-      }
-    }
+    if (*train) return run_train(tf, group);
     if (*eval) {
-      vae::set_num_threads(threads);
-      return run_eval(checkpoint, load_data(data_dir, labels, test_fraction), k, as_json, limit, device, strict_fp32);
+      vae::set_num_threads(threads > 0 || group.size() == 1
+                               ? threads
+                               : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / group.local_size()));
+      return run_eval(checkpoint, data_dir, labels, test_fraction, k, as_json, limit, device, strict_fp32, group);
     }
+    // Sampling, encoding and reconstructing run in one process: in a job, rank 0 does it alone.
+    if (!group.is_root()) return 0;
     if (const int rc = vae::cli::run_generate_commands(gen); rc >= 0) return rc;
     if (*recon) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
@@ -532,20 +643,19 @@ int main(int argc, char** argv) {
       std::printf("wrote %d test images and their reconstructions to %s\n", n_recon, out_png.c_str());
       return 0;
     }
-  } catch (const vae::Error& e) {
-    std::fprintf(stderr, "vae: error: %s\n", e.what());
-    return kExitError;
+  } catch (const vae::JobFailed& e) {
+    // Every rank of the job knows; rank 0 (or the only process) says what failed.
+    if (e.report_here()) std::fprintf(stderr, "vae: error: %s\n", e.what());
+    return e.exit_code();
   } catch (const std::bad_alloc&) {
     // Say what to shrink for the command that ran out: the model and batch in training, the
     // importance samples in evaluation, the sample count in sampling.
     const char* advice = *train ? "try a smaller --batch, or a smaller model (--hidden, --latent)"
                          : *eval ? "try a smaller --k, or --limit"
                                    : "try a smaller --n";
-    std::fprintf(stderr, "vae: error: out of memory; %s\n", advice);
-    return kExitError;
+    return report_error(group, *train || *eval, std::string("out of memory; ") + advice);
   } catch (const std::exception& e) {
-    std::fprintf(stderr, "vae: error: %s\n", e.what());
-    return kExitError;
+    return report_error(group, *train || *eval, e.what());
   }
   return 0;
 }

@@ -208,11 +208,11 @@ void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, fl
 }
 
 void ModelImpl::forward_backward(const float* x_image, int rows, float beta, uint64_t seed, uint64_t step,
-                                 const StepScalars* per_step, const float* y) {
+                                 const StepScalars* per_step, const float* y, int64_t row0) {
   prepare(rows);
   Backend& be = *backend;
   const int L = latent(), d = input_dim();
-  const LatentArgs args{rows, L, seed, step, 0, 1.0f, per_step};
+  const LatentArgs args{rows, L, seed, step, row0, 1.0f, per_step};
   const float* x = encoder_input(x_image, y, rows);
   const float* h = encode_batch(x, rows, true);
   if (objective.importance_weighted()) {

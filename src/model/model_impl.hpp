@@ -87,8 +87,10 @@ struct ModelImpl {
   // Philox step are read from it when the work runs and the by-value beta and step are ignored:
   // the form a captured CUDA graph replays.
   // y: a conditional model's labels (device memory, float class indices, rows of them).
+  // row0: the batch's first row within the global batch, the noise's row counter (LatentArgs): a
+  // rank of a data-parallel job draws the noise the single-process step draws for those rows.
   void forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step,
-                        const StepScalars* per_step = nullptr, const float* y = nullptr);
+                        const StepScalars* per_step = nullptr, const float* y = nullptr, int64_t row0 = 0);
   // Forward only: per-row nll and kl_sample, kl_dim (when latent_block reports it), and the encoder
   // output (returned).
   const float* forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale,

@@ -3,14 +3,17 @@
 #include <map>
 #include <memory>
 #include <set>
+#include <thread>
 
 #include <nlohmann/json.hpp>
 
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
 #include "condition.cuh"
+#include "distributed/device_collectives.hpp"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
+#include "rows.cuh"
 #include "train/schedule.hpp"
 #include "vae/error.hpp"
 #include "vae/safetensors.hpp"
@@ -65,7 +68,8 @@ std::string EpochMetrics::to_json() const {
   return j.dump();
 }
 
-Trainer::Trainer(Model& model, TrainConfig config) : model_(model), config_(std::move(config)) {
+Trainer::Trainer(Model& model, TrainConfig config, ProcessGroup group)
+    : model_(model), config_(std::move(config)), group_(group) {
   config_.validate();
   if (config_.device != model_.device())
     throw Error("Trainer: the config asks for device " + to_string(config_.device) + " but the model lives on " +
@@ -166,7 +170,11 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
                                        const std::function<void(const EpochMetrics&)>& on_epoch,
                                        const std::function<bool()>& should_stop) {
   using clock = std::chrono::steady_clock;
-  set_num_threads(config_.threads);
+  // The ranks of a job on one machine share its cores: with --threads 0 each takes its share.
+  const int local_ranks = group_.size() > 1 ? group_.local_size() : 1;
+  set_num_threads(config_.threads > 0 || local_ranks == 1
+                      ? config_.threads
+                      : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / local_ranks));
   // For the whole run, on every thread that computes (see flush_denormals.hpp).
   const FlushDenormalsScope flush_denormals;
   stopped_ = false;
@@ -185,6 +193,21 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
                 std::to_string(steps_per_epoch) + " steps an epoch is not epoch " + std::to_string(progress_.epochs_done) +
                 " plus " + std::to_string(progress_.steps_into_epoch) + " steps; resume with the data, --batch and "
                 "--train-limit of the run");
+  const bool parallel = group_.collective();
+  const int ranks = group_.size();
+  if (ranks > 1 && (config_.objective.free_bits > 0 || config_.objective.capacity > 0))
+    throw Error(std::string("objective.") + (config_.objective.capacity > 0 ? "capacity" : "free_bits") +
+                " decides the KL term's weight from the whole batch's KL, which data-parallel training does not "
+                "gather within a step; train it in one process (without mpirun), or use beta and warm-up instead");
+  if (ranks > 1 && batch < ranks)
+    throw Error("batch " + std::to_string(batch) + " is smaller than the job's " + std::to_string(ranks) +
+                " processes: every rank needs at least one image of a full batch; use --batch " + std::to_string(ranks) +
+                " or more, or fewer processes");
+  // Rank r's shard of a step's global batch of R rows: rows [R r / N, R (r+1) / N), first and count.
+  auto shard = [&](int global_rows) {
+    const int64_t lo = int64_t(global_rows) * group_.rank() / ranks, hi = int64_t(global_rows) * (group_.rank() + 1) / ranks;
+    return std::pair<int, int>(static_cast<int>(lo), static_cast<int>(hi - lo));
+  };
 
   // Everything a step touches is allocated here, once: the step itself allocates nothing, and a
   // recorded graph's pointers stay valid for the whole run.
@@ -223,21 +246,41 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   }
   // Constants of the optimizer; the per-step learning rate and bias corrections are in the table.
   const AdamArgs adam_constants = adam_args(config_, config_.lr, 1);
+  // A job's collectives (made together on every rank: on CUDA the NCCL communicator), then rank 0's
+  // parameters on every rank, after any data-dependent initialisation.
+  const std::unique_ptr<DeviceCollectives> collectives = parallel ? make_device_collectives(group_, be) : nullptr;
+  if (collectives) collectives->broadcast(m.params.data(), m.params.numel(), 0);
 
   // One training step, all of it queued on the backend: select this step's scalars, gather and
   // binarise the batch, forward, loss, backward, guarded optimizer, and add the loss to the sums.
-  auto enqueue_step = [&](int rows) {
+  // In a job each rank does this for its shard, and the gradient and the loss are summed over the
+  // ranks, weighted by each shard's share of the batch, before the optimizer.
+  auto enqueue_step = [&](int global_rows) {
+    const auto [first_row, rows] = shard(global_rows);
     be.select_step(table.data(), steps_per_epoch, cursor.data(), current.data());
-    be.gather_pixels(pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
-                     x.data());
-    if (conditional) ops::gather_labels(be, labels.data(), static_cast<const int32_t*>(perm.data()), rows, current.data(), yp);
-    m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data(), yp);
+    if (rows > 0) {
+      be.gather_pixels(pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
+                       x.data());
+      if (conditional) ops::gather_labels(be, labels.data(), static_cast<const int32_t*>(perm.data()), rows, current.data(), yp);
+      m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data(), yp, first_row);
+    } else {  // a short last batch with fewer rows than ranks: this rank adds nothing
+      be.fill(m.grads.data(), m.grads.numel(), 0.0f);
+      be.fill(m.loss.data(), 3, 0.0f);
+    }
+    if (collectives) {
+      if (rows != global_rows) {
+        const float share = static_cast<float>(rows) / static_cast<float>(global_rows);
+        ops::scale_values(be, m.grads.data(), m.grads.numel(), share);
+        ops::scale_values(be, m.loss.data(), 3, share);
+      }
+      collectives->sum({{m.grads.data(), m.grads.numel()}, {m.loss.data(), 3}});
+    }
     // The guard reads m.loss where it is now: the evaluator may reallocate the workspace between
     // epochs (which also retires the recorded steps, so they are recorded again with this pointer).
     const StepGuard guard{m.loss.data(), loss_sums.data() + 3};
     be.adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(), adam_constants,
                  current.data(), grad_norm_.data(), guard);
-    be.accumulate_scaled(m.loss.data(), 3, static_cast<float>(rows), loss_sums.data());
+    be.accumulate_scaled(m.loss.data(), 3, static_cast<float>(global_rows), loss_sums.data());
   };
   // Recorded steps, one per batch size (the last batch of an epoch may be short). A size runs
   // uncaptured the first time, so that cuBLASLt chooses its algorithms outside the capture, and is
@@ -262,6 +305,27 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
 
   EvalOptions eval;
   eval.limit = config_.test_limit;
+  if (parallel) eval.group = group_;
+  // Whether to stop after the step that made `steps` steps of the epoch (0: at the epoch's end). A
+  // job stops only where every rank asks, at the same step: every kReadLossEvery steps, a vote.
+  auto asked_to_stop = [&](int64_t steps) {
+    if (ranks == 1) return should_stop && should_stop();
+    if (steps % kReadLossEvery != 0) return false;
+    return group_.any(should_stop && should_stop());
+  };
+  // The ranks' parameters must be the same bits (every rank applies the same summed gradient); a
+  // difference means a collective or a device went wrong, and training on would mix models.
+  auto check_ranks_agree = [&](int epoch) {
+    const std::vector<float> p = m.params.to_host();
+    uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a over the parameters' bytes
+    for (const unsigned char* b = reinterpret_cast<const unsigned char*>(p.data()),
+                               *e = b + p.size() * sizeof(float); b != e; ++b)
+      h = (h ^ *b) * 0x100000001b3ULL;
+    if (!group_.all_equal(h))
+      throw Error("after epoch " + std::to_string(epoch) + " the job's ranks hold different parameters, although "
+                  "each applied the same summed gradient: a collective or a device went wrong. Resume from the last "
+                  "checkpoint; if it happens again, run with NCCL_DEBUG=WARN or on fewer processes to find the rank");
+  };
   std::vector<EpochMetrics> history;
   const auto run_start = clock::now();
   const int64_t first_step = progress_.global_step;
@@ -285,10 +349,11 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       last_beta = kl_weight(config_, global, steps_per_epoch);
       last_lr = learning_rate(config_, global, total_steps);
       StepScalars& t = host_table[static_cast<size_t>(s)];
+      const auto [first_row, shard_rows] = shard(rows);
       t.philox_step = static_cast<uint64_t>(global);
-      t.row0 = s * config_.batch;
+      t.row0 = s * config_.batch + first_row;
       t.beta = static_cast<float>(last_beta);
-      t.kl_grad_weight = t.beta / static_cast<float>(rows);
+      t.kl_grad_weight = shard_rows > 0 ? t.beta / static_cast<float>(shard_rows) : 0.0f;
       last_capacity = capacity_at(config_, global, steps_per_epoch);
       t.capacity = static_cast<float>(last_capacity);
       t.adam = adam_coefficients(adam_args(config_, last_lr, global + 1));
@@ -341,7 +406,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       ++progress_.global_step;
       samples_done += rows;
       rows_done += rows;
-      const bool stop = should_stop && s + 1 < steps_per_epoch && should_stop();
+      const bool stop = s + 1 < steps_per_epoch && asked_to_stop(s + 1);
       if (s + 1 == steps_per_epoch || stop) {
         if (pending) report(readback->wait());
         queue_read(s + 1, rows_done);
@@ -376,6 +441,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     em.seconds = train_seconds;
     em.samples_per_s = static_cast<double>(rows_done - resumed_rows) / train_seconds;
     em.test = evaluate(model_, data.test, eval);
+    if (ranks > 1) check_ranks_agree(epoch);
     if (!std::isfinite(em.test.neg_elbo)) DivergenceWatch::fail(epoch, "at its end: the test -ELBO is " + std::to_string(em.test.neg_elbo));
     progress_.epochs_done = epoch;
     progress_.steps_into_epoch = 0;
@@ -386,7 +452,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     }
     history.push_back(em);
     if (on_epoch) on_epoch(em);
-    if (should_stop && epoch < config_.epochs && should_stop()) {
+    if (epoch < config_.epochs && asked_to_stop(0)) {
       stopped_ = true;
       return history;
     }
@@ -403,6 +469,7 @@ void Trainer::save_state(const std::string& path) const {
   if (std::isfinite(progress_.best_neg_elbo)) j["best_neg_elbo"] = progress_.best_neg_elbo;
   j["best_epoch"] = progress_.best_epoch;
   j["parameters"] = model_.impl().params.numel();
+  j["processes"] = group_.size();
   SafeTensorsFile file;
   file.metadata["vae_train_state"] = j.dump();
   file.metadata["vae_model_config"] = model_.config().to_json();
@@ -459,6 +526,7 @@ void Trainer::load_state(const std::string& path, int64_t checkpoint_step) {
     if (!sums[i].is_number() || !std::isfinite(sums[i].get<double>())) throw Error(where + ": epoch_sums must be finite numbers");
     p.epoch_sums[i] = sums[i].get<double>();
   }
+  if (j.contains("processes")) p.processes = static_cast<int>(std::max<int64_t>(1, std::min<int64_t>(count("processes"), 1 << 20)));
   if (j.contains("best_neg_elbo")) {
     if (!j["best_neg_elbo"].is_number()) throw Error(where + ": best_neg_elbo must be a number");
     p.best_neg_elbo = j["best_neg_elbo"].get<double>();

@@ -71,4 +71,6 @@ int current_device() {
   return device;
 }
 
+void set_device(int index) { VAE_CUDA_CHECK(cudaSetDevice(index)); }
+
 }  // namespace vae::cuda

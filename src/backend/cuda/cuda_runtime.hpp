@@ -16,5 +16,6 @@ void copy_device_to_host(void* dst, const void* src, size_t bytes);
 void copy_device_to_device(void* dst, const void* src, size_t bytes);
 void synchronize();     // cudaDeviceSynchronize, checked
 int current_device();   // cudaGetDevice
+void set_device(int index);  // cudaSetDevice, checked
 
 }  // namespace vae::cuda
