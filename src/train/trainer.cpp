@@ -76,6 +76,15 @@ Trainer::Trainer(Model& model, TrainConfig config, ProcessGroup group)
                 to_string(model_.device()));
   model_.set_numerics({config_.tf32, config_.fused_epilogues});
   model_.impl().set_objective(config_.objective);
+  const int ranks = group_.size();
+  if (ranks > 1 && (config_.objective.free_bits > 0 || config_.objective.capacity > 0))
+    throw Error(std::string("objective.") + (config_.objective.capacity > 0 ? "capacity" : "free_bits") +
+                " decides the KL term's weight from the whole batch's KL, which data-parallel training does not "
+                "gather within a step; train it in one process (without mpirun), or use beta and warm-up instead");
+  if (ranks > 1 && config_.batch < ranks)
+    throw Error("batch " + std::to_string(config_.batch) + " is smaller than the job's " + std::to_string(ranks) +
+                " processes: every rank needs at least one image of a full batch; use --batch " + std::to_string(ranks) +
+                " or more, or fewer processes");
 }
 
 void Trainer::ensure_optimizer_state() {
@@ -195,10 +204,6 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
                 "--train-limit of the run");
   const bool parallel = group_.collective();
   const int ranks = group_.size();
-  if (ranks > 1 && (config_.objective.free_bits > 0 || config_.objective.capacity > 0))
-    throw Error(std::string("objective.") + (config_.objective.capacity > 0 ? "capacity" : "free_bits") +
-                " decides the KL term's weight from the whole batch's KL, which data-parallel training does not "
-                "gather within a step; train it in one process (without mpirun), or use beta and warm-up instead");
   if (ranks > 1 && batch < ranks)
     throw Error("batch " + std::to_string(batch) + " is smaller than the job's " + std::to_string(ranks) +
                 " processes: every rank needs at least one image of a full batch; use --batch " + std::to_string(ranks) +
