@@ -10,6 +10,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/device_array.hpp"
+#include "distributed/device_collectives.hpp"
 #include "graph/layers.hpp"
 #include "philox.cuh"
 #include "model/model_impl.hpp"
@@ -32,7 +33,10 @@ std::vector<float> binary_images(int rows, int d, uint64_t seed) {
 // (1 = the step recorded once and replayed, as vae train does; its per-step scalars sit in one fixed
 // record here, where training walks a table, which adds one 1-thread kernel per step).
 // Each iteration ends with a device synchronisation, so the time is the step's, not the queue's.
-void train_step(benchmark::State& state, const vae::ModelConfig& config) {
+// all_reduce: the data-parallel step with one rank (ProcessGroup::local_collective): the summed
+// gradient and loss between backward and Adam, on CUDA NCCL's all-reduce inside the recorded step
+// (the cost of the collective path itself, without a second GPU).
+void train_step(benchmark::State& state, const vae::ModelConfig& config, bool all_reduce = false) {
   const int batch = static_cast<int>(state.range(0));
   const vae::Device device = state.range(1) ? vae::Device::CUDA : vae::Device::CPU;
   const bool graph = state.range(2) != 0;
@@ -51,8 +55,22 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config) {
   // loss buffer exists once forward_backward has sized the workspace, so the guard is made after it.
   auto guard = [&] { return vae::StepGuard{m.loss.data(), skipped.data()}; };
   vae::AdamArgs args;
+  const vae::ProcessGroup one = vae::ProcessGroup::local_collective();
+  std::unique_ptr<vae::DeviceCollectives> collectives;
+  if (all_reduce) {
+    try {
+      collectives = vae::make_device_collectives(one, *m.backend);
+    } catch (const vae::Error& e) {
+      state.SkipWithError(e.what());
+      return;
+    }
+  }
+  auto reduce = [&] {
+    if (collectives) collectives->sum({{m.grads.data(), m.grads.numel()}, {m.loss.data(), 3}});
+  };
   auto step = [&] {
     m.forward_backward(x.data(), batch, 1.0f, 0, static_cast<uint64_t>(args.step));
+    reduce();
     m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args, nullptr,
                          norm.data(), guard());
     ++args.step;
@@ -70,6 +88,7 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config) {
     const vae::StepScalars* per_step = scalars.data();
     const auto work = m.backend->capture([&] {
       m.forward_backward(x.data(), batch, 0.0f, 0, 0, per_step);
+      reduce();
       m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args,
                            per_step, norm.data(), guard());
     });
@@ -90,6 +109,12 @@ BENCHMARK(BM_TrainStep)
     ->ArgNames({"batch", "cuda", "graph"})
     ->Args({128, 0, 0})->Args({1024, 0, 0})
     ->Args({128, 1, 0})->Args({128, 1, 1})->Args({4096, 1, 0})->Args({4096, 1, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+// Against BM_TrainStep with the same arguments: the all-reduce's cost in the step (NCCL, one rank).
+void BM_TrainStepAllReduce(benchmark::State& state) { train_step(state, vae::ModelConfig{}, true); }
+BENCHMARK(BM_TrainStepAllReduce)
+    ->ArgNames({"batch", "cuda", "graph"})
+    ->Args({128, 1, 1})->Args({4096, 1, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // configs/conv.json's model: Conv2d 1->32->64 (4x4, stride 2, padding 1), Linear 3136->256->2x32,

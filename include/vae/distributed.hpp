@@ -35,9 +35,9 @@ class ProcessGroup {
 
   // The job this process was started in. Under an MPI launcher (mpirun, mpiexec, srun with PMI) and
   // in a build with MPI: MPI_COMM_WORLD, initialised on the first call and finalised at exit. Without
-  // a launcher: this process alone (MPI is not initialised). Throws vae::Error when an MPI launcher
-  // started several processes but this build has no MPI (each would train alone and write the same
-  // files).
+  // a launcher: this process alone (MPI is not initialised). Throws JobFailed (a vae::Error, to be
+  // reported by the launcher's rank 0 alone) when an MPI launcher started several processes but this
+  // build has no MPI: each would train alone and write the same files.
   static ProcessGroup& world();
 
   // This process alone, but running every collective the trainer and the evaluator run for a group

@@ -520,6 +520,9 @@ int main(int argc, char** argv) {
   const vae::ProcessGroup* group_ptr = nullptr;
   try {
     group_ptr = &vae::ProcessGroup::world();
+  } catch (const vae::JobFailed& e) {
+    if (e.report_here()) std::fprintf(stderr, "vae: error: %s\n", e.what());
+    return e.exit_code();
   } catch (const vae::Error& e) {
     std::fprintf(stderr, "vae: error: %s\n", e.what());
     return kExitError;

@@ -30,6 +30,15 @@ int launcher_job_size() {
   return -1;
 }
 
+#ifndef VAE_WITH_MPI
+// This process's rank as the launcher announces it (0 when it does not say).
+int launcher_rank() {
+  for (const char* key : {"OMPI_COMM_WORLD_RANK", "PMI_RANK", "PMIX_RANK", "SLURM_PROCID"})
+    if (const char* v = std::getenv(key)) return std::max(0, std::atoi(v));
+  return 0;
+}
+#endif
+
 #ifdef VAE_WITH_MPI
 void mpi_check(int status, const char* what) {
   if (status == MPI_SUCCESS) return;
@@ -91,12 +100,13 @@ ProcessGroup& ProcessGroup::world() {
     g.mpi_ = true;
     return g;
 #else
+    // Every process of the job finds this; the launcher's rank 0 alone says it.
     if (announced != 1)
-      throw Error("this vae was built without MPI, but an MPI launcher (mpirun) started it as one of " +
+      throw JobFailed("this vae was built without MPI, but an MPI launcher (mpirun) started it as one of " +
                   (announced > 0 ? std::to_string(announced) : std::string("several")) +
                   " processes: each would train alone and write the same files. Install OpenMPI (apt-get install "
                   "libopenmpi-dev openmpi-bin, as scripts/install-deps.sh does) and build again (cmake reports "
-                  "\"vae: MPI ON\"), or run vae without mpirun");
+                  "\"vae: MPI ON\"), or run vae without mpirun", 1, launcher_rank() == 0);
     return g;
 #endif
   }();
