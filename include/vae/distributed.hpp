@@ -73,8 +73,8 @@ class ProcessGroup {
   // one exits. For the CLI's last resort only: the library itself never calls it.
   [[noreturn]] void abort(int exit_code) const;
 
-  // On CUDA, the GPU this rank uses: local_rank() modulo the machine's GPU count, made current.
-  // Returns its index (0 for a group of one).
+  // On CUDA, the GPU this rank uses: local_rank() made current. Throws when the machine has no GPU,
+  // or fewer GPUs than the job's ranks on it (NCCL needs one per rank). Returns its index.
   int select_cuda_device() const;
 
   // "rank 1 of 4" (empty for a group of one).

@@ -231,7 +231,12 @@ int ProcessGroup::select_cuda_device() const {
   const int count = cuda::device_count();
   if (count < 1) throw Error("no CUDA GPU for " + (describe().empty() ? std::string("this process") : describe()) + ": " +
                              cuda::device_status() + "; run with --device cpu");
-  const int index = local_rank_ % count;
+  // NCCL refuses two ranks of one communicator on the same GPU.
+  if (mpi_ && local_size_ > count)
+    throw Error("this machine runs " + std::to_string(local_size_) + " ranks of the job but has " + std::to_string(count) +
+                " CUDA GPU(s), and NCCL needs a GPU of its own for each rank: start at most " + std::to_string(count) +
+                " ranks per machine (mpirun --map-by ppr:" + std::to_string(count) + ":node), or train with --device cpu");
+  const int index = local_rank_ % count;  // local_size_ <= count: each rank its own GPU
   cuda::set_device(index);
   return index;
 }

@@ -26,6 +26,14 @@ namespace {
 // synchronisation, so the step loop must not read each step.
 constexpr int64_t kReadLossEvery = 25;
 
+// A full batch must give every rank of a data-parallel job at least one row.
+void check_batch_covers_ranks(int batch, int ranks) {
+  if (ranks > 1 && batch < ranks)
+    throw Error("batch " + std::to_string(batch) + " is smaller than the job's " + std::to_string(ranks) +
+                " processes: every rank needs at least one image of a full batch; use --batch " + std::to_string(ranks) +
+                " or more, or fewer processes");
+}
+
 AdamArgs adam_args(const TrainConfig& c, double lr, int64_t step) {
   AdamArgs a;
   a.lr = static_cast<float>(lr);
@@ -81,10 +89,7 @@ Trainer::Trainer(Model& model, TrainConfig config, ProcessGroup group)
     throw Error(std::string("objective.") + (config_.objective.capacity > 0 ? "capacity" : "free_bits") +
                 " decides the KL term's weight from the whole batch's KL, which data-parallel training does not "
                 "gather within a step; train it in one process (without mpirun), or use beta and warm-up instead");
-  if (ranks > 1 && config_.batch < ranks)
-    throw Error("batch " + std::to_string(config_.batch) + " is smaller than the job's " + std::to_string(ranks) +
-                " processes: every rank needs at least one image of a full batch; use --batch " + std::to_string(ranks) +
-                " or more, or fewer processes");
+  check_batch_covers_ranks(config_.batch, ranks);
 }
 
 void Trainer::ensure_optimizer_state() {
@@ -204,10 +209,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
                 "--train-limit of the run");
   const bool parallel = group_.collective();
   const int ranks = group_.size();
-  if (ranks > 1 && batch < ranks)
-    throw Error("batch " + std::to_string(batch) + " is smaller than the job's " + std::to_string(ranks) +
-                " processes: every rank needs at least one image of a full batch; use --batch " + std::to_string(ranks) +
-                " or more, or fewer processes");
+  check_batch_covers_ranks(batch, ranks);  // the batch may be the (smaller) training set
   // Rank r's shard of a step's global batch of R rows: rows [R r / N, R (r+1) / N), first and count.
   auto shard = [&](int global_rows) {
     const int64_t lo = int64_t(global_rows) * group_.rank() / ranks, hi = int64_t(global_rows) * (group_.rank() + 1) / ranks;
