@@ -158,8 +158,10 @@ const std::string kVae = test::env_or("VAE_CLI_PATH", VAE_CLI_PATH);
 // A hung job is a failure, not a stuck CI run: every launch has 180 s.
 const std::string kTimeout = "timeout 180 ";
 // CI runs as root in a container: OpenMPI needs to be allowed to, and to place more ranks than it
-// counts cores; --bind-to none leaves each rank's threads free.
-const std::string kMpirun = kTimeout + VAE_MPIEXEC + " --allow-run-as-root --oversubscribe --bind-to none";
+// counts cores; --bind-to none leaves each rank's threads free, and shared memory without the
+// cross-process copy (CMA) works where a container forbids ptrace-style access between processes.
+const std::string kMpirun = kTimeout + VAE_MPIEXEC +
+                            " --allow-run-as-root --oversubscribe --bind-to none --mca btl_vader_single_copy_mechanism none";
 // 10 steps of 64 on 640 images, 1 thread per rank (2 ranks on this 2-core machine).
 const std::string kRunBase = " train --data " + test::data_dir() + " --test-limit 256 --hidden 32 --latent 4 --threads 1 --seed 5";
 const std::string kRun = kRunBase + " --train-limit 640 --batch 64";
