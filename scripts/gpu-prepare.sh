@@ -5,7 +5,8 @@
 # The GPU machine has nvcc 13, CMake, ninja and PyTorch (whose pip packages carry cuBLAS and cuDNN),
 # but no package registry: no GoogleTest, Google Benchmark, OpenBLAS, zlib headers, nlohmann-json,
 # CLI11 or stb. So the binaries are built here (Debian 12, sm_90) and carried with every shared
-# library they need that the device may lack. zlib is linked statically; Debian has no static Google
+# library they need that the device may lack. zlib is carried as libz.so.1 (Debian's libz.a is not
+# position-independent, so vae._core, a shared object, cannot link it); Debian has no static Google
 # Benchmark, and OpenBLAS stays shared (its OpenMP build, as in every other build of ours). The
 # carried set is derived from ldd, then checked against each ELF file's own NEEDED entries: every one
 # must be carried, be a CUDA library the device has (cuBLASLt, cuDNN: gpu-check.sh finds it there),
@@ -88,7 +89,7 @@ fi
 # with one rank in-process (ProcessGroup::local_collective: the Distributed.* tests, and the
 # BM_TrainStepAllReduce benchmark), which needs no MPI.
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DVAE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DZLIB_USE_STATIC_LIBS=ON -DVAE_BUILD_PYTHON=ON -DVAE_MPI=OFF > /dev/null
+  -DVAE_BUILD_PYTHON=ON -DVAE_MPI=OFF > /dev/null
 cmake --build build-gpu
 rm -rf .gpu && mkdir -p .gpu/lib .gpu/data .gpu/python
 cp build-gpu/vae build-gpu/tests/vae_tests build-gpu/bench/vae_bench build-gpu/vae_gpu_probe .gpu/
