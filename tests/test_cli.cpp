@@ -22,21 +22,9 @@
 namespace vae {
 namespace {
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr together
-};
+using Result = test::CommandResult;
 
-Result run(const std::string& args) {
-  const std::string cmd = test::env_or("VAE_CLI_PATH", VAE_CLI_PATH) + " " + args + " 2>&1";
-  FILE* p = popen(cmd.c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+Result run(const std::string& args) { return test::run_command(test::env_or("VAE_CLI_PATH", VAE_CLI_PATH) + " " + args); }
 
 const std::string kData = test::data_dir();
 

@@ -6,9 +6,7 @@
 // job with one message instead of a hang. OpenMPI refuses to start as root unless told; the
 // switches that allow it (CI runs as root) are here, not in any user's instructions.
 #include <gtest/gtest.h>
-#include <sys/wait.h>
 
-#include <array>
 #include <cmath>
 #include <cstdio>
 #include <cstring>
@@ -41,6 +39,7 @@ TEST(Distributed, AGroupOfOneRunsNoCollective) {
   EXPECT_TRUE(g.any(true));
   EXPECT_FALSE(g.any(false));
   EXPECT_TRUE(g.all_equal(42));
+  EXPECT_EQ(g.share(7), (std::pair<int64_t, int64_t>(0, 7)));  // one rank holds every item
   EXPECT_EQ(g.all_gather({1.0f, 2.0f}), (std::vector<float>{1.0f, 2.0f}));
   EXPECT_FALSE(g.first_failure(std::nullopt).has_value());
   const std::optional<RankFailure> f = g.first_failure(RankFailure{0, 1, 2, "bad flag"});
@@ -139,20 +138,8 @@ TEST(Distributed, EvaluationThroughTheCollectivePathGivesThePlainBits) {
 
 #if defined(VAE_CLI_PATH) && defined(VAE_MPIEXEC)
 
-struct Result {
-  int code;
-  std::string out;  // stdout and stderr together
-};
-
-Result shell(const std::string& cmd) {
-  FILE* p = popen((cmd + " 2>&1").c_str(), "r");
-  std::string out;
-  std::array<char, 4096> buf{};
-  size_t n;
-  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
-  const int status = pclose(p);
-  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
-}
+using Result = test::CommandResult;
+using test::run_command;
 
 const std::string kVae = test::env_or("VAE_CLI_PATH", VAE_CLI_PATH);
 // A hung job is a failure, not a stuck CI run: every launch has 180 s.
@@ -218,9 +205,9 @@ class DistributedCli : public ::testing::Test {
 // the gradient's sum in two halves (measured 1.9e-6 at most; Adam steps are 1e-3 each).
 TEST_F(DistributedCli, TwoRanksMatchOneRankAfterTenSteps) {
   test::ScratchDir dir("dist_match");
-  const Result one = shell(kTimeout + kVae + kRun + " --epochs 1 --out " + dir.file("one"));
+  const Result one = run_command(kTimeout + kVae + kRun + " --epochs 1 --out " + dir.file("one"));
   ASSERT_EQ(one.code, 0) << one.out;
-  const Result two = shell(mpirun(2, kRun + " --epochs 1 --out " + dir.file("two")));
+  const Result two = run_command(mpirun(2, kRun + " --epochs 1 --out " + dir.file("two")));
   ASSERT_EQ(two.code, 0) << two.out;
   EXPECT_NE(two.out.find("2 processes"), std::string::npos) << two.out;
   const double diff = max_abs_difference(parameters(dir.file("one/model.safetensors")), parameters(dir.file("two/model.safetensors")));
@@ -238,9 +225,9 @@ TEST_F(DistributedCli, TwoRanksMatchOneRankAfterTenSteps) {
 
   // Uneven shards: batches of 63 split 31 + 32, and the last batch of one row leaves rank 0 with none.
   const std::string uneven = kRunBase + " --epochs 1 --train-limit 631 --batch 63 --out ";
-  const Result one_u = shell(kTimeout + kVae + uneven + dir.file("one_u"));
+  const Result one_u = run_command(kTimeout + kVae + uneven + dir.file("one_u"));
   ASSERT_EQ(one_u.code, 0) << one_u.out;
-  const Result two_u = shell(mpirun(2, uneven + dir.file("two_u")));
+  const Result two_u = run_command(mpirun(2, uneven + dir.file("two_u")));
   ASSERT_EQ(two_u.code, 0) << two_u.out;
   const double diff_u = max_abs_difference(parameters(dir.file("one_u/model.safetensors")), parameters(dir.file("two_u/model.safetensors")));
   EXPECT_LT(diff_u, 2e-5) << "2 ranks drifted from 1 rank with uneven shards";
@@ -248,7 +235,7 @@ TEST_F(DistributedCli, TwoRanksMatchOneRankAfterTenSteps) {
   EXPECT_NEAR(metrics("one_u")["train_loss"].get<double>(), metrics("two_u")["train_loss"].get<double>(), 1e-3);
 
   // mpirun -np 1: the MPI path with one rank is the plain path, bit for bit.
-  const Result np1 = shell(mpirun(1, kRun + " --epochs 1 --out " + dir.file("np1")));
+  const Result np1 = run_command(mpirun(1, kRun + " --epochs 1 --out " + dir.file("np1")));
   ASSERT_EQ(np1.code, 0) << np1.out;
   EXPECT_TRUE(same_bytes(dir.file("one/model.safetensors"), dir.file("np1/model.safetensors")));
 }
@@ -256,15 +243,15 @@ TEST_F(DistributedCli, TwoRanksMatchOneRankAfterTenSteps) {
 TEST_F(DistributedCli, TwoRankRunsGiveTheSameBitsAndResumeContinuesThem) {
   test::ScratchDir dir("dist_bits");
   for (const char* run : {"a", "b"}) {
-    const Result r = shell(mpirun(2, kRun + " --epochs 2 --out " + dir.file(run)));
+    const Result r = run_command(mpirun(2, kRun + " --epochs 2 --out " + dir.file(run)));
     ASSERT_EQ(r.code, 0) << r.out;
   }
   EXPECT_TRUE(same_bytes(dir.file("a/model.safetensors"), dir.file("b/model.safetensors")));
   EXPECT_TRUE(same_state(dir.file("a/train_state.safetensors"), dir.file("b/train_state.safetensors")));
   // One epoch, then --resume for the second, with the same 2 ranks: the uninterrupted run's bits.
-  const Result first = shell(mpirun(2, kRun + " --epochs 1 --out " + dir.file("c")));
+  const Result first = run_command(mpirun(2, kRun + " --epochs 1 --out " + dir.file("c")));
   ASSERT_EQ(first.code, 0) << first.out;
-  const Result resumed = shell(mpirun(2, " train --resume " + dir.file("c") + " --epochs 2"));
+  const Result resumed = run_command(mpirun(2, " train --resume " + dir.file("c") + " --epochs 2"));
   ASSERT_EQ(resumed.code, 0) << resumed.out;
   EXPECT_NE(resumed.out.find("resuming"), std::string::npos) << resumed.out;
   EXPECT_TRUE(same_bytes(dir.file("a/model.safetensors"), dir.file("c/model.safetensors")));
@@ -275,7 +262,7 @@ TEST_F(DistributedCli, TwoRankRunsGiveTheSameBitsAndResumeContinuesThem) {
 TEST_F(DistributedCli, RankZeroAloneWrites) {
   test::ScratchDir dir("dist_writes");
   const std::string args = kRun + " --epochs 1 --out ";
-  const Result r = shell(kMpirun + " -np 1 " + kVae + args + dir.file("rank0") + " : -np 1 " + kVae + args + dir.file("rank1"));
+  const Result r = run_command(kMpirun + " -np 1 " + kVae + args + dir.file("rank0") + " : -np 1 " + kVae + args + dir.file("rank1"));
   ASSERT_EQ(r.code, 0) << r.out;
   for (const char* f : {"model.safetensors", "best.safetensors", "train_state.safetensors", "config.json", "metrics.jsonl", "samples.png"})
     EXPECT_TRUE(std::filesystem::exists(dir.file(std::string("rank0/") + f))) << f;
@@ -288,7 +275,7 @@ TEST_F(DistributedCli, RankZeroAloneWrites) {
 TEST_F(DistributedCli, AFailingRankStopsTheJobWithOneMessage) {
   test::ScratchDir dir("dist_fail");
   const std::string common = " train --train-limit 640 --test-limit 256 --batch 64 --hidden 32 --latent 4 --threads 1 --epochs 1 --out ";
-  const Result r = shell(kMpirun + " -np 1 " + kVae + common + dir.file("run") + " --data " + test::data_dir() + " : -np 1 " +
+  const Result r = run_command(kMpirun + " -np 1 " + kVae + common + dir.file("run") + " --data " + test::data_dir() + " : -np 1 " +
                          kVae + common + dir.file("run") + " --data " + dir.file("missing"));
   EXPECT_NE(r.code, 0) << r.out;
   EXPECT_NE(r.code, 124) << "the job hung:\n" << r.out;
@@ -297,7 +284,7 @@ TEST_F(DistributedCli, AFailingRankStopsTheJobWithOneMessage) {
   EXPECT_NE(r.out.find(dir.file("missing")), std::string::npos) << r.out;
   EXPECT_FALSE(std::filesystem::exists(dir.file("run"))) << "rank 0 wrote although rank 1 failed";
   // A usage error on one rank only (its flag given twice) is agreed on the same way.
-  const Result u = shell(kMpirun + " -np 1 " + kVae + kRun + " --out " + dir.file("u") + " : -np 1 " + kVae + kRun +
+  const Result u = run_command(kMpirun + " -np 1 " + kVae + kRun + " --out " + dir.file("u") + " : -np 1 " + kVae + kRun +
                          " --out " + dir.file("u") + " --batch 64 --batch 32");
   EXPECT_EQ(count_of(u.out, "vae: error"), 1u) << u.out;
   EXPECT_NE(u.out.find("rank 1 of 2 failed"), std::string::npos) << u.out;
@@ -306,11 +293,11 @@ TEST_F(DistributedCli, AFailingRankStopsTheJobWithOneMessage) {
 
 TEST_F(DistributedCli, RefusesWhatCannotBeSplit) {
   test::ScratchDir dir("dist_refuse");
-  const Result fb = shell(mpirun(2, kRun + " --epochs 1 --free-bits 0.5 --out " + dir.file("fb")));
+  const Result fb = run_command(mpirun(2, kRun + " --epochs 1 --free-bits 0.5 --out " + dir.file("fb")));
   EXPECT_EQ(fb.code, 1) << fb.out;
   EXPECT_EQ(count_of(fb.out, "vae: error"), 1u) << fb.out;
   EXPECT_NE(fb.out.find("free_bits decides the KL term's weight from the whole batch"), std::string::npos) << fb.out;
-  const Result tiny = shell(mpirun(2, " train --data " + test::data_dir() + " --train-limit 64 --test-limit 64 --batch 1 "
+  const Result tiny = run_command(mpirun(2, " train --data " + test::data_dir() + " --train-limit 64 --test-limit 64 --batch 1 "
                                       "--hidden 8 --latent 2 --threads 1 --epochs 1 --out " + dir.file("tiny")));
   EXPECT_EQ(tiny.code, 1) << tiny.out;
   EXPECT_NE(tiny.out.find("batch 1 is smaller than the job's 2 processes"), std::string::npos) << tiny.out;
@@ -319,12 +306,12 @@ TEST_F(DistributedCli, RefusesWhatCannotBeSplit) {
 
 TEST_F(DistributedCli, EvaluationSplitsOverRanks) {
   test::ScratchDir dir("dist_eval");
-  const Result train = shell(kTimeout + kVae + kRun + " --epochs 1 --out " + dir.file("run"));
+  const Result train = run_command(kTimeout + kVae + kRun + " --epochs 1 --out " + dir.file("run"));
   ASSERT_EQ(train.code, 0) << train.out;
   const std::string eval = " eval --checkpoint " + dir.file("run/model.safetensors") + " --data " + test::data_dir() +
                            " --limit 700 --k 10 --json --threads 1";
-  const Result one = shell(kTimeout + kVae + eval);
-  const Result two = shell(mpirun(2, eval));
+  const Result one = run_command(kTimeout + kVae + eval);
+  const Result two = run_command(mpirun(2, eval));
   ASSERT_EQ(one.code, 0) << one.out;
   ASSERT_EQ(two.code, 0) << two.out;
   EXPECT_EQ(count_of(two.out, "\"count\""), 1u) << "more than one rank printed:\n" << two.out;

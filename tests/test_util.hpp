@@ -1,11 +1,15 @@
 // Helpers shared by the tests: seeded random vectors, scratch folders, the Fashion-MNIST data set,
-// and the error report that prints the worst element as a fraction of its bound.
+// shell commands with their output (the CLI tests), and the error report that prints the worst
+// element as a fraction of its bound.
 #pragma once
 
 #include <gtest/gtest.h>
+#include <sys/wait.h>
 
+#include <array>
 #include <cmath>
 #include <cstdint>
+#include <cstdio>
 #include <cstdlib>
 #include <filesystem>
 #include <random>
@@ -20,6 +24,21 @@ namespace vae::test {
 #ifndef VAE_TEST_DATA_DIR  // the op table's library (shared with the benchmarks) reads no data
 #define VAE_TEST_DATA_DIR "/usr/share/datasets/fashion-mnist"
 #endif
+
+// A shell command's exit code (-1 when it did not exit) and its stdout and stderr together.
+struct CommandResult {
+  int code;
+  std::string out;
+};
+inline CommandResult run_command(const std::string& command) {
+  FILE* p = popen((command + " 2>&1").c_str(), "r");
+  std::string out;
+  std::array<char, 4096> buf{};
+  size_t n;
+  while ((n = fread(buf.data(), 1, buf.size(), p)) > 0) out.append(buf.data(), n);
+  const int status = pclose(p);
+  return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
+}
 
 // Build-time paths, overridable at run time (scripts/gpu-check.sh runs a build from elsewhere).
 inline std::string env_or(const char* name, const char* fallback) {

@@ -9,6 +9,7 @@
 #include <cstdint>
 #include <optional>
 #include <string>
+#include <utility>
 #include <vector>
 
 #include "vae/error.hpp"
@@ -53,6 +54,9 @@ class ProcessGroup {
   // even of one process (mpirun -np 1), and local_collective(); not a default group.
   bool collective() const { return collective_; }
   bool uses_mpi() const { return mpi_; }
+  // This rank's contiguous share [first, end) of n items: [n r / N, n (r+1) / N). Every item has
+  // one rank, shares differ by at most one, and rank order is item order.
+  std::pair<int64_t, int64_t> share(int64_t n) const;
 
   // Collectives over host memory, called by every rank in the same order. Sums are in the ranks'
   // order and give the same bits on every rank.

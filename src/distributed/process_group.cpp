@@ -119,24 +119,33 @@ ProcessGroup ProcessGroup::local_collective() {
   return g;
 }
 
-void ProcessGroup::sum([[maybe_unused]] double* values, int64_t n) const {
-  if (!mpi_ || n == 0) return;
 #ifdef VAE_WITH_MPI
+namespace {
+// In place, in pieces of at most kMaxMpiCount values (MPI counts are ints).
+template <class T>
+void sum_in_place(T* values, int64_t n, MPI_Datatype type) {
   for (int64_t first = 0; first < n; first += kMaxMpiCount)
-    mpi_check(MPI_Allreduce(MPI_IN_PLACE, values + first, static_cast<int>(std::min(kMaxMpiCount, n - first)),
-                            MPI_DOUBLE, MPI_SUM, MPI_COMM_WORLD),
+    mpi_check(MPI_Allreduce(MPI_IN_PLACE, values + first, static_cast<int>(std::min(kMaxMpiCount, n - first)), type,
+                            MPI_SUM, MPI_COMM_WORLD),
               "the sum over ranks (MPI_Allreduce)");
+}
+}  // namespace
+#endif
+
+void ProcessGroup::sum([[maybe_unused]] double* values, [[maybe_unused]] int64_t n) const {
+#ifdef VAE_WITH_MPI
+  if (mpi_) sum_in_place(values, n, MPI_DOUBLE);
 #endif
 }
 
-void ProcessGroup::sum([[maybe_unused]] float* values, int64_t n) const {
-  if (!mpi_ || n == 0) return;
+void ProcessGroup::sum([[maybe_unused]] float* values, [[maybe_unused]] int64_t n) const {
 #ifdef VAE_WITH_MPI
-  for (int64_t first = 0; first < n; first += kMaxMpiCount)
-    mpi_check(MPI_Allreduce(MPI_IN_PLACE, values + first, static_cast<int>(std::min(kMaxMpiCount, n - first)),
-                            MPI_FLOAT, MPI_SUM, MPI_COMM_WORLD),
-              "the gradient all-reduce (MPI_Allreduce)");
+  if (mpi_) sum_in_place(values, n, MPI_FLOAT);
 #endif
+}
+
+std::pair<int64_t, int64_t> ProcessGroup::share(int64_t n) const {
+  return {n * rank_ / size_, n * (rank_ + 1) / size_};
 }
 
 bool ProcessGroup::any(bool mine) const {

@@ -52,10 +52,10 @@ double log_posterior(const float* h, const float* z, int L) {
 std::pair<double, double> mutual_information_sums(const std::vector<float>& h, const std::vector<float>& z,
                                                   const std::vector<float>& log_p, const std::vector<float>& logdet,
                                                   int64_t n, int i0, int i1, int L) {
-  const int mi = i1;
-  std::vector<double> info(static_cast<size_t>(mi)), aggregate(static_cast<size_t>(mi));
+  // Per sample, then summed in order: the same bits for any thread count.
+  std::vector<double> info(static_cast<size_t>(i1 - i0)), aggregate(static_cast<size_t>(i1 - i0));
 #pragma omp parallel for schedule(static)
-  for (int i = i0; i < mi; ++i) {
+  for (int i = i0; i < i1; ++i) {
     const float* zi = z.data() + static_cast<size_t>(i) * L;
     double top = -std::numeric_limits<double>::infinity(), sum = 0;
     for (int64_t j = 0; j < n; ++j) {  // streaming log-sum-exp over every test posterior
@@ -68,12 +68,12 @@ std::pair<double, double> mutual_information_sums(const std::vector<float>& h, c
       }
     }
     const double log_aggregate = top + std::log(sum) - std::log(static_cast<double>(n));
-    info[static_cast<size_t>(i)] = log_posterior(h.data() + static_cast<size_t>(i) * 2 * L, zi, L) - log_aggregate;
+    info[static_cast<size_t>(i - i0)] = log_posterior(h.data() + static_cast<size_t>(i) * 2 * L, zi, L) - log_aggregate;
     const double ld = logdet.empty() ? 0.0 : double(logdet[static_cast<size_t>(i)]);
-    aggregate[static_cast<size_t>(i)] = log_aggregate - ld - double(log_p[static_cast<size_t>(i)]);
+    aggregate[static_cast<size_t>(i - i0)] = log_aggregate - ld - double(log_p[static_cast<size_t>(i)]);
   }
   double si = 0, sa = 0;
-  for (int i = i0; i < mi; ++i) si += info[static_cast<size_t>(i)], sa += aggregate[static_cast<size_t>(i)];
+  for (size_t i = 0; i < info.size(); ++i) si += info[i], sa += aggregate[i];
   return {si, sa};
 }
 
@@ -138,9 +138,9 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
 
   // A job's ranks each take a contiguous run of the batches (so gathering their posteriors in rank
   // order gives the images' order); every batch keeps its rows' noise and binarisation.
-  const int ranks = opt.group.collective() ? opt.group.size() : 1, rank = ranks > 1 ? opt.group.rank() : 0;
-  const int64_t batches = (n + batch - 1) / batch;
-  const int64_t my_first = batches * rank / ranks * batch, my_end = std::min<int64_t>(n, batches * (rank + 1) / ranks * batch);
+  const int ranks = opt.group.size();
+  const auto [first_batch, end_batch] = opt.group.share((n + batch - 1) / batch);
+  const int64_t my_first = first_batch * batch, my_end = std::min<int64_t>(n, end_batch * batch);
   for (int64_t first = my_first; first < my_end; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
     gather(all.data() + first, rows, x.data());
@@ -226,8 +226,9 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   }
   if (mi > 0) {
     // Each rank its share of the samples against every posterior, then the sums over ranks.
-    const int i0 = static_cast<int>(int64_t(mi) * rank / ranks), i1 = static_cast<int>(int64_t(mi) * (rank + 1) / ranks);
-    auto [info, aggregate] = mutual_information_sums(all_h, mi_z, mi_log_p, mi_logdet, n, i0, i1, L);
+    const auto [i0, i1] = opt.group.share(mi);
+    auto [info, aggregate] = mutual_information_sums(all_h, mi_z, mi_log_p, mi_logdet, n, static_cast<int>(i0),
+                                                     static_cast<int>(i1), L);
     if (ranks > 1) {
       double both[2] = {info, aggregate};
       opt.group.sum(both, 2);

@@ -210,9 +210,9 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   const bool parallel = group_.collective();
   const int ranks = group_.size();
   check_batch_covers_ranks(batch, ranks);  // the batch may be the (smaller) training set
-  // Rank r's shard of a step's global batch of R rows: rows [R r / N, R (r+1) / N), first and count.
+  // This rank's shard of a step's global batch of R rows (ProcessGroup::share): first row and count.
   auto shard = [&](int global_rows) {
-    const int64_t lo = int64_t(global_rows) * group_.rank() / ranks, hi = int64_t(global_rows) * (group_.rank() + 1) / ranks;
+    const auto [lo, hi] = group_.share(global_rows);
     return std::pair<int, int>(static_cast<int>(lo), static_cast<int>(hi - lo));
   };
 
