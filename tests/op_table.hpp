@@ -65,14 +65,14 @@ struct Ref {
     cpu::activation_backward(act, slope, x, dy, dx, n);
   }
   size_t conv_workspace_bytes(const ConvGeometry& g) { return sizeof(T) * static_cast<size_t>(cpu::conv_workspace_elements(g)); }
-  void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y, void* ws) {
-    cpu::conv_forward(g, x, w, b, y, static_cast<T*>(ws));
+  void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y, Workspace ws) {
+    cpu::conv_forward(g, x, w, b, y, static_cast<T*>(ws.data));
   }
-  void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx, void* ws) {
-    cpu::conv_backward_data(g, dy, w, dx, static_cast<T*>(ws));
+  void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx, Workspace ws) {
+    cpu::conv_backward_data(g, dy, w, dx, static_cast<T*>(ws.data));
   }
-  void conv_backward_filter(const ConvGeometry& g, const T* x, const T* dy, T* dw, T* db, void* ws) {
-    cpu::conv_backward_filter(g, x, dy, dw, db, static_cast<T*>(ws));
+  void conv_backward_filter(const ConvGeometry& g, const T* x, const T* dy, T* dw, T* db, Workspace ws) {
+    cpu::conv_backward_filter(g, x, dy, dw, db, static_cast<T*>(ws.data));
   }
   void channel_bias_add(const T* b, T* y, int n, int c, int hw) { cpu::channel_bias_add(b, y, n, c, hw); }
   void channel_bias_grad(const T* dy, T* db, int n, int c, int hw) { cpu::channel_bias_grad(dy, db, n, c, hw); }

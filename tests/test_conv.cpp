@@ -115,8 +115,9 @@ LayerRun run_layer(const ConvCase& s, bool transposed, Device device, const std:
   tdx.fill(std::numeric_limits<float>::quiet_NaN());
   const size_t ws_bytes = layer->workspace_bytes(*be, s.n);
   Tensor ws = ws_bytes ? Tensor({static_cast<int64_t>((ws_bytes + 3) / 4)}, device) : Tensor();
-  layer->forward(*be, tx.data(), ty.data(), s.n, ws.defined() ? ws.data() : nullptr);
-  layer->backward(*be, tx.data(), tdy.data(), tdx.data(), s.n, ws.defined() ? ws.data() : nullptr);
+  const Workspace workspace{ws.defined() ? ws.data() : nullptr, ws_bytes};
+  layer->forward(*be, tx.data(), ty.data(), s.n, workspace);
+  layer->backward(*be, tx.data(), tdy.data(), tdx.data(), s.n, workspace);
   be->synchronize();
   const std::vector<float> g = grads.to_host();
   LayerRun r{ty.to_host(), tdx.to_host(), {}, {}};

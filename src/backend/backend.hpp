@@ -52,6 +52,14 @@ struct ConvGeometry {
   void check(const char* who) const;
 };
 
+// Backend memory a convolution may use as scratch, with its real size: an algorithm chosen for one
+// batch size may need more than the workspace sized in prepare for another, so every call says how
+// much it has and the backend checks (the CPU) or chooses within it (cuDNN).
+struct Workspace {
+  void* data = nullptr;
+  size_t bytes = 0;
+};
+
 struct AdamArgs {
   float lr = 1e-3f, beta1 = 0.9f, beta2 = 0.999f, eps = 1e-8f, weight_decay = 0.0f;
   bool decoupled = false;   // AdamW
@@ -143,16 +151,18 @@ class Backend {
   //   forward:          y[n,k,oy,ox] = b[k] + sum_{c,i,j} w[k,c,i,j] x[n,c,oy*s-p+i,ox*s-p+j]
   //   backward_data:    dx = the adjoint of forward in x (zero padding dropped); also ConvTranspose2d's forward
   //   backward_filter:  dw[k,c,i,j] = sum_{n,oy,ox} dy[n,k,oy,ox] x[n,c,..], db[k] = sum_{n,oy,ox} dy[n,k,oy,ox]
-  // Each overwrites its output (b and db may be null). workspace is backend memory of at least
-  // conv_workspace_bytes(g) bytes, sized once in prepare: the calls allocate nothing, so a step
-  // that holds them can be recorded. On CUDA they are cuDNN's, the algorithm chosen once per geometry.
+  // Each overwrites its output (b and db may be null). The workspace is backend memory, sized once
+  // in prepare from conv_workspace_bytes (the largest batch's request): the calls allocate nothing,
+  // so a step that holds them can be recorded. On CUDA they are cuDNN's: per geometry, the first
+  // deterministic algorithm (fastest first) whose workspace fits ws.bytes, an error if none does.
+  // The CPU needs at least conv_workspace_bytes(g) and throws otherwise.
   virtual size_t conv_workspace_bytes(const ConvGeometry& g) = 0;
   virtual void conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
-                            void* workspace) = 0;
+                            Workspace ws) = 0;
   virtual void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx,
-                                  void* workspace) = 0;
+                                  Workspace ws) = 0;
   virtual void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
-                                    void* workspace) = 0;
+                                    Workspace ws) = 0;
   // Per-channel bias of an NCHW tensor [n, c, hw]: y[n,c,:] += b[c]; db[c] = sum over n and hw of dy[n,c,:]
   // (n in order, each image's hw in order: the same order on every backend and thread count).
   virtual void channel_bias_add(const float* b, float* y, int n, int c, int hw) = 0;

@@ -56,11 +56,11 @@ void Linear::initialize(std::vector<float>& params, InitScheme scheme, uint64_t 
   fill_uniform(params, bias_offset_, out_, bias_bound, seed, tensor_index);
 }
 
-void Linear::forward(Backend& be, const float* x, float* y, int rows, void* /*workspace*/) {
+void Linear::forward(Backend& be, const float* x, float* y, int rows, Workspace /*ws*/) {
   be.linear_forward(x, w_, b_, y, rows, in_, out_);
 }
 
-void Linear::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* /*workspace*/) {
+void Linear::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace /*ws*/) {
   backward_parts(be, x, dy, dx, true, rows);
 }
 
@@ -92,11 +92,11 @@ math::Act to_math(Activation a) {
 ActivationLayer::ActivationLayer(Activation act, float slope, Shape shape)
     : Module(shape, shape), act_(to_math(act)), slope_(slope) {}
 
-void ActivationLayer::forward(Backend& be, const float* x, float* y, int rows, void* /*workspace*/) {
+void ActivationLayer::forward(Backend& be, const float* x, float* y, int rows, Workspace /*ws*/) {
   be.activation_forward(act_, slope_, x, y, rows * in_features());
 }
 
-void ActivationLayer::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* /*workspace*/) {
+void ActivationLayer::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace /*ws*/) {
   if (dx) be.activation_backward(act_, slope_, x, dy, dx, rows * in_features());
 }
 
@@ -173,14 +173,14 @@ void Conv2d::initialize(std::vector<float>& params, InitScheme scheme, uint64_t 
 
 size_t Conv2d::workspace_bytes(Backend& be, int rows) const { return be.conv_workspace_bytes(geometry(rows)); }
 
-void Conv2d::forward(Backend& be, const float* x, float* y, int rows, void* workspace) {
-  be.conv_forward(geometry(rows), x, w_, b_, y, workspace);
+void Conv2d::forward(Backend& be, const float* x, float* y, int rows, Workspace ws) {
+  be.conv_forward(geometry(rows), x, w_, b_, y, ws);
 }
 
-void Conv2d::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* workspace) {
+void Conv2d::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) {
   const ConvGeometry g = geometry(rows);
-  be.conv_backward_filter(g, x, dy, dw_, db_, workspace);
-  if (dx) be.conv_backward_data(g, dy, w_, dx, workspace);
+  be.conv_backward_filter(g, x, dy, dw_, db_, ws);
+  if (dx) be.conv_backward_data(g, dy, w_, dx, ws);
 }
 
 ConvTranspose2d::ConvTranspose2d(const Shape& in, int out_channels, int kernel, int stride, int padding,
@@ -226,18 +226,18 @@ size_t ConvTranspose2d::workspace_bytes(Backend& be, int rows) const {
   return be.conv_workspace_bytes(adjoint_geometry(rows));
 }
 
-void ConvTranspose2d::forward(Backend& be, const float* x, float* y, int rows, void* workspace) {
+void ConvTranspose2d::forward(Backend& be, const float* x, float* y, int rows, Workspace ws) {
   const ConvGeometry g = adjoint_geometry(rows);
-  be.conv_backward_data(g, x, w_, y, workspace);
+  be.conv_backward_data(g, x, w_, y, ws);
   be.channel_bias_add(b_, y, rows, out_c_, g.h * g.w);
 }
 
-void ConvTranspose2d::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* workspace) {
+void ConvTranspose2d::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) {
   const ConvGeometry g = adjoint_geometry(rows);
   // The adjoint conv reads dy (shaped like its input) and x (shaped like its output).
-  be.conv_backward_filter(g, dy, x, dw_, nullptr, workspace);
+  be.conv_backward_filter(g, dy, x, dw_, nullptr, ws);
   be.channel_bias_grad(dy, db_, rows, out_c_, g.h * g.w);
-  if (dx) be.conv_forward(g, dy, w_, nullptr, dx, workspace);
+  if (dx) be.conv_forward(g, dy, w_, nullptr, dx, ws);
 }
 
 Reshape::Reshape(const Shape& in, const Shape& out) : Module(in, out) {
@@ -330,7 +330,7 @@ Tensor Sequential::output_view(int rows) const {
 const float* Sequential::forward(Backend& be, const float* x, int rows) {
   if (rows > capacity_) throw Error(name_ + ": batch of " + std::to_string(rows) + " exceeds prepared " +
                                     std::to_string(capacity_));
-  void* ws = workspace_.defined() ? workspace_.data() : nullptr;
+  const Workspace ws = workspace();
   const float* in = x;
   for (size_t i = 0; i < modules_.size(); ++i) {
     if (modules_[i]->is_view()) continue;  // the next module reads the same memory
@@ -352,7 +352,7 @@ void Sequential::backward(Backend& be, const float* x, const float* dy, float* d
   // Gradients ping-pong between two buffers; the first module writes straight into dx.
   // pre_done: upstream is already the gradient of a fused pair's pre-activation, taken through its
   // ReLU by the linear layer above, which also wrote the pair's bias gradient.
-  void* ws = workspace_.defined() ? workspace_.data() : nullptr;
+  const Workspace ws = workspace();
   float* buffers[2] = {grad_a_.data(), grad_b_.data()};
   const float* upstream = dy;
   bool pre_done = false;

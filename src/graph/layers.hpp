@@ -46,9 +46,9 @@ class Module {
   // Bytes of backend scratch memory forward and backward need for batches of `rows` (cuDNN's
   // workspace, the CPU's im2col columns). Asked in prepare; the memory is shared by all modules.
   virtual size_t workspace_bytes(Backend& /*be*/, int /*rows*/) const { return 0; }
-  virtual void forward(Backend& be, const float* x, float* y, int rows, void* workspace) = 0;
+  virtual void forward(Backend& be, const float* x, float* y, int rows, Workspace ws) = 0;
   // dx may be null (first module): then no input gradient is computed. Parameter gradients are overwritten.
-  virtual void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* workspace) = 0;
+  virtual void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) = 0;
 
  private:
   Shape in_shape_, out_shape_;
@@ -62,8 +62,8 @@ class Linear final : public Module {
   void bind(float* params, float* grads) override;
   void param_slices(const std::string& prefix, std::vector<ParamSlice>& out) const override;
   void initialize(std::vector<float>& params, InitScheme scheme, uint64_t seed, uint32_t& tensor_index) const override;
-  void forward(Backend& be, const float* x, float* y, int rows, void* workspace) override;
-  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* workspace) override;
+  void forward(Backend& be, const float* x, float* y, int rows, Workspace ws) override;
+  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
 
   // This layer followed by ReLU in one backend call; returns whether relu_mask was written.
   bool forward_relu(Backend& be, const float* x, float* y, void* relu_mask, int rows);
@@ -86,8 +86,8 @@ class ActivationLayer final : public Module {
   ActivationLayer(Activation act, float slope, Shape shape);
   std::string kind() const override { return "Activation"; }
   math::Act act() const { return act_; }
-  void forward(Backend& be, const float* x, float* y, int rows, void* workspace) override;
-  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* workspace) override;
+  void forward(Backend& be, const float* x, float* y, int rows, Workspace ws) override;
+  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
 
  private:
   math::Act act_;
@@ -105,8 +105,8 @@ class Conv2d final : public Module {
   void param_slices(const std::string& prefix, std::vector<ParamSlice>& out) const override;
   void initialize(std::vector<float>& params, InitScheme scheme, uint64_t seed, uint32_t& tensor_index) const override;
   size_t workspace_bytes(Backend& be, int rows) const override;
-  void forward(Backend& be, const float* x, float* y, int rows, void* workspace) override;
-  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* workspace) override;
+  void forward(Backend& be, const float* x, float* y, int rows, Workspace ws) override;
+  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
 
  private:
   ConvGeometry geometry(int rows) const;
@@ -128,8 +128,8 @@ class ConvTranspose2d final : public Module {
   void param_slices(const std::string& prefix, std::vector<ParamSlice>& out) const override;
   void initialize(std::vector<float>& params, InitScheme scheme, uint64_t seed, uint32_t& tensor_index) const override;
   size_t workspace_bytes(Backend& be, int rows) const override;
-  void forward(Backend& be, const float* x, float* y, int rows, void* workspace) override;
-  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, void* workspace) override;
+  void forward(Backend& be, const float* x, float* y, int rows, Workspace ws) override;
+  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
 
  private:
   // The convolution this layer is the adjoint of: from the output [out, OH, OW] to the input [in, H, W].
@@ -145,8 +145,8 @@ class Flatten final : public Module {
   explicit Flatten(const Shape& in) : Module(in, {shape_numel(in)}) {}
   std::string kind() const override { return "Flatten"; }
   bool is_view() const override { return true; }
-  void forward(Backend&, const float*, float*, int, void*) override {}
-  void backward(Backend&, const float*, const float*, float*, int, void*) override {}
+  void forward(Backend&, const float*, float*, int, Workspace) override {}
+  void backward(Backend&, const float*, const float*, float*, int, Workspace) override {}
 };
 
 class Reshape final : public Module {
@@ -154,8 +154,8 @@ class Reshape final : public Module {
   Reshape(const Shape& in, const Shape& out);
   std::string kind() const override { return "Reshape"; }
   bool is_view() const override { return true; }
-  void forward(Backend&, const float*, float*, int, void*) override {}
-  void backward(Backend&, const float*, const float*, float*, int, void*) override {}
+  void forward(Backend&, const float*, float*, int, Workspace) override {}
+  void backward(Backend&, const float*, const float*, float*, int, Workspace) override {}
 };
 
 // The output size of a convolution, or of its transpose, along one axis.
@@ -205,6 +205,11 @@ class Sequential {
  private:
   // Module i's output in the last forward (for a view, its input's memory).
   const float* output_of(size_t i, const float* x) const;
+  // The shared workspace with its real size (every convolution call is told it).
+  Workspace workspace() {
+    return workspace_.defined() ? Workspace{workspace_.data(), static_cast<size_t>(workspace_.numel()) * sizeof(float)}
+                                : Workspace{};
+  }
 
   std::string name_;
   std::vector<std::unique_ptr<Module>> modules_;

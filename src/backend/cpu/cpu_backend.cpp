@@ -32,6 +32,17 @@ double sum_of_squares(const float* g, int64_t n) {
 }
 
 class CpuBackend final : public Backend {
+  // The im2col columns of one call, after checking that the caller's workspace holds them: a smaller
+  // one would be written past its end.
+  float* columns(const ConvGeometry& g, Workspace ws, const char* op) {
+    const size_t need = conv_workspace_bytes(g);
+    if (ws.bytes < need || !ws.data)
+      throw Error(std::string(op) + ": the workspace holds " + std::to_string(ws.bytes) + " bytes, and this " +
+                  std::to_string(g.n) + "-image convolution needs " + std::to_string(need) +
+                  " (size it with conv_workspace_bytes for the largest batch, as Sequential::prepare does)");
+    return static_cast<float*>(ws.data);
+  }
+
  public:
   Device device() const override { return Device::CPU; }
 
@@ -68,15 +79,15 @@ class CpuBackend final : public Backend {
     return sizeof(float) * static_cast<size_t>(cpu::conv_workspace_elements(g));
   }
   void conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
-                    void* workspace) override {
-    cpu::conv_forward(g, x, w, b, y, static_cast<float*>(workspace));
+                    Workspace ws) override {
+    cpu::conv_forward(g, x, w, b, y, columns(g, ws, "conv_forward"));
   }
-  void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx, void* workspace) override {
-    cpu::conv_backward_data(g, dy, w, dx, static_cast<float*>(workspace));
+  void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx, Workspace ws) override {
+    cpu::conv_backward_data(g, dy, w, dx, columns(g, ws, "conv_backward_data"));
   }
   void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
-                            void* workspace) override {
-    cpu::conv_backward_filter(g, x, dy, dw, db, static_cast<float*>(workspace));
+                            Workspace ws) override {
+    cpu::conv_backward_filter(g, x, dy, dw, db, columns(g, ws, "conv_backward_filter"));
   }
   void channel_bias_add(const float* b, float* y, int n, int c, int hw) override { cpu::channel_bias_add(b, y, n, c, hw); }
   void channel_bias_grad(const float* dy, float* db, int n, int c, int hw) override {

@@ -200,16 +200,16 @@ class CudaBackend final : public Backend {
 
   size_t conv_workspace_bytes(const ConvGeometry& g) override { return conv_->workspace_bytes(g, options_.tf32); }
   void conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
-                    void* workspace) override {
-    conv_->forward(g, options_.tf32, x, w, y, workspace);
+                    Workspace ws) override {
+    conv_->forward(g, options_.tf32, x, w, y, ws);
     if (b) cuda::launch_channel_bias_add(b, y, g.n, g.k, g.oh() * g.ow(), stream_);
   }
-  void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx, void* workspace) override {
-    conv_->backward_data(g, options_.tf32, dy, w, dx, workspace);
+  void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx, Workspace ws) override {
+    conv_->backward_data(g, options_.tf32, dy, w, dx, ws);
   }
   void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
-                            void* workspace) override {
-    conv_->backward_filter(g, options_.tf32, x, dy, dw, workspace);
+                            Workspace ws) override {
+    conv_->backward_filter(g, options_.tf32, x, dy, dw, ws);
     if (db) cuda::launch_channel_bias_grad(dy, db, g.n, g.k, g.oh() * g.ow(), stream_);
   }
   void channel_bias_add(const float* b, float* y, int n, int c, int hw) override {

@@ -3,7 +3,9 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <string>
 
+#include "backend/algorithm_choice.hpp"
 #include "backend/cuda/cuda_check.hpp"
 
 namespace vae::cuda {
@@ -90,15 +92,18 @@ LtMatmul::Plan& LtMatmul::plan(const Key& key, const Epilogue& epilogue) {
                                                           &alignment[2], sizeof alignment[2]));
     VAE_CUBLAS_CHECK(cublasLtMatmulPreferenceSetAttribute(pref, CUBLASLT_MATMUL_PREF_MIN_ALIGNMENT_D_BYTES,
                                                           &alignment[2], sizeof alignment[2]));
-    cublasLtMatmulHeuristicResult_t result{};
-    status = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, 1, &result, &found);
+    cublasLtMatmulHeuristicResult_t results[kHeuristicAlgorithms] = {};
+    status = cublasLtMatmulAlgoGetHeuristic(handle_, p.desc, p.a, p.b, p.c, p.c, pref, kHeuristicAlgorithms, results,
+                                            &found);
     cublasLtMatmulPreferenceDestroy(pref);
     pref = nullptr;
     // A plain product must have an algorithm: any status but NOT_SUPPORTED is an error. For an
     // epilogue, any failure means "not fused here": the caller's unfused path computes the same thing.
     if (kind == CUBLASLT_EPILOGUE_DEFAULT && status != CUBLAS_STATUS_NOT_SUPPORTED) VAE_CUBLAS_CHECK(status);
-    p.usable = status == CUBLAS_STATUS_SUCCESS && found > 0;
-    if (p.usable) p.algo = result.algo;
+    if (status == CUBLAS_STATUS_SUCCESS)
+      for (int i = 0; i < found && i < kHeuristicAlgorithms; ++i)
+        if (results[i].state == CUBLAS_STATUS_SUCCESS && results[i].workspaceSize <= workspace_bytes_)
+          p.algos.push_back(results[i].algo);
   } catch (...) {
     if (pref) cublasLtMatmulPreferenceDestroy(pref);
     destroy(p.desc, p.a, p.b, p.c);
@@ -106,10 +111,11 @@ LtMatmul::Plan& LtMatmul::plan(const Key& key, const Epilogue& epilogue) {
   }
   if (log_plans_)
     std::fprintf(stderr,
-                 "vae: GEMM plan m=%d n=%d k=%d op(A)=%c op(B)=%c %s epilogue=%s align A/B/C=%d/%d/%d: %s (%s)\n", m,
-                 n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', tf32 ? "tf32" : "fp32",
+                 "vae: GEMM plan m=%d n=%d k=%d op(A)=%c op(B)=%c %s epilogue=%s align A/B/C=%d/%d/%d: %s (%s, "
+                 "%zu algorithms)\n",
+                 m, n, k, ta ? 'T' : 'N', tb ? 'T' : 'N', tf32 ? "tf32" : "fp32",
                  epilogue_name(static_cast<cublasLtEpilogue_t>(epi)), align_a, align_b, align_c,
-                 p.usable ? "cuBLASLt" : "no algorithm, unfused path", cublasLtGetStatusName(status));
+                 p.usable() ? "cuBLASLt" : "no algorithm, unfused path", cublasLtGetStatusName(status), p.algos.size());
   return plans_.emplace(key, p).first->second;
 }
 
@@ -122,21 +128,31 @@ bool LtMatmul::run(cudaStream_t stream, bool trans_a, bool trans_b, int m, int n
                      masked ? epilogue.mask_ld : 0, tf32, pointer_alignment(a), pointer_alignment(b),
                      pointer_alignment(c)},
                  epilogue);
-  if (!p.usable) return false;
+  if (!p.usable()) return false;
   // Pointers are per call (the plan is shared by every layer of this shape); a captured graph
   // keeps the values set here.
   set_epilogue_pointers(p, epilogue);
   const float alpha = 1.0f, beta = 0.0f;
-  const cublasStatus_t status = cublasLtMatmul(handle_, p.desc, &alpha, a, p.a, b, p.b, &beta, c, p.c, c, p.c, &p.algo,
-                                               workspace_, workspace_bytes_, stream);
-  // An epilogue refused at launch (checked on the host; nothing was queued) is retired to the
-  // unfused path for good; a plain product that fails is an error.
-  if (fused && status == CUBLAS_STATUS_NOT_SUPPORTED) {
-    p.usable = false;
-    if (log_plans_)
-      std::fprintf(stderr, "vae: GEMM m=%d n=%d k=%d epilogue=%s refused at launch: unfused path from now on\n", m, n,
-                   k, epilogue_name(epilogue.kind));
-    return false;
+  const int refused_before = p.next;
+  cublasStatus_t status = CUBLAS_STATUS_SUCCESS;
+  // An algorithm refused at launch (checked on the host: nothing was queued) is passed over for good.
+  const int ran = first_accepted(p.next, static_cast<int>(p.algos.size()), [&](int i) {
+    status = cublasLtMatmul(handle_, p.desc, &alpha, a, p.a, b, p.b, &beta, c, p.c, c, p.c, &p.algos[size_t(i)],
+                            workspace_, workspace_bytes_, stream);
+    return status != CUBLAS_STATUS_NOT_SUPPORTED;
+  });
+  if (log_plans_ && p.next != refused_before)
+    std::fprintf(stderr, "vae: GEMM m=%d n=%d k=%d epilogue=%s: algorithms %d..%d refused at launch; %s\n", m, n, k,
+                 epilogue_name(epilogue.kind), refused_before + 1, p.next,
+                 ran >= 0 ? ("algorithm " + std::to_string(ran + 1) + " of " + std::to_string(p.algos.size()) +
+                             " ran and is kept").c_str()
+                          : (fused ? "none left: unfused path from now on" : "none left"));
+  if (ran < 0) {
+    if (fused) return false;  // the caller's unfused path computes the same thing
+    throw Error("cuBLASLt refused every one of the " + std::to_string(p.algos.size()) +
+                " algorithms its heuristic offered for the GEMM m=" + std::to_string(m) + " n=" + std::to_string(n) +
+                " k=" + std::to_string(k) + " (NOT_SUPPORTED at launch); run with VAE_LOG_GEMM_PLANS=1 to see the " +
+                "plans, try --strict-fp32, or run with --device cpu");
   }
   VAE_CUBLAS_CHECK(status);
   return true;

@@ -1,9 +1,11 @@
 // Column-major GEMMs through cuBLASLt, with an optional epilogue (bias add, bias gradient, ReLU
 // with its bit-mask, ReLU gradient with bias gradient).
-// Plans (descriptors, layouts and the heuristic's algorithm) are cached per shape and per pointer
-// alignment, so a training step queries the heuristic only on its first run. run() returns false
-// when cuBLASLt has no algorithm for an epilogue at that (shape, alignment); the caller then takes
-// the unfused path. A plain product with no algorithm is an error.
+// Plans (descriptors, layouts and the heuristic's algorithms, up to kHeuristicAlgorithms in its
+// order) are cached per shape and per pointer alignment, so a training step queries the heuristic
+// only on its first run. An algorithm refused at launch (NOT_SUPPORTED, found on the host before
+// anything is queued) is passed over for good and the next one runs (backend/algorithm_choice.hpp's
+// first_accepted). run() returns false when cuBLASLt has no algorithm left for an epilogue at that
+// (shape, alignment); the caller then takes the unfused path. A plain product with none is an error.
 // VAE_LOG_GEMM_PLANS=1 in the environment prints each plan as it is made (to stderr): which
 // epilogues were fused and which fell back, and why, on the GPU at hand.
 #pragma once
@@ -13,6 +15,7 @@
 #include <cstdint>
 #include <map>
 #include <tuple>
+#include <vector>
 
 namespace vae::cuda {
 
@@ -58,9 +61,11 @@ class LtMatmul {
   struct Plan {
     cublasLtMatmulDesc_t desc = nullptr;
     cublasLtMatrixLayout_t a = nullptr, b = nullptr, c = nullptr;
-    cublasLtMatmulAlgo_t algo{};
-    bool usable = false;
+    std::vector<cublasLtMatmulAlgo_t> algos;  // the heuristic's, fastest first
+    int next = 0;                             // algos before it were refused at launch
+    bool usable() const { return next < static_cast<int>(algos.size()); }
   };
+  static constexpr int kHeuristicAlgorithms = 8;
   // (trans_a, trans_b, m, n, k, lda, ldb, ldc, epilogue, mask_ld, tf32, alignment of a, b, c)
   using Key = std::tuple<bool, bool, int, int, int, int, int, int, int, int64_t, bool, int, int, int>;
   Plan& plan(const Key& key, const Epilogue& epilogue);
