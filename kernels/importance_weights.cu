@@ -4,7 +4,8 @@
 //     log_pz_minus_qz = sum_u -z^2/2 + eps^2/2 + lv/2  (log N(z;0,I) - log N(z;mu,sigma^2))  [rows*k]
 //     Bytes: reads 8L per data row per sample (from cache), writes 4L + 4 per sample.
 //   logsumexp_accumulate: per data row, folds w_j = log_pz_minus_qz - nll over the chunk into a
-//     running (max, sum) so memory does not grow with k. Reads 8k bytes per row, writes 8.
+//     running (max, sum) so memory does not grow with k. Reads 8k bytes per row, writes 8. A row
+//     whose log-weights are all -inf so far keeps (-inf, 0): log p(x) = -inf, never NaN.
 // One thread per sample row / data row, sequential over L / k: deterministic.
 // CPU twins: cpu::latent_importance_sample, cpu::logsumexp_accumulate.
 #include "backend/cuda/cuda_check.hpp"
@@ -51,7 +52,12 @@ __global__ void logsumexp_accumulate_kernel(const float* __restrict__ lpq, const
   const float old_max = running_max[b];
   float m = old_max;
   for (int j = 0; j < k; ++j) m = fmaxf(m, a[j] - c[j]);
-  float s = isinf(old_max) ? 0.0f : running_sum[b] * hd::exp(old_max - m);
+  // Every weight so far is zero (log-weight -inf): the sum stays 0, its log -inf (not exp(-inf + inf)).
+  if (m == -INFINITY) {
+    running_sum[b] = 0.0f;
+    return;
+  }
+  float s = old_max == -INFINITY ? 0.0f : running_sum[b] * hd::exp(old_max - m);
   for (int j = 0; j < k; ++j) s += hd::exp(a[j] - c[j] - m);
   running_max[b] = m;
   running_sum[b] = s;

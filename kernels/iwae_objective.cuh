@@ -13,6 +13,7 @@
 //   loss = [-mean_b B_b, mean_i nll_i, mean_i -lpq_i] (the bound, and the samples' mean
 //          reconstruction and Monte-Carlo KL, for the metrics)
 // k = 1 is the ELBO with the Monte-Carlo KL: wn = 1, and every weight is the ELBO's 1 / rows.
+// A row whose log-weights are all -inf has B_b = -inf and wn = 1/k (never NaN).
 // Bytes: weights read 8k and write 8k-12k per data row; loss reads 4 per data row and 8 per sample.
 // Items: data rows (sequential over j), then one item for the loss (sums in double, in order).
 #pragma once
@@ -35,10 +36,21 @@ struct IwaeWeights {
     const int64_t i0 = b * k;
     T m = lpq[i0] - nll[i0];
     for (int j = 1; j < k; ++j) m = lpq[i0 + j] - nll[i0 + j] > m ? lpq[i0 + j] - nll[i0 + j] : m;
+    const T inv_rows = T(1) / T(rows);
+    if (m == T(-INFINITY)) {
+      // Every sample's weight is zero: the bound is -inf (the loss +inf, a step the divergence guard
+      // skips), and the normalised weights, 0/0 as written, are the limit of equal log-weights: 1/k.
+      bound[b] = T(-INFINITY);
+      for (int j = 0; j < k; ++j) {
+        decoder_weight[i0 + j] = inv_rows / T(k);
+        encoder_weight[i0 + j] = (dreg ? T(1) / T(k) : T(1)) * inv_rows / T(k);
+        if (z_scale) z_scale[i0 + j] = T(1) / T(k);
+      }
+      return;
+    }
     T s = T(0);
     for (int j = 0; j < k; ++j) s += hd::exp(lpq[i0 + j] - nll[i0 + j] - m);
     bound[b] = m + hd::log(s) - hd::log(T(k));
-    const T inv_rows = T(1) / T(rows);
     for (int j = 0; j < k; ++j) {
       const T wn = hd::exp(lpq[i0 + j] - nll[i0 + j] - m) / s;
       decoder_weight[i0 + j] = wn * inv_rows;

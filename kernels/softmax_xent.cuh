@@ -3,7 +3,8 @@
 //   loss[r]   = logsumexp_c logits[r, c] - logits[r, y_r]                                  [rows]
 //   correct[r] = [argmax_c logits[r, c] == y_r]  (first maximum; optional)                  [rows]
 //   dlogits[r, c] = w_r (p_c - [c == y_r]),  w_r = scale * (dloss ? dloss[r] : 1)  (optional) [rows, C]
-// The gradient of sum_r w_r loss[r]; scale = 1 / rows gives the mean loss's. One item per row, the
+// The gradient of sum_r w_r loss[r]; scale = 1 / rows gives the mean loss's. A label outside
+// 0..C-1 (or not an integer) gives NaN for its row's loss, correct and dlogits, and reads no logit. One item per row, the
 // classes in order: deterministic. Bytes per row: 4C read, 4C written with the gradient, 8 + 4.
 #pragma once
 
@@ -24,7 +25,18 @@ struct SoftmaxXent {
   T scale;
   VAE_HD void operator()(int64_t r) const {
     const T* l = logits + r * classes;
-    const int label = int(y[r]);
+    // Labels live on the device (read when the op runs, inside a recorded step too), so the entry
+    // point cannot check them: a label that is not a class index in [0, classes) reads nothing and
+    // makes the row's loss, correctness and gradient NaN, which the caller's finiteness checks report.
+    const T yr = y[r];
+    if (!(yr >= T(0) && yr < T(classes)) || yr != T(int(yr))) {
+      loss[r] = T(NAN);
+      if (correct) correct[r] = T(NAN);
+      if (dlogits)
+        for (int c = 0; c < classes; ++c) dlogits[r * classes + c] = T(NAN);
+      return;
+    }
+    const int label = int(yr);
     T top = l[0];
     int arg = 0;
     for (int c = 1; c < classes; ++c)

@@ -8,6 +8,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <limits>
 #include <cstdint>
 #include <type_traits>
 
@@ -277,9 +278,15 @@ void logsumexp_accumulate(const T* log_pz_minus_qz, const T* nll, int rows, int 
   for (int b = 0; b < rows; ++b) {
     const T* a = log_pz_minus_qz + static_cast<int64_t>(b) * k;
     const T* c = nll + static_cast<int64_t>(b) * k;
-    T m = running_max[b];
+    const T old_max = running_max[b], none = -std::numeric_limits<T>::infinity();
+    T m = old_max;
     for (int j = 0; j < k; ++j) m = std::max(m, a[j] - c[j]);
-    T s = std::isinf(running_max[b]) ? T(0) : running_sum[b] * hd::exp(running_max[b] - m);
+    // Every weight so far is zero (log-weight -inf): the sum stays 0, its log -inf (not exp(-inf + inf)).
+    if (m == none) {
+      running_sum[b] = T(0);
+      continue;
+    }
+    T s = old_max == none ? T(0) : running_sum[b] * hd::exp(old_max - m);
     for (int j = 0; j < k; ++j) s += hd::exp(a[j] - c[j] - m);
     running_max[b] = m;
     running_sum[b] = s;
