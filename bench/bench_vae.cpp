@@ -144,7 +144,7 @@ BENCHMARK(BM_MogTrainStep)
 BENCHMARK(BM_ConvTrainStep)
     ->ArgNames({"batch", "cuda", "graph"})
     ->Args({128, 0, 0})->Args({1024, 0, 0})
-    ->Args({128, 1, 0})->Args({128, 1, 1})->Args({1024, 1, 1})
+    ->Args({128, 1, 0})->Args({128, 1, 1})->Args({1024, 1, 1})->Args({4096, 1, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 
 // The fused operations, each on the CPU (device 0) and on CUDA (device 1, skipped without a GPU).
@@ -242,7 +242,7 @@ void conv_layer(benchmark::State& state, bool backward) {
   float* dy = b.tensor(batch * layer->out_features(), -1, 1, 5);
   float* dx = b.tensor(batch * layer->in_features(), 0, 0, 6);
   const size_t ws_bytes = layer->workspace_bytes(*b.be, batch);
-  float* ws = b.tensor(static_cast<int64_t>((ws_bytes + 3) / 4 + 1), 0, 0, 7);
+  const vae::Workspace ws{b.tensor(static_cast<int64_t>((ws_bytes + 3) / 4 + 1), 0, 0, 7), ws_bytes};
   const int64_t bytes = 4 * batch * (layer->in_features() + layer->out_features()) * (backward ? 2 : 1);
   b.run(state, bytes, [&] {
     if (backward) layer->backward(*b.be, x, dy, dx, batch, ws);

@@ -34,6 +34,17 @@ std::string dims(std::initializer_list<std::pair<const char*, int64_t>> d) {
 template <class T>
 using scalar_of = std::remove_cv_t<std::remove_pointer_t<decltype(std::declval<T&>().out(0))>>;
 
+// The bound of a sum of `terms` products in TF32, training's default precision on CUDA. TF32 keeps
+// 10 of FP32's 23 mantissa bits: each operand is within 2^-10 of itself (relative; rounded or
+// truncated), so each product of two is within 2^-9. Over a reduction those errors take random
+// signs, so the sum's error is about 2^-9 sqrt(terms) times the products' size; atol allows 1.5
+// times that (some 8 standard deviations for uniform operands), rtol 2^-9 of the result for
+// products that share a sign. The accumulation itself is FP32, as is the bias an epilogue adds.
+Bound tf32_bound(double terms, double product_size) {
+  const double u = std::ldexp(1.0, -9);
+  return {1.5 * u * std::sqrt(terms) * product_size, u};
+}
+
 // ---------------------------------------------------------------- linear layers (cuBLASLt / BLAS)
 
 void add_linear(std::vector<Case>& out, Mode mode) {
@@ -42,40 +53,43 @@ void add_linear(std::vector<Case>& out, Mode mode) {
   const std::vector<S> parity{{1, 1, 1}, {7, 5, 3}, {128, 784, 512}, {257, 33, 65}, {3, 1031, 17}};
   const std::vector<S> bench{{128, 784, 512}, {4096, 784, 512}};
   for (const S s : pick(mode, grad, parity, bench))
-    for (bool fused : {true, false}) {
-      if (mode == Mode::Gradient && !fused) continue;  // one CPU numerics
-      Case c;
-      c.op = "linear";
-      c.shape = dims({{"rows", s.rows}, {"in", s.in}, {"out", s.out}}) + (fused ? " fused" : " unfused");
-      c.options = {false, fused};
-      const double tf = 2e-6 * std::sqrt(double(s.in)), tb = 2e-6 * std::sqrt(double(std::max(s.rows, s.out))),
-                   tr = 2e-6 * std::sqrt(double(s.rows));
-      c.inputs = {{"x", int64_t(s.rows) * s.in, Draw::Uniform, -1, 1, true},
-                  {"w", int64_t(s.out) * s.in, Draw::Uniform, -1, 1, true},
-                  {"b", s.out, Draw::Uniform, -1, 1, true}};
-      c.outputs = {{"y", int64_t(s.rows) * s.out, {tf, 1e-5}}};
-      c.grads = {{0, {tb, 1e-5}}, {1, {tr, 1e-5}}, {2, {tr, 1e-5}}};
-      c.bytes = 4.0 * (2.0 * s.rows * s.in + 2.0 * s.in * s.out + 2.0 * s.rows * s.out + 2 * s.out) + 4.0 * s.rows * s.out;
-      c.flops = 6.0 * s.rows * s.in * s.out;
-      const int rows = s.rows, in = s.in, o = s.out;
-      set_body(c, [=](auto& be, auto& io) {
-        be.linear_forward(io.in(0), io.in(1), io.in(2), io.out(0), rows, in, o);
-        if (io.backward()) be.linear_backward(io.in(0), io.in(1), io.up(0), io.grad(0), io.grad(1), io.grad(2), rows, in, o);
-      });
-      out.push_back(std::move(c));
-    }
-  if (mode == Mode::Parity) {
-    // TF32: 10-bit mantissa products, a relative bound near 1e-3 times sqrt(k). Forward only.
-    Case c;
-    c.op = "linear";
-    c.shape = "rows=128 in=784 out=512 tf32";
-    c.options = {true, true};
-    c.inputs = {{"x", 128 * 784}, {"w", 512 * 784}, {"b", 512}};
-    c.outputs = {{"y", 128 * 512, {2e-3 * std::sqrt(784.0), 1e-2}}};
-    set_body(c, [](auto& be, auto& io) { be.linear_forward(io.in(0), io.in(1), io.in(2), io.out(0), 128, 784, 512); },
-             false);
-    out.push_back(std::move(c));
-  }
+    for (bool tf32 : {false, true})
+      for (bool fused : {true, false}) {
+        if (mode == Mode::Gradient && !fused) continue;  // one CPU numerics
+        if (tf32 && mode != Mode::Parity) continue;      // precision is CUDA's business
+        Case c;
+        c.op = "linear";
+        c.shape = dims({{"rows", s.rows}, {"in", s.in}, {"out", s.out}}) + (fused ? " fused" : " unfused") +
+                  (tf32 ? " tf32" : "");
+        c.options = {tf32, fused};
+        const double tf = 2e-6 * std::sqrt(double(s.in)), tb = 2e-6 * std::sqrt(double(std::max(s.rows, s.out))),
+                     tr = 2e-6 * std::sqrt(double(s.rows));
+        c.inputs = {{"x", int64_t(s.rows) * s.in, Draw::Uniform, -1, 1, true},
+                    {"w", int64_t(s.out) * s.in, Draw::Uniform, -1, 1, true},
+                    {"b", s.out, Draw::Uniform, -1, 1, true}};
+        c.outputs = {{"y", int64_t(s.rows) * s.out, {tf, 1e-5}}};
+        c.grads = {{0, {tb, 1e-5}}, {1, {tr, 1e-5}}, {2, {tr, 1e-5}}};
+        if (tf32) {
+          // x and W exact quarters, b odd 32nds: every product and partial sum of the forward is exact
+          // in TF32 and FP32 whatever the order, so y must match exactly (test::quarters). The
+          // backward reads the random upstream dy (|dy| <= 1), which TF32 rounds: its bounds follow
+          // the reduction lengths (out for dx, rows for dW and db) and |W|, |x| <= 1/2.
+          c.inputs[0].draw = c.inputs[1].draw = Draw::Quarters;
+          c.inputs[2].draw = Draw::Odd32nds;
+          c.outputs[0].parity = {0, 0};
+          c.grads = {{0, tf32_bound(s.out, 0.5)}, {1, tf32_bound(s.rows, 0.5)}, {2, tf32_bound(s.rows, 1.0)}};
+        }
+        c.bytes = 4.0 * (2.0 * s.rows * s.in + 2.0 * s.in * s.out + 2.0 * s.rows * s.out + 2 * s.out) +
+                  4.0 * s.rows * s.out;
+        c.flops = 6.0 * s.rows * s.in * s.out;
+        const int rows = s.rows, in = s.in, o = s.out;
+        set_body(c, [=](auto& be, auto& io) {
+          be.linear_forward(io.in(0), io.in(1), io.in(2), io.out(0), rows, in, o);
+          if (io.backward())
+            be.linear_backward(io.in(0), io.in(1), io.up(0), io.grad(0), io.grad(1), io.grad(2), rows, in, o);
+        });
+        out.push_back(std::move(c));
+      }
 }
 
 // The fused pair Linear -> ReLU -> Linear as Sequential runs it: linear_relu_forward, the upper
@@ -91,14 +105,16 @@ void add_linear_relu(std::vector<Case>& out, Mode mode) {
   const std::vector<S> bench{{128, 784, 512, 256}, {4096, 784, 512, 256}};
   enum Variant { Mask, NoMask, Unfused };
   for (const S s : pick(mode, grad, parity, bench))
+    for (bool tf32 : {false, true})
     for (Variant v : {Mask, NoMask, Unfused}) {
       if (mode == Mode::Gradient && v != Unfused) continue;
       if (mode == Mode::Bench && v == NoMask) continue;
+      if (tf32 && mode != Mode::Parity) continue;
       Case c;
       c.op = "linear_relu";
       c.shape = dims({{"rows", s.rows}, {"in", s.in}, {"hidden", s.hidden}, {"out", s.out}}) +
-                (v == Mask ? " fused+mask" : v == NoMask ? " fused" : " unfused");
-      c.options = {false, v != Unfused};
+                (v == Mask ? " fused+mask" : v == NoMask ? " fused" : " unfused") + (tf32 ? " tf32" : "");
+      c.options = {tf32, v != Unfused};
       const int64_t nx = int64_t(s.rows) * s.in, ny = int64_t(s.rows) * s.hidden, nz = int64_t(s.rows) * s.out;
       c.inputs = {{"x", nx, Draw::Quarters, 0, 0, true},
                   {"w", int64_t(s.hidden) * s.in, Draw::Quarters, 0, 0, true},
@@ -113,6 +129,15 @@ void add_linear_relu(std::vector<Case>& out, Mode mode) {
       // z sums hidden terms of |y v| up to about sqrt(in) / 8.
       c.outputs = {y, {"z", nz, {2e-6 * sh * (1 + std::sqrt(double(s.in)) / 8), 1e-5}}, dpre};
       c.grads = {{0, {2e-6 * sh * so, 1e-5}}, {1, {2e-6 * sr * so, 1e-5}}, {2, {2e-6 * sr * so, 1e-5}}};
+      if (tf32) {
+        // y stays exact (quarters and odd 32nds are exact in TF32: the ReLU pattern and the mask are
+        // the CPU's). z sums hidden products of y (size about 1 + sqrt(in)/8) and v (|v| <= 1); dpre
+        // sums out products of the upstream and v, so its entries are about sqrt(out); dx sums
+        // hidden products of dpre and W (|W| <= 1/2), dW and the lower bias's gradient rows of them.
+        c.outputs[1].parity = tf32_bound(s.hidden, 1 + std::sqrt(double(s.in)) / 8);
+        c.outputs[2].parity = tf32_bound(s.out, 1.0);
+        c.grads = {{0, tf32_bound(s.hidden, 0.5 * so)}, {1, tf32_bound(s.rows, 0.5 * so)}, {2, tf32_bound(s.rows, so)}};
+      }
       c.bytes = 4.0 * (nx + 2.0 * s.hidden * s.in + 3.0 * ny + 2.0 * nz + int64_t(s.out) * s.hidden) + 4.0 * nx;
       c.flops = 2.0 * s.rows * (3.0 * s.in * s.hidden + 2.0 * s.hidden * s.out);
       const S sh_ = s;
@@ -158,7 +183,8 @@ void add_conv(std::vector<Case>& out, Mode mode) {
       c.bytes = 4.0 * (3.0 * nx + 2.0 * ny + 3.0 * nw);
       c.flops = 6.0 * double(ny) * g.c * g.kh * g.kw;
       set_body(c, [=](auto& be, auto& io) {
-        void* ws = io.scratch(be.conv_workspace_bytes(g));
+        const size_t bytes = be.conv_workspace_bytes(g);
+        const Workspace ws{io.scratch(bytes), bytes};
         be.conv_forward(g, io.in(0), io.in(1), io.in(2), io.out(0), ws);
         if (!io.backward()) return;
         be.conv_backward_data(g, io.up(0), io.in(1), io.grad(0), ws);

@@ -114,7 +114,10 @@ TEST(Distributed, TheCollectivePathWithOneRankGivesThePlainBitsOnTheCpu) {
 TEST(Distributed, CudaNcclWithOneRankInTheRecordedStepGivesThePlainBits) {
   SKIP_WITHOUT_GPU();
   SKIP_WITHOUT_FASHION_MNIST();
-  if (!built_with_nccl()) GTEST_SKIP() << "this CUDA build has no NCCL (nccl.h and libnccl.so beside the toolkit)";
+  if (!built_with_nccl()) {
+    if (test::cuda_required()) GTEST_FAIL() << "VAE_REQUIRE_CUDA is set but this CUDA build has no NCCL";
+    GTEST_SKIP() << "this CUDA build has no NCCL (nccl.h and libnccl.so beside the toolkit)";
+  }
   TrainConfig c = small_run(Device::CUDA);
   c.cuda_graph = true;
   expect_same_bits(fit_with(c, ProcessGroup{}), fit_with(c, ProcessGroup::local_collective()));

@@ -192,7 +192,7 @@ ModelConfig tiny_model() {
 // Adam's two-launch (clipping) or one-launch form on CUDA. The
 // evaluation of 260 test images (in batches of 250) grows the model's buffers after the first epoch,
 // which must retire the recorded steps.
-TrainConfig awkward_run(Device device, float clip_norm) {
+TrainConfig awkward_run(Device device, float clip_norm, bool tf32 = false) {
   TrainConfig c;
   c.data_dir = test::data_dir();
   c.epochs = 3;
@@ -207,7 +207,7 @@ TrainConfig awkward_run(Device device, float clip_norm) {
   c.weight_decay = 0.01f;
   c.clip_norm = clip_norm;
   c.device = device;
-  c.tf32 = false;  // strict FP32 on CUDA, as the reference runs
+  c.tf32 = tf32;  // strict FP32 on CUDA unless asked (the reference runs with the same setting)
   return c;
 }
 
@@ -271,9 +271,9 @@ FitResult fit_run(TrainConfig c, bool recorded) {
   return r;
 }
 
-void expect_fit_matches_reference(Device device, float clip_norm) {
-  SCOPED_TRACE("clip_norm " + std::to_string(clip_norm));
-  const TrainConfig c = awkward_run(device, clip_norm);
+void expect_fit_matches_reference(Device device, float clip_norm, bool tf32 = false) {
+  SCOPED_TRACE("clip_norm " + std::to_string(clip_norm) + (tf32 ? " tf32" : ""));
+  const TrainConfig c = awkward_run(device, clip_norm, tf32);
   const std::vector<float> reference = reference_run(c);
   const FitResult plain = fit_run(c, false);
   const FitResult recorded = fit_run(c, true);
@@ -295,6 +295,15 @@ TEST(StepGraph, CudaGraphReplayMatchesUncapturedAndReference) {
   SKIP_WITHOUT_GPU();
   SKIP_WITHOUT_FASHION_MNIST();
   for (float clip : {20.0f, 0.0f}) expect_fit_matches_reference(Device::CUDA, clip);
+}
+
+// With TF32 and the fused epilogues, as training runs by default: the recorded step replays the
+// same cuBLASLt plans (RELU_AUX_BIAS, DRELU_BGRAD, BGRADB where cuBLASLt takes them) as the
+// unrecorded one and the by-value reference, so the bits must still agree on one GPU.
+TEST(StepGraph, CudaGraphReplayMatchesUncapturedAndReferenceWithTf32) {
+  SKIP_WITHOUT_GPU();
+  SKIP_WITHOUT_FASHION_MNIST();
+  expect_fit_matches_reference(Device::CUDA, 20.0f, true);
 }
 
 }  // namespace

@@ -56,11 +56,22 @@ inline const Dataset& fashion_mnist() {
   static const Dataset d = load_dataset(data_dir());
   return d;
 }
-// The CUDA tests skip, saying why, on machines without a GPU (and in builds without CUDA).
+// VAE_REQUIRE_CUDA=1 (set by scripts/gpu-check.sh on the GPU machine): a CUDA test that cannot run
+// fails instead of skipping, so no CUDA check passes there by not running.
+inline bool cuda_required() {
+  const char* v = std::getenv("VAE_REQUIRE_CUDA");
+  return v && *v && std::string(v) != "0";
+}
+// The CUDA tests skip, saying why, on machines without a GPU (and in builds without CUDA); they
+// fail under VAE_REQUIRE_CUDA=1.
 #define SKIP_WITHOUT_GPU()                                                                        \
-  if (!::vae::cuda_available())                                                                   \
-  GTEST_SKIP() << "no CUDA GPU (or a build without CUDA): this CUDA test needs one; run "         \
-                  "scripts/gpu-check.sh on a GPU machine (docs/gpu.md)"
+  if (!::vae::cuda_available()) {                                                                 \
+    if (::vae::test::cuda_required())                                                             \
+      GTEST_FAIL() << "VAE_REQUIRE_CUDA is set but there is no usable CUDA GPU (or the build has "  \
+                      "no CUDA): this CUDA test must run here";                                   \
+    GTEST_SKIP() << "no CUDA GPU (or a build without CUDA): this CUDA test needs one; run "       \
+                    "scripts/gpu-check.sh on a GPU machine (docs/gpu.md)";                        \
+  }
 #define SKIP_WITHOUT_FASHION_MNIST()                                                              \
   if (!::vae::test::have_fashion_mnist())                                                         \
   GTEST_SKIP() << "Fashion-MNIST not found in " << ::vae::test::data_dir()                        \
