@@ -75,7 +75,8 @@ std::vector<ConvCandidate> usable(const Perf* perf, int returned, bool tf32, cud
 
 // One direction of a plan: its usable algorithms, and the one chosen for the last workspace size.
 struct CudnnConv::Direction {
-  const char* name = "";
+  explicit Direction(const char* what) : name(what) {}
+  const char* name;
   std::vector<ConvCandidate> candidates;
   size_t chosen_for = SIZE_MAX;  // the workspace size `chosen` was picked for
   int chosen = -1;
