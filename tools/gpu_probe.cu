@@ -5,9 +5,19 @@
 // under them: a tool that refuses the device then marks its phase SKIPPED with the tool's own words,
 // instead of failing the phase as if our kernels were wrong.
 // Exit codes: 0 works; 2 no usable device or driver; 1 anything else (a wrong result, a failed call).
+//
+// vae_gpu_probe --libraries NAME...: for each shared library named (libcublasLt.so.13, libcudnn.so.9,
+// libnccl.so.2), the file the dynamic loader resolves it to under this process's library path (the
+// one our binaries run with) and the version that file reports of itself (cublasLtGetVersion,
+// cudnnGetVersion, ncclGetVersion), one line each; needs no GPU. Exit 1 if any cannot be loaded.
 #include <cuda_runtime.h>
+#include <dlfcn.h>
+#include <link.h>
 
+#include <climits>
 #include <cstdio>
+#include <cstdlib>
+#include <cstring>
 #include <vector>
 
 namespace {
@@ -22,9 +32,50 @@ int fail(const char* what, cudaError_t status) {
   return 1;
 }
 
+// The version the library reports, by the first version function it exports, as text.
+void library_version(void* handle, char* out, size_t size) {
+  using SizeVersion = size_t (*)();
+  using IntVersion = int (*)(int*);  // ncclResult_t ncclGetVersion(int*): 0 is ncclSuccess
+  for (const char* fn : {"cublasLtGetVersion", "cudnnGetVersion"})
+    if (void* f = dlsym(handle, fn)) {
+      std::snprintf(out, size, "%s() = %zu", fn, reinterpret_cast<SizeVersion>(f)());
+      return;
+    }
+  if (void* f = dlsym(handle, "ncclGetVersion")) {
+    int v = 0;
+    if (reinterpret_cast<IntVersion>(f)(&v) == 0) {
+      std::snprintf(out, size, "ncclGetVersion() = %d", v);
+      return;
+    }
+  }
+  std::snprintf(out, size, "no version function");
+}
+
+int libraries(int count, char** names) {
+  int status = 0;
+  for (int i = 0; i < count; ++i) {
+    void* handle = dlopen(names[i], RTLD_NOW | RTLD_LOCAL);
+    if (!handle) {
+      std::printf("vae_gpu_probe: library %s: NOT LOADED: %s\n", names[i], dlerror());
+      status = 1;
+      continue;
+    }
+    link_map* map = nullptr;
+    char resolved[PATH_MAX] = "?", version[128] = "";
+    if (dlinfo(handle, RTLD_DI_LINKMAP, &map) == 0 && map && map->l_name &&
+        !realpath(map->l_name, resolved))
+      std::snprintf(resolved, sizeof resolved, "%s", map->l_name);
+    library_version(handle, version, sizeof version);
+    std::printf("vae_gpu_probe: library %s: %s (%s)\n", names[i], resolved, version);
+    // Not closed: closing cuDNN or NCCL mid-process has been seen to crash at exit.
+  }
+  return status;
+}
+
 }  // namespace
 
-int main() {
+int main(int argc, char** argv) {
+  if (argc >= 2 && std::strcmp(argv[1], "--libraries") == 0) return libraries(argc - 2, argv + 2);
   int driver = 0, runtime = 0, count = 0;
   cudaDriverGetVersion(&driver);
   cudaRuntimeGetVersion(&runtime);
