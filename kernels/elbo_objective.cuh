@@ -15,8 +15,8 @@
 // 8 per row and 4L, writes 12 + sizeof(StepScalars) + 4L.
 #pragma once
 
-#include "backend/backend.hpp"
 #include "for_each.cuh"
+#include "step_scalars.cuh"
 
 namespace vae::ops {
 

@@ -8,17 +8,28 @@
 //   tests/op_table.cpp its rows (finite differences, CUDA parity, benchmark),
 // and nothing in Backend.
 //
-// Items are independent, so any split over threads gives the same bits; a reduction is written as
-// one item per output that loops over its inputs in order (deterministic on both sides).
+// Items are independent, so any split over threads gives the same bits; a short reduction is written
+// as one item per output that loops over its inputs in order (deterministic on both sides).
+//
+// The second shape, ops::run_rows, is for a reduction along a long row (a likelihood over 784
+// pixels, a KL over the latent units, a bias gradient over the batch): the functor declares
+// `using Scalar = T;` and `int64_t items` (per row), and provides
+//   VAE_HD void operator()(int64_t row, int64_t item, T& acc) const  // the item's own outputs; adds its term to acc
+//   VAE_HD void finish(int64_t row, T total) const                    // the row's reduced outputs
+// The CPU runs each row as one task, items in order into one accumulator; CUDA runs one block per
+// row, each thread's items in order, then a fixed tree of shuffles (block_reduce.cuh). Both are
+// deterministic; they differ from each other only in the order of the sum.
 #pragma once
 
+#include <concepts>
 #include <cstdint>
 #include <string>
 #include <type_traits>
 
-#include "backend/backend.hpp"
 #include "hd.cuh"
+#include "step_scalars.cuh"
 #include "vae/error.hpp"
+#include "vae/tensor.hpp"
 
 namespace vae::ops {
 
@@ -28,17 +39,38 @@ void cpu_for_each(const F& f, int64_t n) {
   for (int64_t i = 0; i < n; ++i) f(i);
 }
 
-// Defined in for_each_cuda.cuh; each op's kernels/<op>.cu instantiates it for its functors.
+template <class F>
+void cpu_for_rows(const F& f, int64_t rows) {
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    typename F::Scalar acc = 0;
+    for (int64_t i = 0; i < f.items; ++i) f(r, i, acc);
+    f.finish(r, acc);
+  }
+}
+
+// Defined in for_each_cuda.cuh; each op's kernels/<op>.cu instantiates them for its functors.
 template <class F>
 void cuda_for_each(const F& f, int64_t n, void* stream);
+template <class F>
+void cuda_for_rows(const F& f, int64_t rows, void* stream);
+
+// A device backend (vae::Backend, src/backend/backend.hpp) as the ops see it: its device, and the
+// CUDA stream its work is queued on. Anything else passed as `be` is an executor with its own
+// for_each and for_rows (the op table runs the same entry points in double on the CPU). Named by
+// what it can do, so this header needs nothing from src/.
+template <class Be>
+concept DeviceBackend = requires(Be& be) {
+  { be.device() } -> std::convertible_to<Device>;
+  { be.native_stream() } -> std::convertible_to<void*>;
+};
 
 // Runs f over items [0, n) on be's device, queued on its stream (nothing waits, nothing allocates:
-// allowed inside a recorded step). Be is a Backend, or an executor of the tests' reference (the op
-// table runs the same entry points in double) with its own for_each.
+// allowed inside a recorded step).
 template <class Be, class F>
 void run(Be& be, const F& f, int64_t n) {
   if (n <= 0) return;
-  if constexpr (std::is_base_of_v<Backend, Be>) {
+  if constexpr (DeviceBackend<Be>) {
     if (be.device() == Device::CPU) {
       cpu_for_each(f, n);
       return;
@@ -50,6 +82,25 @@ void run(Be& be, const F& f, int64_t n) {
 #endif
   } else {
     be.for_each(f, n);
+  }
+}
+
+// Runs the row functor f (the second shape, above) over rows [0, rows) on be's device.
+template <class Be, class F>
+void run_rows(Be& be, const F& f, int64_t rows) {
+  if (rows <= 0) return;
+  if constexpr (DeviceBackend<Be>) {
+    if (be.device() == Device::CPU) {
+      cpu_for_rows(f, rows);
+      return;
+    }
+#if defined(VAE_WITH_CUDA)
+    cuda_for_rows(f, rows, be.native_stream());
+#else
+    throw Error("this vae build has no CUDA support; use --device cpu");
+#endif
+  } else {
+    be.for_rows(f, rows);
   }
 }
 

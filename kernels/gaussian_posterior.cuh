@@ -1,6 +1,6 @@
 // The diagonal Gaussian posterior q(z|x) = N(mu, diag(e^lv)) of the general latent path (any prior,
 // any objective): reparameterised samples with their log-density, and the backward pass. The
-// (N(0, I) prior, ELBO) case has its fused twin with the analytic KL, latent_sample_kl.cu.
+// (N(0, I) prior, ELBO) case has its fused fast path with the analytic KL, latent_sample_kl.cuh.
 //
 // Encoder head h[rows/k, 2L] = [mu | raw]; lv = soft_clamp(raw, -30, 20); sigma = e^(lv/2).
 // Sample i of data row b = i / k (j = i % k) uses eps[u] = Philox normal at counter
@@ -26,10 +26,10 @@
 // record (a training step), step (and an unweighted w) are read from it when the work runs.
 #pragma once
 
-#include "backend/backend.hpp"
 #include "for_each.cuh"
 #include "grad_weight.cuh"
 #include "philox.cuh"
+#include "step_scalars.cuh"
 #include "vae_math.cuh"
 
 namespace vae::ops {

@@ -6,8 +6,8 @@
 // the loss with the opposite sign, as a flow's log-determinant does).
 #pragma once
 
-#include "backend/backend.hpp"
 #include "hd.cuh"
+#include "step_scalars.cuh"
 
 namespace vae::ops {
 

@@ -21,10 +21,10 @@
 // FLOPs: about 3KL per row for log_prob (no transcendental but one exp per component) and 3KL for grad_z.
 #pragma once
 
-#include "backend/backend.hpp"
 #include "for_each.cuh"
 #include "grad_weight.cuh"
 #include "philox.cuh"
+#include "step_scalars.cuh"
 #include "vae_math.cuh"
 
 namespace vae::ops {

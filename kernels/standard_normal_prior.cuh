@@ -1,14 +1,14 @@
 // The standard normal prior p(z) = N(0, I) on the general latent path (the fused latent_sample_kl
-// takes the analytic KL instead). Sampling is Backend::normal_fill (kStreamPrior).
+// takes the analytic KL instead). Sampling is elementwise.cuh's normal_fill (kStreamPrior).
 //   log_prob:  out[r] += sign * sum_u (-z_u^2/2 - log(2 pi)/2)                           [rows]
 //   grad_z:    dz[r, u] += w_r * z[r, u]   (the gradient of -w_r log p(z_r); w = beta / batch, or
 //              a per-row weight: grad_weight.cuh)                                          [rows, L]
 // Bytes: log_prob reads 4L + 4 and writes 4 per row; grad_z reads 8 and writes 4 per element.
 #pragma once
 
-#include "backend/backend.hpp"
 #include "for_each.cuh"
 #include "grad_weight.cuh"
+#include "step_scalars.cuh"
 #include "vae_math.cuh"
 
 namespace vae::ops {

@@ -3,17 +3,26 @@
 #include <cmath>
 #include <limits>
 
-#include "elbo_objective.cuh"
-#include "flow.cuh"
-#include "gaussian_kl.cuh"
-#include "gaussian_posterior.cuh"
-#include "iwae_objective.cuh"
-#include "mog_prior.cuh"
-#include "rows.cuh"
+#include "activation.cuh"
+#include "bernoulli_nll.cuh"
+#include "channel_bias.cuh"
 #include "condition.cuh"
-#include "softmax_xent.cuh"
+#include "elbo_objective.cuh"
+#include "elementwise.cuh"
+#include "flow.cuh"
+#include "gather_pixels.cuh"
+#include "gaussian_kl.cuh"
+#include "gaussian_nll.cuh"
+#include "gaussian_posterior.cuh"
+#include "importance_sample.cuh"
+#include "iwae_objective.cuh"
+#include "latent_sample_kl.cuh"
+#include "logistic_nll.cuh"
+#include "mog_prior.cuh"
 #include "op_table.hpp"
 #include "philox.cuh"
+#include "rows.cuh"
+#include "softmax_xent.cuh"
 #include "standard_normal_prior.cuh"
 #include "test_util.hpp"
 
@@ -213,8 +222,8 @@ void add_channel_bias(std::vector<Case>& out, Mode mode) {
     c.grads = {{0, {1e-5 * std::sqrt(double(s.n) * s.hw), 1e-5}}};
     c.bytes = 4.0 * 3 * ny;
     set_body(c, [=](auto& be, auto& io) {
-      be.channel_bias_add(io.in(0), io.out(0), s.n, s.c, s.hw);
-      if (io.backward()) be.channel_bias_grad(io.up(0), io.grad(0), s.n, s.c, s.hw);
+      ops::channel_bias_add(be, io.in(0), io.out(0), s.n, s.c, s.hw);
+      if (io.backward()) ops::channel_bias_grad(be, io.up(0), io.grad(0), s.n, s.c, s.hw);
     });
     out.push_back(std::move(c));
   }
@@ -236,8 +245,8 @@ void add_activations(std::vector<Case>& out, Mode mode) {
       c.grads = {{0, {1e-6, 4e-6}}};
       c.bytes = 20.0 * n;
       set_body(c, [=](auto& be, auto& io) {
-        be.activation_forward(act, 0.01f, io.in(0), io.out(0), n);
-        if (io.backward()) be.activation_backward(act, 0.01f, io.in(0), io.up(0), io.grad(0), n);
+        ops::activation_forward(be, act, 0.01f, io.in(0), io.out(0), n);
+        if (io.backward()) ops::activation_backward(be, act, 0.01f, io.in(0), io.up(0), io.grad(0), n);
       });
       out.push_back(std::move(c));
     }
@@ -271,8 +280,8 @@ void add_latent_sample_kl(std::vector<Case>& out, Mode mode) {
       c.bytes = 4.0 * (nh * 2 + nz + s.rows + s.latent) + 4.0 * (nh + nz + nh);
       const LatentArgs args{s.rows, s.latent, 99, 4, 10, eps_scale};
       set_body(c, [=](auto& be, auto& io) {
-        be.latent_sample_kl_forward(args, io.in(0), io.out(0), io.out(1), io.out(2));
-        if (io.backward()) be.latent_sample_kl_backward(args, io.in(0), io.up(0), static_cast<float>(w), io.grad(0));
+        ops::latent_sample_kl_forward(be, args, io.in(0), io.out(0), io.out(1), io.out(2));
+        if (io.backward()) ops::latent_sample_kl_backward(be, args, io.in(0), io.up(0), static_cast<float>(w), io.grad(0));
       });
       out.push_back(std::move(c));
     }
@@ -693,8 +702,29 @@ void add_likelihoods(std::vector<Case>& out, Mode mode) {
       c.grads = {{0, {1e-7, 1e-5}}};
       c.bytes = 4.0 * (3 * n + s.rows);
       set_body(c, [=](auto& be, auto& io) {
-        be.bernoulli_nll(io.in(0), io.in(1), io.out(0), io.backward() ? io.grad(0) : nullptr, s.rows, s.d,
+        ops::bernoulli_nll(be, io.in(0), io.in(1), io.out(0), io.backward() ? io.grad(0) : nullptr, s.rows, s.d,
                          static_cast<float>(scale));
+      });
+      out.push_back(std::move(c));
+    }
+    {
+      Case c;
+      c.op = "logistic_nll";
+      c.shape = shape;
+      // Log-scales from e^-3 to e^1 and means around the pixels: |z| up to about 30, past where
+      // softplus(-z) and tanh(z/2) saturate.
+      c.inputs = {{"mean", n, Draw::Uniform, -0.5, 1.5, true},
+                  {"log_scale", n, Draw::Uniform, mode == Mode::Gradient ? -1.5 : -3.0, 1.0, true},
+                  {"x", n, Draw::Uniform, 0, 1}};
+      OutputSpec nll{"nll", s.rows, {1e-4, 1e-5}};
+      nll.constant_upstream = true;
+      nll.weight = scale;
+      c.outputs = {nll};
+      c.grads = {{0, {1e-6, 1e-5}}, {1, {1e-6, 1e-5}}};
+      c.bytes = 4.0 * (5 * n + s.rows);
+      set_body(c, [=](auto& be, auto& io) {
+        ops::logistic_nll(be, io.in(0), io.in(1), io.in(2), io.out(0), io.backward() ? io.grad(0) : nullptr,
+                          io.backward() ? io.grad(1) : nullptr, s.rows, s.d, static_cast<float>(scale));
       });
       out.push_back(std::move(c));
     }
@@ -713,7 +743,7 @@ void add_likelihoods(std::vector<Case>& out, Mode mode) {
       c.bytes = 4.0 * (5 * n + s.rows + 3 * s.d);
       const float fixed = std::log(0.3f);
       set_body(c, [=](auto& be, auto& io) {
-        be.gaussian_nll(io.in(0), io.in(1), learned ? io.in(2) : nullptr, fixed, io.out(0),
+        ops::gaussian_nll(be, io.in(0), io.in(1), learned ? io.in(2) : nullptr, fixed, io.out(0),
                         io.backward() ? io.grad(0) : nullptr, io.backward() && learned ? io.grad(1) : nullptr, s.rows, s.d,
                         static_cast<float>(scale));
       });
@@ -770,7 +800,7 @@ void add_objectives(std::vector<Case>& out, Mode mode) {
           r.dim_weight = dim_weight;
           r.loss = loss;
           ops::elbo_regularised(be, r);
-          if (variant != 0) be.fill(dim_weight, s.latent, 0.0f);
+          if (variant != 0) ops::fill(be, dim_weight, s.latent, 0.0f);
           ops::copy_values(be, &r.effective->kl_grad_weight, 2, weight);
         };
       };
@@ -789,7 +819,7 @@ void add_objectives(std::vector<Case>& out, Mode mode) {
         float *bound = a.out(s.rows), *dec = a.out(n), *enc = a.out(n), *zs = a.out(n), *loss = a.out(3);
         return [&be, s, dreg, n, lpq, nll, bound, dec, enc, zs, loss] {
           ops::iwae_objective(be, lpq, nll, s.rows, s.k, dreg, bound, dec, enc, zs, loss);
-          if (!dreg) be.fill(zs, n, 0.0f);
+          if (!dreg) ops::fill(be, zs, n, 0.0f);
         };
       };
       out.push_back(std::move(c));
@@ -833,7 +863,7 @@ void add_loss_reduce(std::vector<Case>& out, Mode mode) {
       float* sums = a.out(3, &acc);
       return [&be, nll, kl, loss, sums, rows] {
         be.loss_reduce(nll, kl, rows, 0.7f, nullptr, loss);
-        be.accumulate_scaled(loss, 3, float(rows), sums);
+        ops::accumulate_scaled(be, loss, 3, float(rows), sums);
       };
     };
     out.push_back(std::move(c));
@@ -910,7 +940,7 @@ void add_gather(std::vector<Case>& out, Mode mode) {
         const int32_t* idx = a.array(index);
         float* x = a.out(size_t(s.rows) * s.d);
         return [&be, img, idx, x, s, binarize] {
-          be.gather_pixels(img, idx, s.rows, s.d, binarize, 99, kStreamBinarize, 12, nullptr, x);
+          ops::gather_pixels(be, img, idx, s.rows, s.d, binarize, 99, kStreamBinarize, 12, nullptr, x);
         };
       };
       out.push_back(std::move(c));
@@ -944,9 +974,9 @@ void add_importance(std::vector<Case>& out, Mode mode) {
       float* mx = a.out(s.rows, &init_max);
       float* sm = a.out(s.rows, &init_sum);
       return [&be, h, nll, z, lpq, mx, sm, s] {
-        be.latent_importance_sample(h, z, lpq, s.rows, s.k, s.latent, 5, 10, 3);
-        be.logsumexp_accumulate(lpq, nll, s.rows, s.k, mx, sm);
-        be.logsumexp_accumulate(lpq, nll, s.rows, s.k, mx, sm);  // a second chunk folds in
+        ops::latent_importance_sample(be, h, z, lpq, s.rows, s.k, s.latent, 5, 10, 3);
+        ops::logsumexp_accumulate(be, lpq, nll, s.rows, s.k, mx, sm);
+        ops::logsumexp_accumulate(be, lpq, nll, s.rows, s.k, mx, sm);  // a second chunk folds in
       };
     };
     out.push_back(std::move(c));
@@ -968,11 +998,11 @@ void add_elementwise(std::vector<Case>& out, Mode mode) {
       const float* xi = a.in(x);
       float *s = a.out(n), *cl = a.out(n), *f = a.out(n), *in_place = a.out(n, &x), *clamped = a.out(n, &x);
       return [&be, xi, s, cl, f, in_place, clamped, n] {
-        be.sigmoid(xi, s, n);
-        be.clamp01(xi, cl, n);
-        be.fill(f, n, 0.25f);
-        be.sigmoid(in_place, in_place, n);
-        be.clamp01(clamped, clamped, n);
+        ops::sigmoid(be, xi, s, n);
+        ops::clamp01(be, xi, cl, n);
+        ops::fill(be, f, n, 0.25f);
+        ops::sigmoid(be, in_place, in_place, n);
+        ops::clamp01(be, clamped, clamped, n);
       };
     };
     out.push_back(std::move(c));
@@ -987,7 +1017,7 @@ void add_elementwise(std::vector<Case>& out, Mode mode) {
     c.device_bounds = {{1e-5, 1e-5}};
     c.device = [s](Backend& be, Arena& a) -> std::function<void()> {
       float* z = a.out(size_t(s.rows) * s.cols);
-      return [&be, z, s] { be.normal_fill(z, s.rows, s.cols, 0.7f, 4, kStreamPrior, 2); };
+      return [&be, z, s] { ops::normal_fill(be, z, s.rows, s.cols, 0.7f, 4, kStreamPrior, 2); };
     };
     out.push_back(std::move(c));
   }
@@ -1108,7 +1138,7 @@ std::vector<Coverage> required_coverage() {
           {"elbo_regularised", false}, {"iwae_objective", false},     {"rows", false},
           {"actnorm", true},         {"lu_linear", true},            {"affine_coupling", true},
           {"softmax_xent", true},    {"condition", true},            {"gather_labels", false},
-          {"gaussian_posterior_moments", false}};
+          {"gaussian_posterior_moments", false}, {"logistic_nll", true}};
 }
 
 }  // namespace vae::optable

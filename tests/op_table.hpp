@@ -35,15 +35,19 @@ namespace vae::optable {
 
 enum class Mode { Gradient, Parity, Bench };
 
-// The CPU reference in any scalar: the Backend operations the table needs, by the same names,
-// forwarding to the cpu:: templates (which the CPU backend runs in float), and for_each for ops
-// written once. Double makes finite differences meaningful.
+// The CPU reference in any scalar: the Backend operations the table needs (the GEMMs and
+// convolutions), by the same names, forwarding to the cpu:: templates (which the CPU backend runs in
+// float), and for_each and for_rows for the ops written once. Double makes finite differences meaningful.
 template <class T>
 struct Ref {
   Device device() const { return Device::CPU; }
   template <class F>
   void for_each(const F& f, int64_t n) {
     ops::cpu_for_each(f, n);
+  }
+  template <class F>
+  void for_rows(const F& f, int64_t rows) {
+    ops::cpu_for_rows(f, rows);
   }
   void linear_forward(const T* x, const T* w, const T* b, T* y, int rows, int in, int out) {
     cpu::linear_forward(x, w, b, y, rows, in, out);
@@ -60,10 +64,6 @@ struct Ref {
                                   int out) {
     cpu::linear_relu_input_backward(w, dy, a, dpre, dbias, rows, in, out);
   }
-  void activation_forward(math::Act act, T slope, const T* x, T* y, int64_t n) { cpu::activation_forward(act, slope, x, y, n); }
-  void activation_backward(math::Act act, T slope, const T* x, const T* dy, T* dx, int64_t n) {
-    cpu::activation_backward(act, slope, x, dy, dx, n);
-  }
   size_t conv_workspace_bytes(const ConvGeometry& g) { return sizeof(T) * static_cast<size_t>(cpu::conv_workspace_elements(g)); }
   void conv_forward(const ConvGeometry& g, const T* x, const T* w, const T* b, T* y, Workspace ws) {
     cpu::conv_forward(g, x, w, b, y, static_cast<T*>(ws.data));
@@ -73,21 +73,6 @@ struct Ref {
   }
   void conv_backward_filter(const ConvGeometry& g, const T* x, const T* dy, T* dw, T* db, Workspace ws) {
     cpu::conv_backward_filter(g, x, dy, dw, db, static_cast<T*>(ws.data));
-  }
-  void channel_bias_add(const T* b, T* y, int n, int c, int hw) { cpu::channel_bias_add(b, y, n, c, hw); }
-  void channel_bias_grad(const T* dy, T* db, int n, int c, int hw) { cpu::channel_bias_grad(dy, db, n, c, hw); }
-  void latent_sample_kl_forward(const LatentArgs& a, const T* h, T* z, T* kl_sample, T* kl_dim) {
-    cpu::latent_sample_kl_forward(a.rows, a.latent, a.seed, a.step, a.row0, T(a.eps_scale), h, z, kl_sample, kl_dim);
-  }
-  void latent_sample_kl_backward(const LatentArgs& a, const T* h, const T* dz, T kl_weight, T* dh) {
-    cpu::latent_sample_kl_backward(a.rows, a.latent, a.seed, a.step, a.row0, T(a.eps_scale), h, dz, kl_weight, dh);
-  }
-  void bernoulli_nll(const T* logits, const T* x, T* nll, T* dlogits, int rows, int d, T grad_scale) {
-    cpu::bernoulli_nll(logits, x, nll, dlogits, rows, d, grad_scale);
-  }
-  void gaussian_nll(const T* mean, const T* x, const T* log_sigma_raw, T fixed_log_sigma, T* nll, T* dmean, T* dlog_sigma,
-                    int rows, int d, T grad_scale) {
-    cpu::gaussian_nll(mean, x, log_sigma_raw, fixed_log_sigma, nll, dmean, dlog_sigma, rows, d, grad_scale);
   }
 };
 

@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "backend/backend.hpp"
+#include "elementwise.cuh"
 #include "latent/flow.hpp"
 #include "model/model_impl.hpp"
 #include "model_gradient_check.hpp"
@@ -187,7 +188,7 @@ TEST(Flow, FlowPriorSamplesAreTheInverseFlowOfGaussianDraws) {
   for (float v : lp) EXPECT_TRUE(std::isfinite(v));
   // g(z) is the draw: its log N plus the log-determinant is log p.
   Tensor eps({n, L});
-  m.backend->normal_fill(eps.data(), n, L, 1.0f, 9, kStreamPrior, 0);
+  ops::normal_fill(*m.backend, eps.data(), n, L, 1.0f, 9, kStreamPrior, 0);
   const auto e = eps.to_host();
   const std::vector<float> ld = prior.last_logdet(n).to_host();
   for (int r = 0; r < n; ++r) {

@@ -8,11 +8,15 @@
 #include <functional>
 #include <memory>
 
+#include "activation.cuh"
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_ops.hpp"
 #include "graph/layers.hpp"
+#include "importance_sample.cuh"
+#include "latent_sample_kl.cuh"
 #include "model/model_impl.hpp"
 #include "model_gradient_check.hpp"
+#include "op_table.hpp"
 #include "test_util.hpp"
 #include "vae/model.hpp"
 
@@ -26,7 +30,14 @@ TEST(LatentSampleKl, KlPerSampleAndPerDimensionAddUp) {
   const int rows = 3, latent = 5;
   const auto h = random_vector<double>(rows * 2 * latent, 7, -1.5, 1.5);
   std::vector<double> z(rows * latent), kl(rows), kl_dim(latent);
-  cpu::latent_sample_kl_forward(rows, latent, 99, 4, 10, 1.0, h.data(), z.data(), kl.data(), kl_dim.data());
+  LatentArgs a;
+  a.rows = rows;
+  a.latent = latent;
+  a.seed = 99;
+  a.step = 4;
+  a.row0 = 10;
+  optable::Ref<double> cpu;
+  ops::latent_sample_kl_forward(cpu, a, h.data(), z.data(), kl.data(), kl_dim.data());
   double total_kl = 0, total_dim = 0;
   for (double k : kl) total_kl += k;
   for (double k : kl_dim) total_dim += k;
@@ -37,7 +48,8 @@ TEST(ImportanceSampling, LogDensityRatioAndLogSumExp) {
   const int rows = 2, k = 9, latent = 3;
   const auto h = random_vector<double>(rows * 2 * latent, 14);
   std::vector<double> z(rows * k * latent), lpq(rows * k);
-  cpu::latent_importance_sample(h.data(), z.data(), lpq.data(), rows, k, latent, 5, 100, 20);
+  optable::Ref<double> cpu;
+  ops::latent_importance_sample(cpu, h.data(), z.data(), lpq.data(), rows, k, latent, 5, 100, 20);
   // log N(z; 0, I) - log N(z; mu, sigma^2) computed directly from z.
   for (int b = 0; b < rows; ++b)
     for (int j = 0; j < k; ++j) {
@@ -59,8 +71,8 @@ TEST(ImportanceSampling, LogDensityRatioAndLogSumExp) {
       (j < 4 ? a1 : a2).push_back(lpq[b * k + j]);
       (j < 4 ? n1 : n2).push_back(nll[b * k + j]);
     }
-  cpu::logsumexp_accumulate(a1.data(), n1.data(), rows, 4, run_max.data(), run_sum.data());
-  cpu::logsumexp_accumulate(a2.data(), n2.data(), rows, k - 4, run_max.data(), run_sum.data());
+  ops::logsumexp_accumulate(cpu, a1.data(), n1.data(), rows, 4, run_max.data(), run_sum.data());
+  ops::logsumexp_accumulate(cpu, a2.data(), n2.data(), rows, k - 4, run_max.data(), run_sum.data());
   for (int b = 0; b < rows; ++b) {
     double direct = 0, shift = -INFINITY;
     for (int j = 0; j < k; ++j) shift = std::max(shift, lpq[b * k + j] - nll[b * k + j]);
@@ -108,7 +120,7 @@ TEST(SequentialFusion, SameBitsAsLayerByLayer) {
     std::vector<float> pre(rows * widths[l + 1]), post(pre.size());
     be->linear_forward(inputs.back().data(), params.data() + slices[2 * l].offset,
                        params.data() + slices[2 * l + 1].offset, pre.data(), rows, widths[l], widths[l + 1]);
-    be->activation_forward(acts[l], 0.0f, pre.data(), post.data(), static_cast<int64_t>(pre.size()));
+    ops::activation_forward(*be, acts[l], 0.0f, pre.data(), post.data(), static_cast<int64_t>(pre.size()));
     pres.push_back(pre);
     inputs.push_back(post);
   }
@@ -116,7 +128,7 @@ TEST(SequentialFusion, SameBitsAsLayerByLayer) {
   std::vector<float> upstream = dy, want_grads(grads.size(), -7.0f), want_dx(x.size());
   for (int l = 3; l >= 0; --l) {
     std::vector<float> dpre(upstream.size()), down(rows * widths[l]);
-    be->activation_backward(acts[l], 0.0f, pres[l].data(), upstream.data(), dpre.data(), static_cast<int64_t>(dpre.size()));
+    ops::activation_backward(*be, acts[l], 0.0f, pres[l].data(), upstream.data(), dpre.data(), static_cast<int64_t>(dpre.size()));
     be->linear_backward(inputs[l].data(), params.data() + slices[2 * l].offset, dpre.data(),
                         l == 0 ? want_dx.data() : down.data(), want_grads.data() + slices[2 * l].offset,
                         want_grads.data() + slices[2 * l + 1].offset, rows, widths[l], widths[l + 1]);

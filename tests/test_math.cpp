@@ -9,6 +9,7 @@
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_ops.hpp"
 #include "backend/cpu/flush_denormals.hpp"
+#include "gather_pixels.cuh"
 #include "vae_math.cuh"
 
 namespace vae {
@@ -150,7 +151,7 @@ TEST(GatherPixels, GrayscaleExactAndBinarizationUnbiasedAndKeyedByImage) {
   for (size_t i = 0; i < pixels.size(); ++i) pixels[i] = static_cast<uint8_t>(i * 37 % 256);
   const std::vector<int32_t> idx{2, 0, 2};
   std::vector<float> x(idx.size() * d, -1.0f);
-  be->gather_pixels(pixels.data(), idx.data(), 3, d, false, 0, kStreamBinarize, 0, nullptr, x.data());
+  ops::gather_pixels(*be, pixels.data(), idx.data(), 3, d, false, 0, kStreamBinarize, 0, nullptr, x.data());
   for (int r = 0; r < 3; ++r)
     for (int c = 0; c < d; ++c) EXPECT_EQ(x[r * d + c], pixels[idx[r] * d + c] / 255.0f);
 
@@ -159,7 +160,7 @@ TEST(GatherPixels, GrayscaleExactAndBinarizationUnbiasedAndKeyedByImage) {
   std::vector<double> ones(d, 0.0);
   const int steps = 20000;
   for (int s = 0; s < steps; ++s) {
-    be->gather_pixels(pixels.data(), idx.data(), 3, d, true, 9, kStreamBinarize, s, nullptr, x.data());
+    ops::gather_pixels(*be, pixels.data(), idx.data(), 3, d, true, 9, kStreamBinarize, s, nullptr, x.data());
     for (int c = 0; c < d; ++c) {
       ASSERT_EQ(x[c], x[2 * d + c]);
       ASSERT_TRUE(x[c] == 0.0f || x[c] == 1.0f);

@@ -7,6 +7,8 @@
 #include <cmath>
 #include <set>
 
+#include "activation.cuh"
+#include "elementwise.cuh"
 #include "op_table.hpp"
 #include "test_util.hpp"
 
@@ -100,8 +102,8 @@ TEST(OpTable, HarnessCatchesUnwrittenWrongAndMisDifferentiatedOutputs) {
   int calls = 0;
   set_body(c, [&calls](auto& be, auto& io) {
     const int n = ++calls == 2 ? 32 : 33;  // the second run skips the last element
-    be.activation_forward(math::Act::Tanh, 0.0f, io.in(0), io.out(0), n);
-    if (io.backward()) be.activation_backward(math::Act::Tanh, 0.0f, io.in(0), io.up(0), io.grad(0), 33);
+    ops::activation_forward(be, math::Act::Tanh, 0.0f, io.in(0), io.out(0), n);
+    if (io.backward()) ops::activation_backward(be, math::Act::Tanh, 0.0f, io.in(0), io.up(0), io.grad(0), 33);
   });
   EXPECT_NONFATAL_FAILURE(check_parity(c, Device::CPU), "element 32");
   calls = 10;  // every run writes everything from here on
@@ -110,9 +112,9 @@ TEST(OpTable, HarnessCatchesUnwrittenWrongAndMisDifferentiatedOutputs) {
 
   Case wrong = c;
   set_body(wrong, [](auto& be, auto& io) {
-    be.activation_forward(math::Act::Tanh, 0.0f, io.in(0), io.out(0), 33);
+    ops::activation_forward(be, math::Act::Tanh, 0.0f, io.in(0), io.out(0), 33);
     // The derivative taken as if the op were SiLU: close to tanh's near 0, wrong elsewhere.
-    if (io.backward()) be.activation_backward(math::Act::SiLU, 0.0f, io.in(0), io.up(0), io.grad(0), 33);
+    if (io.backward()) ops::activation_backward(be, math::Act::SiLU, 0.0f, io.in(0), io.up(0), io.grad(0), 33);
   });
   EXPECT_NONFATAL_FAILURE(check_gradients(wrong), "harness n=33 dx");
 
@@ -124,7 +126,7 @@ TEST(OpTable, HarnessCatchesUnwrittenWrongAndMisDifferentiatedOutputs) {
   off.device = [&runs](Backend& be, Arena& a) -> std::function<void()> {
     float* y = a.out(5);
     const float value = ++runs == 1 ? 1.0f : 1.001f;
-    return [&be, y, value] { be.fill(y, 5, value); };
+    return [&be, y, value] { ops::fill(be, y, 5, value); };
   };
   EXPECT_NONFATAL_FAILURE(check_parity(off, Device::CPU), "output 0");
 }

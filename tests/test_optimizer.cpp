@@ -8,6 +8,7 @@
 #include <numeric>
 
 #include "backend/backend.hpp"
+#include "elementwise.cuh"
 #include "train/schedule.hpp"
 
 namespace vae {
@@ -78,7 +79,7 @@ TEST(Adam, GuardSkipsNonFiniteSteps) {
       EXPECT_EQ(m, m_ref);
     }
     std::vector<float> sums{10, 20, 30}, step_loss{c.loss, 1, 2};
-    be->accumulate_scaled(step_loss.data(), 3, 2.0f, sums.data());
+    ops::accumulate_scaled(*be, step_loss.data(), 3, 2.0f, sums.data());
     EXPECT_EQ(sums, std::isfinite(c.loss) ? (std::vector<float>{10 + 2 * c.loss, 22, 34}) : (std::vector<float>{10, 20, 30}));
   }
 }

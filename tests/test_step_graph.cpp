@@ -14,6 +14,9 @@
 
 #include "backend/backend.hpp"
 #include "backend/device_array.hpp"
+#include "elementwise.cuh"
+#include "gather_pixels.cuh"
+#include "latent_sample_kl.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "test_util.hpp"
@@ -91,12 +94,12 @@ TEST(StepTable, PerStepValuesReplaceTheByValueOnes) {
   LatentArgs from_table = by_value;
   from_table.step = 12345;  // ignored when per_step is set
   from_table.per_step = &s;
-  be->latent_sample_kl_forward(by_value, h.data(), z1.data(), kl1.data(), kd1.data());
-  be->latent_sample_kl_forward(from_table, h.data(), z2.data(), kl2.data(), kd2.data());
+  ops::latent_sample_kl_forward(*be, by_value, h.data(), z1.data(), kl1.data(), kd1.data());
+  ops::latent_sample_kl_forward(*be, from_table, h.data(), z2.data(), kl2.data(), kd2.data());
   EXPECT_EQ(z1, z2);
   EXPECT_EQ(kl1, kl2);
-  be->latent_sample_kl_backward(by_value, h.data(), dz.data(), s.kl_grad_weight, dh1.data());
-  be->latent_sample_kl_backward(from_table, h.data(), dz.data(), -1.0f, dh2.data());
+  ops::latent_sample_kl_backward(*be, by_value, h.data(), dz.data(), s.kl_grad_weight, dh1.data());
+  ops::latent_sample_kl_backward(*be, from_table, h.data(), dz.data(), -1.0f, dh2.data());
   EXPECT_EQ(dh1, dh2);
 
   float out1[3], out2[3];
@@ -108,9 +111,9 @@ TEST(StepTable, PerStepValuesReplaceTheByValueOnes) {
   for (size_t i = 0; i < images.size(); ++i) images[i] = static_cast<uint8_t>(i * 37 % 256);
   const std::vector<int32_t> perm = {19, 4, 7, 0, 11, 3, 8, 15, 2, 1};
   std::vector<float> x1(size_t(rows) * d), x2(x1.size());
-  be->gather_pixels(images.data(), perm.data() + s.row0, rows, d, true, 5, kStreamBinarize, s.philox_step, nullptr,
+  ops::gather_pixels(*be, images.data(), perm.data() + s.row0, rows, d, true, 5, kStreamBinarize, s.philox_step, nullptr,
                     x1.data());
-  be->gather_pixels(images.data(), perm.data(), rows, d, true, 5, kStreamBinarize, 0, &s, x2.data());
+  ops::gather_pixels(*be, images.data(), perm.data(), rows, d, true, 5, kStreamBinarize, 0, &s, x2.data());
   EXPECT_EQ(x1, x2);
 
   const auto g = test::random_vector<float>(33, 3);
@@ -151,7 +154,7 @@ void expect_recording_refuses_host_work(Device device) {
     SCOPED_TRACE(what);
     try {
       std::unique_ptr<RecordedWork> recorded = be->capture([&] {
-        be->fill(t.data(), 4, 2.0f);  // device work is what a recording is for
+        ops::fill(*be, t.data(), 4, 2.0f);  // device work is what a recording is for
         work();
       });
       recorded->replay();
@@ -165,7 +168,7 @@ void expect_recording_refuses_host_work(Device device) {
   }
   // Outside a recording the same calls are fine, and a clean recording replays.
   Tensor fresh({8}, device);
-  auto recorded = be->capture([&] { be->fill(t.data(), 4, 3.0f); });
+  auto recorded = be->capture([&] { ops::fill(*be, t.data(), 4, 3.0f); });
   recorded->replay();
   be->synchronize();
   EXPECT_EQ(t.to_host(), std::vector<float>(4, 3.0f));
@@ -235,7 +238,7 @@ std::vector<float> reference_run(const TrainConfig& c) {
       const int rows = static_cast<int>(std::min<int64_t>(c.batch, n - first));
       const int64_t global = (epoch - 1) * steps_per_epoch + s;
       const float beta = static_cast<float>(kl_weight(c, global, steps_per_epoch));
-      m.backend->gather_pixels(pixels.data(), perm.data() + first, rows, d, true, c.seed, kStreamBinarize,
+      ops::gather_pixels(*m.backend, pixels.data(), perm.data() + first, rows, d, true, c.seed, kStreamBinarize,
                                static_cast<uint64_t>(step), nullptr, x.data());
       m.forward_backward(x.data(), rows, beta, c.seed, static_cast<uint64_t>(step));
       ++step;

@@ -8,36 +8,11 @@
 #include <functional>
 #include <memory>
 
+#include "step_scalars.cuh"
 #include "vae/tensor.hpp"
 #include "vae_math.cuh"
 
 namespace vae {
-
-// The values of one training step that change from step to step. The trainer writes a table of
-// them per epoch into the backend's memory, and select_step copies the current entry into a fixed
-// record that the step's operations read when they run (not when they are queued). That is what
-// lets one captured CUDA graph replay every step of a run: no kernel argument changes.
-struct StepScalars {
-  uint64_t philox_step = 0;       // counter word of this step's binarization and latent noise
-  int64_t row0 = 0;               // first position of the batch in the epoch's permutation
-  float beta = 1.0f;              // KL weight in the loss
-  float kl_grad_weight = 0.0f;    // beta / rows: the KL term's weight in the gradient
-  float capacity = 0.0f;          // the capacity objective's C at this step (nats)
-  math::AdamCoefficients adam{};  // learning rate and bias corrections of this step (grad_scale unused)
-};
-
-// Where the reparameterisation noise for a batch comes from: element (r, c) uses Philox counter
-// (c/4, row0 + r, step, kStreamLatent) under seed. eps_scale 0 gives z = mu (posterior mean).
-struct LatentArgs {
-  int rows = 0;
-  int latent = 0;
-  uint64_t seed = 0;
-  uint64_t step = 0;
-  int64_t row0 = 0;
-  float eps_scale = 1.0f;
-  // When set, step (and in the backward pass kl_weight) come from *per_step when the kernel runs.
-  const StepScalars* per_step = nullptr;
-};
 
 // The shape of one 2-D convolution: input [n, c, h, w], weight [k, c, kh, kw], output [n, k, oh, ow]
 // with oh = (h + 2*pad - kh) / stride + 1 (and ow alike), the same stride and zero padding both ways.
@@ -107,6 +82,9 @@ class HostReadback {
   virtual const float* wait() = 0;
 };
 
+// What differs between devices: memory and streams, recording and readback, the GEMMs, the
+// convolutions, the optimizer, the step table and the loss reduction. Every other operation is
+// written once as a functor (kernels/for_each.cuh) and runs on either device through ops::run.
 class Backend {
  public:
   virtual ~Backend() = default;
@@ -163,40 +141,10 @@ class Backend {
                                   Workspace ws) = 0;
   virtual void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
                                     Workspace ws) = 0;
-  // Per-channel bias of an NCHW tensor [n, c, hw]: y[n,c,:] += b[c]; db[c] = sum over n and hw of dy[n,c,:]
-  // (n in order, each image's hw in order: the same order on every backend and thread count).
-  virtual void channel_bias_add(const float* b, float* y, int n, int c, int hw) = 0;
-  virtual void channel_bias_grad(const float* dy, float* db, int n, int c, int hw) = 0;
-
-  virtual void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) = 0;
-  // dx = dy * act'(x)
-  virtual void activation_backward(math::Act act, float slope, const float* x, const float* dy,
-                                   float* dx, int64_t n) = 0;
-
-  // h[rows, 2L] = [mu | raw logvar]; logvar = soft_clamp(raw). z = mu + eps_scale*exp(lv/2)*eps,
-  // kl_sample[rows] = sum_u KL_u, kl_dim[L] = sum over rows of KL_u.
-  virtual void latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample,
-                                        float* kl_dim) = 0;
-  // dh from dz and the KL gradient scaled by kl_weight (beta / batch); recomputes eps.
-  virtual void latent_sample_kl_backward(const LatentArgs& a, const float* h, const float* dz,
-                                         float kl_weight, float* dh) = 0;
-
-  // nll[rows] = sum_d -log p(x|logits); dlogits = grad_scale * d nll / d logits (skipped when null).
-  virtual void bernoulli_nll(const float* logits, const float* x, float* nll, float* dlogits, int rows,
-                             int d, float grad_scale) = 0;
-  // Gaussian with per-pixel raw log-sigma (soft-clamped; null = fixed_log_sigma for every pixel).
-  // dlog_sigma[d] (sum over rows, scaled) is written when both it and log_sigma_raw are non-null.
-  virtual void gaussian_nll(const float* mean, const float* x, const float* log_sigma_raw,
-                            float fixed_log_sigma, float* nll, float* dmean, float* dlog_sigma, int rows,
-                            int d, float grad_scale) = 0;
-
   // out[0] = mean(nll + beta*kl), out[1] = mean(nll), out[2] = mean(kl); a fixed summation order.
   // beta comes from per_step when that is set.
   virtual void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
                            float* out) = 0;
-  // dst[i] += scale * src[i]: epoch sums of the loss parts stay on the device between reads. Adds
-  // nothing when any src[i] is not finite: a skipped step's loss stays out of the sums.
-  virtual void accumulate_scaled(const float* src, int n, float scale, float* dst) = 0;
 
   // Global-norm clipping (when a.clip_norm > 0) and one Adam/AdamW step over a flat buffer.
   // Writes the pre-clipping gradient norm to grad_norm_out. When per_step is set, the learning rate
@@ -205,30 +153,6 @@ class Backend {
   virtual void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
                          const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) = 0;
 
-  // x[r, :] = images[index[r], :] / 255, or Bernoulli draws of it when binarize. The draw for pixel c
-  // of image i uses Philox counter (c/4, i, step, stream): it depends on the image, not on where the
-  // image sits in the batch, so a repeated index gets the same binary image. When per_step is set,
-  // the rows are index[per_step->row0 ...] and step is per_step->philox_step.
-  virtual void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize,
-                             uint64_t seed, uint32_t stream, uint64_t step, const StepScalars* per_step,
-                             float* x) = 0;
-
-  // For each data row b and sample j (row b*k + j): z = mu + sigma*eps with eps from Philox
-  // (c/4, row0 + b, sample0 + j, kStreamImportance), and log p(z) - log q(z|x) per row.
-  virtual void latent_importance_sample(const float* h, float* z, float* log_pz_minus_qz, int rows, int k,
-                                        int latent, uint64_t seed, int64_t row0, int64_t sample0) = 0;
-  // Streaming log-sum-exp over j of the log weights log_pz_minus_qz[b*k+j] - nll[b*k+j] into
-  // (running_max[b], running_sum[b]): afterwards log sum_j w = max + log(sum).
-  virtual void logsumexp_accumulate(const float* log_pz_minus_qz, const float* nll, int rows, int k,
-                                    float* running_max, float* running_sum) = 0;
-
-  // y = sigmoid(x) and y = clamp(x, 0, 1); both may run in place (x == y).
-  virtual void sigmoid(const float* x, float* y, int64_t n) = 0;
-  virtual void clamp01(const float* x, float* y, int64_t n) = 0;
-  // z[rows, cols] = scale * N(0, 1) from Philox (c/4, r, step, stream).
-  virtual void normal_fill(float* z, int rows, int cols, float scale, uint64_t seed, uint32_t stream,
-                           uint64_t step) = 0;
-  virtual void fill(float* x, int64_t n, float value) = 0;
 
  protected:
   // synchronize's backend part.

@@ -12,6 +12,7 @@
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
 #include "condition.cuh"
+#include "gather_pixels.cuh"
 #include "graph/layers.hpp"
 #include "philox.cuh"
 #include "softmax_xent.cuh"
@@ -135,7 +136,7 @@ std::vector<double> Classifier::train(const Dataset& data, int epochs, float lr,
     for (int64_t first = 0; first < n; first += batch) {
       const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
       const int32_t* idx = perm.data() + first;
-      be.gather_pixels(pixels.data(), idx, rows, d, false, 0, kStreamBinarize, 0, nullptr, x.data());
+      ops::gather_pixels(be, pixels.data(), idx, rows, d, false, 0, kStreamBinarize, 0, nullptr, x.data());
       ops::gather_labels(be, labels.data(), idx, rows, nullptr, y.data());
       const float* logits = m.forward(x.data(), rows);
       ops::softmax_xent(be, logits, static_cast<const float*>(y.data()), rows, C, loss.data(), static_cast<float*>(nullptr),

@@ -6,6 +6,7 @@
 
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
+#include "gather_pixels.cuh"
 #include "gaussian_posterior.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
@@ -309,7 +310,7 @@ LatentCodes encode_images(Model& model, const ImageSet& set, int64_t limit, int 
   const DeviceArray<int32_t> index = DeviceArray<int32_t>::mirror(order, m.device);
   const std::vector<int32_t> labels = m.config.conditional ? c.labels : std::vector<int32_t>{};
   const LatentTensors t = encode_batches(model, n, labels, batch, [&](int64_t first, int rows, Tensor& x) -> const float* {
-    m.backend->gather_pixels(pixels.data(), index.data() + first, rows, d, false, 0, kStreamTestBinarize, 0, nullptr, x.data());
+    ops::gather_pixels(*m.backend, pixels.data(), index.data() + first, rows, d, false, 0, kStreamTestBinarize, 0, nullptr, x.data());
     return x.data();
   });
   c.mu = t.mu.to_host();

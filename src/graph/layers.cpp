@@ -3,6 +3,8 @@
 #include <algorithm>
 #include <cmath>
 
+#include "activation.cuh"
+#include "channel_bias.cuh"
 #include "philox.cuh"
 #include "vae/error.hpp"
 
@@ -93,11 +95,11 @@ ActivationLayer::ActivationLayer(Activation act, float slope, Shape shape)
     : Module(shape, shape), act_(to_math(act)), slope_(slope) {}
 
 void ActivationLayer::forward(Backend& be, const float* x, float* y, int rows, Workspace /*ws*/) {
-  be.activation_forward(act_, slope_, x, y, rows * in_features());
+  ops::activation_forward(be, act_, slope_, x, y, rows * in_features());
 }
 
 void ActivationLayer::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace /*ws*/) {
-  if (dx) be.activation_backward(act_, slope_, x, dy, dx, rows * in_features());
+  if (dx) ops::activation_backward(be, act_, slope_, x, dy, dx, rows * in_features());
 }
 
 namespace {
@@ -229,14 +231,14 @@ size_t ConvTranspose2d::workspace_bytes(Backend& be, int rows) const {
 void ConvTranspose2d::forward(Backend& be, const float* x, float* y, int rows, Workspace ws) {
   const ConvGeometry g = adjoint_geometry(rows);
   be.conv_backward_data(g, x, w_, y, ws);
-  be.channel_bias_add(b_, y, rows, out_c_, g.h * g.w);
+  ops::channel_bias_add(be, b_, y, rows, out_c_, g.h * g.w);
 }
 
 void ConvTranspose2d::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) {
   const ConvGeometry g = adjoint_geometry(rows);
   // The adjoint conv reads dy (shaped like its input) and x (shaped like its output).
   be.conv_backward_filter(g, dy, x, dw_, nullptr, ws);
-  be.channel_bias_grad(dy, db_, rows, out_c_, g.h * g.w);
+  ops::channel_bias_grad(be, dy, db_, rows, out_c_, g.h * g.w);
   if (dx) be.conv_forward(g, dy, w_, nullptr, dx, ws);
 }
 
@@ -365,7 +367,7 @@ void Sequential::backward(Backend& be, const float* x, const float* dy, float* d
       // The ReLU of a fused pair: unless done above, take the gradient through it using its output.
       if (!pre_done) {
         const float* a = outputs_[i].data();
-        be.activation_backward(math::Act::ReLU, 0.0f, a, upstream, out, rows * modules_[i]->out_features());
+        ops::activation_backward(be, math::Act::ReLU, 0.0f, a, upstream, out, rows * modules_[i]->out_features());
         upstream = out;
       }
       continue;  // pre_done carries to the pair's linear layer: its bias gradient may be written already

@@ -1,7 +1,10 @@
 #include "latent/latent_block.hpp"
 
+#include "elementwise.cuh"
 #include "gaussian_kl.cuh"
 #include "gaussian_posterior.cuh"
+#include "importance_sample.cuh"
+#include "latent_sample_kl.cuh"
 #include "philox.cuh"
 #include "rows.cuh"
 #include "vae/error.hpp"
@@ -72,7 +75,7 @@ void LatentBlock::initialize_from(Backend& be, const float* h, int rows, uint64_
   if (has_posterior_flow()) {
     ops::gaussian_posterior_sample(be, h, rows, 1, latent_, noise_of(a), 1.0f, z0_.data(), static_cast<float*>(nullptr));
     flow_.initialize_from(be, z0_.data(), rows);
-    be.fill(logdet_.data(), rows, 0.0f);
+    ops::fill(be, logdet_.data(), rows, 0.0f);
     ops::copy_values(be, flow_.forward(be, z0_.data(), rows, logdet_.data()), int64_t(rows) * latent_, z);
   } else {
     ops::gaussian_posterior_sample(be, h, rows, 1, latent_, noise_of(a), 1.0f, z, static_cast<float*>(nullptr));
@@ -94,7 +97,7 @@ void LatentBlock::sample_through_flow(Backend& be, const LatentArgs& a, int k, u
                                     std::to_string(capacity_) + " (a bug in vae: prepare must run first)");
   // log q(z|x) = log q0(z0|x) - log |det df/dz0|.
   ops::gaussian_posterior_sample(be, h, a.rows, k, latent_, n, log_q_sign, z0_.data(), out);
-  be.fill(logdet_.data(), rows, 0.0f);
+  ops::fill(be, logdet_.data(), rows, 0.0f);
   const float* zf = flow_.forward(be, z0_.data(), static_cast<int>(rows), logdet_.data());
   ops::copy_values(be, zf, rows * latent_, z);
   ops::add_scaled(be, static_cast<const float*>(logdet_.data()), rows, -log_q_sign, out);
@@ -107,7 +110,7 @@ void LatentBlock::forward(Backend& be, const LatentArgs& a, const float* h, floa
     return;
   }
   if (fused_) {
-    be.latent_sample_kl_forward(a, h, z, kl, kl_dim);
+    ops::latent_sample_kl_forward(be, a, h, z, kl, kl_dim);
     return;
   }
   // kl = log q(z|x), then minus log p(z).
@@ -125,7 +128,7 @@ void LatentBlock::backward(Backend& be, const LatentArgs& a, const float* h, con
     return;
   }
   if (fused_) {
-    be.latent_sample_kl_backward(a, h, dz, kl_weight, dh);
+    ops::latent_sample_kl_backward(be, a, h, dz, kl_weight, dh);
     return;
   }
   const ops::GradWeight<float> w{kl_weight, a.per_step};
@@ -158,7 +161,7 @@ void LatentBlock::backward_k(Backend& be, const LatentArgs& a, const float* h, c
 void LatentBlock::importance_sample(Backend& be, const float* h, int rows, int k, uint64_t seed, int64_t row0,
                                     int64_t sample0, float* z, float* log_pz_minus_qz) {
   if (fused_) {
-    be.latent_importance_sample(h, z, log_pz_minus_qz, rows, k, latent_, seed, row0, sample0);
+    ops::latent_importance_sample(be, h, z, log_pz_minus_qz, rows, k, latent_, seed, row0, sample0);
     return;
   }
   LatentArgs a;

@@ -4,6 +4,7 @@
 
 #include <cmath>
 
+#include "elementwise.cuh"
 #include "mog_prior.cuh"
 #include "philox.cuh"
 #include "rows.cuh"
@@ -26,7 +27,7 @@ class StandardNormalPrior final : public Prior {
   }
   // The draws `vae sample` has always made: N(0, T^2 I) from kStreamPrior.
   void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
-    be.normal_fill(z, n, latent(), temperature, seed, kStreamPrior, 0);
+    ops::normal_fill(be, z, n, latent(), temperature, seed, kStreamPrior, 0);
   }
 };
 
@@ -160,7 +161,7 @@ class VampPrior final : public Prior {
   }
   uint64_t generation() const override { return generation_; }
 
-  void write_pseudo_inputs(Backend& be, float* x) const override { be.clamp01(params_ + raw_, x, int64_t(k_) * pixels()); }
+  void write_pseudo_inputs(Backend& be, float* x) const override { ops::clamp01(be, params_ + raw_, x, int64_t(k_) * pixels()); }
   void bind_encoding(const float* h, float* dh) override {
     h_u_ = h;
     dh_u_ = dh;
@@ -236,7 +237,7 @@ class FlowPrior final : public Prior {
 
   void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) override {
     check_capacity(rows);
-    be.fill(logdet_.data(), rows, 0.0f);
+    ops::fill(be, logdet_.data(), rows, 0.0f);
     eps_ = flow_.forward(be, z, rows, logdet_.data());
     ops::standard_normal_log_prob(be, eps_, rows, latent(), sign, out);
     ops::add_scaled(be, static_cast<const float*>(logdet_.data()), rows, sign, out);
@@ -247,20 +248,20 @@ class FlowPrior final : public Prior {
   void backward(Backend& be, const float* /*z*/, int rows, const ops::PriorGradWeights<float>& w, float* dz) override {
     check_capacity(rows);
     const int64_t n = int64_t(rows) * latent();
-    be.fill(de_.data(), n, 0.0f);
+    ops::fill(be, de_.data(), n, 0.0f);
     ops::standard_normal_grad_z(be, eps_, rows, latent(), w.params, de_.data());
     if (w.z.same_as(w.params)) {
       ops::add_scaled(be, flow_.backward(be, de_.data(), rows, w.params.negated(), true), n, 1.0f, dz);
       return;
     }
     flow_.backward(be, de_.data(), rows, w.params.negated(), true);
-    be.fill(de2_.data(), n, 0.0f);
+    ops::fill(be, de2_.data(), n, 0.0f);
     ops::standard_normal_grad_z(be, eps_, rows, latent(), w.z, de2_.data());
     ops::add_scaled(be, flow_.backward(be, de2_.data(), rows, w.z.negated(), false), n, 1.0f, dz);
   }
   void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
     prepare(n, be.device());
-    be.normal_fill(de_.data(), n, latent(), temperature, seed, kStreamPrior, 0);
+    ops::normal_fill(be, de_.data(), n, latent(), temperature, seed, kStreamPrior, 0);
     flow_.inverse(be, de_.data(), n, z);
   }
 

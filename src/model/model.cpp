@@ -1,9 +1,12 @@
 #include <cmath>
 
-#include "model/model_impl.hpp"
+#include "bernoulli_nll.cuh"
 #include "condition.cuh"
 #include "elbo_objective.cuh"
+#include "elementwise.cuh"
+#include "gaussian_nll.cuh"
 #include "iwae_objective.cuh"
+#include "model/model_impl.hpp"
 #include "model/networks.hpp"
 #include "rows.cuh"
 #include "vae/error.hpp"
@@ -198,10 +201,10 @@ void ModelImpl::encode_pseudo_inputs() {
 void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale) {
   const int d = input_dim();
   if (config.likelihood == Likelihood::Bernoulli) {
-    backend->bernoulli_nll(out, x, nll_rows, dout, rows, d, grad_scale);
+    ops::bernoulli_nll(*backend, out, x, nll_rows, dout, rows, d, grad_scale);
   } else {
     const bool learned = log_sigma_offset >= 0;
-    backend->gaussian_nll(out, x, learned ? params.data() + log_sigma_offset : nullptr,
+    ops::gaussian_nll(*backend, out, x, learned ? params.data() + log_sigma_offset : nullptr,
                           std::log(config.gaussian_sigma), nll_rows, dout,
                           learned && dout ? grads.data() + log_sigma_offset : nullptr, rows, d, grad_scale);
   }
@@ -288,8 +291,8 @@ const float* ModelImpl::forward_eval(const float* x_image, int rows, uint64_t se
 }
 
 void ModelImpl::to_image(float* out, int64_t n) {
-  if (config.likelihood == Likelihood::Bernoulli) backend->sigmoid(out, out, n);
-  else backend->clamp01(out, out, n);
+  if (config.likelihood == Likelihood::Bernoulli) ops::sigmoid(*backend, out, out, n);
+  else ops::clamp01(*backend, out, out, n);
 }
 
 Model::Model(const ModelConfig& config, Device device) : impl_(std::make_unique<ModelImpl>(config, device)) {}

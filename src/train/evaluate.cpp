@@ -8,6 +8,8 @@
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
 #include "condition.cuh"
+#include "gather_pixels.cuh"
+#include "importance_sample.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
@@ -115,7 +117,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   const std::vector<int32_t> all_host = image_indices(0, static_cast<int>(n), 1);
   const DeviceArray<int32_t> all = DeviceArray<int32_t>::mirror(all_host, m.device);
   auto gather = [&](const int32_t* idx, int count, float* out) {
-    m.backend->gather_pixels(pixels.data(), idx, count, d, binarize, kTestBinarizeSeed, kStreamTestBinarize, 0, nullptr, out);
+    ops::gather_pixels(*m.backend, pixels.data(), idx, count, d, binarize, kTestBinarizeSeed, kStreamTestBinarize, 0, nullptr, out);
   };
   // A conditional model is evaluated on p(x | y): the test labels are gathered beside the pixels.
   const bool conditional = m.config.conditional;
@@ -199,7 +201,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
         m.latent_block.importance_sample(*m.backend, h, rows, kk, kEvalNoiseSeed, first, s0, z_iw.data(), lpq.data());
         const float* out = m.decode_forward(z_iw.data(), yp, rows * kk, kk);
         m.likelihood(out, x_rep.data(), nll_iw.data(), nullptr, rows * kk, 1.0f);
-        m.backend->logsumexp_accumulate(lpq.data(), nll_iw.data(), rows, kk, run_max.data(), run_sum.data());
+        ops::logsumexp_accumulate(*m.backend, lpq.data(), nll_iw.data(), rows, kk, run_max.data(), run_sum.data());
       }
       const std::vector<float> mx = run_max.view(0, {rows}).to_host(), sm = run_sum.view(0, {rows}).to_host();
       for (int r = 0; r < rows; ++r)
@@ -296,7 +298,7 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
   const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);  // only the n images shown
-  m.backend->gather_pixels(pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
+  ops::gather_pixels(*m.backend, pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
   // The posterior mean (through any posterior flow: encode_images' code); a conditional model
   // encodes and decodes each image with its own label.
   const LatentCodes codes = encode_images(model, test, n);

@@ -11,6 +11,8 @@
 #include "backend/device_array.hpp"
 #include "condition.cuh"
 #include "distributed/device_collectives.hpp"
+#include "elementwise.cuh"
+#include "gather_pixels.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "rows.cuh"
@@ -247,7 +249,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     std::vector<int32_t> first_images(static_cast<size_t>(batch));
     for (int i = 0; i < batch; ++i) first_images[static_cast<size_t>(i)] = i;
     const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(first_images, m.device);
-    be.gather_pixels(pixels.data(), idx.data(), batch, d, binarize, config_.seed, kStreamBinarize, 0, nullptr, x.data());
+    ops::gather_pixels(be, pixels.data(), idx.data(), batch, d, binarize, config_.seed, kStreamBinarize, 0, nullptr, x.data());
     if (conditional) ops::gather_labels(be, labels.data(), idx.data(), batch, nullptr, yp);
     m.initialize_from_data(x.data(), batch, config_.seed, yp);
   }
@@ -266,13 +268,13 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     const auto [first_row, rows] = shard(global_rows);
     be.select_step(table.data(), steps_per_epoch, cursor.data(), current.data());
     if (rows > 0) {
-      be.gather_pixels(pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
+      ops::gather_pixels(be, pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
                        x.data());
       if (conditional) ops::gather_labels(be, labels.data(), static_cast<const int32_t*>(perm.data()), rows, current.data(), yp);
       m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data(), yp, first_row);
     } else {  // a short last batch with fewer rows than ranks: this rank adds nothing
-      be.fill(m.grads.data(), m.grads.numel(), 0.0f);
-      be.fill(m.loss.data(), 3, 0.0f);
+      ops::fill(be, m.grads.data(), m.grads.numel(), 0.0f);
+      ops::fill(be, m.loss.data(), 3, 0.0f);
     }
     if (collectives) {
       if (rows != global_rows) {
@@ -287,7 +289,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     const StepGuard guard{m.loss.data(), loss_sums.data() + 3};
     be.adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(), adam_constants,
                  current.data(), grad_norm_.data(), guard);
-    be.accumulate_scaled(m.loss.data(), 3, static_cast<float>(global_rows), loss_sums.data());
+    ops::accumulate_scaled(be, m.loss.data(), 3, static_cast<float>(global_rows), loss_sums.data());
   };
   // Recorded steps, one per batch size (the last batch of an epoch may be short). A size runs
   // uncaptured the first time, so that cuBLASLt chooses its algorithms outside the capture, and is

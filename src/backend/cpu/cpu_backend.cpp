@@ -63,13 +63,6 @@ class CpuBackend final : public Backend {
                                   float* dpre, float* dbias, int rows, int in, int out) override {
     cpu::linear_relu_input_backward(w, dy, a, dpre, dbias, rows, in, out);
   }
-  void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) override {
-    cpu::activation_forward(act, slope, x, y, n);
-  }
-  void activation_backward(math::Act act, float slope, const float* x, const float* dy, float* dx,
-                           int64_t n) override {
-    cpu::activation_backward(act, slope, x, dy, dx, n);
-  }
   size_t conv_workspace_bytes(const ConvGeometry& g) override {
     g.check("conv");
     const int64_t rows = static_cast<int64_t>(g.n) * g.oh() * g.ow();
@@ -89,28 +82,6 @@ class CpuBackend final : public Backend {
                             Workspace ws) override {
     cpu::conv_backward_filter(g, x, dy, dw, db, columns(g, ws, "conv_backward_filter"));
   }
-  void channel_bias_add(const float* b, float* y, int n, int c, int hw) override { cpu::channel_bias_add(b, y, n, c, hw); }
-  void channel_bias_grad(const float* dy, float* db, int n, int c, int hw) override {
-    cpu::channel_bias_grad(dy, db, n, c, hw);
-  }
-  void latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample,
-                                float* kl_dim) override {
-    cpu::latent_sample_kl_forward(a.rows, a.latent, a.seed, a.per_step ? a.per_step->philox_step : a.step, a.row0,
-                                  a.eps_scale, h, z, kl_sample, kl_dim);
-  }
-  void latent_sample_kl_backward(const LatentArgs& a, const float* h, const float* dz, float kl_weight,
-                                 float* dh) override {
-    cpu::latent_sample_kl_backward(a.rows, a.latent, a.seed, a.per_step ? a.per_step->philox_step : a.step, a.row0,
-                                   a.eps_scale, h, dz, a.per_step ? a.per_step->kl_grad_weight : kl_weight, dh);
-  }
-  void bernoulli_nll(const float* logits, const float* x, float* nll, float* dlogits, int rows, int d,
-                     float grad_scale) override {
-    cpu::bernoulli_nll(logits, x, nll, dlogits, rows, d, grad_scale);
-  }
-  void gaussian_nll(const float* mean, const float* x, const float* log_sigma_raw, float fixed_log_sigma,
-                    float* nll, float* dmean, float* dlog_sigma, int rows, int d, float grad_scale) override {
-    cpu::gaussian_nll(mean, x, log_sigma_raw, fixed_log_sigma, nll, dmean, dlog_sigma, rows, d, grad_scale);
-  }
   void select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current) override {
     if (*cursor < 0 || *cursor >= count)
       throw Error("select_step: step " + std::to_string(*cursor) + " is outside the table of " + std::to_string(count));
@@ -129,11 +100,6 @@ class CpuBackend final : public Backend {
     out[1] = static_cast<float>(sn / rows);
     out[2] = static_cast<float>(sk / rows);
   }
-  void accumulate_scaled(const float* src, int n, float scale, float* dst) override {
-    for (int i = 0; i < n; ++i)
-      if (!std::isfinite(src[i])) return;
-    for (int i = 0; i < n; ++i) dst[i] += scale * src[i];
-  }
   void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
                  const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) override {
     const double norm = std::sqrt(sum_of_squares(g, n));
@@ -148,49 +114,6 @@ class CpuBackend final : public Backend {
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) math::adam_update(p[i], g[i], m[i], v[i], c);
   }
-  void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize,
-                     uint64_t seed, uint32_t stream, uint64_t step, const StepScalars* per_step, float* x) override {
-    if (per_step) {
-      index += per_step->row0;
-      step = per_step->philox_step;
-    }
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; ++r) {
-      const uint8_t* src = images + static_cast<int64_t>(index[r]) * d;
-      float* dst = x + static_cast<int64_t>(r) * d;
-      for (int c = 0; c < d; c += 4) {
-        const Philox4 bits = binarize ? philox_block(seed, stream, static_cast<uint64_t>(index[r]), step, c >> 2) : Philox4{};
-        for (int lane = 0; lane < 4 && c + lane < d; ++lane) {
-          const float p = src[c + lane] / 255.0f;  // as torchvision ToTensor: a division, not * (1/255)
-          dst[c + lane] = binarize ? (philox_uniform(bits.v[lane]) < p ? 1.0f : 0.0f) : p;
-        }
-      }
-    }
-  }
-  void latent_importance_sample(const float* h, float* z, float* log_pz_minus_qz, int rows, int k, int latent,
-                                uint64_t seed, int64_t row0, int64_t sample0) override {
-    cpu::latent_importance_sample(h, z, log_pz_minus_qz, rows, k, latent, seed, row0, sample0);
-  }
-  void logsumexp_accumulate(const float* log_pz_minus_qz, const float* nll, int rows, int k, float* running_max,
-                            float* running_sum) override {
-    cpu::logsumexp_accumulate(log_pz_minus_qz, nll, rows, k, running_max, running_sum);
-  }
-  void sigmoid(const float* x, float* y, int64_t n) override {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) y[i] = math::sigmoid(x[i]);
-  }
-  void clamp01(const float* x, float* y, int64_t n) override {
-#pragma omp parallel for schedule(static)
-    for (int64_t i = 0; i < n; ++i) y[i] = std::clamp(x[i], 0.0f, 1.0f);
-  }
-  void normal_fill(float* z, int rows, int cols, float scale, uint64_t seed, uint32_t stream,
-                   uint64_t step) override {
-#pragma omp parallel for schedule(static)
-    for (int r = 0; r < rows; ++r)
-      cpu::for_each_eps(seed, stream, r, step, cols,
-                        [&](int c, float eps) { z[static_cast<int64_t>(r) * cols + c] = scale * eps; });
-  }
-  void fill(float* x, int64_t n, float value) override { std::fill(x, x + n, value); }
 };
 
 }  // namespace

@@ -19,6 +19,7 @@
 
 #include "backend/backend.hpp"
 #include "backend/cpu/cpu_ops.hpp"
+#include "channel_bias.cuh"
 
 namespace vae::cpu {
 
@@ -166,29 +167,6 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx, T
 }
 
 // db[c] = sum over images, then over each image's hw in order, of dy[b, c, :].
-template <class T>
-void channel_bias_grad(const T* dy, T* db, int n, int c, int hw) {
-#pragma omp parallel for schedule(static)
-  for (int ch = 0; ch < c; ++ch) {
-    T sum = 0;
-    for (int b = 0; b < n; ++b) {
-      const T* plane = dy + (static_cast<int64_t>(b) * c + ch) * hw;
-      for (int p = 0; p < hw; ++p) sum += plane[p];
-    }
-    db[ch] = sum;
-  }
-}
-
-template <class T>
-void channel_bias_add(const T* bias, T* y, int n, int c, int hw) {
-#pragma omp parallel for schedule(static)
-  for (int64_t plane = 0; plane < static_cast<int64_t>(n) * c; ++plane) {
-    T* p = y + plane * hw;
-    const T add = bias[plane % c];
-    for (int i = 0; i < hw; ++i) p[i] += add;
-  }
-}
-
 // dW sums the chunks in order (the first GEMM overwrites, the rest add).
 template <class T>
 void conv_backward_filter(const ConvGeometry& g, const T* x, const T* dy, T* dw, T* db, T* workspace) {
@@ -200,7 +178,7 @@ void conv_backward_filter(const ConvGeometry& g, const T* x, const T* dy, T* dw,
     nchw_to_channel_major(dy + b0 * out_image, yk, c.n, g.k, positions);
     gemm<T>(false, true, g.k, ckk, np, T(1), yk, np, columns, np, b0 == 0 ? T(0) : T(1), dw, ckk);
   });
-  if (db) channel_bias_grad(dy, db, g.n, g.k, positions);
+  if (db) ops::cpu_for_rows(ops::ChannelBiasGrad<T>{dy, db, g.k, positions, int64_t(g.n) * positions}, g.k);
 }
 
 }  // namespace vae::cpu

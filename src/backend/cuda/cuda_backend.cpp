@@ -14,6 +14,7 @@
 #include "backend/cuda/launchers.hpp"
 #include "backend/cuda/lt_matmul.hpp"
 #include "backend/recording_guard.hpp"
+#include "channel_bias.cuh"
 
 namespace vae {
 namespace {
@@ -202,7 +203,7 @@ class CudaBackend final : public Backend {
   void conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
                     Workspace ws) override {
     conv_->forward(g, options_.tf32, x, w, y, ws);
-    if (b) cuda::launch_channel_bias_add(b, y, g.n, g.k, g.oh() * g.ow(), stream_);
+    if (b) ops::channel_bias_add(*this, b, y, g.n, g.k, g.oh() * g.ow());
   }
   void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx, Workspace ws) override {
     conv_->backward_data(g, options_.tf32, dy, w, dx, ws);
@@ -210,65 +211,16 @@ class CudaBackend final : public Backend {
   void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
                             Workspace ws) override {
     conv_->backward_filter(g, options_.tf32, x, dy, dw, ws);
-    if (db) cuda::launch_channel_bias_grad(dy, db, g.n, g.k, g.oh() * g.ow(), stream_);
-  }
-  void channel_bias_add(const float* b, float* y, int n, int c, int hw) override {
-    cuda::launch_channel_bias_add(b, y, n, c, hw, stream_);
-  }
-  void channel_bias_grad(const float* dy, float* db, int n, int c, int hw) override {
-    cuda::launch_channel_bias_grad(dy, db, n, c, hw, stream_);
-  }
-
-  void activation_forward(math::Act act, float slope, const float* x, float* y, int64_t n) override {
-    cuda::launch_activation_forward(act, slope, x, y, n, stream_);
-  }
-  void activation_backward(math::Act act, float slope, const float* x, const float* dy, float* dx, int64_t n) override {
-    cuda::launch_activation_backward(act, slope, x, dy, dx, n, stream_);
-  }
-  void latent_sample_kl_forward(const LatentArgs& a, const float* h, float* z, float* kl_sample, float* kl_dim) override {
-    cuda::launch_latent_sample_kl_forward(a, h, z, kl_sample, kl_dim, stream_);
-  }
-  void latent_sample_kl_backward(const LatentArgs& a, const float* h, const float* dz, float kl_weight, float* dh) override {
-    cuda::launch_latent_sample_kl_backward(a, h, dz, kl_weight, dh, stream_);
-  }
-  void bernoulli_nll(const float* logits, const float* x, float* nll, float* dlogits, int rows, int d,
-                     float grad_scale) override {
-    cuda::launch_bernoulli_nll(logits, x, nll, dlogits, rows, d, grad_scale, stream_);
-  }
-  void gaussian_nll(const float* mean, const float* x, const float* log_sigma_raw, float fixed_log_sigma, float* nll,
-                    float* dmean, float* dlog_sigma, int rows, int d, float grad_scale) override {
-    cuda::launch_gaussian_nll(mean, x, log_sigma_raw, fixed_log_sigma, nll, dmean, dlog_sigma, rows, d, grad_scale,
-                              stream_);
+    if (db) ops::channel_bias_grad(*this, dy, db, g.n, g.k, g.oh() * g.ow());
   }
   void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
                    float* out) override {
     cuda::launch_loss_reduce(nll, kl, rows, beta, per_step, out, stream_);
   }
-  void accumulate_scaled(const float* src, int n, float scale, float* dst) override {
-    cuda::launch_accumulate_scaled(src, n, scale, dst, stream_);
-  }
   void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
                  const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) override {
     cuda::launch_adam_step(p, g, m, v, n, a, per_step, adam_, grad_norm_out, guard, stream_);
   }
-  void gather_pixels(const uint8_t* images, const int32_t* index, int rows, int d, bool binarize, uint64_t seed,
-                     uint32_t stream, uint64_t step, const StepScalars* per_step, float* x) override {
-    cuda::launch_gather_pixels(images, index, rows, d, binarize, seed, stream, step, per_step, x, stream_);
-  }
-  void latent_importance_sample(const float* h, float* z, float* log_pz_minus_qz, int rows, int k, int latent,
-                                uint64_t seed, int64_t row0, int64_t sample0) override {
-    cuda::launch_latent_importance_sample(h, z, log_pz_minus_qz, rows, k, latent, seed, row0, sample0, stream_);
-  }
-  void logsumexp_accumulate(const float* log_pz_minus_qz, const float* nll, int rows, int k, float* running_max,
-                            float* running_sum) override {
-    cuda::launch_logsumexp_accumulate(log_pz_minus_qz, nll, rows, k, running_max, running_sum, stream_);
-  }
-  void sigmoid(const float* x, float* y, int64_t n) override { cuda::launch_sigmoid(x, y, n, stream_); }
-  void clamp01(const float* x, float* y, int64_t n) override { cuda::launch_clamp01(x, y, n, stream_); }
-  void normal_fill(float* z, int rows, int cols, float scale, uint64_t seed, uint32_t stream, uint64_t step) override {
-    cuda::launch_normal_fill(z, rows, cols, scale, seed, stream, step, stream_);
-  }
-  void fill(float* x, int64_t n, float value) override { cuda::launch_fill(x, n, value, stream_); }
 
  private:
   void wait_idle() override { VAE_CUDA_CHECK(cudaStreamSynchronize(stream_)); }

@@ -1,7 +1,5 @@
 // The loss and its parts from per-sample terms, kept on the device (no host synchronisation).
 //   loss_reduce:      out = [mean(nll + beta*kl), mean(nll), mean(kl)]     reads 8 bytes per row, writes 12
-//   accumulate_scaled: dst[i] += scale * src[i]   (epoch sums of the loss parts; n is tiny), or
-//                      nothing when any src[i] is not finite (a skipped step stays out of the sums)
 // beta is read from the step's StepScalars record when one is given (a replayed graph's step).
 // One block, double accumulation, fixed-order tree: deterministic. CPU twin: CpuBackend::loss_reduce.
 #include "backend/cuda/cuda_check.hpp"
@@ -29,13 +27,6 @@ __global__ void loss_reduce_kernel(const float* __restrict__ nll, const float* _
   }
 }
 
-__global__ void accumulate_scaled_kernel(const float* __restrict__ src, int n, float scale, float* __restrict__ dst) {
-  const int i = blockIdx.x * blockDim.x + threadIdx.x;
-  for (int j = 0; j < n; ++j)
-    if (!isfinite(src[j])) return;
-  if (i < n) dst[i] += scale * src[i];
-}
-
 }  // namespace
 
 void launch_loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step, float* out,
@@ -45,10 +36,5 @@ void launch_loss_reduce(const float* nll, const float* kl, int rows, float beta,
   VAE_CUDA_CHECK_LAUNCH();
 }
 
-void launch_accumulate_scaled(const float* src, int n, float scale, float* dst, cudaStream_t s) {
-  require(n >= 1 && src && dst, "accumulate_scaled", "empty shape or null pointer");
-  accumulate_scaled_kernel<<<(n + kThreads - 1) / kThreads, kThreads, 0, s>>>(src, n, scale, dst);
-  VAE_CUDA_CHECK_LAUNCH();
-}
 
 }  // namespace vae::cuda

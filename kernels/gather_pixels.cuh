@@ -1,0 +1,51 @@
+// Gather a batch from the device-resident uint8 data set and binarise it on the fly.
+//   x[r, c] = images[index[r], c] / 255, or (u < that) with u = Philox uniform at counter
+//             (c/4, index[r], step, stream): a function of the image, not of its place in the batch,
+//             so a repeated index gets the same binary image.
+// In a training step the batch's place in the permutation (row0) and the step come from the
+// StepScalars record in the backend's memory, read when the op runs (so a CUDA graph can replay it).
+// Bytes: reads d bytes per row (+4 for the index), writes 4d. One item per group of 4 pixels (one
+// Philox block each).
+#pragma once
+
+#include "for_each.cuh"
+#include "philox.cuh"
+
+namespace vae::ops {
+
+struct GatherPixels {
+  const uint8_t* images;
+  const int32_t* index;
+  int d, groups;
+  bool binarize;
+  uint64_t seed, step;
+  uint32_t stream;
+  const StepScalars* per_step;  // or null
+  float* x;
+  VAE_HD void operator()(int64_t i) const {
+    const int64_t r = i / groups;
+    const int c0 = static_cast<int>(i % groups) * 4;
+    const int64_t img = index[(per_step ? per_step->row0 : 0) + r];
+    const uint8_t* src = images + img * d;
+    float* dst = x + r * d;
+    const Philox4 bits = binarize ? philox_block(seed, stream, static_cast<uint64_t>(img),
+                                                 per_step ? per_step->philox_step : step, uint64_t(c0) >> 2)
+                                  : Philox4{};
+    for (int lane = 0; lane < 4 && c0 + lane < d; ++lane) {
+      const float p = src[c0 + lane] / 255.0f;  // as torchvision's ToTensor: a division, not * (1/255)
+      dst[c0 + lane] = binarize ? (philox_uniform(bits.v[lane]) < p ? 1.0f : 0.0f) : p;
+    }
+  }
+};
+
+// x[r, :] = images[index[r], :] / 255, or Bernoulli draws of it when binarize. With per_step, the
+// rows are index[per_step->row0 ...] and the step is per_step->philox_step.
+template <class Be>
+void gather_pixels(Be& be, const uint8_t* images, const int32_t* index, int rows, int d, bool binarize, uint64_t seed,
+                   uint32_t stream, uint64_t step, const StepScalars* per_step, float* x) {
+  check(rows >= 1 && d >= 1 && images && index && x, "gather_pixels", "empty shape or null pointer");
+  const int groups = (d + 3) / 4;
+  run(be, GatherPixels{images, index, d, groups, binarize, seed, step, stream, per_step, x}, int64_t(rows) * groups);
+}
+
+}  // namespace vae::ops
