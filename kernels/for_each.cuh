@@ -4,7 +4,7 @@
 // finite-difference checks. The same functor runs in an OpenMP loop on the CPU and in a
 // grid-stride kernel on CUDA; ops::run picks the loop for the backend. A new op therefore touches
 //   kernels/<op>.cuh  its math, functors and entry points (argument checks, then ops::run),
-//   kernels/<op>.cu   one VAE_INSTANTIATE_FOR_EACH line per functor (the CUDA kernels),
+//   kernels/<op>.cu   one VAE_INSTANTIATE_FOR_EACH (or _FOR_ROWS) line per functor (the CUDA kernels),
 //   tests/op_table.cpp its rows (finite differences, CUDA parity, benchmark),
 // and nothing in Backend.
 //
