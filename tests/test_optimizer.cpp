@@ -10,6 +10,7 @@
 #include "backend/backend.hpp"
 #include "elementwise.cuh"
 #include "train/schedule.hpp"
+#include "vae/data.hpp"
 
 namespace vae {
 namespace {

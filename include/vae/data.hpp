@@ -80,4 +80,23 @@ struct DataOptions {
 // A missing path names the Debian package that installs Fashion-MNIST.
 Dataset load_dataset(const std::string& path, const DataOptions& options = {});
 
+// A uniformly random permutation of 0..n-1 (Fisher-Yates driven by Philox), a function of (seed,
+// epoch): the order of each training epoch, and (epoch 0 of a fixed seed) the held-out test split.
+std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch);
+
+// The files the tools exchange. Writes images [n, channels*height*width] (planar, [C, H, W] each) in [0, 1] as a PNG grid with
+// `columns` per row (atomic write); 1 channel is grey, 3 RGB, 2 and 4 add alpha.
+void write_png_grid(const std::string& path, const std::vector<float>& images, int n, int channels, int height,
+                    int width, int columns);
+// Writes images as a PNG grid like write_png_grid, each pixel drawn scale x scale.
+void write_png_grid_scaled(const std::string& path, const std::vector<float>& images, int n, int channels, int height,
+                           int width, int columns, int scale);
+// A numpy .npy file of a float32 or int32 array (C order, format 1.0), written atomically.
+void write_npy(const std::string& path, const std::vector<float>& values, const std::vector<int64_t>& shape);
+void write_npy(const std::string& path, const std::vector<int32_t>& values, const std::vector<int64_t>& shape);
+// A float32 .npy array of latent codes or images; shape receives its dimensions. Throws naming the
+// file for any other dtype, a Fortran-order array, or bytes that disagree with the shape.
+std::vector<float> read_npy_floats(const std::string& path, std::vector<int64_t>& shape);
+std::vector<float> parse_npy_floats(const uint8_t* data, size_t size, const std::string& what, std::vector<int64_t>& shape);
+
 }  // namespace vae

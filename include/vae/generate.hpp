@@ -130,21 +130,11 @@ class Classifier {
 // here on our classifier's features: a domain-specific analogue of FID, not FID).
 double frechet_distance(const std::vector<float>& a, int64_t na, const std::vector<float>& b, int64_t nb, int dim);
 
-// Writes images as a PNG grid like write_png_grid, each pixel drawn scale x scale.
-void write_png_grid_scaled(const std::string& path, const std::vector<float>& images, int n, int channels, int height,
-                           int width, int columns, int scale);
 // A scatter plot of points [n, 2] coloured by label (10 colours, repeating), with axis names, a
 // title and a legend of class names (labels index them; empty: "class <label>"), as a PNG.
 void write_scatter_png(const std::string& path, const std::vector<float>& points, int64_t n,
                        const std::vector<int32_t>& labels, const std::vector<std::string>& class_names,
                        const std::string& title, const std::string& x_name, const std::string& y_name);
 
-// A numpy .npy file of a float32 or int32 array (C order, format 1.0), written atomically.
-void write_npy(const std::string& path, const std::vector<float>& values, const std::vector<int64_t>& shape);
-void write_npy(const std::string& path, const std::vector<int32_t>& values, const std::vector<int64_t>& shape);
-// A float32 .npy array of latent codes or images; shape receives its dimensions. Throws naming the
-// file for any other dtype, a Fortran-order array, or bytes that disagree with the shape.
-std::vector<float> read_npy_floats(const std::string& path, std::vector<int64_t>& shape);
-std::vector<float> parse_npy_floats(const uint8_t* data, size_t size, const std::string& what, std::vector<int64_t>& shape);
 
 }  // namespace vae

@@ -155,9 +155,5 @@ Tensor sample_images(Model& model, int n, float temperature, uint64_t seed);
 // The first n test images [n, input_dim] and their reconstructions from the posterior mean.
 std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test, int n);
 
-// Writes images [n, channels*height*width] (planar, [C, H, W] each) in [0, 1] as a PNG grid with
-// `columns` per row (atomic write); 1 channel is grey, 3 RGB, 2 and 4 add alpha.
-void write_png_grid(const std::string& path, const std::vector<float>& images, int n, int channels, int height,
-                    int width, int columns);
 
 }  // namespace vae

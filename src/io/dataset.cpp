@@ -3,8 +3,9 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <numeric>
 
-#include "train/schedule.hpp"
+#include "philox.cuh"
 #include "vae/data.hpp"
 #include "vae/error.hpp"
 
@@ -123,6 +124,19 @@ Dataset load_dataset(const std::string& path, const DataOptions& options) {
     d.test.labels.clear();
   }
   return d;
+}
+
+std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch) {
+  std::vector<int32_t> perm(static_cast<size_t>(n));
+  std::iota(perm.begin(), perm.end(), 0);
+  for (int64_t i = n - 1; i > 0; --i) {
+    const Philox4 r = philox_block(seed, kStreamShuffle, static_cast<uint64_t>(epoch), 0, static_cast<uint64_t>(i));
+    // 64 random bits keep the modulo bias below 2^-40 for any n this engine sees.
+    const uint64_t bits = (static_cast<uint64_t>(r.v[0]) << 32) | r.v[1];
+    const int64_t j = static_cast<int64_t>(bits % static_cast<uint64_t>(i + 1));
+    std::swap(perm[static_cast<size_t>(i)], perm[static_cast<size_t>(j)]);
+  }
+  return perm;
 }
 
 }  // namespace vae

@@ -16,7 +16,5 @@ double learning_rate(const TrainConfig& c, int64_t step, int64_t total_steps);
 double kl_weight(const TrainConfig& c, int64_t step, int64_t steps_per_epoch);
 // The capacity objective's C at step: capacity * min(1, (step + 1) / (capacity_epochs * steps_per_epoch)).
 double capacity_at(const TrainConfig& c, int64_t step, int64_t steps_per_epoch);
-// A uniformly random permutation of 0..n-1 (Fisher-Yates driven by Philox), a function of (seed, epoch).
-std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch);
 
 }  // namespace vae
