@@ -1,10 +1,7 @@
 #include <cmath>
 
-#include "bernoulli_nll.cuh"
 #include "condition.cuh"
 #include "elbo_objective.cuh"
-#include "elementwise.cuh"
-#include "gaussian_nll.cuh"
 #include "iwae_objective.cuh"
 #include "model/model_impl.hpp"
 #include "model/networks.hpp"
@@ -15,26 +12,22 @@
 namespace vae {
 
 ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev)
-    : config(cfg), device(dev), backend(make_backend(dev)), latent_block(cfg) {
+    : config(cfg), device(dev), backend(make_backend(dev)), latent_block(cfg), likelihood_model(make_likelihood(cfg)) {
   config.validate();
   if (config.conditional && config.classes < 2)
     throw Error("a conditional model needs the number of classes (model.classes, at least 2), which vae train takes "
                 "from the data set's labels; got " + std::to_string(config.classes));
-  const int d = config.input_dim();
   build_networks(config, encoder, decoder);
 
   int64_t end = encoder.layout(0);
   end = decoder.layout(end);
   end = latent_block.layout(end);
-  if (config.likelihood == Likelihood::Gaussian && config.learned_sigma) {
-    log_sigma_offset = align_params(end);
-    end = log_sigma_offset + d;
-  }
+  end = likelihood_model->layout(end);
   const int64_t total = align_params(end);
   encoder.param_slices("encoder.", slices);
   decoder.param_slices("decoder.", slices);
   latent_block.param_slices(slices);
-  if (log_sigma_offset >= 0) slices.push_back({"likelihood.log_sigma", log_sigma_offset, {d}});
+  likelihood_model->param_slices(slices);
 
   params = Tensor::zeros({total}, device);
   grads = Tensor::zeros({total}, device);
@@ -58,7 +51,7 @@ void ModelImpl::set_objective(const ObjectiveConfig& o) {
     throw Error("objective.type iwae_dreg needs the Gaussian posterior without flow steps (its estimator holds log q's "
                 "parameters fixed, which a flow's inverse would need): remove posterior.flow_steps (--posterior-flow) "
                 "or use iwae");
-  if (o.importance_weighted() && config.likelihood == Likelihood::Gaussian && config.learned_sigma)
+  if (o.importance_weighted() && likelihood_model->shares_parameters_across_samples())
     throw Error("objective.type " + to_string(o.type) + " with a learned Gaussian sigma (likelihood.learned_sigma) is not "
                 "supported: the sigma's gradient is not weighted per sample. Use a fixed sigma or the elbo");
   objective = o;
@@ -199,15 +192,7 @@ void ModelImpl::encode_pseudo_inputs() {
 }
 
 void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale) {
-  const int d = input_dim();
-  if (config.likelihood == Likelihood::Bernoulli) {
-    ops::bernoulli_nll(*backend, out, x, nll_rows, dout, rows, d, grad_scale);
-  } else {
-    const bool learned = log_sigma_offset >= 0;
-    ops::gaussian_nll(*backend, out, x, learned ? params.data() + log_sigma_offset : nullptr,
-                          std::log(config.gaussian_sigma), nll_rows, dout,
-                          learned && dout ? grads.data() + log_sigma_offset : nullptr, rows, d, grad_scale);
-  }
+  likelihood_model->nll(*backend, out, x, nll_rows, dout, rows, grad_scale, params.data(), grads.data());
 }
 
 void ModelImpl::forward_backward(const float* x_image, int rows, float beta, uint64_t seed, uint64_t step,
@@ -290,10 +275,7 @@ const float* ModelImpl::forward_eval(const float* x_image, int rows, uint64_t se
   return h;
 }
 
-void ModelImpl::to_image(float* out, int64_t n) {
-  if (config.likelihood == Likelihood::Bernoulli) ops::sigmoid(*backend, out, out, n);
-  else ops::clamp01(*backend, out, out, n);
-}
+void ModelImpl::to_image(float* out, int64_t n) { likelihood_model->to_image(*backend, out, n); }
 
 Model::Model(const ModelConfig& config, Device device) : impl_(std::make_unique<ModelImpl>(config, device)) {}
 Model::~Model() = default;
@@ -317,11 +299,7 @@ void Model::initialize(uint64_t seed) {
   impl_->encoder.initialize(host, impl_->config.init, seed, tensor_index);
   impl_->decoder.initialize(host, impl_->config.init, seed, tensor_index);
   impl_->latent_block.initialize(host, seed, tensor_index);
-  if (impl_->log_sigma_offset >= 0) {
-    // Start the learned sigma at the configured fixed value (raw value = log sigma, well inside the clamp).
-    const float ls = std::log(impl_->config.gaussian_sigma);
-    for (int i = 0; i < impl_->input_dim(); ++i) host[static_cast<size_t>(impl_->log_sigma_offset + i)] = ls;
-  }
+  impl_->likelihood_model->initialize(host);
   impl_->params.copy_from_host(host.data(), impl_->params.numel());
   impl_->grads.fill(0.0f);
 }

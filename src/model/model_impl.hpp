@@ -8,6 +8,7 @@
 #include "backend/device_array.hpp"
 #include "graph/layers.hpp"
 #include "latent/latent_block.hpp"
+#include "model/likelihood.hpp"
 #include "vae/config.hpp"
 #include "vae/data.hpp"
 #include "vae/tensor.hpp"
@@ -25,7 +26,7 @@ struct ModelImpl {
   LatentBlock latent_block;       // posterior, prior and the ELBO's KL term between them
   ObjectiveConfig objective;      // what forward_backward minimises (set_objective; the plain ELBO by default)
   std::vector<ParamSlice> slices;
-  int64_t log_sigma_offset = -1;  // learned Gaussian log-sigma [input_dim], or -1
+  std::unique_ptr<LikelihoodModel> likelihood_model;  // p(x | decoder output), with its own parameters
   Tensor params, grads;           // flat, padded to kParamAlignment per tensor
 
   // Per-batch workspace, sized by prepare(). With k importance samples per row (the iwae

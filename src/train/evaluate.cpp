@@ -90,7 +90,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   const int d = m.input_dim(), L = m.latent();
   const int64_t n = opt.limit > 0 ? std::min(opt.limit, test.count) : test.count;
   if (n < 1) throw Error("the test set is empty");
-  const bool binarize = opt.binarize && m.config.likelihood == Likelihood::Bernoulli;
+  const bool binarize = opt.binarize && m.likelihood_model->binarized_data();
   const int batch = static_cast<int>(std::min<int64_t>(opt.batch, n));
 
   EvalResult res;

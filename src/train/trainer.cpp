@@ -202,7 +202,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   const int64_t n = config_.train_limit > 0 ? std::min(config_.train_limit, data.train.count) : data.train.count;
   const int64_t steps_per_epoch = (n + config_.batch - 1) / config_.batch;
   const int64_t total_steps = steps_per_epoch * config_.epochs;
-  const bool binarize = m.config.likelihood == Likelihood::Bernoulli;
+  const bool binarize = m.likelihood_model->binarized_data();
   const int batch = static_cast<int>(std::min<int64_t>(config_.batch, n));
   if (progress_.global_step != progress_.epochs_done * steps_per_epoch + progress_.steps_into_epoch)
     throw Error("cannot continue this run: it took " + std::to_string(progress_.global_step) + " steps, which at " +

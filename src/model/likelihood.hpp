@@ -1,0 +1,46 @@
+// The likelihood p(x | decoder output) as a component: its log-density per row and gradient in one
+// fused pass (the kernels/<likelihood>_nll.cuh ops), its own parameters in the flat buffer, what an
+// image is under it (the decoder output made a picture), and whether the data is binarised for it.
+// One class per likelihood, built by type name in make_likelihood (likelihood.cpp): a new likelihood
+// is one class and one registration line there.
+#pragma once
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+#include "backend/backend.hpp"
+#include "graph/layers.hpp"
+#include "vae/config.hpp"
+
+namespace vae {
+
+class LikelihoodModel {
+ public:
+  virtual ~LikelihoodModel() = default;
+  virtual std::string type() const = 0;
+  // Data in {0, 1} (dynamic binarisation of the 8-bit pixels) rather than grey levels.
+  virtual bool binarized_data() const = 0;
+  // Places its parameters in the flat buffer after `offset` (aligned); returns the new end. Most
+  // likelihoods have none.
+  virtual int64_t layout(int64_t offset) { return offset; }
+  // Names its parameters (after layout), as the checkpoint's tensors.
+  virtual void param_slices(std::vector<ParamSlice>& /*out*/) const {}
+  // Writes its parameters' starting values into the host copy of the flat buffer.
+  virtual void initialize(std::vector<float>& /*host_params*/) const {}
+  // Gradients that are not weighted per sample (a learned sigma shared by all rows) cannot follow
+  // the importance-weighted objectives, which weight each sample's gradient.
+  virtual bool shares_parameters_across_samples() const { return false; }
+  // nll[rows] = -log p(x | out) per row and, when dout is non-null, dout = grad_scale * d nll / d out
+  // and the gradient of its own parameters into grads (the flat gradient buffer).
+  virtual void nll(Backend& be, const float* out, const float* x, float* nll_rows, float* dout, int rows,
+                   float grad_scale, const float* params, float* grads) const = 0;
+  // The decoder's output [n elements] made an image in [0, 1], in place.
+  virtual void to_image(Backend& be, float* out, int64_t n) const = 0;
+};
+
+// The likelihood config.likelihood names, for images of input_dim pixels. Throws for an unknown type.
+std::unique_ptr<LikelihoodModel> make_likelihood(const ModelConfig& config);
+
+}  // namespace vae
