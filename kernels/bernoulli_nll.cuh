@@ -10,18 +10,20 @@
 
 namespace vae::ops {
 
-template <class T>
+// Grad: dlogits is written (the training step) or not (evaluation): a template flag, so the
+// per-pixel loop has one formula (a test inside it cost 8% more instructions on the CPU).
+template <class T, bool Grad>
 struct BernoulliNll {
   using Scalar = T;
   const T* logits;
   const T* x;
   T* nll;
-  T* dlogits;  // or null
+  T* dlogits;  // written when Grad
   T grad_scale;
   int64_t items;  // d
   VAE_HD void operator()(int64_t r, int64_t i, T& acc) const {
     const int64_t k = r * items + i;
-    if (dlogits) {
+    if constexpr (Grad) {
       T grad;
       acc += math::bernoulli_nll_with_grad(logits[k], x[k], grad);
       dlogits[k] = grad_scale * grad;
@@ -35,7 +37,8 @@ struct BernoulliNll {
 template <class Be, class T>
 void bernoulli_nll(Be& be, const T* logits, const T* x, T* nll, T* dlogits, int rows, int d, scalar_t<T> grad_scale) {
   check(rows >= 1 && d >= 1 && logits && x && nll, "bernoulli_nll", "empty shape or null pointer");
-  run_rows(be, BernoulliNll<T>{logits, x, nll, dlogits, grad_scale, d}, rows);
+  if (dlogits) run_rows(be, BernoulliNll<T, true>{logits, x, nll, dlogits, grad_scale, d}, rows);
+  else run_rows(be, BernoulliNll<T, false>{logits, x, nll, dlogits, grad_scale, d}, rows);
 }
 
 }  // namespace vae::ops

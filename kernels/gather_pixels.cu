@@ -2,4 +2,4 @@
 #include "for_each_cuda.cuh"
 #include "gather_pixels.cuh"
 
-VAE_INSTANTIATE_FOR_EACH(vae::ops::GatherPixels);
+VAE_INSTANTIATE_FOR_ROWS(vae::ops::GatherPixels);
