@@ -64,7 +64,7 @@ struct AccumulateScaled {
   T scale;
   VAE_HD void operator()(int64_t) const {
     for (int i = 0; i < n; ++i)
-      if (!(src[i] - src[i] == T(0))) return;  // not finite (inf - inf and NaN - NaN are NaN)
+      if (!hd::isfinite(src[i])) return;
     for (int i = 0; i < n; ++i) dst[i] += scale * src[i];
   }
 };

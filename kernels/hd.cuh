@@ -30,5 +30,12 @@ VAE_HD float cos(float x) { return ::cosf(x); }
 VAE_HD float sin(float x) { return ::sinf(x); }
 VAE_HD float abs(float x) { return ::fabsf(x); }
 VAE_HD double abs(double x) { return ::fabs(x); }
+#if defined(__CUDA_ARCH__)
+VAE_HD bool isfinite(float x) { return ::isfinite(x); }
+VAE_HD bool isfinite(double x) { return ::isfinite(x); }
+#else
+VAE_HD bool isfinite(float x) { return std::isfinite(x); }
+VAE_HD bool isfinite(double x) { return std::isfinite(x); }
+#endif
 
 }  // namespace vae::hd

@@ -18,6 +18,7 @@ Verdict lines start with "gpu-check: ": gpu-check.sh puts them on the step's lin
 """
 import csv
 import glob
+import io
 import json
 import os
 import re
@@ -160,7 +161,7 @@ def archive(work, out):
                     "".join(f"  {x}\n" for x in left_out)).encode()
         info = tarfile.TarInfo("logs/MANIFEST")
         info.size, info.mtime = len(manifest), int(time.time())
-        tar.addfile(info, __import__("io").BytesIO(manifest))
+        tar.addfile(info, io.BytesIO(manifest))
     os.replace(part, out)
     return 0
 

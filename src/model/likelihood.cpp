@@ -17,14 +17,13 @@ namespace {
 // Bernoulli(x | sigmoid(logits)) on dynamically binarised pixels; an image is sigmoid(logits).
 class BernoulliLikelihood final : public LikelihoodModel {
  public:
-  std::string type() const override { return "bernoulli"; }
+  explicit BernoulliLikelihood(int d) : d_(d) {}
   bool binarized_data() const override { return true; }
   void nll(Backend& be, const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale,
            const float* /*params*/, float* /*grads*/) const override {
     ops::bernoulli_nll(be, out, x, nll_rows, dout, rows, d_, grad_scale);
   }
   void to_image(Backend& be, float* out, int64_t n) const override { ops::sigmoid(be, out, out, n); }
-  explicit BernoulliLikelihood(int d) : d_(d) {}
 
  private:
   int d_;
@@ -36,7 +35,6 @@ class BernoulliLikelihood final : public LikelihoodModel {
 class GaussianLikelihood final : public LikelihoodModel {
  public:
   GaussianLikelihood(int d, float sigma, bool learned) : d_(d), log_sigma_(std::log(sigma)), learned_(learned) {}
-  std::string type() const override { return "gaussian"; }
   bool binarized_data() const override { return false; }
   bool shares_parameters_across_samples() const override { return learned_; }
   int64_t layout(int64_t offset) override {

@@ -7,7 +7,6 @@
 
 #include <cstdint>
 #include <memory>
-#include <string>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -19,7 +18,6 @@ namespace vae {
 class LikelihoodModel {
  public:
   virtual ~LikelihoodModel() = default;
-  virtual std::string type() const = 0;
   // Data in {0, 1} (dynamic binarisation of the 8-bit pixels) rather than grey levels.
   virtual bool binarized_data() const = 0;
   // Places its parameters in the flat buffer after `offset` (aligned); returns the new end. Most

@@ -1,5 +1,3 @@
-#include <cmath>
-
 #include "condition.cuh"
 #include "elbo_objective.cuh"
 #include "iwae_objective.cuh"

@@ -27,5 +27,4 @@ double capacity_at(const TrainConfig& c, int64_t step, int64_t steps_per_epoch) 
   return o.capacity * std::min(1.0, ramp);
 }
 
-
 }  // namespace vae

@@ -166,8 +166,8 @@ void conv_backward_data(const ConvGeometry& g, const T* dy, const T* w, T* dx, T
   });
 }
 
-// db[c] = sum over images, then over each image's hw in order, of dy[b, c, :].
-// dW sums the chunks in order (the first GEMM overwrites, the rest add).
+// dW sums the chunks in order (the first GEMM overwrites, the rest add); db is channel_bias.cuh's
+// gradient (images in order, each image's positions in order).
 template <class T>
 void conv_backward_filter(const ConvGeometry& g, const T* x, const T* dy, T* dw, T* db, T* workspace) {
   const int positions = g.oh() * g.ow(), ckk = g.c * g.kh * g.kw;

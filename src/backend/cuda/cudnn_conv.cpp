@@ -180,7 +180,8 @@ size_t CudnnConv::workspace_bytes(const ConvGeometry& g, bool tf32) {
                    p.bwd_filter.candidates.front().workspace_bytes, size_t(1)});
 }
 
-const ConvCandidate& CudnnConv::pick(Plan& p, Direction& d, const ConvGeometry& g, size_t available) {
+const ConvCandidate& CudnnConv::pick(Plan& p, Direction& d, const ConvGeometry& g, Workspace ws) {
+  const size_t available = ws.data ? ws.bytes : 0;
   if (d.chosen_for != available) {
     const ConvCandidate* c = first_fitting(d.candidates, available);
     if (!c) {
@@ -207,7 +208,7 @@ const ConvCandidate& CudnnConv::pick(Plan& p, Direction& d, const ConvGeometry& 
 
 void CudnnConv::forward(const ConvGeometry& g, bool tf32, const float* x, const float* w, float* y, Workspace ws) {
   Plan& p = plan(g, tf32);
-  const ConvCandidate& c = pick(p, p.fwd, g, ws.data ? ws.bytes : 0);
+  const ConvCandidate& c = pick(p, p.fwd, g, ws);
   const float one = 1.0f, zero = 0.0f;
   VAE_CUDNN_CHECK(cudnnConvolutionForward(handle_, &one, p.x, x, p.w, w, p.conv,
                                           static_cast<cudnnConvolutionFwdAlgo_t>(c.algo), ws.data, c.workspace_bytes,
@@ -217,7 +218,7 @@ void CudnnConv::forward(const ConvGeometry& g, bool tf32, const float* x, const 
 void CudnnConv::backward_data(const ConvGeometry& g, bool tf32, const float* dy, const float* w, float* dx,
                               Workspace ws) {
   Plan& p = plan(g, tf32);
-  const ConvCandidate& c = pick(p, p.bwd_data, g, ws.data ? ws.bytes : 0);
+  const ConvCandidate& c = pick(p, p.bwd_data, g, ws);
   const float one = 1.0f, zero = 0.0f;
   VAE_CUDNN_CHECK(cudnnConvolutionBackwardData(handle_, &one, p.w, w, p.y, dy, p.conv,
                                                static_cast<cudnnConvolutionBwdDataAlgo_t>(c.algo), ws.data,
@@ -227,7 +228,7 @@ void CudnnConv::backward_data(const ConvGeometry& g, bool tf32, const float* dy,
 void CudnnConv::backward_filter(const ConvGeometry& g, bool tf32, const float* x, const float* dy, float* dw,
                                 Workspace ws) {
   Plan& p = plan(g, tf32);
-  const ConvCandidate& c = pick(p, p.bwd_filter, g, ws.data ? ws.bytes : 0);
+  const ConvCandidate& c = pick(p, p.bwd_filter, g, ws);
   const float one = 1.0f, zero = 0.0f;
   VAE_CUDNN_CHECK(cudnnConvolutionBackwardFilter(handle_, &one, p.x, x, p.y, dy, p.conv,
                                                  static_cast<cudnnConvolutionBwdFilterAlgo_t>(c.algo), ws.data,

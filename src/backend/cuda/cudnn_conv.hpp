@@ -46,9 +46,9 @@ class CudnnConv {
   struct Plan;
   struct Direction;
   Plan& plan(const ConvGeometry& g, bool tf32);
-  // The algorithm of one direction for a workspace of `available` bytes (its math type set on the
-  // plan's descriptor); throws when none of the usable ones fits.
-  const ConvCandidate& pick(Plan& p, Direction& d, const ConvGeometry& g, size_t available);
+  // The algorithm of one direction for the caller's workspace (its math type set on the plan's
+  // descriptor); throws when none of the usable ones fits.
+  const ConvCandidate& pick(Plan& p, Direction& d, const ConvGeometry& g, Workspace ws);
 
   cudnnHandle_t handle_ = nullptr;
   std::map<std::tuple<int, int, int, int, int, int, int, int, int, bool>, std::unique_ptr<Plan>> plans_;
