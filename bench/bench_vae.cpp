@@ -68,11 +68,19 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config, bool al
   auto reduce = [&] {
     if (collectives) collectives->sum({{m.grads.data(), m.grads.numel()}, {m.loss.data(), 3}});
   };
+  // A step on its own writes its record first (step_record.hpp), as Trainer::step does.
+  vae::StepRecord single(device);
   auto step = [&] {
-    m.forward_backward(x.data(), batch, 1.0f, 0, static_cast<uint64_t>(args.step));
+    vae::StepScalars s;
+    s.philox_step = static_cast<uint64_t>(args.step);
+    s.beta = 1.0f;
+    s.kl_grad_weight = 1.0f / static_cast<float>(batch);
+    s.adam = vae::adam_coefficients(args);
+    const vae::StepScalars* record = single.write(s);
+    m.forward_backward(x.data(), batch, 0, record);
     reduce();
-    m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args, nullptr,
-                         norm.data(), guard());
+    m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args.clip_norm,
+                         record, norm.data(), guard());
     ++args.step;
     m.backend->synchronize();
   };
@@ -87,9 +95,9 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config, bool al
     scalars.upload(&record, 1);
     const vae::StepScalars* per_step = scalars.data();
     const auto work = m.backend->capture([&] {
-      m.forward_backward(x.data(), batch, 0.0f, 0, 0, per_step);
+      m.forward_backward(x.data(), batch, 0, per_step);
       reduce();
-      m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args,
+      m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args.clip_norm,
                            per_step, norm.data(), guard());
     });
     for (auto _ : state) {

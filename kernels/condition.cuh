@@ -26,7 +26,7 @@ struct GatherLabels {
   const StepScalars* per_step;  // null: index is the batch's own
   T* y;
   VAE_HD void operator()(int64_t r) const {
-    const int64_t first = per_step ? per_step->row0 : 0;
+    const int64_t first = permutation_offset_of(per_step);
     y[r] = T(labels[index[first + r]]);
   }
 };

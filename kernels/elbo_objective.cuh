@@ -3,7 +3,7 @@
 // gradient (which is the batch's to decide, so the backward reads it from a step record written
 // here, on the device: a recorded step needs no host decision).
 //
-// Per-row terms nll[rows], kl[rows]; beta and the step from the step record (or the host's values).
+// Per-row terms nll[rows], kl[rows]; beta, the capacity C and the step from the step record.
 //   free bits (Kingma et al. 2016), groups g of G dimensions, floor lambda per dimension:
 //     R = sum_g max(lambda G, KL_g),  KL_g = sum_{u in g} kl_dim[u] / rows  (kl_dim: sums over rows)
 //     dim_weight[u] = beta / rows where KL_g > lambda G, else 0 (the floor's gradient is zero)
@@ -29,15 +29,14 @@ struct ElboRegularised {
   const T* kl;
   const T* kl_dim;  // free bits by groups smaller than the latent, else null
   int rows, latent, group;
-  T free_bits, capacity;  // capacity: C when there is no step record (else the record's)
-  StepScalars host;       // the step when there is no record: philox_step and beta
-  const StepScalars* per_step;
+  T free_bits;
+  const StepScalars* step;
   StepScalars* effective;
   T* dim_weight;  // [latent] when kl_dim is set
   T* loss;        // [3]
 
   VAE_HD void operator()(int64_t) const {
-    StepScalars s = per_step ? *per_step : host;
+    StepScalars s = *step;
     const double beta = s.beta;
     double sn = 0, sk = 0;
     for (int r = 0; r < rows; ++r) {
@@ -47,8 +46,7 @@ struct ElboRegularised {
     const double mean_kl = sk / rows, w = beta / rows;
     double reg = 0;
     if (kind == KlRegulariser::Capacity) {
-      const double c = per_step ? double(s.capacity) : double(capacity);
-      const double d = mean_kl - c;
+      const double d = mean_kl - double(s.capacity);
       reg = d < 0 ? -d : d;
       s.kl_grad_weight = static_cast<float>(d > 0 ? w : d < 0 ? -w : 0.0);
     } else if (kl_dim) {
@@ -77,7 +75,7 @@ struct ElboRegularised {
 
 template <class Be, class T>
 void elbo_regularised(Be& be, const ElboRegularised<T>& f) {
-  check(f.rows >= 1 && f.latent >= 1 && f.nll && f.kl && f.effective && f.loss, "elbo_regularised",
+  check(f.rows >= 1 && f.latent >= 1 && f.nll && f.kl && f.step && f.effective && f.loss, "elbo_regularised",
         "empty shape or null pointer");
   check(f.kind == KlRegulariser::Capacity || !f.kl_dim || (f.dim_weight && f.group >= 1 && f.latent % f.group == 0),
         "elbo_regularised", "free bits by group need dim_weight and a group size dividing the latent size");

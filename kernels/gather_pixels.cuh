@@ -28,11 +28,11 @@ struct GatherPixels {
   int64_t items;  // groups of 4 pixels per row
   VAE_HD void operator()(int64_t r, int64_t group, float& /*acc*/) const {
     const int c0 = static_cast<int>(group) * 4;
-    const int64_t img = index[(per_step ? per_step->row0 : 0) + r];
+    const int64_t img = index[permutation_offset_of(per_step) + r];
     const uint8_t* src = images + img * d;
     float* dst = x + r * d;
     const Philox4 bits = binarize ? philox_block(seed, stream, static_cast<uint64_t>(img),
-                                                 per_step ? per_step->philox_step : step, uint64_t(c0) >> 2)
+                                                 philox_step_of(per_step, step), uint64_t(c0) >> 2)
                                   : Philox4{};
     for (int lane = 0; lane < 4 && c0 + lane < d; ++lane) {
       const float p = src[c0 + lane] / 255.0f;  // as torchvision's ToTensor: a division, not * (1/255)

@@ -49,7 +49,7 @@ struct GaussianPosteriorSample {
 
   VAE_HD void operator()(int64_t i) const {
     const int64_t b = i / k, j = i % k;
-    const uint64_t word = (per_step ? per_step->philox_step : step) * step_scale + static_cast<uint64_t>(j);
+    const uint64_t word = philox_step_of(per_step, step) * step_scale + static_cast<uint64_t>(j);
     const T* mu = h + b * 2 * latent;
     const T* raw = mu + latent;
     T* zi = z + i * latent;
@@ -80,7 +80,7 @@ struct GaussianPosteriorBackward {
   const StepScalars* per_step;
 
   VAE_HD void operator()(int64_t b) const {
-    const uint64_t base = (per_step ? per_step->philox_step : step) * step_scale;
+    const uint64_t base = philox_step_of(per_step, step) * step_scale;
     const T* mu = h + b * 2 * latent;
     const T* raw = mu + latent;
     T* dmu = dh + b * 2 * latent;

@@ -6,17 +6,19 @@
 //   forward:  z = mu + eps_scale * sigma * eps                        [rows, L]   (z = mu when eps_scale = 0)
 //             kl_sample[r] = sum_u 0.5 (e^lv + mu^2 - 1 - lv)        [rows]
 //             kl_dim[u]    = sum_r (the same term)                   [L]   (gaussian_kl.cuh's GaussianKlDims)
-//   backward: dmu  = dz + w * mu                     (w = beta / batch, the KL weight)
+//   backward: dmu  = dz + w * mu                     (w = beta / batch, the KL weight: grad_weight.cuh)
 //             draw = (dz * eps_scale * eps * sigma / 2 + w * (e^lv - 1) / 2) * soft_clamp'(raw)
 // Bytes: forward reads h twice (8L per row for the rows, again for kl_dim) and writes 4L + 4 per
 // row; backward reads h and dz (12L per row) and writes dh (8L per row).
-// With a StepScalars record (a training step), step and w are read from it when the op runs.
+// With a StepScalars record (a training step), the step is read from it when the op runs; so is w
+// when the weight names the record.
 // Items are groups of 4 columns, so each Philox block is computed once: the forward is a row op
 // (the KL summed in column order), the backward one item per (row, group).
 #pragma once
 
 #include "for_each.cuh"
 #include "gaussian_kl.cuh"
+#include "grad_weight.cuh"
 #include "philox.cuh"
 #include "vae_math.cuh"
 
@@ -41,7 +43,7 @@ struct LatentSampleKlForward {
     const int c0 = static_cast<int>(group) * 4;
     float eps[4] = {0.0f, 0.0f, 0.0f, 0.0f};
     if (eps_scale != T(0))
-      philox_normals(philox_block(seed, kStreamLatent, row0 + r, per_step ? per_step->philox_step : step, c0 >> 2), eps);
+      philox_normals(philox_block(seed, kStreamLatent, row0 + r, philox_step_of(per_step, step), c0 >> 2), eps);
     for (int lane = 0; lane < 4; ++lane) {
       const int u = c0 + lane;
       if (u >= latent) break;
@@ -63,12 +65,13 @@ struct LatentSampleKlBackward {
   int latent, groups;
   uint64_t seed, step;
   int64_t row0;
-  T eps_scale, kl_weight;
-  const StepScalars* per_step;  // or null: step and kl_weight as given
+  T eps_scale;
+  GradWeight<T> kl_weight;
+  const StepScalars* per_step;  // or null: the step as given
   VAE_HD void operator()(int64_t i) const {
     const int64_t r = i / groups;
     const int c0 = static_cast<int>(i % groups) * 4;
-    const T w = per_step ? T(per_step->kl_grad_weight) : kl_weight;
+    const T w = kl_weight.at(r);
     const T* mu = h + r * 2 * latent;
     const T* raw = mu + latent;
     const T* g = dz + r * latent;
@@ -76,7 +79,7 @@ struct LatentSampleKlBackward {
     T* draw = dmu + latent;
     float eps4[4] = {0.0f, 0.0f, 0.0f, 0.0f};  // the forward's noise, recomputed
     if (eps_scale != T(0))
-      philox_normals(philox_block(seed, kStreamLatent, row0 + r, per_step ? per_step->philox_step : step, c0 >> 2), eps4);
+      philox_normals(philox_block(seed, kStreamLatent, row0 + r, philox_step_of(per_step, step), c0 >> 2), eps4);
     for (int lane = 0; lane < 4; ++lane) {
       const int u = c0 + lane;
       if (u >= latent) break;
@@ -100,9 +103,11 @@ void latent_sample_kl_forward(Be& be, const LatentArgs& a, const T* h, T* z, T* 
   if (kl_dim) run(be, GaussianKlDims<T>{h, kl_dim, a.rows, a.latent}, a.latent);
 }
 
-// dh [rows, 2L] from dz and the KL's gradient weighted by kl_weight (beta / batch; per_step's when set).
+// dh [rows, 2L] from dz and the KL's gradient weighted by kl_weight (beta / batch: in a training step
+// the step record's kl_grad_weight).
 template <class Be, class T>
-void latent_sample_kl_backward(Be& be, const LatentArgs& a, const T* h, const T* dz, scalar_t<T> kl_weight, T* dh) {
+void latent_sample_kl_backward(Be& be, const LatentArgs& a, const T* h, const T* dz, const GradWeight<T>& kl_weight,
+                               T* dh) {
   check(a.rows >= 1 && a.latent >= 1 && h && dz && dh, "latent_sample_kl_backward", "empty shape or null pointer");
   const int groups = (a.latent + 3) / 4;
   run(be,

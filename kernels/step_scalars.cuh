@@ -21,6 +21,16 @@ struct StepScalars {
   math::AdamCoefficients adam{};  // learning rate and bias corrections of this step (grad_scale unused)
 };
 
+// The two addresses an op may take from a training step's record: the Philox counter word of its
+// noise and the batch's first position in the epoch's permutation. Outside a training step (the
+// evaluator, generation, the tests) there is no record and the caller gives them as constants.
+// Every other step value (beta, the KL term's weight, the capacity, Adam's coefficients) has one
+// source, the record (backend/step_record.hpp).
+VAE_HD uint64_t philox_step_of(const StepScalars* record, uint64_t constant) {
+  return record ? record->philox_step : constant;
+}
+VAE_HD int64_t permutation_offset_of(const StepScalars* record) { return record ? record->row0 : 0; }
+
 // Where the reparameterisation noise for a batch comes from: element (r, c) uses Philox counter
 // (c/4, row0 + r, step, kStreamLatent) under seed. eps_scale 0 gives z = mu (posterior mean).
 struct LatentArgs {

@@ -15,7 +15,6 @@
 #include <type_traits>
 
 #include "config_fields.hpp"
-#include "model/networks.hpp"
 #include "vae/error.hpp"
 
 namespace vae {
@@ -165,38 +164,6 @@ std::string to_string(WarmupSchedule w) { return enum_name(w, kWarmups); }
 WarmupSchedule parse_warmup(const std::string& s) { return parse_enum(s, "warm-up schedule", kWarmups); }
 PriorType parse_prior(const std::string& s) {
   return s == "standard" ? PriorType::StandardNormal : parse_enum(s, "prior type", kPriors);
-}
-
-int64_t PriorConfig::parameter_count(int latent, int input_dim) const {
-  switch (type) {
-    case PriorType::StandardNormal: return 0;
-    case PriorType::MixtureOfGaussians: return count() + 2 * int64_t(count()) * latent;  // logits, means, log-variances
-    case PriorType::Vamp: return int64_t(count()) * input_dim;                           // the pseudo-inputs
-    case PriorType::Flow: return flow_parameter_count(latent, flow_steps, flow_hidden);
-  }
-  return 0;
-}
-
-int64_t flow_parameter_count(int latent, int steps, int hidden) {
-  const int64_t L = latent, d = latent / 2, m = latent - d;
-  // ActNorm (2L), LU linear (L^2 + L), coupling (H d + H + 2m H + 2m), per step.
-  return steps * (2 * L + L * L + L + hidden * d + hidden + 2 * m * hidden + 2 * m);
-}
-
-int64_t ModelConfig::parameter_count() const {
-  // Counted from the networks themselves, so every encoder type is counted the way it is built.
-  // Building them allocates nothing; widths are validated small enough that int64 cannot overflow.
-  Sequential encoder("encoder"), decoder("decoder");
-  build_networks(*this, encoder, decoder);
-  std::vector<ParamSlice> slices;
-  encoder.param_slices("", slices);
-  decoder.param_slices("", slices);
-  int64_t total = 0;
-  for (const auto& slice : slices) total += shape_numel(slice.shape);
-  total += prior.parameter_count(latent, input_dim());
-  total += flow_parameter_count(latent, posterior_flow_steps, posterior_flow_hidden);
-  if (likelihood == Likelihood::Gaussian && learned_sigma) total += input_dim();
-  return total;
 }
 
 void ModelConfig::validate() const {

@@ -12,6 +12,7 @@
 #include <vector>
 
 #include "model/model_impl.hpp"
+#include "model_step.hpp"
 
 namespace vae::test {
 
@@ -22,10 +23,10 @@ inline std::vector<std::string> expect_model_gradient_matches_differences(ModelI
                                                                           const std::vector<float>& labels = {}) {
   // A conditional model's labels as the device's float class indices (CPU: host memory).
   const float* y = labels.empty() ? nullptr : labels.data();
-  m.forward_backward(x.data(), rows, beta, seed, step, nullptr, y);
+  forward_backward_at(m, x.data(), rows, beta, seed, step, y);
   const std::vector<float> grads = m.grads.to_host();
   auto loss_at = [&] {
-    m.forward_backward(x.data(), rows, beta, seed, step, nullptr, y);
+    forward_backward_at(m, x.data(), rows, beta, seed, step, y);
     return static_cast<double>(m.loss.to_host()[0]);
   };
   std::vector<std::string> checked;

@@ -281,7 +281,10 @@ void add_latent_sample_kl(std::vector<Case>& out, Mode mode) {
       const LatentArgs args{s.rows, s.latent, 99, 4, 10, eps_scale};
       set_body(c, [=](auto& be, auto& io) {
         ops::latent_sample_kl_forward(be, args, io.in(0), io.out(0), io.out(1), io.out(2));
-        if (io.backward()) ops::latent_sample_kl_backward(be, args, io.in(0), io.up(0), static_cast<float>(w), io.grad(0));
+        if (io.backward()) {
+          using T = scalar_of<decltype(io)>;
+          ops::latent_sample_kl_backward(be, args, io.in(0), io.up(0), ops::GradWeight<T>{T(w)}, io.grad(0));
+        }
       });
       out.push_back(std::move(c));
     }
@@ -784,7 +787,11 @@ void add_objectives(std::vector<Case>& out, Mode mode) {
         float* weight = a.out(2);
         // The record itself is not compared (it holds integers): an input buffer, never read back.
         float* scratch = a.in(std::vector<float>(sizeof(StepScalars) / sizeof(float) + 1, 0.0f));
-        return [&be, s, variant, group, nll, kl, kl_dim, loss, dim_weight, weight, scratch] {
+        StepScalars step;
+        step.beta = 0.7f;
+        step.capacity = 0.8f * s.latent;
+        const StepScalars* record = a.array(std::vector<StepScalars>{step});
+        return [&be, s, variant, group, nll, kl, kl_dim, loss, dim_weight, weight, scratch, record] {
           ops::ElboRegularised<float> r{};
           r.kind = variant == 2 ? ops::KlRegulariser::Capacity : ops::KlRegulariser::FreeBits;
           r.nll = nll;
@@ -794,8 +801,7 @@ void add_objectives(std::vector<Case>& out, Mode mode) {
           r.latent = s.latent;
           r.group = group;
           r.free_bits = 0.9f;
-          r.capacity = 0.8f * s.latent;
-          r.host.beta = 0.7f;
+          r.step = record;
           r.effective = reinterpret_cast<StepScalars*>(scratch);
           r.dim_weight = dim_weight;
           r.loss = loss;
@@ -861,8 +867,11 @@ void add_loss_reduce(std::vector<Case>& out, Mode mode) {
       const float *nll = a.in(rnd(rows, 17, 50, 400)), *kl = a.in(rnd(rows, 18, 0, 30));
       float* loss = a.out(3);
       float* sums = a.out(3, &acc);
-      return [&be, nll, kl, loss, sums, rows] {
-        be.loss_reduce(nll, kl, rows, 0.7f, nullptr, loss);
+      StepScalars step;
+      step.beta = 0.7f;
+      const StepScalars* record = a.array(std::vector<StepScalars>{step});
+      return [&be, nll, kl, loss, sums, rows, record] {
+        be.loss_reduce(nll, kl, rows, record, loss);
         ops::accumulate_scaled(be, loss, 3, float(rows), sums);
       };
     };
@@ -894,21 +903,23 @@ void add_adam(std::vector<Case>& out, Mode mode) {
         float* norm = a.out(1);
         float* skipped = variant == 3 ? a.out(1, &zero) : nullptr;
         std::vector<const float*> g, loss;
+        std::vector<StepScalars> steps(5);
         for (int step = 1; step <= 5; ++step) {
           auto gs = rnd(n, (variant == 3 ? 200 : 100) + step, -2, 2);
           if (variant == 3 && step == 5) gs[n / 2] = INFINITY;
           g.push_back(a.in(gs));
           loss.push_back(a.in({variant == 3 && step == 3 ? NAN : 1.0f}));
+          AdamArgs args;
+          args.step = step;
+          args.weight_decay = variant == 2 ? 0.01f : 0.0f;
+          args.decoupled = variant == 2;
+          steps[step - 1].adam = adam_coefficients(args);
         }
-        return [&be, p, m, v, norm, skipped, g, loss, n, variant] {
+        const StepScalars* records = a.array(steps);
+        return [&be, p, m, v, norm, skipped, g, loss, n, variant, records] {
           for (int step = 1; step <= 5; ++step) {
-            AdamArgs args;
-            args.step = step;
-            args.weight_decay = variant == 2 ? 0.01f : 0.0f;
-            args.decoupled = variant == 2;
-            args.clip_norm = variant == 1 ? 0.5f : 0.0f;
             const StepGuard guard = variant == 3 ? StepGuard{loss[step - 1], skipped} : StepGuard{};
-            be.adam_step(p, g[step - 1], m, v, n, args, nullptr, norm, guard);
+            be.adam_step(p, g[step - 1], m, v, n, variant == 1 ? 0.5f : 0.0f, records + step - 1, norm, guard);
           }
         };
       };

@@ -166,8 +166,9 @@ class Arena {
   Device device_;
   std::deque<Tensor> keep_;
   std::vector<Tensor> outs_;
-  std::tuple<std::deque<std::vector<uint8_t>>, std::deque<std::vector<int32_t>>> hosts_;
-  std::tuple<std::deque<DeviceArray<uint8_t>>, std::deque<DeviceArray<int32_t>>> arrays_;
+  std::tuple<std::deque<std::vector<uint8_t>>, std::deque<std::vector<int32_t>>, std::deque<std::vector<StepScalars>>> hosts_;
+  std::tuple<std::deque<DeviceArray<uint8_t>>, std::deque<DeviceArray<int32_t>>, std::deque<DeviceArray<StepScalars>>>
+      arrays_;
 };
 
 struct Case {

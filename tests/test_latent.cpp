@@ -129,10 +129,16 @@ TEST(LatentBlock, GeneralPathAgreesWithTheFusedPath) {
   mean /= rows;
   const double se = std::sqrt((sq / rows - mean * mean) / rows);
   EXPECT_NEAR(mean, kl_f[0], 4 * se) << "E[log q - log p] is the analytic KL";
-  // The KL term's gradient alone (dz = 0 from the decoder), weight 1 per row.
+  // The KL term's gradient alone (dz = 0 from the decoder), weight 1 per row: a training step's
+  // backward, so its step and weight come from a record.
   std::vector<float> dz_f(z_f.size(), 0.0f), dz_g(z_f.size(), 0.0f);
-  fused.backward(*be, args, h.data(), z_f.data(), dz_f.data(), 1.0f, nullptr, dh_f.data());
-  general.backward(*be, args, h.data(), z_g.data(), dz_g.data(), 1.0f, nullptr, dh_g.data());
+  StepScalars record;
+  record.philox_step = args.step;
+  record.kl_grad_weight = 1.0f;
+  LatentArgs step = args;
+  step.per_step = &record;
+  fused.backward(*be, step, h.data(), z_f.data(), dz_f.data(), nullptr, dh_f.data());
+  general.backward(*be, step, h.data(), z_g.data(), dz_g.data(), nullptr, dh_g.data());
   for (int c = 0; c < 2 * L; ++c) {
     double m = 0, s2 = 0;
     for (int r = 0; r < rows; ++r) {

@@ -66,8 +66,8 @@ TEST(Objectives, IwaeWithOneSampleIsTheElboWithItsMonteCarloKl) {
     bound.impl().set_objective(iwae(1));
     const int rows = 6;
     const auto x = binary_images(rows, elbo.impl().input_dim(), 8);
-    elbo.impl().forward_backward(x.data(), rows, 1.0f, 5, 7);
-    bound.impl().forward_backward(x.data(), rows, 1.0f, 5, 7);
+    test::forward_backward_at(elbo.impl(), x.data(), rows, 1.0f, 5, 7);
+    test::forward_backward_at(bound.impl(), x.data(), rows, 1.0f, 5, 7);
     const auto le = elbo.impl().loss.to_host(), lb = bound.impl().loss.to_host();
     for (int i = 0; i < 3; ++i) EXPECT_NEAR(lb[i], le[i], 1e-5 * std::abs(le[i])) << "loss part " << i;
     EXPECT_LT(max_relative_difference(bound.impl().grads.to_host(), elbo.impl().grads.to_host()), 1e-4);
@@ -107,8 +107,8 @@ TEST(Objectives, DregKeepsTheBoundAndDecoderGradientAndLowersTheEncodersVariance
   const int draws = 400;
   std::vector<double> mean_a(encoder.size()), mean_b(encoder.size()), sq_a(encoder.size()), sq_b(encoder.size());
   for (int t = 0; t < draws; ++t) {
-    a.impl().forward_backward(x.data(), rows, 1.0f, 9, static_cast<uint64_t>(t));
-    b.impl().forward_backward(x.data(), rows, 1.0f, 9, static_cast<uint64_t>(t));
+    test::forward_backward_at(a.impl(), x.data(), rows, 1.0f, 9, static_cast<uint64_t>(t));
+    test::forward_backward_at(b.impl(), x.data(), rows, 1.0f, 9, static_cast<uint64_t>(t));
     const auto ga = a.impl().grads.to_host(), gb = b.impl().grads.to_host();
     if (t == 0) {
       EXPECT_EQ(a.impl().loss.to_host(), b.impl().loss.to_host());
@@ -149,8 +149,8 @@ TEST(Objectives, DregChangesOnlyTheEncodersGradientForEveryPrior) {
     b.impl().set_objective(iwae(4, true));
     const int rows = 3;
     const auto x = binary_images(rows, a.impl().input_dim(), 2);
-    a.impl().forward_backward(x.data(), rows, 1.0f, 4, 1);
-    b.impl().forward_backward(x.data(), rows, 1.0f, 4, 1);
+    test::forward_backward_at(a.impl(), x.data(), rows, 1.0f, 4, 1);
+    test::forward_backward_at(b.impl(), x.data(), rows, 1.0f, 4, 1);
     EXPECT_EQ(a.impl().loss.to_host(), b.impl().loss.to_host());
     const auto ga = a.impl().grads.to_host(), gb = b.impl().grads.to_host();
     double encoder_difference = 0;
@@ -172,7 +172,7 @@ TEST(Objectives, FreeBitsFloorEachGroupAndStopItsGradientBelowTheFloor) {
   Model plain(cfg), floored(cfg);
   plain.initialize(2);
   floored.initialize(2);
-  plain.impl().forward_backward(x.data(), rows, 0.8f, 1, 3);
+  test::forward_backward_at(plain.impl(), x.data(), rows, 0.8f, 1, 3);
   // The batch's KL per dimension at these parameters (the fused path's kl_dim).
   plain.impl().forward_eval(x.data(), rows, 1, 0, 0.0f);
   const auto kl_dim = plain.impl().kl_dim.to_host();
@@ -182,7 +182,7 @@ TEST(Objectives, FreeBitsFloorEachGroupAndStopItsGradientBelowTheFloor) {
   o.free_bits_group = 2;
   o.free_bits = static_cast<float>((g0 + g1) / 4);  // per dimension: between the two groups' means
   floored.impl().set_objective(o);
-  floored.impl().forward_backward(x.data(), rows, 0.8f, 1, 3);
+  test::forward_backward_at(floored.impl(), x.data(), rows, 0.8f, 1, 3);
   const auto loss = floored.impl().loss.to_host(), plain_loss = plain.impl().loss.to_host();
   const double floor = 2 * o.free_bits;
   EXPECT_NEAR(loss[0], plain_loss[1] + 0.8 * (std::max(floor, g0) + std::max(floor, g1)), 1e-4);
@@ -196,8 +196,8 @@ TEST(Objectives, FreeBitsFloorEachGroupAndStopItsGradientBelowTheFloor) {
   recon_only.initialize(2);
   o.free_bits = 50;
   high.impl().set_objective(o);
-  high.impl().forward_backward(x.data(), rows, 0.8f, 1, 3);
-  recon_only.impl().forward_backward(x.data(), rows, 0.0f, 1, 3);
+  test::forward_backward_at(high.impl(), x.data(), rows, 0.8f, 1, 3);
+  test::forward_backward_at(recon_only.impl(), x.data(), rows, 0.0f, 1, 3);
   EXPECT_LT(max_relative_difference(high.impl().grads.to_host(), recon_only.impl().grads.to_host()), 1e-4);
 }
 
@@ -216,7 +216,7 @@ TEST(Objectives, FreeBitsOnTheTotalAndCapacityMatchDifferencesOfTheLoss) {
     if (variant == 1) o.capacity = 0.01f;                                     // KL above C
     if (variant == 2) o.capacity = 500.0f;                                    // KL below C
     model.impl().set_objective(o);
-    model.impl().forward_backward(x.data(), rows, 0.9f, 2, 5);
+    test::forward_backward_at(model.impl(), x.data(), rows, 0.9f, 2, 5);
     const auto loss = model.impl().loss.to_host();
     if (variant > 0)
       EXPECT_NEAR(loss[0], loss[1] + 0.9 * std::abs(loss[2] - o.capacity), 1e-3 * std::abs(loss[0]));

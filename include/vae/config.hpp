@@ -41,9 +41,6 @@ PriorType parse_prior(const std::string& s);
 ObjectiveType parse_objective(const std::string& s);
 WarmupSchedule parse_warmup(const std::string& s);
 
-// The parameters of a flow of `steps` steps over `latent` dimensions with `hidden`-wide couplings.
-int64_t flow_parameter_count(int latent, int steps, int hidden);
-
 // The largest model a configuration or checkpoint may describe: 2^30 parameters, which with their
 // gradients and Adam moments is 16 GiB. Checked before anything is allocated.
 inline constexpr int64_t kMaxParameters = int64_t{1} << 30;
@@ -77,7 +74,6 @@ struct PriorConfig {
   int components = 0;
   bool has_components() const { return type == PriorType::MixtureOfGaussians || type == PriorType::Vamp; }
   int count() const { return components > 0 ? components : type == PriorType::Vamp ? 500 : 10; }
-  int64_t parameter_count(int latent, int input_dim) const;
 };
 
 // The model as a tree of components. In JSON (config.json's "model", checkpoints' metadata):
@@ -118,7 +114,8 @@ struct ModelConfig {
     return encoder.type == NetworkType::Conv ? int64_t(classes) * image_height * image_width : classes;
   }
   int decoder_input_dim() const { return latent + (conditional ? classes : 0); }
-  // Trainable scalars the configuration implies (exact, without alignment padding).
+  // Trainable scalars the configuration implies (exact, without alignment padding): the model's
+  // parts laid out as a Model lays them out, with nothing allocated (src/model/model.cpp).
   int64_t parameter_count() const;
   // Rejects out-of-range fields, networks whose shapes do not chain, and models above
   // kMaxParameters, with a message naming the field.

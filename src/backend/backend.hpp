@@ -141,17 +141,16 @@ class Backend {
                                   Workspace ws) = 0;
   virtual void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
                                     Workspace ws) = 0;
-  // out[0] = mean(nll + beta*kl), out[1] = mean(nll), out[2] = mean(kl); a fixed summation order.
-  // beta comes from per_step when that is set.
-  virtual void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
-                           float* out) = 0;
+  // out[0] = mean(nll + beta*kl), out[1] = mean(nll), out[2] = mean(kl); a fixed summation order;
+  // beta is the step record's (step_record.hpp), read when the work runs.
+  virtual void loss_reduce(const float* nll, const float* kl, int rows, const StepScalars* step, float* out) = 0;
 
-  // Global-norm clipping (when a.clip_norm > 0) and one Adam/AdamW step over a flat buffer.
-  // Writes the pre-clipping gradient norm to grad_norm_out. When per_step is set, the learning rate
-  // and bias corrections are per_step->adam (read when the step runs) instead of a's. With an active
-  // guard, a step whose loss or gradient norm is not finite changes nothing but the guard's count.
-  virtual void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                         const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) = 0;
+  // Global-norm clipping (when clip_norm > 0) and one Adam/AdamW step over a flat buffer, with the
+  // learning rate, moments' decay and bias corrections of step->adam (adam_coefficients), read when
+  // the step runs. Writes the pre-clipping gradient norm to grad_norm_out. With an active guard, a
+  // step whose loss or gradient norm is not finite changes nothing but the guard's count.
+  virtual void adam_step(float* p, const float* g, float* m, float* v, int64_t n, float clip_norm,
+                         const StepScalars* step, float* grad_norm_out, const StepGuard& guard) = 0;
 
 
  protected:

@@ -11,6 +11,7 @@
 #include "backend/backend.hpp"
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
+#include "backend/step_record.hpp"
 #include "condition.cuh"
 #include "gather_pixels.cuh"
 #include "graph/layers.hpp"
@@ -130,6 +131,7 @@ std::vector<double> Classifier::train(const Dataset& data, int epochs, float lr,
       adam_v = Tensor::zeros({m.params.numel()}, m.device), norm({1}, m.device);
   std::vector<double> accuracy;
   int64_t step = 0;
+  StepRecord record(m.device);
   for (int epoch = 1; epoch <= epochs; ++epoch) {
     const std::vector<int32_t> host_perm = epoch_permutation(n, seed ^ 0xc1a55ULL, epoch);
     perm.upload(host_perm.data(), host_perm.size());
@@ -146,8 +148,10 @@ std::vector<double> Classifier::train(const Dataset& data, int epochs, float lr,
       AdamArgs a;
       a.lr = lr;
       a.step = ++step;
-      be.adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), a, nullptr,
-                   norm.data(), {});
+      StepScalars s;
+      s.adam = adam_coefficients(a);
+      be.adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), a.clip_norm,
+                   record.write(s), norm.data(), {});
     }
     accuracy.push_back(this->accuracy(data.test));
   }

@@ -7,7 +7,6 @@
 #include "backend/cpu/flush_denormals.hpp"
 #include "backend/device_array.hpp"
 #include "gather_pixels.cuh"
-#include "gaussian_posterior.cuh"
 #include "model/model_impl.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
@@ -241,8 +240,8 @@ LatentTensors encode_batches(Model& model, int64_t n, const std::vector<int32_t>
     const float* xb = batch_input(first, rows, x);
     // The forward at zero noise: the encoder's output, and z = mu pushed through any posterior flow.
     m.forward_eval(xb, rows, 0, first, 0.0f, conditional ? y.data() + first : nullptr);
-    ops::gaussian_posterior_moments(*m.backend, static_cast<const float*>(m.encoder.output_view(rows).data()), rows, L,
-                                    c.mu.data() + first * L, c.logvar.data() + first * L);
+    m.latent_block.posterior().moments(*m.backend, m.encoder.output_view(rows).data(), rows, c.mu.data() + first * L,
+                                       c.logvar.data() + first * L);
     if (flow) c.codes.view(first * L, {rows, L}).copy_from(m.z.view(0, {rows, L}));
   }
   return c;

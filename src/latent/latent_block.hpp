@@ -1,11 +1,11 @@
-// The latent block between encoder and decoder, in three parts (DESIGN.md):
-//   Posterior  q(z|x): a diagonal Gaussian from the encoder head h = [mu | raw log-variance]
-//              (kernels/gaussian_posterior.cuh); returns z and log q(z|x).
-//   Prior      p(z): latent/prior.hpp (standard normal, mixture of Gaussians).
-//   Objective  the loss from per-sample terms (vae/config.hpp's ObjectiveConfig; the model applies
-//              it): the ELBO's KL term kl_r = log q(z_r|x_r) - log p(z_r) weighted by beta (or
-//              floored by free bits, or held at a capacity), or the importance-weighted bound over
-//              k samples per row, whose per-sample weights the backward here takes.
+// The latent block between encoder and decoder: the posterior and the prior, and the latent term
+// of the loss between them (DESIGN.md):
+//   Posterior  q(z|x): latent/posterior.hpp, a diagonal Gaussian from the encoder head (the only
+//              host code that knows its layout) with an optional flow; returns z and log q(z|x).
+//   Prior      p(z): latent/prior.hpp (standard normal, mixture, VampPrior, flow).
+//   The objective (model/objective.hpp) chooses which of this block's forms a step takes: the
+//   ELBO's KL term kl_r = log q(z_r|x_r) - log p(z_r), or k samples per row with log p - log q
+//   for the importance-weighted bounds, whose per-sample weights the backward here takes.
 // For a Gaussian posterior with N(0, I) the block takes the fused fast path, latent_sample_kl: one
 // kernel with the analytic KL in place of the Monte-Carlo term (lower variance; the default model's
 // bits). Free bits over groups smaller than the latent need the KL per dimension with a weight per
@@ -16,6 +16,7 @@
 
 #include "backend/backend.hpp"
 #include "latent/flow.hpp"
+#include "latent/posterior.hpp"
 #include "latent/prior.hpp"
 #include "vae/config.hpp"
 
@@ -24,17 +25,16 @@ namespace vae {
 class LatentBlock {
  public:
   explicit LatentBlock(const ModelConfig& config);
+  // The prior may hold the posterior (the VampPrior's mixture is made of its Gaussians): fixed in place.
+  LatentBlock(const LatentBlock&) = delete;
+  LatentBlock& operator=(const LatentBlock&) = delete;
   int latent() const { return latent_; }
-  int head_width() const { return 2 * latent_; }  // the encoder's output: [mu | raw log-variance]
+  int head_width() const { return posterior_.head_width(); }  // the encoder's output per row
+  Posterior& posterior() { return posterior_; }
+  const Posterior& posterior() const { return posterior_; }
   Prior& prior() { return *prior_; }
   const Prior& prior() const { return *prior_; }
-  // The posterior flow (steps() == 0 without one): z = f(z0), log q(z|x) = log q0(z0|x) - logdet.
-  Flow& posterior_flow() { return flow_; }
-  bool has_posterior_flow() const { return flow_.steps() > 0; }
-  // After a forward with a posterior flow: the Gaussian samples z0 [rows, L] and the flow's
-  // log-determinant [rows], as views.
-  Tensor pre_flow_z(int rows) const { return z0_.view(0, {rows, latent_}); }
-  Tensor flow_logdet(int rows) const { return logdet_.view(0, {rows}); }
+  bool has_posterior_flow() const { return posterior_.has_flow(); }
 
   // The flows' data-dependent initialisation (Glow's ActNorm) from the encoder's output h for one
   // batch: the posterior flow from samples z0, the flow prior from the samples z = f(z0).
@@ -46,7 +46,7 @@ class LatentBlock {
   void param_slices(std::vector<ParamSlice>& out) const;
   void initialize(std::vector<float>& params, uint64_t seed, uint32_t& tensor_index) const;
   void prepare(int rows, Device device);
-  uint64_t generation() const { return generation_ + flow_.generation() + prior_->generation(); }
+  uint64_t generation() const { return posterior_.generation() + prior_->generation(); }
   // The fused (Gaussian, N(0, I), ELBO) path. Tests may turn it off to check the general path
   // against it; the model never does.
   bool fused() const { return fused_; }
@@ -63,11 +63,11 @@ class LatentBlock {
   // non-null.
   void forward(Backend& be, const LatentArgs& a, const float* h, float* z, float* kl, float* kl_dim);
   // dh [rows, head_width()] from dz (the decoder's gradient at z; the prior's term is added to it in
-  // place) with kl_weight = beta / batch (a.per_step's kl_grad_weight when set), or with dim_weight
-  // [L], one weight per dimension, on the analytic path. Also writes the prior's parameter
-  // gradients. Needs the forward call on the same h and z just before.
-  void backward(Backend& be, const LatentArgs& a, const float* h, const float* z, float* dz, float kl_weight,
-                const float* dim_weight, float* dh);
+  // place) with the KL term's weight beta / batch from the step record a.per_step (kl_grad_weight),
+  // or with dim_weight [L], one weight per dimension, on the analytic path. Also writes the prior's
+  // parameter gradients. Needs the forward call on the same h and z just before.
+  void backward(Backend& be, const LatentArgs& a, const float* h, const float* z, float* dz, const float* dim_weight,
+                float* dh);
   // The importance-weighted bound's training forward: k samples per row, z [rows*k, L] and
   // lpq [rows*k] = log p(z) - log q(z|x); sample j of row r from Philox (u/4, row0 + r,
   // step * k + j, kStreamLatent), so k = 1 draws the ELBO's noise.
@@ -84,17 +84,10 @@ class LatentBlock {
 
  private:
   int latent_;
-  // The Gaussian's sample and log q0 on the general path with a posterior flow, then the flow.
-  void sample_through_flow(Backend& be, const LatentArgs& a, int k, uint64_t step_scale, uint32_t stream, float log_q_sign,
-                           const float* h, float* z, float* out);
-
+  Posterior posterior_;
   std::unique_ptr<Prior> prior_;
-  Flow flow_;
   bool fused_;
   bool by_dimension_ = false;
-  Tensor z0_, logdet_;
-  int capacity_ = 0;
-  uint64_t generation_ = 0;
 };
 
 }  // namespace vae

@@ -114,15 +114,16 @@ class MixturePrior final : public Prior {
 
 
 // The VampPrior: an equal-weight mixture of the encoder's Gaussians at K pseudo-inputs, evaluated by
-// the mixture's op (mog_prior.cuh) on the encoder's output rows [mu | raw logvar] (row stride 2L)
-// with fixed zero logits. Its one parameter tensor is the raw pseudo-inputs [K, C, H, W]; the images
+// the mixture's op (mog_prior.cuh) on the encoder's output rows, seen as components through the
+// posterior (Posterior::components), with fixed zero logits. Its one parameter tensor is the raw pseudo-inputs [K, C, H, W]; the images
 // the encoder sees are clamp(raw, 0, 1) (Tomczak & Welling's hardtanh).
-class VampPrior final : public Prior {
+class VampPrior final : public Prior, public PseudoInputs {
  public:
-  VampPrior(int latent, int components, int channels, int height, int width)
-      : Prior(latent), k_(components), c_(channels), h_(height), w_(width) {}
+  VampPrior(const Posterior& posterior, int components, int channels, int height, int width)
+      : Prior(posterior.latent()), posterior_(posterior), k_(components), c_(channels), h_(height), w_(width) {}
   PriorType type() const override { return PriorType::Vamp; }
-  int pseudo_inputs() const override { return k_; }
+  PseudoInputs* pseudo_inputs() override { return this; }
+  int count() const override { return k_; }
   int64_t pixels() const { return int64_t(c_) * h_ * w_; }
 
   int64_t layout(int64_t offset) override {
@@ -161,12 +162,12 @@ class VampPrior final : public Prior {
   }
   uint64_t generation() const override { return generation_; }
 
-  void write_pseudo_inputs(Backend& be, float* x) const override { ops::clamp01(be, params_ + raw_, x, int64_t(k_) * pixels()); }
+  void write(Backend& be, float* x) const override { ops::clamp01(be, params_ + raw_, x, int64_t(k_) * pixels()); }
   void bind_encoding(const float* h, float* dh) override {
     h_u_ = h;
     dh_u_ = dh;
   }
-  void pseudo_input_backward(Backend& be, const float* dx) override {
+  void backward(Backend& be, const float* dx) override {
     ops::unit_clamp_backward(be, params_ + raw_, dx, int64_t(k_) * pixels(), grads_ + raw_);
   }
 
@@ -177,7 +178,8 @@ class VampPrior final : public Prior {
   void backward(Backend& be, const float* z, int rows, const ops::PriorGradWeights<float>& w, float* dz) override {
     check_ready(rows, "backward");
     if (!dh_u_) throw Error("VampPrior: backward without a gradient buffer for the pseudo-inputs' encoding (a bug in vae)");
-    ops::mog_backward(be, view(), z, resp_.data(), rows, w, dz, static_cast<float*>(nullptr), dh_u_, dh_u_ + latent(),
+    const auto grad = posterior_.components(dh_u_);
+    ops::mog_backward(be, view(), z, resp_.data(), rows, w, dz, static_cast<float*>(nullptr), grad.means, grad.raw_log_var,
                       table_.data());
   }
   // A pseudo-input uniformly, then its Gaussian at the temperature (mog_sample with equal weights).
@@ -188,8 +190,9 @@ class VampPrior final : public Prior {
 
  private:
   ops::MogParams<float> view() const {
-    ops::MogParams<float> p{logits_.data(), h_u_, h_u_ + latent(), k_, latent()};
-    p.stride = 2 * latent();
+    const auto c = posterior_.components(h_u_);
+    ops::MogParams<float> p{logits_.data(), c.means, c.raw_log_var, k_, latent()};
+    p.stride = c.stride;
     return p;
   }
   void check_ready(int rows, const char* what) const {
@@ -198,6 +201,7 @@ class VampPrior final : public Prior {
                   "in vae)");
   }
 
+  const Posterior& posterior_;
   int k_, c_, h_, w_;
   int64_t raw_ = 0;
   float *params_ = nullptr, *grads_ = nullptr;
@@ -280,12 +284,12 @@ class FlowPrior final : public Prior {
 
 }  // namespace
 
-std::unique_ptr<Prior> make_prior(const ModelConfig& c) {
+std::unique_ptr<Prior> make_prior(const ModelConfig& c, const Posterior& posterior) {
   switch (c.prior.type) {
     case PriorType::StandardNormal: return std::make_unique<StandardNormalPrior>(c.latent);
     case PriorType::MixtureOfGaussians: return std::make_unique<MixturePrior>(c.latent, c.prior.count());
     case PriorType::Vamp:
-      return std::make_unique<VampPrior>(c.latent, c.prior.count(), c.image_channels, c.image_height, c.image_width);
+      return std::make_unique<VampPrior>(posterior, c.prior.count(), c.image_channels, c.image_height, c.image_width);
     case PriorType::Flow: return std::make_unique<FlowPrior>(c.latent, c.prior.flow_steps, c.prior.flow_hidden);
   }
   throw Error("unknown prior type");

@@ -3,9 +3,9 @@
 // means and variances through the Monte-Carlo KL term log q(z|x) - log p(z) of the loss. The
 // VampPrior (Tomczak & Welling 2018) is p(z) = (1/K) sum_k q(z | u_k): the encoder's posteriors at
 // K learned pseudo-inputs u_k = clamp(raw_k, 0, 1). Its density needs the encoder's output at the
-// pseudo-inputs, so the model runs the encoder on them beside the batch (pseudo_inputs() > 0) and
-// binds that output here; the gradient reaches the encoder through the same rows, and the
-// pseudo-inputs through the encoder's input gradient there.
+// pseudo-inputs, so it offers the model its PseudoInputs: the model runs the encoder on them beside
+// the batch and binds that output there; the gradient reaches the encoder through the same rows,
+// and the pseudo-inputs through the encoder's input gradient there.
 // Built from the model's configuration by make_prior; the math of each is one file in kernels/.
 #pragma once
 
@@ -16,10 +16,28 @@
 #include "backend/backend.hpp"
 #include "grad_weight.cuh"
 #include "graph/layers.hpp"
+#include "latent/posterior.hpp"
 #include "vae/config.hpp"
 #include "vae/tensor.hpp"
 
 namespace vae {
+
+// Inputs a prior learns for the encoder to run on beside each batch (the VampPrior's pseudo-inputs):
+// what couples such a prior to the encoder, held by the prior itself.
+class PseudoInputs {
+ public:
+  virtual ~PseudoInputs() = default;
+  // The rows the encoder must also run on.
+  virtual int count() const = 0;
+  // Writes the input images [count(), input_dim] (backend memory).
+  virtual void write(Backend& be, float* x) const = 0;
+  // Where the encoder's output at them is (h [count(), head width]) for the prior's next
+  // add_log_prob, backward and sample calls, and where its backward writes that output's gradient
+  // (dh, the same layout; null outside training).
+  virtual void bind_encoding(const float* h, float* dh) = 0;
+  // Their parameter gradient from the encoder's input gradient at them (overwritten).
+  virtual void backward(Backend& be, const float* dx) = 0;
+};
 
 class Prior {
  public:
@@ -51,16 +69,10 @@ class Prior {
   // z [n, latent] drawn from the prior with its spread scaled by temperature (Philox, seed).
   virtual void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) = 0;
 
-  // Pseudo-inputs (the VampPrior; none for the others): the rows the encoder must also run on.
-  virtual int pseudo_inputs() const { return 0; }
-  // Writes the pseudo-input images [pseudo_inputs(), input_dim] (backend memory).
-  virtual void write_pseudo_inputs(Backend& /*be*/, float* /*x*/) const {}
-  // Where the encoder's output at the pseudo-inputs is (h [pseudo_inputs(), 2L]) for the next
-  // add_log_prob, backward and sample calls, and where backward writes its gradient (dh, the same
-  // layout; null outside training).
-  virtual void bind_encoding(const float* /*h*/, float* /*dh*/) {}
-  // The pseudo-inputs' parameter gradient from the encoder's input gradient at them (overwritten).
-  virtual void pseudo_input_backward(Backend& /*be*/, const float* /*dx*/) {}
+  // The inputs this prior needs the encoder to run on (the VampPrior's), or null.
+  virtual PseudoInputs* pseudo_inputs() { return nullptr; }
+  // Their count (0 without).
+  int pseudo_input_count() { return pseudo_inputs() ? pseudo_inputs()->count() : 0; }
   // Data-dependent initialisation from samples of the posterior z [rows, L] (the flow prior's
   // ActNorms), before the first training step of a run.
   virtual void initialize_from(Backend& /*be*/, const float* /*z*/, int /*rows*/) {}
@@ -72,6 +84,8 @@ class Prior {
   int latent_;
 };
 
-std::unique_ptr<Prior> make_prior(const ModelConfig& config);
+// The prior config.prior names. The posterior is the VampPrior's: its mixture is the posterior's
+// Gaussians at the pseudo-inputs.
+std::unique_ptr<Prior> make_prior(const ModelConfig& config, const Posterior& posterior);
 
 }  // namespace vae

@@ -1,6 +1,4 @@
 #include "condition.cuh"
-#include "elbo_objective.cuh"
-#include "iwae_objective.cuh"
 #include "model/model_impl.hpp"
 #include "model/networks.hpp"
 #include "rows.cuh"
@@ -8,6 +6,43 @@
 #include "vae/model.hpp"
 
 namespace vae {
+namespace {
+
+// The model's parameters in the flat buffer, in order: encoder, decoder, the latent block (the
+// posterior flow's, then the prior's), the likelihood's; each part places and names its own.
+// Returns the aligned end. Nothing is allocated.
+int64_t lay_out(Sequential& encoder, Sequential& decoder, LatentBlock& latent, LikelihoodModel& likelihood,
+                std::vector<ParamSlice>& slices) {
+  int64_t end = encoder.layout(0);
+  end = decoder.layout(end);
+  end = latent.layout(end);
+  end = likelihood.layout(end);
+  encoder.param_slices("encoder.", slices);
+  decoder.param_slices("decoder.", slices);
+  latent.param_slices(slices);
+  likelihood.param_slices(slices);
+  return align_params(end);
+}
+
+int64_t scalars_in(const std::vector<ParamSlice>& slices) {
+  int64_t n = 0;
+  for (const auto& s : slices) n += shape_numel(s.shape);
+  return n;
+}
+
+}  // namespace
+
+// The count from the parts' own layouts, so no part keeps a formula of its size beside its layout.
+// Widths are validated small enough that int64 cannot overflow.
+int64_t ModelConfig::parameter_count() const {
+  Sequential enc("encoder"), dec("decoder");
+  build_networks(*this, enc, dec);
+  LatentBlock latent(*this);
+  const std::unique_ptr<LikelihoodModel> likelihood = make_likelihood(*this);
+  std::vector<ParamSlice> slices;
+  lay_out(enc, dec, latent, *likelihood, slices);
+  return scalars_in(slices);
+}
 
 ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev)
     : config(cfg), device(dev), backend(make_backend(dev)), latent_block(cfg), likelihood_model(make_likelihood(cfg)) {
@@ -16,16 +51,9 @@ ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev)
     throw Error("a conditional model needs the number of classes (model.classes, at least 2), which vae train takes "
                 "from the data set's labels; got " + std::to_string(config.classes));
   build_networks(config, encoder, decoder);
+  objective = make_objective(objective_config, config, latent_block, *likelihood_model);
 
-  int64_t end = encoder.layout(0);
-  end = decoder.layout(end);
-  end = latent_block.layout(end);
-  end = likelihood_model->layout(end);
-  const int64_t total = align_params(end);
-  encoder.param_slices("encoder.", slices);
-  decoder.param_slices("decoder.", slices);
-  latent_block.param_slices(slices);
-  likelihood_model->param_slices(slices);
+  const int64_t total = lay_out(encoder, decoder, latent_block, *likelihood_model, slices);
 
   params = Tensor::zeros({total}, device);
   grads = Tensor::zeros({total}, device);
@@ -43,34 +71,36 @@ void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
 }
 
 void ModelImpl::set_objective(const ObjectiveConfig& o) {
-  o.validate();
-  o.check_model(config);
-  if (o.type == ObjectiveType::IwaeDreg && config.posterior_flow_steps > 0)
-    throw Error("objective.type iwae_dreg needs the Gaussian posterior without flow steps (its estimator holds log q's "
-                "parameters fixed, which a flow's inverse would need): remove posterior.flow_steps (--posterior-flow) "
-                "or use iwae");
-  if (o.importance_weighted() && likelihood_model->shares_parameters_across_samples())
-    throw Error("objective.type " + to_string(o.type) + " with a learned Gaussian sigma (likelihood.learned_sigma) is not "
-                "supported: the sigma's gradient is not weighted per sample. Use a fixed sigma or the elbo");
-  objective = o;
-  latent_block.set_kl_by_dimension(o.free_bits > 0 && o.free_bits_group < config.latent);
+  const bool by_dimension = latent_block.kl_by_dimension();
+  std::unique_ptr<Objective> made;
+  try {
+    made = make_objective(o, config, latent_block, *likelihood_model);
+  } catch (...) {
+    latent_block.set_kl_by_dimension(by_dimension);  // as the current objective set it
+    throw;
+  }
+  // The new objective's generation starts again from 0: carry the old one's count over, so that
+  // workspace_generation() never returns to a value a recorded step was made at.
+  generation += objective->generation() + 1;
+  objective = std::move(made);
+  objective_config = o;
   capacity = 0;  // the workspace's sizes depend on the objective
 }
 
 void ModelImpl::prepare(int rows) {
   if (rows < 1) throw Error("batch must have at least one row");
-  const int k = samples_per_row(), pseudo = latent_block.prior().pseudo_inputs();
+  const int k = samples_per_row(), pseudo = latent_block.prior().pseudo_input_count();
   encoder.prepare(rows + pseudo, *backend);
   decoder.prepare(rows * k, *backend);
   latent_block.prepare(rows * k, device);
+  objective->prepare(rows, device);
   if (rows <= capacity) return;
   const int L = latent(), d = input_dim(), n = rows * k;
   z = Tensor({n, L}, device);
   dz = Tensor({n, L}, device);
-  dh = Tensor({rows + pseudo, 2 * L}, device);
+  dh = Tensor({rows + pseudo, latent_block.head_width()}, device);
   kl_sample = Tensor({n}, device);
   kl_dim = Tensor({L}, device);
-  dim_weight = Tensor({L}, device);
   nll = Tensor({n}, device);
   dlogits = Tensor({n, d}, device);
   loss = Tensor({3}, device);
@@ -78,14 +108,7 @@ void ModelImpl::prepare(int rows) {
     x_all = Tensor({rows + pseudo, d}, device);
     dx_all = Tensor({rows + pseudo, d}, device);
   }
-  if (objective.importance_weighted()) {
-    if (k > 1) x_rep = Tensor({n, d}, device);
-    bound = Tensor({rows}, device);
-    decoder_weight = Tensor({n}, device);
-    encoder_weight = Tensor({n}, device);
-    z_scale = Tensor({n}, device);
-  }
-  if (effective_step.size() == 0) effective_step = DeviceArray<StepScalars>::allocate(1, device);
+  if (k > 1) x_rep = Tensor({n, d}, device);
   prepare_condition(rows, n);
   capacity = rows;
   ++generation;
@@ -150,27 +173,26 @@ void ModelImpl::decode_backward(const float* z, const float* dout, float* dz, in
 
 const float* ModelImpl::encode_batch(const float* x, int rows, bool training) {
   Backend& be = *backend;
-  Prior& prior = latent_block.prior();
-  const int pseudo = prior.pseudo_inputs();
-  if (pseudo == 0) return encoder.forward(be, x, rows);  // x: encoder_input's (the condition appended)
+  PseudoInputs* pseudo = latent_block.prior().pseudo_inputs();
+  if (!pseudo) return encoder.forward(be, x, rows);  // x: encoder_input's (the condition appended)
   const int64_t d = input_dim();
   ops::copy_values(be, x, rows * d, x_all.data());
-  prior.write_pseudo_inputs(be, x_all.data() + rows * d);
-  const float* h = encoder.forward(be, x_all.data(), rows + pseudo);
-  prior.bind_encoding(h + int64_t(rows) * 2 * latent(), training ? dh.data() + int64_t(rows) * 2 * latent() : nullptr);
+  pseudo->write(be, x_all.data() + rows * d);
+  const float* h = encoder.forward(be, x_all.data(), rows + pseudo->count());
+  const int64_t after_batch = latent_block.posterior().row_offset(rows);
+  pseudo->bind_encoding(h + after_batch, training ? dh.data() + after_batch : nullptr);
   return h;
 }
 
 void ModelImpl::encoder_backward(const float* x, int rows) {
   Backend& be = *backend;
-  Prior& prior = latent_block.prior();
-  const int pseudo = prior.pseudo_inputs();
-  if (pseudo == 0) {
+  PseudoInputs* pseudo = latent_block.prior().pseudo_inputs();
+  if (!pseudo) {
     encoder.backward(be, x, dh.data(), nullptr, rows);
     return;
   }
-  encoder.backward(be, x_all.data(), dh.data(), dx_all.data(), rows + pseudo);
-  prior.pseudo_input_backward(be, dx_all.data() + int64_t(rows) * input_dim());
+  encoder.backward(be, x_all.data(), dh.data(), dx_all.data(), rows + pseudo->count());
+  pseudo->backward(be, dx_all.data() + int64_t(rows) * input_dim());
 }
 
 void ModelImpl::initialize_from_data(const float* x, int rows, uint64_t seed, const float* y) {
@@ -181,83 +203,38 @@ void ModelImpl::initialize_from_data(const float* x, int rows, uint64_t seed, co
 }
 
 void ModelImpl::encode_pseudo_inputs() {
-  Prior& prior = latent_block.prior();
-  const int pseudo = prior.pseudo_inputs();
-  if (pseudo == 0) return;
+  PseudoInputs* pseudo = latent_block.prior().pseudo_inputs();
+  if (!pseudo) return;
   prepare(1);
-  prior.write_pseudo_inputs(*backend, x_all.data());
-  prior.bind_encoding(encoder.forward(*backend, x_all.data(), pseudo), nullptr);
+  pseudo->write(*backend, x_all.data());
+  pseudo->bind_encoding(encoder.forward(*backend, x_all.data(), pseudo->count()), nullptr);
 }
 
 void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale) {
   likelihood_model->nll(*backend, out, x, nll_rows, dout, rows, grad_scale, params.data(), grads.data());
 }
 
-void ModelImpl::forward_backward(const float* x_image, int rows, float beta, uint64_t seed, uint64_t step,
-                                 const StepScalars* per_step, const float* y, int64_t row0) {
+void ModelImpl::forward_backward(const float* x_image, int rows, uint64_t seed, const StepScalars* step, const float* y,
+                                 int64_t row0) {
+  if (!step) throw Error("internal: forward_backward without its step record (step_record.hpp)");
   prepare(rows);
   Backend& be = *backend;
-  const int L = latent(), d = input_dim();
-  const LatentArgs args{rows, L, seed, step, row0, 1.0f, per_step};
+  const int d = input_dim(), k = samples_per_row(), n = rows * k;
+  const LatentArgs args{rows, latent(), seed, 0, row0, 1.0f, step};
   const float* x = encoder_input(x_image, y, rows);
   const float* h = encode_batch(x, rows, true);
-  if (objective.importance_weighted()) {
-    // k samples per row, the bound's normalised weights on every gradient (iwae_objective.cuh).
-    const int k = objective.k, n = rows * k;
-    const bool dreg = objective.type == ObjectiveType::IwaeDreg;
-    latent_block.sample_k(be, args, h, k, z.data(), kl_sample.data());
-    const float* xk = x_image;
-    if (k > 1) {
-      ops::repeat_rows(be, x_image, rows, d, k, x_rep.data());
-      xk = x_rep.data();
-    }
-    const float* logits = decode_forward(z.data(), y, n, k);
-    likelihood(logits, xk, nll.data(), dlogits.data(), n, 1.0f);
-    ops::iwae_objective(be, kl_sample.data(), nll.data(), rows, k, dreg, bound.data(), decoder_weight.data(),
-                        encoder_weight.data(), dreg ? z_scale.data() : static_cast<float*>(nullptr), loss.data());
-    ops::scale_rows(be, dlogits.data(), decoder_weight.data(), n, d);
-    decode_backward(z.data(), dlogits.data(), dz.data(), n);
-    if (dreg) ops::scale_rows(be, dz.data(), z_scale.data(), n, L);
-    const ops::GradWeight<float> enc{0.0f, nullptr, encoder_weight.data()}, dec{0.0f, nullptr, decoder_weight.data()};
-    latent_block.backward_k(be, args, h, z.data(), k, dz.data(), {enc, dec}, enc, dreg, dh.data());
-    encoder_backward(x, rows);
-    return;
+  objective->sample(be, latent_block, args, h, z.data(), kl_sample.data());
+  const float* xk = x_image;
+  if (k > 1) {
+    ops::repeat_rows(be, x_image, rows, d, k, x_rep.data());
+    xk = x_rep.data();
   }
-  // The ELBO. No KL per dimension here unless free bits by group need it: only evaluation reports
-  // it, and on the GPU it is a kernel of its own.
-  const bool by_dims = latent_block.kl_by_dimension();
-  latent_block.forward(be, args, h, z.data(), kl_sample.data(), by_dims ? kl_dim.data() : nullptr);
-  const float* logits = decode_forward(z.data(), y, rows, 1);
-  likelihood(logits, x_image, nll.data(), dlogits.data(), rows, 1.0f / rows);
-  LatentArgs back = args;
-  if (objective.free_bits > 0 || objective.capacity > 0) {
-    // The batch decides the KL term's weight (elbo_objective.cuh); the backward reads it from the
-    // effective step record written on the device.
-    ops::ElboRegularised<float> r{};
-    r.kind = objective.capacity > 0 ? ops::KlRegulariser::Capacity : ops::KlRegulariser::FreeBits;
-    r.nll = nll.data();
-    r.kl = kl_sample.data();
-    r.kl_dim = by_dims ? kl_dim.data() : nullptr;
-    r.rows = rows;
-    r.latent = L;
-    r.group = objective.free_bits_group;
-    r.free_bits = objective.free_bits;
-    r.capacity = objective.capacity;
-    r.host.philox_step = step;
-    r.host.beta = beta;
-    r.host.kl_grad_weight = beta / rows;
-    r.host.capacity = objective.capacity;
-    r.per_step = per_step;
-    r.effective = effective_step.data();
-    r.dim_weight = by_dims ? dim_weight.data() : nullptr;
-    r.loss = loss.data();
-    ops::elbo_regularised(be, r);
-    back.per_step = effective_step.data();
-  } else {
-    be.loss_reduce(nll.data(), kl_sample.data(), rows, beta, per_step, loss.data());
-  }
-  decode_backward(z.data(), dlogits.data(), dz.data(), rows);
-  latent_block.backward(be, back, h, z.data(), dz.data(), beta / rows, by_dims ? dim_weight.data() : nullptr, dh.data());
+  const float* out = decode_forward(z.data(), y, n, k);
+  likelihood(out, xk, nll.data(), dlogits.data(), n, objective->likelihood_grad_scale(rows));
+  objective->reduce(be, args, nll.data(), kl_sample.data(), loss.data());
+  objective->weight_decoder_gradient(be, dlogits.data(), rows, d);
+  decode_backward(z.data(), dlogits.data(), dz.data(), n);
+  objective->latent_backward(be, latent_block, args, h, z.data(), dz.data(), dh.data());
   encoder_backward(x, rows);
 }
 
@@ -285,11 +262,7 @@ Device Model::device() const { return impl_->device; }
 
 void Model::set_numerics(const Numerics& n) { impl_->backend->set_options({n.tf32, n.fused_epilogues}); }
 
-int64_t Model::parameter_count() const {
-  int64_t n = 0;
-  for (const auto& s : impl_->slices) n += shape_numel(s.shape);
-  return n;
-}
+int64_t Model::parameter_count() const { return scalars_in(impl_->slices); }
 
 void Model::initialize(uint64_t seed) {
   std::vector<float> host(static_cast<size_t>(impl_->params.numel()), 0.0f);
@@ -325,7 +298,7 @@ Tensor Model::encode(const Tensor& x, const std::vector<int32_t>& labels) {
   const float* in = m.encoder_input(input.data(), m.config.conditional ? y.data() : nullptr, n);
   m.encoder.prepare(n, *m.backend);
   m.encoder.forward(*m.backend, in, n);
-  Tensor out({n, 2 * m.latent()}, m.device);
+  Tensor out({n, m.latent_block.head_width()}, m.device);
   out.copy_from(m.encoder.output_view(n));
   return out;
 }

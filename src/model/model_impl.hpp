@@ -6,9 +6,11 @@
 
 #include "backend/backend.hpp"
 #include "backend/device_array.hpp"
+#include "backend/step_record.hpp"
 #include "graph/layers.hpp"
 #include "latent/latent_block.hpp"
 #include "model/likelihood.hpp"
+#include "model/objective.hpp"
 #include "vae/config.hpp"
 #include "vae/data.hpp"
 #include "vae/tensor.hpp"
@@ -24,19 +26,21 @@ struct ModelImpl {
   Sequential encoder{"encoder"};  // image [C, H, W] -> [2 * latent] (see build_networks)
   Sequential decoder{"decoder"};  // [latent] -> image (logits or Gaussian means)
   LatentBlock latent_block;       // posterior, prior and the ELBO's KL term between them
-  ObjectiveConfig objective;      // what forward_backward minimises (set_objective; the plain ELBO by default)
   std::vector<ParamSlice> slices;
   std::unique_ptr<LikelihoodModel> likelihood_model;  // p(x | decoder output), with its own parameters
+  ObjectiveConfig objective_config;                   // set_objective's (the plain ELBO by default)
+  std::unique_ptr<Objective> objective;               // what forward_backward minimises
   Tensor params, grads;           // flat, padded to kParamAlignment per tensor
 
-  // Per-batch workspace, sized by prepare(). With k importance samples per row (the iwae
-  // objectives) z, dz, kl_sample (then log p - log q), nll and dlogits hold rows * k rows; with
-  // pseudo-inputs (the VampPrior) dh and the encoder's input x_all hold rows + K.
+  // Per-batch workspace, sized by prepare(). With k samples per row (the objective's; the iwae
+  // objectives' k) z, dz, kl_sample (the latent term: the KL, or log p - log q), nll and dlogits
+  // hold rows * k rows, and x_rep the images repeated k times; with pseudo-inputs (the VampPrior)
+  // dh and the encoder's input x_all hold rows + K.
   int capacity = 0;
   Tensor z, dz, dh, kl_sample, kl_dim, nll, dlogits, loss;  // loss = [total, recon, kl]
   Tensor x_all, dx_all;                                     // [x; pseudo-inputs] and its gradient
-  Tensor x_rep, bound, decoder_weight, encoder_weight, z_scale, dim_weight;
-  DeviceArray<StepScalars> effective_step;  // the step record the regularised ELBO's backward reads
+  Tensor x_rep;
+  StepRecord single_step{device};  // the record of a step taken on its own (Trainer::step)
   // A conditional model's inputs with the condition appended (condition.cuh): the encoder's
   // [rows, input_dim + encoder_condition_width] and the decoder's [n, latent + classes] with its gradient.
   int condition_rows = 0;
@@ -44,7 +48,7 @@ struct ModelImpl {
 
   // Sets the objective (validated, and against this model: ObjectiveConfig::check_model).
   void set_objective(const ObjectiveConfig& o);
-  int samples_per_row() const { return objective.importance_weighted() ? objective.k : 1; }
+  int samples_per_row() const { return objective->samples_per_row(); }
   // Encoder forward for x [rows, input_dim], with the prior's pseudo-inputs after the batch when it
   // has them (their encoding bound to the prior, with dh's rows after the batch for its gradient
   // when training). Returns the batch's encoder output [rows, 2L].
@@ -79,19 +83,21 @@ struct ModelImpl {
   // Changes whenever a workspace buffer is reallocated (here or in the encoder or decoder): a
   // recorded CUDA graph that addresses the old buffers must then be recorded again.
   uint64_t workspace_generation() const {
-    return generation + encoder.generation() + decoder.generation() + latent_block.generation();
+    return generation + encoder.generation() + decoder.generation() + latent_block.generation() +
+           objective->generation();
   }
   uint64_t generation = 0;
 
   // Forward and backward over x [rows, input_dim] (device memory): fills grads (overwritten) and
-  // loss (not kl_dim: forward_eval reports that). Loss = mean over rows of (NLL + beta * KL). With per_step (backend memory), beta and the
-  // Philox step are read from it when the work runs and the by-value beta and step are ignored:
-  // the form a captured CUDA graph replays.
+  // loss (not kl_dim: forward_eval reports that). Loss = mean over rows of (NLL + beta * KL). The
+  // step's values (the Philox step, beta, the KL term's weight in the gradient, the capacity) are
+  // the record's at `step` (backend memory, step_record.hpp), read when the work runs: the form a
+  // captured CUDA graph replays, and the only form.
   // y: a conditional model's labels (device memory, float class indices, rows of them).
   // row0: the batch's first row within the global batch, the noise's row counter (LatentArgs): a
   // rank of a data-parallel job draws the noise the single-process step draws for those rows.
-  void forward_backward(const float* x, int rows, float beta, uint64_t seed, uint64_t step,
-                        const StepScalars* per_step = nullptr, const float* y = nullptr, int64_t row0 = 0);
+  void forward_backward(const float* x, int rows, uint64_t seed, const StepScalars* step, const float* y = nullptr,
+                        int64_t row0 = 0);
   // Forward only: per-row nll and kl_sample, kl_dim (when latent_block reports it), and the encoder
   // output (returned).
   const float* forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale,

@@ -36,24 +36,14 @@ std::vector<int32_t> image_indices(int64_t first, int rows, int repeat) {
   return idx;
 }
 
-// log q(z|x_n) for the posterior h_n = [mu | raw] (soft-clamped log-variance, as the posterior).
-double log_posterior(const float* h, const float* z, int L) {
-  double acc = 0;
-  for (int u = 0; u < L; ++u) {
-    const double lv = math::soft_clamp(double(h[L + u]), double(math::kLogvarMin), double(math::kLogvarMax));
-    const double d = double(z[u]) - double(h[u]);
-    acc += -0.5 * d * d * std::exp(-lv) - 0.5 * lv - math::kHalfLog2Pi;
-  }
-  return acc;
-}
-
 // The sums over samples i in [i0, i1) of the terms of (I(x; z), KL(q(z) || p(z))) as EvalResult
 // states them, in double on the host: samples z_i (from image i; with a posterior flow its Gaussian
 // sample z0_i, and logdet_i the flow's) against all n posteriors h. O((i1 - i0) * n * L): 0.3 G
 // operations for 1000 x 10000 x 32, which a job's ranks split.
-std::pair<double, double> mutual_information_sums(const std::vector<float>& h, const std::vector<float>& z,
-                                                  const std::vector<float>& log_p, const std::vector<float>& logdet,
-                                                  int64_t n, int i0, int i1, int L) {
+std::pair<double, double> mutual_information_sums(const Posterior& q, const std::vector<float>& h,
+                                                  const std::vector<float>& z, const std::vector<float>& log_p,
+                                                  const std::vector<float>& logdet, int64_t n, int i0, int i1) {
+  const int L = q.latent();
   // Per sample, then summed in order: the same bits for any thread count.
   std::vector<double> info(static_cast<size_t>(i1 - i0)), aggregate(static_cast<size_t>(i1 - i0));
 #pragma omp parallel for schedule(static)
@@ -61,7 +51,7 @@ std::pair<double, double> mutual_information_sums(const std::vector<float>& h, c
     const float* zi = z.data() + static_cast<size_t>(i) * L;
     double top = -std::numeric_limits<double>::infinity(), sum = 0;
     for (int64_t j = 0; j < n; ++j) {  // streaming log-sum-exp over every test posterior
-      const double a = log_posterior(h.data() + static_cast<size_t>(j) * 2 * L, zi, L);
+      const double a = q.log_gaussian(h.data(), j, zi);
       if (a > top) {
         sum = sum * std::exp(top - a) + 1.0;
         top = a;
@@ -70,7 +60,7 @@ std::pair<double, double> mutual_information_sums(const std::vector<float>& h, c
       }
     }
     const double log_aggregate = top + std::log(sum) - std::log(static_cast<double>(n));
-    info[static_cast<size_t>(i - i0)] = log_posterior(h.data() + static_cast<size_t>(i) * 2 * L, zi, L) - log_aggregate;
+    info[static_cast<size_t>(i - i0)] = q.log_gaussian(h.data(), i, zi) - log_aggregate;
     const double ld = logdet.empty() ? 0.0 : double(logdet[static_cast<size_t>(i)]);
     aggregate[static_cast<size_t>(i - i0)] = log_aggregate - ld - double(log_p[static_cast<size_t>(i)]);
   }
@@ -107,7 +97,8 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   const bool post_flow = m.latent_block.has_posterior_flow();
   double sum_post_logdet = 0, sum_prior_logdet = 0;
   Tensor log_p_z({batch}, m.device);
-  if (mi > 0) all_h.reserve(static_cast<size_t>(n) * 2 * L);
+  const Posterior& posterior = m.latent_block.posterior();
+  if (mi > 0) all_h.reserve(static_cast<size_t>(posterior.row_offset(n)));
   const int chunk = opt.k > 0 ? static_cast<int>(std::clamp<int64_t>(kImportanceChunkRows / batch, 1, opt.k)) : 0;
   Tensor z_iw, lpq, nll_iw, x_rep, run_max, run_sum;
   // Each binary test image is a function of its index alone (kStreamTestBinarize), so the batch and
@@ -157,7 +148,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       sum_nll += nll[r];
       sum_kl += kl[r];
       for (int u = 0; u < L; ++u) {
-        const double mu = hh[static_cast<size_t>(r) * 2 * L + u];
+        const double mu = posterior.mean(hh.data(), r, u);
         mu_sum[u] += mu;
         mu_sq[u] += mu * mu;
       }
@@ -165,7 +156,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     for (int u = 0; u < L; ++u) kl_dim[u] += kd[u];
     std::vector<float> post_logdet;
     if (post_flow) {
-      post_logdet = m.latent_block.flow_logdet(rows).to_host();
+      post_logdet = m.latent_block.posterior().flow_logdet(rows).to_host();
       for (float v : post_logdet) sum_post_logdet += v;
     }
     if (mi > 0) {
@@ -173,7 +164,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       if (first < mi) {
         const int take = static_cast<int>(std::min<int64_t>(rows, mi - first));
         // The Gaussian's samples (before any posterior flow) against every posterior.
-        const std::vector<float> zz = (post_flow ? m.latent_block.pre_flow_z(take) : m.z.view(0, {take, L})).to_host();
+        const std::vector<float> zz = (post_flow ? m.latent_block.posterior().pre_flow_z(take) : m.z.view(0, {take, L})).to_host();
         mi_z.insert(mi_z.end(), zz.begin(), zz.end());
         if (post_flow) mi_logdet.insert(mi_logdet.end(), post_logdet.begin(), post_logdet.begin() + take);
         log_p_z.fill(0.0f);
@@ -229,8 +220,8 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   if (mi > 0) {
     // Each rank its share of the samples against every posterior, then the sums over ranks.
     const auto [i0, i1] = opt.group.share(mi);
-    auto [info, aggregate] = mutual_information_sums(all_h, mi_z, mi_log_p, mi_logdet, n, static_cast<int>(i0),
-                                                     static_cast<int>(i1), L);
+    auto [info, aggregate] = mutual_information_sums(posterior, all_h, mi_z, mi_log_p, mi_logdet, n,
+                                                     static_cast<int>(i0), static_cast<int>(i1));
     if (ranks > 1) {
       double both[2] = {info, aggregate};
       opt.group.sum(both, 2);

@@ -114,11 +114,19 @@ double Trainer::step(const std::vector<float>& images, int rows, const std::vect
   const Tensor y = m.config.conditional ? m.labels_on_device(labels) : Tensor();
   const float* yp = m.config.conditional ? y.data() : nullptr;
   if (progress_.global_step == 0) m.initialize_from_data(x.data(), rows, config_.seed, yp);
-  m.forward_backward(x.data(), rows, config_.objective.beta, config_.seed, static_cast<uint64_t>(progress_.global_step),
-                     nullptr, yp);
+  // The step's one-entry table: the values fit() would put in its epoch table, without the schedules
+  // (beta, the capacity and the learning rate as configured).
+  StepScalars s;
+  s.philox_step = static_cast<uint64_t>(progress_.global_step);
+  s.beta = config_.objective.beta;
+  s.kl_grad_weight = s.beta / static_cast<float>(rows);
+  s.capacity = config_.objective.capacity;
+  s.adam = adam_coefficients(adam_args(config_, config_.lr, progress_.global_step + 1));
+  const StepScalars* record = m.single_step.write(s);
+  m.forward_backward(x.data(), rows, config_.seed, record, yp);
   ++progress_.global_step;
   m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
-                       adam_args(config_, config_.lr, progress_.global_step), nullptr, grad_norm_.data(), {});
+                       config_.clip_norm, record, grad_norm_.data(), {});
   return m.loss.to_host()[0];
 }
 
@@ -253,8 +261,6 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     if (conditional) ops::gather_labels(be, labels.data(), idx.data(), batch, nullptr, yp);
     m.initialize_from_data(x.data(), batch, config_.seed, yp);
   }
-  // Constants of the optimizer; the per-step learning rate and bias corrections are in the table.
-  const AdamArgs adam_constants = adam_args(config_, config_.lr, 1);
   // A job's collectives (made together on every rank: on CUDA the NCCL communicator), then rank 0's
   // parameters on every rank, after any data-dependent initialisation.
   const std::unique_ptr<DeviceCollectives> collectives = parallel ? make_device_collectives(group_, be) : nullptr;
@@ -271,7 +277,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       ops::gather_pixels(be, pixels.data(), perm.data(), rows, d, binarize, config_.seed, kStreamBinarize, 0, current.data(),
                        x.data());
       if (conditional) ops::gather_labels(be, labels.data(), static_cast<const int32_t*>(perm.data()), rows, current.data(), yp);
-      m.forward_backward(x.data(), rows, 0.0f, config_.seed, 0, current.data(), yp, first_row);
+      m.forward_backward(x.data(), rows, config_.seed, current.data(), yp, first_row);
     } else {  // a short last batch with fewer rows than ranks: this rank adds nothing
       ops::fill(be, m.grads.data(), m.grads.numel(), 0.0f);
       ops::fill(be, m.loss.data(), 3, 0.0f);
@@ -287,7 +293,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     // The guard reads m.loss where it is now: the evaluator may reallocate the workspace between
     // epochs (which also retires the recorded steps, so they are recorded again with this pointer).
     const StepGuard guard{m.loss.data(), loss_sums.data() + 3};
-    be.adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(), adam_constants,
+    be.adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(), config_.clip_norm,
                  current.data(), grad_norm_.data(), guard);
     ops::accumulate_scaled(be, m.loss.data(), 3, static_cast<float>(global_rows), loss_sums.data());
   };

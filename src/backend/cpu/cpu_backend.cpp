@@ -88,9 +88,9 @@ class CpuBackend final : public Backend {
     *current = table[*cursor];
     ++*cursor;
   }
-  void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
-                   float* out) override {
-    if (per_step) beta = per_step->beta;
+  void loss_reduce(const float* nll, const float* kl, int rows, const StepScalars* step, float* out) override {
+    if (rows < 1 || !nll || !kl || !step || !out) throw Error("loss_reduce: empty shape or null pointer");
+    const float beta = step->beta;
     double sn = 0, sk = 0;
     for (int r = 0; r < rows; ++r) {
       sn += nll[r];
@@ -100,17 +100,18 @@ class CpuBackend final : public Backend {
     out[1] = static_cast<float>(sn / rows);
     out[2] = static_cast<float>(sk / rows);
   }
-  void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                 const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) override {
+  void adam_step(float* p, const float* g, float* m, float* v, int64_t n, float clip_norm, const StepScalars* step,
+                 float* grad_norm_out, const StepGuard& guard) override {
+    if (n < 1 || !p || !g || !m || !v || !step) throw Error("adam_step: empty buffer or null pointer");
     const double norm = std::sqrt(sum_of_squares(g, n));
     if (grad_norm_out) *grad_norm_out = static_cast<float>(norm);
     if (guard.active() && !(std::isfinite(norm) && std::isfinite(*guard.loss))) {
       *guard.skipped_steps += 1.0f;
       return;
     }
-    math::AdamCoefficients c = per_step ? per_step->adam : adam_coefficients(a);
+    math::AdamCoefficients c = step->adam;
     // PyTorch's clip_grad_norm_: scale by max_norm / (norm + 1e-6) when that is below 1.
-    c.grad_scale = (a.clip_norm > 0 && norm > a.clip_norm) ? static_cast<float>(a.clip_norm / (norm + 1e-6)) : 1.0f;
+    c.grad_scale = (clip_norm > 0 && norm > clip_norm) ? static_cast<float>(clip_norm / (norm + 1e-6)) : 1.0f;
 #pragma omp parallel for schedule(static)
     for (int64_t i = 0; i < n; ++i) math::adam_update(p[i], g[i], m[i], v[i], c);
   }

@@ -17,8 +17,8 @@
 // the norm must be known before any update: a guarded step always takes the two-launch form, and
 // every block of the update kernel skips when *guard.loss or the norm is not finite (block 0 then
 // adds 1 to *guard.skipped_steps). The one-launch form serves unguarded calls.
-// In a training step the learning rate and bias corrections come from the step's StepScalars record
-// in device memory, so a captured graph needs no re-capture. CPU twin: CpuBackend::adam_step.
+// The learning rate and bias corrections come from the step's StepScalars record in device memory
+// (step_record.hpp), read when the kernel runs, so a captured graph needs no re-capture. CPU twin: CpuBackend::adam_step.
 #include <cuda/atomic>
 
 #include <cmath>
@@ -41,13 +41,12 @@ __global__ void grad_square_partials_kernel(const float* __restrict__ g, int64_t
 }
 
 __global__ void adam_update_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                   float* __restrict__ v, int64_t n, math::AdamCoefficients c,
-                                   const StepScalars* __restrict__ per_step, float clip_norm,
-                                   const double* __restrict__ partials, float* __restrict__ grad_norm_out,
-                                   StepGuard guard) {
+                                   float* __restrict__ v, int64_t n, const StepScalars* __restrict__ step,
+                                   float clip_norm, const double* __restrict__ partials,
+                                   float* __restrict__ grad_norm_out, StepGuard guard) {
   __shared__ float scale;
   __shared__ bool skip;
-  if (per_step) c = per_step->adam;
+  math::AdamCoefficients c = step->adam;
   if (threadIdx.x < 32) {
     // Warp 0 adds the partials in a fixed order (lane-strided, then a fixed shuffle tree).
     double s = 0;
@@ -75,10 +74,10 @@ __global__ void adam_update_kernel(float* __restrict__ p, const float* __restric
 
 // The one-launch form (no clipping). gridDim.x must be kAdamFusedBlocks; *blocks_done must be 0.
 __global__ void adam_update_with_norm_kernel(float* __restrict__ p, const float* __restrict__ g, float* __restrict__ m,
-                                             float* __restrict__ v, int64_t n, math::AdamCoefficients c,
-                                             const StepScalars* __restrict__ per_step, double* __restrict__ partials,
-                                             unsigned* __restrict__ blocks_done, float* __restrict__ grad_norm_out) {
-  if (per_step) c = per_step->adam;
+                                             float* __restrict__ v, int64_t n, const StepScalars* __restrict__ step,
+                                             double* __restrict__ partials, unsigned* __restrict__ blocks_done,
+                                             float* __restrict__ grad_norm_out) {
+  math::AdamCoefficients c = step->adam;
   c.grad_scale = 1.0f;
   double s = 0;
   for (int64_t i = blockIdx.x * int64_t(blockDim.x) + threadIdx.x; i < n; i += int64_t(gridDim.x) * blockDim.x) {
@@ -120,23 +119,20 @@ __global__ void adam_update_with_norm_kernel(float* __restrict__ p, const float*
 
 }  // namespace
 
-void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                      const StepScalars* per_step, const AdamScratch& scratch, float* grad_norm_out,
-                      const StepGuard& guard, cudaStream_t s) {
-  require(n >= 1 && p && g && m && v && scratch.partials && scratch.blocks_done, "adam_step",
+void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, float clip_norm, const StepScalars* step,
+                      const AdamScratch& scratch, float* grad_norm_out, const StepGuard& guard, cudaStream_t s) {
+  require(n >= 1 && p && g && m && v && step && scratch.partials && scratch.blocks_done, "adam_step",
           "empty buffer or null pointer");
-  require(per_step || a.step >= 1, "adam_step", "step must be 1-based");
-  const math::AdamCoefficients c = per_step ? math::AdamCoefficients{} : adam_coefficients(a);
-  if (a.clip_norm <= 0.0f && !guard.active()) {
-    adam_update_with_norm_kernel<<<kAdamFusedBlocks, kThreads, 0, s>>>(p, g, m, v, n, c, per_step, scratch.partials,
+  if (clip_norm <= 0.0f && !guard.active()) {
+    adam_update_with_norm_kernel<<<kAdamFusedBlocks, kThreads, 0, s>>>(p, g, m, v, n, step, scratch.partials,
                                                                         scratch.blocks_done, grad_norm_out);
     VAE_CUDA_CHECK_LAUNCH();
     return;
   }
   grad_square_partials_kernel<<<kAdamNormBlocks, kThreads, 0, s>>>(g, n, scratch.partials);
   VAE_CUDA_CHECK_LAUNCH();
-  adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, c, per_step, a.clip_norm, scratch.partials,
-                                                       grad_norm_out, guard);
+  adam_update_kernel<<<grid_for(n), kThreads, 0, s>>>(p, g, m, v, n, step, clip_norm, scratch.partials, grad_norm_out,
+                                                       guard);
   VAE_CUDA_CHECK_LAUNCH();
 }
 

@@ -213,13 +213,12 @@ class CudaBackend final : public Backend {
     conv_->backward_filter(g, options_.tf32, x, dy, dw, ws);
     if (db) ops::channel_bias_grad(*this, dy, db, g.n, g.k, g.oh() * g.ow());
   }
-  void loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step,
-                   float* out) override {
-    cuda::launch_loss_reduce(nll, kl, rows, beta, per_step, out, stream_);
+  void loss_reduce(const float* nll, const float* kl, int rows, const StepScalars* step, float* out) override {
+    cuda::launch_loss_reduce(nll, kl, rows, step, out, stream_);
   }
-  void adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                 const StepScalars* per_step, float* grad_norm_out, const StepGuard& guard) override {
-    cuda::launch_adam_step(p, g, m, v, n, a, per_step, adam_, grad_norm_out, guard, stream_);
+  void adam_step(float* p, const float* g, float* m, float* v, int64_t n, float clip_norm, const StepScalars* step,
+                 float* grad_norm_out, const StepGuard& guard) override {
+    cuda::launch_adam_step(p, g, m, v, n, clip_norm, step, adam_, grad_norm_out, guard, stream_);
   }
 
  private:

@@ -17,8 +17,7 @@ void launch_bias_grad(const float* dy, float* db, int rows, int out, cudaStream_
 void launch_relu_bias(const float* b, float* y, int rows, int out, cudaStream_t s);
 void launch_relu_grad_bias_grad(const float* a, float* g, float* db, int rows, int out, cudaStream_t s);
 
-void launch_loss_reduce(const float* nll, const float* kl, int rows, float beta, const StepScalars* per_step, float* out,
-                        cudaStream_t s);
+void launch_loss_reduce(const float* nll, const float* kl, int rows, const StepScalars* step, float* out, cudaStream_t s);
 // Adam's device scratch: partial sums of squares (kAdamFusedBlocks doubles, the larger grid) and the
 // one-launch form's block counter (zero between launches).
 constexpr int kAdamNormBlocks = 256;    // the norm pass of the two-launch (clipping) form
@@ -27,9 +26,8 @@ struct AdamScratch {
   double* partials = nullptr;
   unsigned* blocks_done = nullptr;
 };
-void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, const AdamArgs& a,
-                      const StepScalars* per_step, const AdamScratch& scratch, float* grad_norm_out,
-                      const StepGuard& guard, cudaStream_t s);
+void launch_adam_step(float* p, const float* g, float* m, float* v, int64_t n, float clip_norm, const StepScalars* step,
+                      const AdamScratch& scratch, float* grad_norm_out, const StepGuard& guard, cudaStream_t s);
 // *current = table[*cursor]; ++*cursor (one thread; traps when the cursor is outside the table).
 void launch_select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current, cudaStream_t s);
 
