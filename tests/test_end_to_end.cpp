@@ -174,5 +174,41 @@ TEST(Device, AutoPicksCudaOnlyWhenItCanRun) {
   }
 }
 
+// The run-folder policy (vae/run.hpp) from the library: a stop mid-epoch resumes to the same bits as
+// an unbroken run, a resumed run refuses any change but the epochs and threads, and a folder that
+// holds a run is refused to a new one unless overwriting.
+TEST(EndToEnd, TrainingRunResumesExactlyAndKeepsItsConfiguration) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  ModelConfig m;
+  m.encoder.hidden = {32};
+  m.latent = 4;
+  TrainConfig c = small_run();
+  c.train_limit = 1000;
+  c.test_limit = 200;
+  const std::filesystem::path root = std::filesystem::temp_directory_path() / "vae_training_run_test";
+  std::filesystem::remove_all(root);
+  c.out_dir = (root / "whole").string();
+  TrainingRun whole = TrainingRun::start(m, c, false);
+  whole.prepare_folder();
+  whole.fit();
+  EXPECT_FALSE(whole.stopped());
+
+  c.out_dir = (root / "broken").string();
+  TrainingRun first = TrainingRun::start(m, c, false);
+  first.prepare_folder();
+  int steps = 0;
+  first.fit([](const StepProgress&) {}, {}, [&] { return ++steps > 20; });  // 16 steps an epoch: a stop inside the second
+  ASSERT_TRUE(first.stopped());
+  EXPECT_THROW(TrainingRun::start(m, c, false), Error) << "the folder holds a run";
+  EXPECT_THROW(TrainingRun::resume(c.out_dir, [](ModelConfig&, TrainConfig& t) { t.lr = 0.5f; }), Error);
+  EXPECT_THROW(TrainingRun::resume(c.out_dir, [](ModelConfig& model, TrainConfig&) { model.latent = 8; }), Error);
+  TrainingRun rest = TrainingRun::resume(c.out_dir, [](ModelConfig&, TrainConfig& t) { t.threads = 2; });
+  rest.prepare_folder();
+  rest.fit();
+  EXPECT_EQ(flat_params(rest.model()), flat_params(whole.model()));
+  EXPECT_THROW(TrainingRun::resume(c.out_dir), Error) << "the run has finished its epochs";
+  std::filesystem::remove_all(root);
+}
+
 }  // namespace
 }  // namespace vae

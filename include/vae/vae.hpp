@@ -9,3 +9,4 @@
 #include "vae/tensor.hpp"
 #include "vae/generate.hpp"
 #include "vae/train.hpp"
+#include "vae/run.hpp"

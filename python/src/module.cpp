@@ -14,6 +14,8 @@
 #include <algorithm>
 #include <chrono>
 #include <cstring>
+#include <functional>
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -234,6 +236,17 @@ vae::ModelConfig model_config_from(const py::object& config) {
   return vae::ModelConfig::from_json(text);
 }
 
+
+// A training step's progress as the callbacks get it.
+py::dict progress_dict(const vae::StepProgress& p) {
+  py::dict d;
+  d["epoch"] = p.epoch;
+  d["step"] = p.step;
+  d["steps_per_epoch"] = p.steps_per_epoch;
+  d["loss"] = p.loss;
+  d["samples_per_s"] = p.samples_per_s;
+  return d;
+}
 
 // The sample options of Model.sample: one label for all, or one per sample.
 vae::SampleOptions sample_options(int n, float temperature, const py::object& label, uint64_t seed,
@@ -532,15 +545,7 @@ PYBIND11_MODULE(_core, m) {
                 py::gil_scoped_acquire gil;
                 try {
                   if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-                  if (!on_step.is_none()) {
-                    py::dict d;
-                    d["epoch"] = p.epoch;
-                    d["step"] = p.step;
-                    d["steps_per_epoch"] = p.steps_per_epoch;
-                    d["loss"] = p.loss;
-                    d["samples_per_s"] = p.samples_per_s;
-                    on_step(d);
-                  }
+                  if (!on_step.is_none()) on_step(progress_dict(p));
                 } catch (...) {
                   raised = std::current_exception();
                   stop = true;
@@ -555,4 +560,70 @@ PYBIND11_MODULE(_core, m) {
       },
       py::arg("model"), py::arg("run_json"), py::arg("x"), py::arg("labels") = py::none(), py::arg("test_x") = py::none(),
       py::arg("test_labels") = py::none(), py::arg("on_step") = py::none(), py::arg("checkpoint") = "");
+
+  // A run folder as `vae train` keeps it (vae/run.hpp, the policy the CLI uses): a new run from a
+  // whole run configuration (JSON text, or a file's path), or the run in `out` resumed. epochs and
+  // threads: when > 0, replace the configuration's. on_step(dict) runs with the GIL every few steps;
+  // on_epoch(dict) after each epoch's files are written; Ctrl-C (checked there) or an exception from
+  // either stops the run after the current step with its state saved, and is raised.
+  m.def(
+      "run",
+      [](const std::string& out, const std::string& run_config, bool resume, bool overwrite, int epochs, int threads,
+         const py::object& on_step, const py::object& on_epoch) {
+        auto changed = [epochs, threads](vae::TrainConfig& t) {
+          if (epochs > 0) t.epochs = epochs;
+          if (threads > 0) t.threads = threads;
+        };
+        std::optional<vae::TrainingRun> run;
+        {
+          py::gil_scoped_release release;
+          if (resume) {
+            run.emplace(vae::TrainingRun::resume(out, [&](vae::ModelConfig&, vae::TrainConfig& t) { changed(t); }));
+          } else {
+            vae::ModelConfig model;
+            vae::TrainConfig train;
+            if (run_config.find('{') != std::string::npos) vae::run_config_from_json(run_config, model, train);
+            else if (!run_config.empty()) vae::read_run_config(run_config, model, train);
+            train.out_dir = out;
+            changed(train);
+            run.emplace(vae::TrainingRun::start(model, train, overwrite));
+          }
+          run->prepare_folder();
+        }
+        bool stop = false;
+        std::exception_ptr raised;
+        auto guarded = [&](const std::function<void()>& work) {
+          py::gil_scoped_acquire gil;
+          try {
+            if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+            work();
+          } catch (...) {
+            if (!raised) raised = std::current_exception();
+            stop = true;
+          }
+        };
+        const py::object loads = py::module_::import("json").attr("loads");
+        py::list history;
+        {
+          py::gil_scoped_release release;
+          run->fit(
+              [&](const vae::StepProgress& p) {
+                guarded([&] {
+                  if (!on_step.is_none()) on_step(progress_dict(p));
+                });
+              },
+              [&](const vae::EpochMetrics& e) {
+                guarded([&] {
+                  const py::object metrics = loads(e.to_json());
+                  history.append(metrics);
+                  if (!on_epoch.is_none()) on_epoch(metrics);
+                });
+              },
+              [&] { return stop; });
+        }
+        if (raised) std::rethrow_exception(raised);
+        return history;
+      },
+      py::arg("out"), py::arg("run_config") = "", py::arg("resume") = false, py::arg("overwrite") = false,
+      py::arg("epochs") = 0, py::arg("threads") = 0, py::arg("on_step") = py::none(), py::arg("on_epoch") = py::none());
 }

@@ -84,3 +84,35 @@ def test_bad_input_raises_clear_errors(fashion):
         m.sample(2, label=1)
     with pytest.raises(vae.Error, match="unknown"):
         vae.Model({"posterior": {"type": "gaussian", "latnet": 4}})
+
+
+def test_run_folder_resumes_and_matches_the_cli(fashion, tmp_path):
+    # vae.run keeps a run folder with the policy vae train uses (vae/run.hpp): one epoch, a refused
+    # second start, a resume to two epochs, and the same bits as the CLI's two epochs in one go.
+    config = {"model": {"encoder": {"type": "mlp", "hidden": [32]}, "posterior": {"type": "gaussian", "latent": 4}},
+              "train": {"data": DATA, "epochs": 1, "batch": 100, "train_limit": 1000, "test_limit": 200,
+                        "threads": 2, "seed": 3}}
+    out = tmp_path / "run"
+    epochs = []
+    first = vae.run(str(out), config, on_epoch=epochs.append)
+    assert [m["epoch"] for m in first] == [1] and epochs == first
+    for name in ("config.json", "model.safetensors", "train_state.safetensors", "best.safetensors", "metrics.jsonl",
+                 "samples.png"):
+        assert (out / name).exists(), name
+    with pytest.raises(vae.Error, match="already holds a run"):
+        vae.run(str(out), config)
+    with pytest.raises(vae.ArgumentError, match="own configuration"):
+        vae.run(str(out), config, resume=True)
+    more = vae.run(str(out), resume=True, epochs=2)
+    assert [m["epoch"] for m in more] == [2]
+    assert len((out / "metrics.jsonl").read_text().splitlines()) == 2
+    cli = os.environ.get("VAE_CLI")
+    if cli:
+        import json
+        import subprocess
+        config["train"]["epochs"] = 2
+        path = tmp_path / "config.json"
+        path.write_text(json.dumps(config))
+        subprocess.run([cli, "train", "--config", str(path), "--out", str(tmp_path / "cli")], check=True,
+                       stdout=subprocess.DEVNULL)
+        assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()

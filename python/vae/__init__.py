@@ -4,6 +4,7 @@
     data = vae.load_data("/usr/share/datasets/fashion-mnist")   # the CLI's loaders
     model = vae.Model({"posterior": {"type": "gaussian", "latent": 16}}, device="auto")
     history = vae.train(model, data, epochs=5, checkpoint="model.safetensors")
+    vae.run("runs/fmnist", {"train": {"epochs": 5}})                # or a run folder, as vae train keeps one
     mu, logvar = model.encode(data["test_x"][:100])             # numpy in, numpy out
     samples = model.sample(64, temperature=0.8)                  # float32 [64, 1, 28, 28]
     print(vae.evaluate(model, data["test_x"], k=100)["iwae_nll"])
@@ -21,10 +22,10 @@ from typing import Any, Callable, Dict, List, Optional, Union
 import numpy as _np
 
 from ._core import (AggregatePosterior, ArgumentError, Error, Model, Tensor, evaluate as _evaluate,
-                    fit_aggregate, load, load_data, set_threads, train as _train)
+                    fit_aggregate, load, load_data, run as _run, set_threads, train as _train)
 
 __all__ = ["AggregatePosterior", "ArgumentError", "Error", "Model", "Tensor", "evaluate", "fit_aggregate", "load",
-           "load_data", "set_threads", "train"]
+           "load_data", "run", "set_threads", "train"]
 __version__ = "0.1.0"
 
 # The run configuration's "objective" fields; every other keyword of train() is a "train" field.
@@ -103,3 +104,26 @@ def evaluate(model: Model, x: Union[_np.ndarray, str, Dict[str, Any]], labels: O
     elif isinstance(x, dict):
         x, labels = x["test_x"], x["test_labels"]
     return _evaluate(model, x, labels, k, limit)
+
+
+def run(out: str, config: Union[None, str, Dict[str, Any]] = None, resume: bool = False, overwrite: bool = False,
+        epochs: Optional[int] = None, threads: Optional[int] = None,
+        callback: Optional[Callable[[Dict[str, Any]], None]] = None,
+        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+    """Trains into the run folder out exactly as `vae train --out out` does, and returns this call's
+    per-epoch metrics (the lines it adds to out/metrics.jsonl).
+
+    config: the whole run configuration ({"model": ..., "train": ..., "objective": ...}, as a dict,
+    JSON text or a config file's path, such as configs/conv.json); None: the defaults. The data comes
+    from its train.data_dir, the image size (and a conditional model's classes) from the data. A folder
+    that already holds a run is refused unless overwrite; resume=True continues the run in out with its
+    own configuration (as vae train --resume: only epochs and threads may change). callback(step) gets
+    a dict every few steps; on_epoch(metrics) after each epoch's files are written. Ctrl-C, or an
+    exception from a callback, stops the run after the current step with its checkpoint and state
+    saved (resume continues it exactly), and is raised.
+    """
+    if isinstance(config, dict):
+        config = _json.dumps(config)
+    if resume and config is not None:
+        raise ArgumentError("run: resume continues the run with its own configuration; give no config")
+    return _run(out, config or "", resume, overwrite, epochs or 0, threads or 0, callback, on_epoch)

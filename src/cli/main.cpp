@@ -128,46 +128,9 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-void load_config_file(const std::string& path, vae::ModelConfig& model, vae::TrainConfig& train) {
-  const auto bytes = vae::read_file_bytes(path, "config file");
-  try {
-    vae::run_config_from_json(std::string(bytes.begin(), bytes.end()), model, train);
-  } catch (const vae::Error& e) {
-    throw vae::Error("config file '" + path + "': " + e.what());
-  }
-}
-
 // --data's companions: --labels and --test-fraction, as train, eval and reconstruct take them.
 vae::Dataset load_data(const std::string& data, const std::string& labels, double test_fraction) {
   return vae::cli::load_data({data, labels, test_fraction});
-}
-
-// The lines of a run's metrics.jsonl for epochs 1..epochs (empty when there is none). A crash after a
-// checkpoint but before its metrics line leaves that epoch without one; lines beyond the checkpoint
-// never stay.
-std::string metrics_up_to(const std::filesystem::path& file, int epochs) {
-  if (!std::filesystem::exists(file)) return {};
-  const auto bytes = vae::read_file_bytes(file.string(), "metrics file");
-  std::stringstream lines(std::string(bytes.begin(), bytes.end()));
-  std::string kept, line;
-  while (std::getline(lines, line)) {
-    try {
-      if (json::parse(line).at("epoch").get<int>() <= epochs) kept += line + "\n";
-    } catch (const json::exception&) {
-    }
-  }
-  return kept;
-}
-
-// The files a run writes into its folder. A folder holding any of them holds a run.
-const char* const kRunFiles[] = {"config.json", "model.safetensors", "train_state.safetensors", "best.safetensors",
-                                 "metrics.jsonl", "samples.png"};
-
-bool holds_a_run(const std::filesystem::path& dir) {
-  std::error_code ec;
-  for (const char* f : kRunFiles)
-    if (std::filesystem::exists(dir / f, ec)) return true;
-  return false;
 }
 
 // Flags --resume cannot take: the run continues with its own configuration.
@@ -214,15 +177,9 @@ void select_gpu(const vae::ProcessGroup& group, vae::Device device) {
 }
 
 int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
-  vae::ModelConfig model_cfg;
-  vae::TrainConfig cfg;
   const bool resume = f.resume.has_value();
   const bool root = group.is_root();
-  std::optional<vae::Dataset> loaded_data;
-  std::optional<vae::Model> loaded;
-  std::optional<vae::Trainer> loaded_trainer;
-  std::string metrics_lines;
-  std::filesystem::path out;
+  std::optional<vae::TrainingRun> opened;
   // Everything that reads (flags, config, data, the checkpoint to resume) on every rank, and
   // nothing written yet: a rank that fails here stops the job before any file changes.
   on_every_rank(group, [&] {
@@ -230,79 +187,29 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
       if (const std::string bad = flags_resume_forbids(f); !bad.empty())
         throw UsageError("--resume continues a run with its own configuration; only --epochs and --threads may change "
                          "(remove " + bad + ")");
-      const std::filesystem::path dir(*f.resume);
-      if (!std::filesystem::is_regular_file(dir / "config.json") || !std::filesystem::is_regular_file(dir / "model.safetensors") ||
-          !std::filesystem::is_regular_file(dir / "train_state.safetensors"))
-        throw vae::Error("cannot resume '" + dir.string() + "': it needs config.json, model.safetensors and "
-                         "train_state.safetensors, as a run of vae train writes after its first epoch or when interrupted" +
-                         (group.size() > 1 ? " (every rank reads them: the folder must be on a file system all the job's "
-                                             "machines share)" : ""));
-      load_config_file((dir / "config.json").string(), model_cfg, cfg);
-      cfg.out_dir = dir.string();
+      opened.emplace(vae::TrainingRun::resume(
+          *f.resume, [&](vae::ModelConfig& m, vae::TrainConfig& t) { apply_field_flags(f, m, t); }, group));
     } else {
-      if (f.config_file) load_config_file(*f.config_file, model_cfg, cfg);
-    }
-    apply_field_flags(f, model_cfg, cfg);  // on --resume only --epochs and --threads can be here
-    model_cfg.validate();
-    cfg.validate();
-
-    out = cfg.out_dir;
-    if (root && !resume && holds_a_run(out) && !f.overwrite)
-      throw vae::Error("output folder '" + cfg.out_dir + "' already holds a run; pass --resume " + cfg.out_dir +
-                       " to continue it, --overwrite to replace it, or --out with another folder");
-    const vae::Dataset& data = loaded_data.emplace(load_data(cfg.data_dir, cfg.labels_path, cfg.test_fraction));
-    if (!resume) {
-      model_cfg.image_channels = data.train.channels;
-      model_cfg.image_height = data.train.height;
-      model_cfg.image_width = data.train.width;
-      if (model_cfg.conditional) {
-        // The condition's classes come from the data set's labels, as the image size does.
-        if (data.train.labels.empty())
-          throw vae::Error("--conditional needs labels: '" + cfg.data_dir + "' has none (IDX label files, --labels "
-                           "labels.npy for a .npy, or one sub-folder per class of PNGs)");
-        int classes = static_cast<int>(data.class_names.size());
-        for (const auto* set : {&data.train, &data.test})
-          for (int32_t y : set->labels) classes = std::max(classes, y + 1);
-        model_cfg.classes = classes;
-      }
-      model_cfg.validate();
-    }
-    select_gpu(group, cfg.device);
-    const std::string model_path = (out / "model.safetensors").string(), state_path = (out / "train_state.safetensors").string();
-    if (resume) loaded.emplace(vae::load_checkpoint(model_path, cfg.device));
-    else loaded.emplace(model_cfg, cfg.device);
-    if (!resume) loaded->initialize(cfg.seed);
-    vae::Trainer& trainer = loaded_trainer.emplace(*loaded, cfg, group);
-    if (resume) {
-      trainer.load_state(state_path, vae::checkpoint_step(model_path));
-      const vae::TrainProgress& p = trainer.progress();
-      if (p.epochs_done >= cfg.epochs)
-        throw vae::Error("the run in '" + cfg.out_dir + "' has finished its " + std::to_string(p.epochs_done) +
-                         " epochs; pass --epochs N with N above " + std::to_string(p.epochs_done) + " to train further");
-      if (root) metrics_lines = metrics_up_to(out / "metrics.jsonl", p.epochs_done);
+      vae::ModelConfig model_cfg;
+      vae::TrainConfig cfg;
+      if (f.config_file) vae::read_run_config(*f.config_file, model_cfg, cfg);
+      apply_field_flags(f, model_cfg, cfg);
+      opened.emplace(vae::TrainingRun::start(model_cfg, cfg, f.overwrite, group));
     }
   });
-  const vae::Dataset& data = *loaded_data;
-  vae::Model& model = *loaded;
-  vae::Trainer& trainer = *loaded_trainer;
-  const std::string model_path = (out / "model.safetensors").string(), state_path = (out / "train_state.safetensors").string();
+  vae::TrainingRun& run = *opened;
+  const vae::TrainConfig& cfg = run.config();
+  vae::Model& model = run.model();
+  vae::Trainer& trainer = run.trainer();
 
   // Rank 0 alone writes: the folder, its cleaning, config.json. The others wait for its word.
   on_every_rank(group, [&] {
-    if (!root) return;
-    std::error_code ec;
-    std::filesystem::create_directories(out, ec);
-    if (ec) throw vae::Error("cannot create output folder '" + cfg.out_dir + "': " + ec.message());
-    if (const int stale = vae::remove_stale_temporaries(out.string()); stale > 0)
+    if (const int stale = run.prepare_folder(); stale > 0)
       std::printf("removed %d temporary file(s) an interrupted run left in %s\n", stale, cfg.out_dir.c_str());
-    if (!resume && f.overwrite)
-      for (const char* file : kRunFiles) std::filesystem::remove(out / file, ec);
-    vae::write_file_atomic((out / "config.json").string(), vae::run_config_to_json(model.config(), cfg));
   });
 
   const bool tty = root && ::isatty(STDERR_FILENO);
   vae::cli::ProgressBar bar(cfg.epochs);
-  const int64_t train_images = cfg.train_limit > 0 ? std::min(cfg.train_limit, data.train.count) : data.train.count;
   if (root) {
     if (resume) {
       std::printf("resuming %s at epoch %d, step %lld of the run (%d epochs in all)\n", cfg.out_dir.c_str(),
@@ -313,45 +220,20 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
                     trainer.progress().processes, group.size(), trainer.progress().processes);
     }
     std::printf("training %lld parameters on %lld images of %dx%dx%d from %s (%s, batch %d, %d epochs%s) -> %s\n",
-                static_cast<long long>(model.parameter_count()), static_cast<long long>(train_images),
+                static_cast<long long>(model.parameter_count()), static_cast<long long>(run.train_images()),
                 model.config().image_channels, model.config().image_height, model.config().image_width,
                 cfg.data_dir.c_str(), vae::to_string(cfg.device).c_str(), cfg.batch, cfg.epochs,
                 group.size() > 1 ? (", " + std::to_string(group.size()) + " processes").c_str() : "", cfg.out_dir.c_str());
     std::fflush(stdout);
   }
 
-  // The checkpoint, then the state that goes with it, then the best model, then the metrics that
-  // describe them: after a crash at any point the metrics never name an epoch the checkpoint lacks.
-  auto save_run = [&] {
-    if (!root) return;
-    const int64_t step = trainer.progress().global_step;
-    vae::save_checkpoint(model, model_path, step);
-    trainer.save_state(state_path);
-  };
-  auto write_samples = [&] {
-    if (!root) return;
-    // 64 prior samples; a conditional model's grid has one row of 8 per class.
-    vae::SampleOptions o;
-    o.seed = cfg.seed;
-    if (model.config().conditional) {
-      o.n = 8 * model.config().classes;
-      for (int i = 0; i < o.n; ++i) o.labels.push_back(i / 8);
-    }
-    const std::vector<float> samples = vae::sample_images(model, o);
-    vae::write_png_grid((out / "samples.png").string(), samples, o.n, model.config().image_channels,
-                        model.config().image_height, model.config().image_width, 8);
-  };
   install_stop_handlers();
   try {
-    trainer.fit(
-        data, [&](const vae::StepProgress& p) { if (tty) bar.update(p); },
+    run.fit(
+        [&](const vae::StepProgress& p) { if (tty) bar.update(p); },
         [&](const vae::EpochMetrics& m) {
           if (!root) return;
           bar.finish_line();
-          save_run();
-          if (trainer.progress().best_epoch == m.epoch) vae::save_checkpoint(model, (out / "best.safetensors").string(), trainer.progress().global_step);
-          metrics_lines += m.to_json() + "\n";
-          vae::write_file_atomic((out / "metrics.jsonl").string(), metrics_lines);
           std::printf("epoch %d/%d  train loss %.2f  test -ELBO %.2f (recon %.2f, KL %.2f)  active units %d  %.1fs  %.0f samples/s%s\n",
                       m.epoch, cfg.epochs, m.train_loss, m.test.neg_elbo, m.test.recon, m.test.kl, m.test.active_units,
                       m.seconds, m.samples_per_s,
@@ -365,11 +247,9 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
     if (group.size() == 1) throw;
     on_every_rank(group, [&] { throw vae::Error(e.what()); });
   }
-  if (trainer.stopped()) {
+  if (run.stopped()) {
     bar.finish_line();
     const vae::TrainProgress& p = trainer.progress();
-    if (p.steps_into_epoch > 0) save_run();  // an epoch's end was saved already
-    write_samples();
     if (root)
       std::fprintf(stderr, "vae: %s: stopped in epoch %d after step %lld; checkpoint and training state saved in %s.\n"
                            "Continue with: vae train --resume %s\n",
@@ -377,7 +257,6 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
                    static_cast<long long>(p.global_step), cfg.out_dir.c_str(), cfg.out_dir.c_str());
     return 128 + static_cast<int>(g_stop_signal != 0 ? g_stop_signal : SIGINT);
   }
-  write_samples();
   if (root)
     std::printf("wrote %s/{model.safetensors,best.safetensors,train_state.safetensors,config.json,metrics.jsonl,samples.png}\n",
                 cfg.out_dir.c_str());

@@ -1,0 +1,234 @@
+#include "vae/run.hpp"
+
+#include <nlohmann/json.hpp>
+
+#include <algorithm>
+#include <filesystem>
+#include <sstream>
+
+#include "io/atomic_file.hpp"
+#include "vae/error.hpp"
+#include "vae/generate.hpp"
+
+namespace vae {
+namespace fs = std::filesystem;
+
+void read_run_config(const std::string& path, ModelConfig& model, TrainConfig& train) {
+  const auto bytes = read_file_bytes(path, "config file");
+  try {
+    run_config_from_json(std::string(bytes.begin(), bytes.end()), model, train);
+  } catch (const Error& e) {
+    throw Error("config file '" + path + "': " + e.what());
+  }
+}
+
+namespace {
+
+bool holds_a_run(const fs::path& dir) {
+  std::error_code ec;
+  for (const std::string& f : TrainingRun::files())
+    if (fs::exists(dir / f, ec)) return true;
+  return false;
+}
+
+// The lines of a run's metrics.jsonl for epochs 1..epochs (empty when there is none). A crash after a
+// checkpoint but before its metrics line leaves that epoch without one; lines beyond the checkpoint
+// never stay.
+std::string metrics_up_to(const fs::path& file, int epochs) {
+  if (!fs::exists(file)) return {};
+  const auto bytes = read_file_bytes(file.string(), "metrics file");
+  std::stringstream lines(std::string(bytes.begin(), bytes.end()));
+  std::string kept, line;
+  while (std::getline(lines, line)) {
+    try {
+      if (nlohmann::json::parse(line).at("epoch").get<int>() <= epochs) kept += line + "\n";
+    } catch (const nlohmann::json::exception&) {
+    }
+  }
+  return kept;
+}
+
+// A new run's image size, and a conditional model's classes, from its data.
+void take_shape_from_data(ModelConfig& model, const TrainConfig& train, const Dataset& data) {
+  model.image_channels = data.train.channels;
+  model.image_height = data.train.height;
+  model.image_width = data.train.width;
+  if (model.conditional) {
+    if (data.train.labels.empty())
+      throw Error("--conditional needs labels: '" + train.data_dir + "' has none (IDX label files, --labels "
+                  "labels.npy for a .npy, or one sub-folder per class of PNGs)");
+    int classes = static_cast<int>(data.class_names.size());
+    for (const auto* set : {&data.train, &data.test})
+      for (int32_t y : set->labels) classes = std::max(classes, y + 1);
+    model.classes = classes;
+  }
+  model.validate();
+}
+
+Dataset load_run_data(const TrainConfig& c) {
+  DataOptions d;
+  d.labels = c.labels_path;
+  d.test_fraction = c.test_fraction;
+  return load_dataset(c.data_dir, d);
+}
+
+}  // namespace
+
+struct TrainingRun::State {
+  TrainConfig config;
+  ProcessGroup group;
+  bool resumed = false, overwrite = false;
+  fs::path out;
+  Dataset data;
+  std::optional<Model> model;
+  std::optional<Trainer> trainer;
+  std::string metrics_lines;
+  bool stopped = false;
+
+  std::string path(const char* file) const { return (out / file).string(); }
+  bool root() const { return group.is_root(); }
+};
+
+TrainingRun::TrainingRun(std::unique_ptr<State> s) : s_(std::move(s)) {}
+TrainingRun::TrainingRun(TrainingRun&&) noexcept = default;
+TrainingRun& TrainingRun::operator=(TrainingRun&&) noexcept = default;
+TrainingRun::~TrainingRun() = default;
+
+const std::vector<std::string>& TrainingRun::files() {
+  static const std::vector<std::string> names = {"config.json",   "model.safetensors", "train_state.safetensors",
+                                                 "best.safetensors", "metrics.jsonl",  "samples.png"};
+  return names;
+}
+
+TrainingRun TrainingRun::start(ModelConfig model, TrainConfig train, bool overwrite, ProcessGroup group) {
+  model.validate();
+  train.validate();
+  auto s = std::make_unique<State>();
+  s->group = group;
+  s->overwrite = overwrite;
+  s->out = train.out_dir;
+  if (s->root() && holds_a_run(s->out) && !overwrite)
+    throw Error("output folder '" + train.out_dir + "' already holds a run; pass --resume " + train.out_dir +
+                " to continue it, --overwrite to replace it, or --out with another folder");
+  s->data = load_run_data(train);
+  take_shape_from_data(model, train, s->data);
+  if (train.device == Device::CUDA && group.size() > 1) group.select_cuda_device();
+  s->model.emplace(model, train.device);
+  s->model->initialize(train.seed);
+  s->config = std::move(train);
+  s->trainer.emplace(*s->model, s->config, group);
+  return TrainingRun(std::move(s));
+}
+
+TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& changes, ProcessGroup group) {
+  const fs::path dir(dir_name);
+  if (!fs::is_regular_file(dir / "config.json") || !fs::is_regular_file(dir / "model.safetensors") ||
+      !fs::is_regular_file(dir / "train_state.safetensors"))
+    throw Error("cannot resume '" + dir.string() + "': it needs config.json, model.safetensors and "
+                "train_state.safetensors, as a run of vae train writes after its first epoch or when interrupted" +
+                (group.size() > 1 ? " (every rank reads them: the folder must be on a file system all the job's "
+                                    "machines share)" : ""));
+  ModelConfig model;
+  TrainConfig train;
+  read_run_config((dir / "config.json").string(), model, train);
+  train.out_dir = dir.string();
+  if (changes) {
+    const std::string model_before = model.to_json();
+    TrainConfig before = train;
+    changes(model, train);
+    before.epochs = train.epochs;
+    before.threads = train.threads;
+    if (model.to_json() != model_before || run_config_to_json(model, before) != run_config_to_json(model, train))
+      throw Error("a resumed run keeps the configuration in '" + (dir / "config.json").string() +
+                  "'; only the epochs and the threads may change");
+  }
+  model.validate();
+  train.validate();
+  auto s = std::make_unique<State>();
+  s->group = group;
+  s->resumed = true;
+  s->out = train.out_dir;
+  s->data = load_run_data(train);
+  if (train.device == Device::CUDA && group.size() > 1) group.select_cuda_device();
+  const std::string model_path = s->path("model.safetensors");
+  s->model.emplace(load_checkpoint(model_path, train.device));
+  s->config = std::move(train);
+  Trainer& trainer = s->trainer.emplace(*s->model, s->config, group);
+  trainer.load_state(s->path("train_state.safetensors"), checkpoint_step(model_path));
+  const TrainProgress& p = trainer.progress();
+  if (p.epochs_done >= s->config.epochs)
+    throw Error("the run in '" + s->config.out_dir + "' has finished its " + std::to_string(p.epochs_done) +
+                " epochs; pass --epochs N with N above " + std::to_string(p.epochs_done) + " to train further");
+  if (s->root()) s->metrics_lines = metrics_up_to(s->out / "metrics.jsonl", p.epochs_done);
+  return TrainingRun(std::move(s));
+}
+
+int TrainingRun::prepare_folder() {
+  State& s = *s_;
+  if (!s.root()) return 0;
+  std::error_code ec;
+  fs::create_directories(s.out, ec);
+  if (ec) throw Error("cannot create output folder '" + s.config.out_dir + "': " + ec.message());
+  const int stale = remove_stale_temporaries(s.out.string());
+  if (!s.resumed && s.overwrite)
+    for (const std::string& file : files()) fs::remove(s.out / file, ec);
+  write_file_atomic(s.path("config.json"), run_config_to_json(s.model->config(), s.config));
+  return stale;
+}
+
+std::vector<EpochMetrics> TrainingRun::fit(const std::function<void(const StepProgress&)>& on_step,
+                                           const std::function<void(const EpochMetrics&)>& on_epoch,
+                                           const std::function<bool()>& should_stop) {
+  State& s = *s_;
+  Model& model = *s.model;
+  Trainer& trainer = *s.trainer;
+  auto save_run = [&] {
+    if (!s.root()) return;
+    save_checkpoint(model, s.path("model.safetensors"), trainer.progress().global_step);
+    trainer.save_state(s.path("train_state.safetensors"));
+  };
+  auto write_samples = [&] {
+    if (!s.root()) return;
+    // 64 prior samples; a conditional model's grid has one row of 8 per class.
+    SampleOptions o;
+    o.seed = s.config.seed;
+    if (model.config().conditional) {
+      o.n = 8 * model.config().classes;
+      for (int i = 0; i < o.n; ++i) o.labels.push_back(i / 8);
+    }
+    const std::vector<float> samples = sample_images(model, o);
+    write_png_grid(s.path("samples.png"), samples, o.n, model.config().image_channels, model.config().image_height,
+                   model.config().image_width, 8);
+  };
+  std::vector<EpochMetrics> history = trainer.fit(
+      s.data, on_step,
+      [&](const EpochMetrics& m) {
+        if (s.root()) {
+          save_run();
+          if (trainer.progress().best_epoch == m.epoch)
+            save_checkpoint(model, s.path("best.safetensors"), trainer.progress().global_step);
+          s.metrics_lines += m.to_json() + "\n";
+          write_file_atomic(s.path("metrics.jsonl"), s.metrics_lines);
+        }
+        if (on_epoch) on_epoch(m);
+      },
+      should_stop);
+  s.stopped = trainer.stopped();
+  if (s.stopped && trainer.progress().steps_into_epoch > 0) save_run();  // an epoch's end was saved already
+  write_samples();
+  return history;
+}
+
+bool TrainingRun::stopped() const { return s_->stopped; }
+bool TrainingRun::resumed() const { return s_->resumed; }
+const std::string& TrainingRun::folder() const { return s_->config.out_dir; }
+const TrainConfig& TrainingRun::config() const { return s_->config; }
+const Dataset& TrainingRun::data() const { return s_->data; }
+Model& TrainingRun::model() { return *s_->model; }
+Trainer& TrainingRun::trainer() { return *s_->trainer; }
+int64_t TrainingRun::train_images() const {
+  const TrainConfig& c = s_->config;
+  return c.train_limit > 0 ? std::min(c.train_limit, s_->data.train.count) : s_->data.train.count;
+}
+
+}  // namespace vae
