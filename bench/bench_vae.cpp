@@ -49,11 +49,11 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config, bool al
   model.initialize(0);
   vae::ModelImpl& m = model.impl();
   const vae::Tensor x = vae::Tensor::from_host(binary_images(batch, 784, 1), {batch, 784}, device);
-  vae::Tensor adam_m = vae::Tensor::zeros({m.params.numel()}, device), adam_v = vae::Tensor::zeros({m.params.numel()}, device);
+  vae::Tensor adam_m = vae::Tensor::zeros({m.params().numel()}, device), adam_v = vae::Tensor::zeros({m.params().numel()}, device);
   vae::Tensor norm({1}, device), skipped = vae::Tensor::zeros({1}, device);
   // Guarded, as every training step is (the update waits for the norm: two launches on CUDA); the
   // loss buffer exists once forward_backward has sized the workspace, so the guard is made after it.
-  auto guard = [&] { return vae::StepGuard{m.loss.data(), skipped.data()}; };
+  auto guard = [&] { return vae::StepGuard{m.loss().data(), skipped.data()}; };
   vae::AdamArgs args;
   const vae::ProcessGroup one = vae::ProcessGroup::local_collective();
   std::unique_ptr<vae::DeviceCollectives> collectives;
@@ -66,7 +66,7 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config, bool al
     }
   }
   auto reduce = [&] {
-    if (collectives) collectives->sum({{m.grads.data(), m.grads.numel()}, {m.loss.data(), 3}});
+    if (collectives) collectives->sum({{m.grads().data(), m.grads().numel()}, {m.loss().data(), 3}});
   };
   // A step on its own writes its record first (step_record.hpp), as Trainer::step does.
   vae::StepRecord single(device);
@@ -79,7 +79,7 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config, bool al
     const vae::StepScalars* record = single.write(s);
     m.forward_backward(x.data(), batch, 0, record);
     reduce();
-    m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args.clip_norm,
+    m.backend->adam_step(m.params().data(), m.grads().data(), adam_m.data(), adam_v.data(), m.params().numel(), args.clip_norm,
                          record, norm.data(), guard());
     ++args.step;
     m.backend->synchronize();
@@ -97,7 +97,7 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config, bool al
     const auto work = m.backend->capture([&] {
       m.forward_backward(x.data(), batch, 0, per_step);
       reduce();
-      m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), args.clip_norm,
+      m.backend->adam_step(m.params().data(), m.grads().data(), adam_m.data(), adam_v.data(), m.params().numel(), args.clip_norm,
                            per_step, norm.data(), guard());
     });
     for (auto _ : state) {

@@ -24,20 +24,20 @@ inline std::vector<std::string> expect_model_gradient_matches_differences(ModelI
   // A conditional model's labels as the device's float class indices (CPU: host memory).
   const float* y = labels.empty() ? nullptr : labels.data();
   forward_backward_at(m, x.data(), rows, beta, seed, step, y);
-  const std::vector<float> grads = m.grads.to_host();
+  const std::vector<float> grads = m.grads().to_host();
   auto loss_at = [&] {
     forward_backward_at(m, x.data(), rows, beta, seed, step, y);
-    return static_cast<double>(m.loss.to_host()[0]);
+    return static_cast<double>(m.loss().to_host()[0]);
   };
   std::vector<std::string> checked;
-  for (const auto& slice : m.slices) {
+  for (const auto& slice : m.slices()) {
     std::vector<std::pair<float, int64_t>> order;
     for (int64_t i = 0; i < shape_numel(slice.shape); ++i)
       order.emplace_back(-std::abs(grads[slice.offset + i]), slice.offset + i);
     std::sort(order.begin(), order.end());
     for (int t = 0; t < 3 && t < static_cast<int>(order.size()); ++t) {
       const int64_t i = order[t].second;
-      float* p = m.params.data() + i;
+      float* p = m.params().data() + i;
       const float keep = *p;
       const float hstep = 1e-2f;
       *p = keep + hstep;

@@ -12,8 +12,8 @@ inline void forward_backward_at(ModelImpl& m, const float* x, int rows, float be
   s.philox_step = step;
   s.beta = beta;
   s.kl_grad_weight = beta / static_cast<float>(rows);
-  s.capacity = m.objective_config.capacity;
-  m.forward_backward(x, rows, seed, m.single_step.write(s), y, row0);
+  s.capacity = m.objective_config().capacity;
+  m.forward_backward(x, rows, seed, m.single_step().write(s), y, row0);
 }
 
 }  // namespace vae::test

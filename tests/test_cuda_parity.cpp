@@ -59,9 +59,9 @@ TEST(CudaGolden, TenStepsAgreeAndRepeatBitExact) {
     Trainer trainer(model, tc);
     for (int s = 0; s < 10; ++s) {
       losses->push_back(static_cast<float>(trainer.step(images, rows)));
-      if (s == 0) *first_grads = model.impl().grads.to_host();
+      if (s == 0) *first_grads = model.impl().grads().to_host();
     }
-    return model.impl().params.to_host();
+    return model.impl().params().to_host();
   };
   std::vector<float> g_cpu, g_gpu, g_gpu2, l_cpu, l_gpu, l_gpu2;
   const auto p_cpu = run(Device::CPU, &g_cpu, &l_cpu);

@@ -87,7 +87,7 @@ Fitted fit_with(const TrainConfig& c, const ProcessGroup& group) {
   Trainer trainer(model, c, group);
   Fitted f;
   f.history = trainer.fit(test::fashion_mnist());
-  f.params = model.impl().params.to_host();
+  f.params = model.impl().params().to_host();
   return f;
 }
 

@@ -416,7 +416,7 @@ TEST(LatentTools, CodesGoThroughThePosteriorFlow) {
   EXPECT_GT(moved, 1e-3);
   // The decoder at zero noise reconstructs from exactly these codes.
   flowed.impl().forward_eval(xt.data(), 6, 0, 0, 0.0f);
-  const std::vector<float> z = flowed.impl().z.view(0, {6, 4}).to_host();
+  const std::vector<float> z = flowed.impl().z().view(0, {6, 4}).to_host();
   EXPECT_EQ(z, c.codes);
   cfg.posterior_flow_steps = 0;
   Model plain(cfg);

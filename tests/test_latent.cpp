@@ -193,7 +193,7 @@ TEST(MixturePrior, TrainsAndRoundTripsThroughItsCheckpoint) {
   cfg.prior.components = 5;
   Model model(cfg);
   model.initialize(1);
-  const std::vector<float> before = model.impl().params.to_host();
+  const std::vector<float> before = model.impl().params().to_host();
   TrainConfig tc;
   tc.epochs = 2;
   tc.train_limit = 2000;
@@ -206,8 +206,8 @@ TEST(MixturePrior, TrainsAndRoundTripsThroughItsCheckpoint) {
   EXPECT_TRUE(history[1].test.kl_per_dim.empty()) << "no per-dimension KL for a mixture";
   // The prior learned: its means moved.
   bool moved = false;
-  const std::vector<float> after = model.impl().params.to_host();
-  for (const auto& s : model.impl().slices)
+  const std::vector<float> after = model.impl().params().to_host();
+  for (const auto& s : model.impl().slices())
     if (s.name == "prior.means")
       for (int64_t i = 0; i < shape_numel(s.shape); ++i) moved = moved || after[s.offset + i] != before[s.offset + i];
   EXPECT_TRUE(moved);
@@ -216,7 +216,7 @@ TEST(MixturePrior, TrainsAndRoundTripsThroughItsCheckpoint) {
   save_checkpoint(model, dir.file("m.safetensors"));
   Model loaded = load_checkpoint(dir.file("m.safetensors"));
   EXPECT_EQ(loaded.config().to_json(), model.config().to_json());
-  EXPECT_EQ(loaded.impl().params.to_host(), after);
+  EXPECT_EQ(loaded.impl().params().to_host(), after);
   const auto names = loaded.named_parameters();
   EXPECT_NE(std::find_if(names.begin(), names.end(), [](const auto& p) { return p.first == "prior.logvar"; }), names.end());
   EvalOptions eo;

@@ -68,9 +68,9 @@ TEST(Objectives, IwaeWithOneSampleIsTheElboWithItsMonteCarloKl) {
     const auto x = binary_images(rows, elbo.impl().input_dim(), 8);
     test::forward_backward_at(elbo.impl(), x.data(), rows, 1.0f, 5, 7);
     test::forward_backward_at(bound.impl(), x.data(), rows, 1.0f, 5, 7);
-    const auto le = elbo.impl().loss.to_host(), lb = bound.impl().loss.to_host();
+    const auto le = elbo.impl().loss().to_host(), lb = bound.impl().loss().to_host();
     for (int i = 0; i < 3; ++i) EXPECT_NEAR(lb[i], le[i], 1e-5 * std::abs(le[i])) << "loss part " << i;
-    EXPECT_LT(max_relative_difference(bound.impl().grads.to_host(), elbo.impl().grads.to_host()), 1e-4);
+    EXPECT_LT(max_relative_difference(bound.impl().grads().to_host(), elbo.impl().grads().to_host()), 1e-4);
   }
 }
 
@@ -101,7 +101,7 @@ TEST(Objectives, DregKeepsTheBoundAndDecoderGradientAndLowersTheEncodersVariance
   const int rows = 4;
   const auto x = binary_images(rows, a.impl().input_dim(), 12);
   std::vector<size_t> encoder, others;
-  for (const auto& s : a.impl().slices)
+  for (const auto& s : a.impl().slices())
     for (int64_t i = 0; i < shape_numel(s.shape); ++i)
       (s.name.rfind("encoder.", 0) == 0 ? encoder : others).push_back(static_cast<size_t>(s.offset + i));
   const int draws = 400;
@@ -109,9 +109,9 @@ TEST(Objectives, DregKeepsTheBoundAndDecoderGradientAndLowersTheEncodersVariance
   for (int t = 0; t < draws; ++t) {
     test::forward_backward_at(a.impl(), x.data(), rows, 1.0f, 9, static_cast<uint64_t>(t));
     test::forward_backward_at(b.impl(), x.data(), rows, 1.0f, 9, static_cast<uint64_t>(t));
-    const auto ga = a.impl().grads.to_host(), gb = b.impl().grads.to_host();
+    const auto ga = a.impl().grads().to_host(), gb = b.impl().grads().to_host();
     if (t == 0) {
-      EXPECT_EQ(a.impl().loss.to_host(), b.impl().loss.to_host());
+      EXPECT_EQ(a.impl().loss().to_host(), b.impl().loss().to_host());
       for (size_t i : others) EXPECT_EQ(ga[i], gb[i]) << "decoder or prior entry " << i;
     }
     for (size_t e = 0; e < encoder.size(); ++e) {
@@ -151,10 +151,10 @@ TEST(Objectives, DregChangesOnlyTheEncodersGradientForEveryPrior) {
     const auto x = binary_images(rows, a.impl().input_dim(), 2);
     test::forward_backward_at(a.impl(), x.data(), rows, 1.0f, 4, 1);
     test::forward_backward_at(b.impl(), x.data(), rows, 1.0f, 4, 1);
-    EXPECT_EQ(a.impl().loss.to_host(), b.impl().loss.to_host());
-    const auto ga = a.impl().grads.to_host(), gb = b.impl().grads.to_host();
+    EXPECT_EQ(a.impl().loss().to_host(), b.impl().loss().to_host());
+    const auto ga = a.impl().grads().to_host(), gb = b.impl().grads().to_host();
     double encoder_difference = 0;
-    for (const auto& s : a.impl().slices)
+    for (const auto& s : a.impl().slices())
       for (int64_t i = s.offset; i < s.offset + shape_numel(s.shape); ++i) {
         if (s.name.rfind("encoder.", 0) == 0) encoder_difference += std::abs(double(ga[i]) - double(gb[i]));
         else EXPECT_NEAR(ga[i], gb[i], 1e-6 * (1 + std::abs(ga[i]))) << s.name;
@@ -175,7 +175,7 @@ TEST(Objectives, FreeBitsFloorEachGroupAndStopItsGradientBelowTheFloor) {
   test::forward_backward_at(plain.impl(), x.data(), rows, 0.8f, 1, 3);
   // The batch's KL per dimension at these parameters (the fused path's kl_dim).
   plain.impl().forward_eval(x.data(), rows, 1, 0, 0.0f);
-  const auto kl_dim = plain.impl().kl_dim.to_host();
+  const auto kl_dim = plain.impl().kl_dim().to_host();
   const double g0 = (kl_dim[0] + kl_dim[1]) / rows, g1 = (kl_dim[2] + kl_dim[3]) / rows;
   ASSERT_GT(std::abs(g0 - g1), 1e-3) << "the groups' KL must differ for a floor between them";
   ObjectiveConfig o;
@@ -183,7 +183,7 @@ TEST(Objectives, FreeBitsFloorEachGroupAndStopItsGradientBelowTheFloor) {
   o.free_bits = static_cast<float>((g0 + g1) / 4);  // per dimension: between the two groups' means
   floored.impl().set_objective(o);
   test::forward_backward_at(floored.impl(), x.data(), rows, 0.8f, 1, 3);
-  const auto loss = floored.impl().loss.to_host(), plain_loss = plain.impl().loss.to_host();
+  const auto loss = floored.impl().loss().to_host(), plain_loss = plain.impl().loss().to_host();
   const double floor = 2 * o.free_bits;
   EXPECT_NEAR(loss[0], plain_loss[1] + 0.8 * (std::max(floor, g0) + std::max(floor, g1)), 1e-4);
   EXPECT_NEAR(loss[2], plain_loss[2], 1e-5) << "the reported KL is the KL itself";
@@ -198,7 +198,7 @@ TEST(Objectives, FreeBitsFloorEachGroupAndStopItsGradientBelowTheFloor) {
   high.impl().set_objective(o);
   test::forward_backward_at(high.impl(), x.data(), rows, 0.8f, 1, 3);
   test::forward_backward_at(recon_only.impl(), x.data(), rows, 0.0f, 1, 3);
-  EXPECT_LT(max_relative_difference(high.impl().grads.to_host(), recon_only.impl().grads.to_host()), 1e-4);
+  EXPECT_LT(max_relative_difference(high.impl().grads().to_host(), recon_only.impl().grads().to_host()), 1e-4);
 }
 
 // Free bits on the total KL work with any prior (the Monte-Carlo KL), and capacity holds
@@ -217,7 +217,7 @@ TEST(Objectives, FreeBitsOnTheTotalAndCapacityMatchDifferencesOfTheLoss) {
     if (variant == 2) o.capacity = 500.0f;                                    // KL below C
     model.impl().set_objective(o);
     test::forward_backward_at(model.impl(), x.data(), rows, 0.9f, 2, 5);
-    const auto loss = model.impl().loss.to_host();
+    const auto loss = model.impl().loss().to_host();
     if (variant > 0)
       EXPECT_NEAR(loss[0], loss[1] + 0.9 * std::abs(loss[2] - o.capacity), 1e-3 * std::abs(loss[0]));
     const auto checked = test::expect_model_gradient_matches_differences(model.impl(), x, rows, 0.9f, 2, 5);
@@ -276,9 +276,9 @@ TEST(VampPrior, WholeModelGradientReachesThePseudoInputs) {
   const auto checked = test::expect_model_gradient_matches_differences(model.impl(), x, rows, 0.7f, 3, 2);
   EXPECT_EQ(std::count(checked.begin(), checked.end(), "prior.pseudo_inputs"), 3);
   // The pseudo-inputs' gradient is not zero (it flows through the encoder's input gradient).
-  const auto g = model.impl().grads.to_host();
+  const auto g = model.impl().grads().to_host();
   double norm = 0;
-  for (const auto& s : model.impl().slices)
+  for (const auto& s : model.impl().slices())
     if (s.name == "prior.pseudo_inputs")
       for (int64_t i = 0; i < shape_numel(s.shape); ++i) norm += std::abs(g[s.offset + i]);
   EXPECT_GT(norm, 1e-6);

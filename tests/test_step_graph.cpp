@@ -214,7 +214,7 @@ std::vector<float> reference_run(const TrainConfig& c) {
   const int64_t total = steps_per_epoch * c.epochs;
   m.prepare(c.batch);
   Tensor x({c.batch, d}, c.device);
-  Tensor adam_m = Tensor::zeros({m.params.numel()}, c.device), adam_v = Tensor::zeros({m.params.numel()}, c.device);
+  Tensor adam_m = Tensor::zeros({m.params().numel()}, c.device), adam_v = Tensor::zeros({m.params().numel()}, c.device);
   Tensor norm = Tensor::zeros({1}, c.device);
   const auto pixels = DeviceArray<uint8_t>::mirror(test::fashion_mnist().train.pixels, c.device);
   int64_t step = 0;
@@ -241,11 +241,11 @@ std::vector<float> reference_run(const TrainConfig& c) {
       a.clip_norm = c.clip_norm;
       StepScalars record;
       record.adam = adam_coefficients(a);
-      m.backend->adam_step(m.params.data(), m.grads.data(), adam_m.data(), adam_v.data(), m.params.numel(), a.clip_norm,
-                           m.single_step.write(record), norm.data(), {});
+      m.backend->adam_step(m.params().data(), m.grads().data(), adam_m.data(), adam_v.data(), m.params().numel(), a.clip_norm,
+                           m.single_step().write(record), norm.data(), {});
     }
   }
-  return m.params.to_host();
+  return m.params().to_host();
 }
 
 struct FitResult {
@@ -260,7 +260,7 @@ FitResult fit_run(TrainConfig c, bool recorded) {
   Trainer trainer(model, c);  // applies c.tf32 and c.fused_epilogues
   FitResult r;
   for (const auto& e : trainer.fit(test::fashion_mnist())) r.train_loss.push_back(e.train_loss);
-  r.params = model.impl().params.to_host();
+  r.params = model.impl().params().to_host();
   return r;
 }
 

@@ -242,7 +242,7 @@ LatentTensors encode_batches(Model& model, int64_t n, const std::vector<int32_t>
     m.forward_eval(xb, rows, 0, first, 0.0f, conditional ? y.data() + first : nullptr);
     m.latent_block.posterior().moments(*m.backend, m.encoder.output_view(rows).data(), rows, c.mu.data() + first * L,
                                        c.logvar.data() + first * L);
-    if (flow) c.codes.view(first * L, {rows, L}).copy_from(m.z.view(0, {rows, L}));
+    if (flow) c.codes.view(first * L, {rows, L}).copy_from(m.z().view(0, {rows, L}));
   }
   return c;
 }

@@ -56,9 +56,9 @@ Model load_checkpoint(const std::string& path, Device device) {
     throw Error("checkpoint '" + path + "' holds " + std::to_string(stored) + " parameter values but its configuration "
                 "implies " + std::to_string(config.parameter_count()) + "; the file is damaged or not from this engine");
   Model model(config, device);
-  std::vector<float> host(static_cast<size_t>(model.impl().params.numel()), 0.0f);
+  std::vector<float> host(static_cast<size_t>(model.impl().params().numel()), 0.0f);
   std::set<std::string> expected;
-  for (const auto& slice : model.impl().slices) {
+  for (const auto& slice : model.impl().slices()) {
     expected.insert(slice.name);
     const SafeTensor* t = file.find(slice.name);
     if (!t) throw Error("checkpoint '" + path + "' lacks tensor '" + slice.name + "' that its configuration implies");
@@ -75,7 +75,7 @@ Model load_checkpoint(const std::string& path, Device device) {
   for (const auto& t : file.tensors)
     if (!expected.count(t.name))
       throw Error("checkpoint '" + path + "' has tensor '" + t.name + "' that its configuration does not use");
-  model.impl().params.copy_from_host(host.data(), static_cast<int64_t>(host.size()));
+  model.impl().params().copy_from_host(host.data(), static_cast<int64_t>(host.size()));
   return model;
 }
 

@@ -3,6 +3,9 @@
 #include "latent/flow.hpp"
 
 #include <cmath>
+#include <functional>
+#include <map>
+#include <string>
 
 #include "elementwise.cuh"
 #include "mog_prior.cuh"
@@ -285,14 +288,25 @@ class FlowPrior final : public Prior {
 }  // namespace
 
 std::unique_ptr<Prior> make_prior(const ModelConfig& c, const Posterior& posterior) {
-  switch (c.prior.type) {
-    case PriorType::StandardNormal: return std::make_unique<StandardNormalPrior>(c.latent);
-    case PriorType::MixtureOfGaussians: return std::make_unique<MixturePrior>(c.latent, c.prior.count());
-    case PriorType::Vamp:
-      return std::make_unique<VampPrior>(posterior, c.prior.count(), c.image_channels, c.image_height, c.image_width);
-    case PriorType::Flow: return std::make_unique<FlowPrior>(c.latent, c.prior.flow_steps, c.prior.flow_hidden);
-  }
-  throw Error("unknown prior type");
+  using Factory = std::function<std::unique_ptr<Prior>(const ModelConfig&, const Posterior&)>;
+  static const std::map<std::string, Factory> registry = {
+      {"standard_normal",
+       [](const ModelConfig& m, const Posterior&) { return std::make_unique<StandardNormalPrior>(m.latent); }},
+      {"mog",
+       [](const ModelConfig& m, const Posterior&) { return std::make_unique<MixturePrior>(m.latent, m.prior.count()); }},
+      {"vamp",
+       [](const ModelConfig& m, const Posterior& q) {
+         return std::make_unique<VampPrior>(q, m.prior.count(), m.image_channels, m.image_height, m.image_width);
+       }},
+      {"flow",
+       [](const ModelConfig& m, const Posterior&) {
+         return std::make_unique<FlowPrior>(m.latent, m.prior.flow_steps, m.prior.flow_hidden);
+       }},
+  };
+  const std::string name = to_string(c.prior.type);
+  const auto it = registry.find(name);
+  if (it == registry.end()) throw Error("prior.type " + name + " has no implementation in this build");
+  return it->second(c, posterior);
 }
 
 }  // namespace vae

@@ -51,15 +51,15 @@ ModelImpl::ModelImpl(const ModelConfig& cfg, Device dev)
     throw Error("a conditional model needs the number of classes (model.classes, at least 2), which vae train takes "
                 "from the data set's labels; got " + std::to_string(config.classes));
   build_networks(config, encoder, decoder);
-  objective = make_objective(objective_config, config, latent_block, *likelihood_model);
+  objective_ = make_objective(objective_config_, config, latent_block, *likelihood_model);
 
-  const int64_t total = lay_out(encoder, decoder, latent_block, *likelihood_model, slices);
+  const int64_t total = lay_out(encoder, decoder, latent_block, *likelihood_model, slices_);
 
-  params = Tensor::zeros({total}, device);
-  grads = Tensor::zeros({total}, device);
-  encoder.bind(params.data(), grads.data());
-  decoder.bind(params.data(), grads.data());
-  latent_block.bind(params.data(), grads.data());
+  params_ = Tensor::zeros({total}, device);
+  grads_ = Tensor::zeros({total}, device);
+  encoder.bind(params_.data(), grads_.data());
+  decoder.bind(params_.data(), grads_.data());
+  latent_block.bind(params_.data(), grads_.data());
 }
 
 void ModelImpl::check_image_size(const ImageSet& set, const char* which) const {
@@ -79,12 +79,12 @@ void ModelImpl::set_objective(const ObjectiveConfig& o) {
     latent_block.set_kl_by_dimension(by_dimension);  // as the current objective set it
     throw;
   }
-  // The new objective's generation starts again from 0: carry the old one's count over, so that
+  // The new objective's generation_ starts again from 0: carry the old one's count over, so that
   // workspace_generation() never returns to a value a recorded step was made at.
-  generation += objective->generation() + 1;
-  objective = std::move(made);
-  objective_config = o;
-  capacity = 0;  // the workspace's sizes depend on the objective
+  generation_ += objective_->generation() + 1;
+  objective_ = std::move(made);
+  objective_config_ = o;
+  capacity_ = 0;  // the workspace's sizes depend on the objective
 }
 
 void ModelImpl::prepare(int rows) {
@@ -93,36 +93,36 @@ void ModelImpl::prepare(int rows) {
   encoder.prepare(rows + pseudo, *backend);
   decoder.prepare(rows * k, *backend);
   latent_block.prepare(rows * k, device);
-  objective->prepare(rows, device);
-  if (rows <= capacity) return;
+  objective_->prepare(rows, device);
+  if (rows <= capacity_) return;
   const int L = latent(), d = input_dim(), n = rows * k;
-  z = Tensor({n, L}, device);
-  dz = Tensor({n, L}, device);
-  dh = Tensor({rows + pseudo, latent_block.head_width()}, device);
-  kl_sample = Tensor({n}, device);
-  kl_dim = Tensor({L}, device);
-  nll = Tensor({n}, device);
-  dlogits = Tensor({n, d}, device);
-  loss = Tensor({3}, device);
+  z_ = Tensor({n, L}, device);
+  dz_ = Tensor({n, L}, device);
+  dh_ = Tensor({rows + pseudo, latent_block.head_width()}, device);
+  kl_sample_ = Tensor({n}, device);
+  kl_dim_ = Tensor({L}, device);
+  nll_ = Tensor({n}, device);
+  dlogits_ = Tensor({n, d}, device);
+  loss_ = Tensor({3}, device);
   if (pseudo > 0) {
-    x_all = Tensor({rows + pseudo, d}, device);
-    dx_all = Tensor({rows + pseudo, d}, device);
+    x_all_ = Tensor({rows + pseudo, d}, device);
+    dx_all_ = Tensor({rows + pseudo, d}, device);
   }
-  if (k > 1) x_rep = Tensor({n, d}, device);
+  if (k > 1) x_rep_ = Tensor({n, d}, device);
   prepare_condition(rows, n);
-  capacity = rows;
-  ++generation;
+  capacity_ = rows;
+  ++generation_;
 }
 
 void ModelImpl::prepare_condition(int encoder_rows, int decoder_rows) {
   if (!config.conditional) return;
   const int rows = std::max(encoder_rows, decoder_rows);
-  if (rows <= condition_rows) return;
-  x_cond = Tensor({rows, input_dim() + config.encoder_condition_width()}, device);
-  z_cond = Tensor({rows, config.decoder_input_dim()}, device);
-  dz_cond = Tensor({rows, config.decoder_input_dim()}, device);
-  condition_rows = rows;
-  ++generation;
+  if (rows <= condition_rows_) return;
+  x_cond_ = Tensor({rows, input_dim() + config.encoder_condition_width()}, device);
+  z_cond_ = Tensor({rows, config.decoder_input_dim()}, device);
+  dz_cond_ = Tensor({rows, config.decoder_input_dim()}, device);
+  condition_rows_ = rows;
+  ++generation_;
 }
 
 void ModelImpl::check_labels(const std::vector<int32_t>* labels, int64_t rows, const char* what) const {
@@ -151,15 +151,15 @@ const float* ModelImpl::encoder_input(const float* x, const float* y, int rows) 
   if (!config.conditional) return x;
   if (!y) throw Error("internal: a conditional model's encoder ran without labels");
   const int64_t plane = config.encoder.type == NetworkType::Conv ? int64_t(config.image_height) * config.image_width : 1;
-  ops::append_condition(*backend, x, y, rows, input_dim(), config.classes, plane, 1, x_cond.data());
-  return x_cond.data();
+  ops::append_condition(*backend, x, y, rows, input_dim(), config.classes, plane, 1, x_cond_.data());
+  return x_cond_.data();
 }
 
 const float* ModelImpl::decode_forward(const float* z, const float* y, int n, int repeat) {
   if (!config.conditional) return decoder.forward(*backend, z, n);
   if (!y) throw Error("internal: a conditional model's decoder ran without labels");
-  ops::append_condition(*backend, z, y, n, latent(), config.classes, 1, repeat, z_cond.data());
-  return decoder.forward(*backend, z_cond.data(), n);
+  ops::append_condition(*backend, z, y, n, latent(), config.classes, 1, repeat, z_cond_.data());
+  return decoder.forward(*backend, z_cond_.data(), n);
 }
 
 void ModelImpl::decode_backward(const float* z, const float* dout, float* dz, int n) {
@@ -167,8 +167,8 @@ void ModelImpl::decode_backward(const float* z, const float* dout, float* dz, in
     decoder.backward(*backend, z, dout, dz, n);
     return;
   }
-  decoder.backward(*backend, z_cond.data(), dout, dz_cond.data(), n);
-  ops::take_columns(*backend, static_cast<const float*>(dz_cond.data()), n, config.decoder_input_dim(), latent(), dz);
+  decoder.backward(*backend, z_cond_.data(), dout, dz_cond_.data(), n);
+  ops::take_columns(*backend, static_cast<const float*>(dz_cond_.data()), n, config.decoder_input_dim(), latent(), dz);
 }
 
 const float* ModelImpl::encode_batch(const float* x, int rows, bool training) {
@@ -176,11 +176,11 @@ const float* ModelImpl::encode_batch(const float* x, int rows, bool training) {
   PseudoInputs* pseudo = latent_block.prior().pseudo_inputs();
   if (!pseudo) return encoder.forward(be, x, rows);  // x: encoder_input's (the condition appended)
   const int64_t d = input_dim();
-  ops::copy_values(be, x, rows * d, x_all.data());
-  pseudo->write(be, x_all.data() + rows * d);
-  const float* h = encoder.forward(be, x_all.data(), rows + pseudo->count());
+  ops::copy_values(be, x, rows * d, x_all_.data());
+  pseudo->write(be, x_all_.data() + rows * d);
+  const float* h = encoder.forward(be, x_all_.data(), rows + pseudo->count());
   const int64_t after_batch = latent_block.posterior().row_offset(rows);
-  pseudo->bind_encoding(h + after_batch, training ? dh.data() + after_batch : nullptr);
+  pseudo->bind_encoding(h + after_batch, training ? dh_.data() + after_batch : nullptr);
   return h;
 }
 
@@ -188,30 +188,30 @@ void ModelImpl::encoder_backward(const float* x, int rows) {
   Backend& be = *backend;
   PseudoInputs* pseudo = latent_block.prior().pseudo_inputs();
   if (!pseudo) {
-    encoder.backward(be, x, dh.data(), nullptr, rows);
+    encoder.backward(be, x, dh_.data(), nullptr, rows);
     return;
   }
-  encoder.backward(be, x_all.data(), dh.data(), dx_all.data(), rows + pseudo->count());
-  pseudo->backward(be, dx_all.data() + int64_t(rows) * input_dim());
+  encoder.backward(be, x_all_.data(), dh_.data(), dx_all_.data(), rows + pseudo->count());
+  pseudo->backward(be, dx_all_.data() + int64_t(rows) * input_dim());
 }
 
 void ModelImpl::initialize_from_data(const float* x, int rows, uint64_t seed, const float* y) {
   if (!latent_block.has_flows()) return;
   prepare(rows);
   const float* h = encode_batch(encoder_input(x, y, rows), rows, false);
-  latent_block.initialize_from(*backend, h, rows, seed, z.data());
+  latent_block.initialize_from(*backend, h, rows, seed, z_.data());
 }
 
 void ModelImpl::encode_pseudo_inputs() {
   PseudoInputs* pseudo = latent_block.prior().pseudo_inputs();
   if (!pseudo) return;
   prepare(1);
-  pseudo->write(*backend, x_all.data());
-  pseudo->bind_encoding(encoder.forward(*backend, x_all.data(), pseudo->count()), nullptr);
+  pseudo->write(*backend, x_all_.data());
+  pseudo->bind_encoding(encoder.forward(*backend, x_all_.data(), pseudo->count()), nullptr);
 }
 
 void ModelImpl::likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale) {
-  likelihood_model->nll(*backend, out, x, nll_rows, dout, rows, grad_scale, params.data(), grads.data());
+  likelihood_model->nll(*backend, out, x, nll_rows, dout, rows, grad_scale, params_.data(), grads_.data());
 }
 
 void ModelImpl::forward_backward(const float* x_image, int rows, uint64_t seed, const StepScalars* step, const float* y,
@@ -223,18 +223,18 @@ void ModelImpl::forward_backward(const float* x_image, int rows, uint64_t seed, 
   const LatentArgs args{rows, latent(), seed, 0, row0, 1.0f, step};
   const float* x = encoder_input(x_image, y, rows);
   const float* h = encode_batch(x, rows, true);
-  objective->sample(be, latent_block, args, h, z.data(), kl_sample.data());
+  objective_->sample(be, latent_block, args, h, z_.data(), kl_sample_.data());
   const float* xk = x_image;
   if (k > 1) {
-    ops::repeat_rows(be, x_image, rows, d, k, x_rep.data());
-    xk = x_rep.data();
+    ops::repeat_rows(be, x_image, rows, d, k, x_rep_.data());
+    xk = x_rep_.data();
   }
-  const float* out = decode_forward(z.data(), y, n, k);
-  likelihood(out, xk, nll.data(), dlogits.data(), n, objective->likelihood_grad_scale(rows));
-  objective->reduce(be, args, nll.data(), kl_sample.data(), loss.data());
-  objective->weight_decoder_gradient(be, dlogits.data(), rows, d);
-  decode_backward(z.data(), dlogits.data(), dz.data(), n);
-  objective->latent_backward(be, latent_block, args, h, z.data(), dz.data(), dh.data());
+  const float* out = decode_forward(z_.data(), y, n, k);
+  likelihood(out, xk, nll_.data(), dlogits_.data(), n, objective_->likelihood_grad_scale(rows));
+  objective_->reduce(be, args, nll_.data(), kl_sample_.data(), loss_.data());
+  objective_->weight_decoder_gradient(be, dlogits_.data(), rows, d);
+  decode_backward(z_.data(), dlogits_.data(), dz_.data(), n);
+  objective_->latent_backward(be, latent_block, args, h, z_.data(), dz_.data(), dh_.data());
   encoder_backward(x, rows);
 }
 
@@ -244,9 +244,9 @@ const float* ModelImpl::forward_eval(const float* x_image, int rows, uint64_t se
   Backend& be = *backend;
   const LatentArgs args{rows, latent(), seed, 0, row0, eps_scale, nullptr};
   const float* h = encode_batch(encoder_input(x_image, y, rows), rows, false);
-  latent_block.forward(be, args, h, z.data(), kl_sample.data(), latent_block.reports_kl_per_dim() ? kl_dim.data() : nullptr);
-  const float* out = decode_forward(z.data(), y, rows, 1);
-  likelihood(out, x_image, nll.data(), nullptr, rows, 1.0f);
+  latent_block.forward(be, args, h, z_.data(), kl_sample_.data(), latent_block.reports_kl_per_dim() ? kl_dim_.data() : nullptr);
+  const float* out = decode_forward(z_.data(), y, rows, 1);
+  likelihood(out, x_image, nll_.data(), nullptr, rows, 1.0f);
   return h;
 }
 
@@ -262,22 +262,22 @@ Device Model::device() const { return impl_->device; }
 
 void Model::set_numerics(const Numerics& n) { impl_->backend->set_options({n.tf32, n.fused_epilogues}); }
 
-int64_t Model::parameter_count() const { return scalars_in(impl_->slices); }
+int64_t Model::parameter_count() const { return scalars_in(impl_->slices()); }
 
 void Model::initialize(uint64_t seed) {
-  std::vector<float> host(static_cast<size_t>(impl_->params.numel()), 0.0f);
+  std::vector<float> host(static_cast<size_t>(impl_->params().numel()), 0.0f);
   uint32_t tensor_index = 0;
   impl_->encoder.initialize(host, impl_->config.init, seed, tensor_index);
   impl_->decoder.initialize(host, impl_->config.init, seed, tensor_index);
   impl_->latent_block.initialize(host, seed, tensor_index);
   impl_->likelihood_model->initialize(host);
-  impl_->params.copy_from_host(host.data(), impl_->params.numel());
-  impl_->grads.fill(0.0f);
+  impl_->params().copy_from_host(host.data(), impl_->params().numel());
+  impl_->grads().fill(0.0f);
 }
 
 std::vector<std::pair<std::string, Tensor>> Model::named_parameters() const {
   std::vector<std::pair<std::string, Tensor>> out;
-  for (const auto& s : impl_->slices) out.emplace_back(s.name, impl_->params.view(s.offset, s.shape));
+  for (const auto& s : impl_->slices()) out.emplace_back(s.name, impl_->params().view(s.offset, s.shape));
   return out;
 }
 

@@ -17,41 +17,43 @@
 
 namespace vae {
 
-struct ModelImpl {
+class ModelImpl {
+ public:
   ModelImpl(const ModelConfig& config, Device device);
 
+  // Its parts, which the trainer, the evaluator and the generators run or read.
   ModelConfig config;
   Device device;
   std::unique_ptr<Backend> backend;
-  Sequential encoder{"encoder"};  // image [C, H, W] -> [2 * latent] (see build_networks)
+  Sequential encoder{"encoder"};  // image [C, H, W] -> the posterior's head (see build_networks)
   Sequential decoder{"decoder"};  // [latent] -> image (logits or Gaussian means)
-  LatentBlock latent_block;       // posterior, prior and the ELBO's KL term between them
-  std::vector<ParamSlice> slices;
+  LatentBlock latent_block;       // posterior and prior
   std::unique_ptr<LikelihoodModel> likelihood_model;  // p(x | decoder output), with its own parameters
-  ObjectiveConfig objective_config;                   // set_objective's (the plain ELBO by default)
-  std::unique_ptr<Objective> objective;               // what forward_backward minimises
-  Tensor params, grads;           // flat, padded to kParamAlignment per tensor
 
-  // Per-batch workspace, sized by prepare(). With k samples per row (the objective's; the iwae
-  // objectives' k) z, dz, kl_sample (the latent term: the KL, or log p - log q), nll and dlogits
-  // hold rows * k rows, and x_rep the images repeated k times; with pseudo-inputs (the VampPrior)
-  // dh and the encoder's input x_all hold rows + K.
-  int capacity = 0;
-  Tensor z, dz, dh, kl_sample, kl_dim, nll, dlogits, loss;  // loss = [total, recon, kl]
-  Tensor x_all, dx_all;                                     // [x; pseudo-inputs] and its gradient
-  Tensor x_rep;
-  StepRecord single_step{device};  // the record of a step taken on its own (Trainer::step)
-  // A conditional model's inputs with the condition appended (condition.cuh): the encoder's
-  // [rows, input_dim + encoder_condition_width] and the decoder's [n, latent + classes] with its gradient.
-  int condition_rows = 0;
-  Tensor x_cond, z_cond, dz_cond;
+  // The parameters and their gradient: flat, padded to kParamAlignment per tensor, named by slices().
+  Tensor params() const { return params_; }
+  Tensor grads() const { return grads_; }
+  const std::vector<ParamSlice>& slices() const { return slices_; }
+
+  // What the last forward left, as views of the workspace (valid until the next prepare grows it):
+  // loss [3] = [objective, mean reconstruction, mean KL] (forward_backward's; a job's ranks sum it in
+  // place); and per sample, z [rows*k, L], the reconstruction term nll [rows*k] and the latent term
+  // [rows*k] (the KL, or log p - log q); kl_dim [L] (forward_eval's, when the latent block reports it).
+  Tensor loss() const { return loss_; }
+  Tensor z() const { return z_; }
+  Tensor nll() const { return nll_; }
+  Tensor latent_term() const { return kl_sample_; }
+  Tensor kl_dim() const { return kl_dim_; }
+  // The record of a step taken on its own (Trainer::step; step_record.hpp).
+  StepRecord& single_step() { return single_step_; }
 
   // Sets the objective (validated, and against this model: ObjectiveConfig::check_model).
   void set_objective(const ObjectiveConfig& o);
-  int samples_per_row() const { return objective->samples_per_row(); }
+  const ObjectiveConfig& objective_config() const { return objective_config_; }
+  int samples_per_row() const { return objective_->samples_per_row(); }
   // Encoder forward for x [rows, input_dim], with the prior's pseudo-inputs after the batch when it
   // has them (their encoding bound to the prior, with dh's rows after the batch for its gradient
-  // when training). Returns the batch's encoder output [rows, 2L].
+  // when training). Returns the batch's encoder output [rows, head width].
   const float* encode_batch(const float* x, int rows, bool training);
   // The encoder backward matching encode_batch(x, rows, true), with the pseudo-inputs' gradient.
   void encoder_backward(const float* x, int rows);
@@ -79,14 +81,14 @@ struct ModelImpl {
   // Throws unless set's images have the size the model was built for (which names the set).
   void check_image_size(const ImageSet& set, const char* which) const;
   int latent() const { return config.latent; }
+  // Makes the workspace hold batches of rows data rows (grows, never shrinks).
   void prepare(int rows);
   // Changes whenever a workspace buffer is reallocated (here or in the encoder or decoder): a
   // recorded CUDA graph that addresses the old buffers must then be recorded again.
   uint64_t workspace_generation() const {
-    return generation + encoder.generation() + decoder.generation() + latent_block.generation() +
-           objective->generation();
+    return generation_ + encoder.generation() + decoder.generation() + latent_block.generation() +
+           objective_->generation();
   }
-  uint64_t generation = 0;
 
   // Forward and backward over x [rows, input_dim] (device memory): fills grads (overwritten) and
   // loss (not kl_dim: forward_eval reports that). Loss = mean over rows of (NLL + beta * KL). The
@@ -98,14 +100,36 @@ struct ModelImpl {
   // rank of a data-parallel job draws the noise the single-process step draws for those rows.
   void forward_backward(const float* x, int rows, uint64_t seed, const StepScalars* step, const float* y = nullptr,
                         int64_t row0 = 0);
-  // Forward only: per-row nll and kl_sample, kl_dim (when latent_block reports it), and the encoder
-  // output (returned).
+  // Forward only: per-row nll and latent term, kl_dim (when latent_block reports it), and the
+  // encoder output (returned).
   const float* forward_eval(const float* x, int rows, uint64_t seed, int64_t row0, float eps_scale,
                             const float* y = nullptr);
   // NLL per row of decoder output `out` against x; dout (scaled by grad_scale) when non-null.
   void likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale);
   // Decoder output mapped to [0, 1] (sigmoid of logits, or clamped Gaussian mean), in place.
   void to_image(float* out, int64_t n);
+
+ private:
+  std::vector<ParamSlice> slices_;
+  Tensor params_, grads_;
+  ObjectiveConfig objective_config_;    // set_objective's (the plain ELBO by default)
+  std::unique_ptr<Objective> objective_;  // what forward_backward minimises
+
+  // Per-batch workspace, sized by prepare(). With k samples per row (the objective's; the iwae
+  // objectives' k) z, dz, kl_sample (the latent term: the KL, or log p - log q), nll and dlogits
+  // hold rows * k rows, and x_rep the images repeated k times; with pseudo-inputs (the VampPrior)
+  // dh and the encoder's input x_all hold rows + K.
+  int capacity_ = 0;
+  Tensor z_, dz_, dh_, kl_sample_, kl_dim_, nll_, dlogits_, loss_;
+  Tensor x_all_, dx_all_;  // [x; pseudo-inputs] and its gradient
+  Tensor x_rep_;
+  StepRecord single_step_{device};
+  // A conditional model's inputs with the condition appended (condition.cuh): the encoder's
+  // [rows, input_dim + encoder_condition_width] and the decoder's [n, latent + classes] with its gradient.
+  int condition_rows_ = 0;
+  Tensor x_cond_, z_cond_, dz_cond_;
+  uint64_t generation_ = 0;
+
 };
 
 }  // namespace vae

@@ -139,10 +139,10 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     gather(all.data() + first, rows, x.data());
     if (conditional) ops::gather_labels(*m.backend, labels.data(), all.data() + first, rows, nullptr, yp);
     const float* h = m.forward_eval(x.data(), rows, kEvalNoiseSeed, first, 1.0f, yp);
-    const std::vector<float> nll = m.nll.view(0, {rows}).to_host();
-    const std::vector<float> kl = m.kl_sample.view(0, {rows}).to_host();
+    const std::vector<float> nll = m.nll().view(0, {rows}).to_host();
+    const std::vector<float> kl = m.latent_term().view(0, {rows}).to_host();
     const bool per_dim = m.latent_block.reports_kl_per_dim();
-    const std::vector<float> kd = per_dim ? m.kl_dim.to_host() : std::vector<float>(L, 0.0f);
+    const std::vector<float> kd = per_dim ? m.kl_dim().to_host() : std::vector<float>(L, 0.0f);
     const std::vector<float> hh = m.encoder.output_view(rows).to_host();
     for (int r = 0; r < rows; ++r) {
       sum_nll += nll[r];
@@ -164,11 +164,11 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       if (first < mi) {
         const int take = static_cast<int>(std::min<int64_t>(rows, mi - first));
         // The Gaussian's samples (before any posterior flow) against every posterior.
-        const std::vector<float> zz = (post_flow ? m.latent_block.posterior().pre_flow_z(take) : m.z.view(0, {take, L})).to_host();
+        const std::vector<float> zz = (post_flow ? m.latent_block.posterior().pre_flow_z(take) : m.z().view(0, {take, L})).to_host();
         mi_z.insert(mi_z.end(), zz.begin(), zz.end());
         if (post_flow) mi_logdet.insert(mi_logdet.end(), post_logdet.begin(), post_logdet.begin() + take);
         log_p_z.fill(0.0f);
-        m.latent_block.prior().add_log_prob(*m.backend, m.z.data(), take, 1.0f, log_p_z.data());
+        m.latent_block.prior().add_log_prob(*m.backend, m.z().data(), take, 1.0f, log_p_z.data());
         const std::vector<float> lp = log_p_z.view(0, {take}).to_host();
         mi_log_p.insert(mi_log_p.end(), lp.begin(), lp.end());
         const Tensor prior_logdet = m.latent_block.prior().last_logdet(take);

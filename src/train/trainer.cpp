@@ -95,7 +95,7 @@ Trainer::Trainer(Model& model, TrainConfig config, ProcessGroup group)
 }
 
 void Trainer::ensure_optimizer_state() {
-  const int64_t n = model_.impl().params.numel();
+  const int64_t n = model_.impl().params().numel();
   if (adam_m_.numel() == n) return;
   adam_m_ = Tensor::zeros({n}, model_.device());
   adam_v_ = Tensor::zeros({n}, model_.device());
@@ -122,12 +122,12 @@ double Trainer::step(const std::vector<float>& images, int rows, const std::vect
   s.kl_grad_weight = s.beta / static_cast<float>(rows);
   s.capacity = config_.objective.capacity;
   s.adam = adam_coefficients(adam_args(config_, config_.lr, progress_.global_step + 1));
-  const StepScalars* record = m.single_step.write(s);
+  const StepScalars* record = m.single_step().write(s);
   m.forward_backward(x.data(), rows, config_.seed, record, yp);
   ++progress_.global_step;
-  m.backend->adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(),
+  m.backend->adam_step(m.params().data(), m.grads().data(), adam_m_.data(), adam_v_.data(), m.params().numel(),
                        config_.clip_norm, record, grad_norm_.data(), {});
-  return m.loss.to_host()[0];
+  return m.loss().to_host()[0];
 }
 
 namespace {
@@ -264,7 +264,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   // A job's collectives (made together on every rank: on CUDA the NCCL communicator), then rank 0's
   // parameters on every rank, after any data-dependent initialisation.
   const std::unique_ptr<DeviceCollectives> collectives = parallel ? make_device_collectives(group_, be) : nullptr;
-  if (collectives) collectives->broadcast(m.params.data(), m.params.numel(), 0);
+  if (collectives) collectives->broadcast(m.params().data(), m.params().numel(), 0);
 
   // One training step, all of it queued on the backend: select this step's scalars, gather and
   // binarise the batch, forward, loss, backward, guarded optimizer, and add the loss to the sums.
@@ -279,23 +279,23 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
       if (conditional) ops::gather_labels(be, labels.data(), static_cast<const int32_t*>(perm.data()), rows, current.data(), yp);
       m.forward_backward(x.data(), rows, config_.seed, current.data(), yp, first_row);
     } else {  // a short last batch with fewer rows than ranks: this rank adds nothing
-      ops::fill(be, m.grads.data(), m.grads.numel(), 0.0f);
-      ops::fill(be, m.loss.data(), 3, 0.0f);
+      ops::fill(be, m.grads().data(), m.grads().numel(), 0.0f);
+      ops::fill(be, m.loss().data(), 3, 0.0f);
     }
     if (collectives) {
       if (rows != global_rows) {
         const float share = static_cast<float>(rows) / static_cast<float>(global_rows);
-        ops::scale_values(be, m.grads.data(), m.grads.numel(), share);
-        ops::scale_values(be, m.loss.data(), 3, share);
+        ops::scale_values(be, m.grads().data(), m.grads().numel(), share);
+        ops::scale_values(be, m.loss().data(), 3, share);
       }
-      collectives->sum({{m.grads.data(), m.grads.numel()}, {m.loss.data(), 3}});
+      collectives->sum({{m.grads().data(), m.grads().numel()}, {m.loss().data(), 3}});
     }
-    // The guard reads m.loss where it is now: the evaluator may reallocate the workspace between
+    // The guard reads m.loss() where it is now: the evaluator may reallocate the workspace between
     // epochs (which also retires the recorded steps, so they are recorded again with this pointer).
-    const StepGuard guard{m.loss.data(), loss_sums.data() + 3};
-    be.adam_step(m.params.data(), m.grads.data(), adam_m_.data(), adam_v_.data(), m.params.numel(), config_.clip_norm,
+    const StepGuard guard{m.loss().data(), loss_sums.data() + 3};
+    be.adam_step(m.params().data(), m.grads().data(), adam_m_.data(), adam_v_.data(), m.params().numel(), config_.clip_norm,
                  current.data(), grad_norm_.data(), guard);
-    ops::accumulate_scaled(be, m.loss.data(), 3, static_cast<float>(global_rows), loss_sums.data());
+    ops::accumulate_scaled(be, m.loss().data(), 3, static_cast<float>(global_rows), loss_sums.data());
   };
   // Recorded steps, one per batch size (the last batch of an epoch may be short). A size runs
   // uncaptured the first time, so that cuBLASLt chooses its algorithms outside the capture, and is
@@ -331,7 +331,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   // The ranks' parameters must be the same bits (every rank applies the same summed gradient); a
   // difference means a collective or a device went wrong, and training on would mix models.
   auto check_ranks_agree = [&](int epoch) {
-    const std::vector<float> p = m.params.to_host();
+    const std::vector<float> p = m.params().to_host();
     uint64_t h = 0xcbf29ce484222325ULL;  // FNV-1a over the parameters' bytes
     for (const unsigned char* b = reinterpret_cast<const unsigned char*>(p.data()),
                                *e = b + p.size() * sizeof(float); b != e; ++b)
@@ -483,14 +483,14 @@ void Trainer::save_state(const std::string& path) const {
   j["epoch_sums"] = progress_.epoch_sums;
   if (std::isfinite(progress_.best_neg_elbo)) j["best_neg_elbo"] = progress_.best_neg_elbo;
   j["best_epoch"] = progress_.best_epoch;
-  j["parameters"] = model_.impl().params.numel();
+  j["parameters"] = model_.impl().params().numel();
   j["processes"] = group_.size();
   SafeTensorsFile file;
   file.metadata["vae_train_state"] = j.dump();
   file.metadata["vae_model_config"] = model_.config().to_json();
   file.metadata["vae_train_config"] = config_.to_json();
   // Before the first step the moments do not exist yet; they are zero.
-  const int64_t n = model_.impl().params.numel();
+  const int64_t n = model_.impl().params().numel();
   const auto moments = [n](const Tensor& t) { return t.numel() == n ? t.to_host() : std::vector<float>(n, 0.0f); };
   file.tensors.push_back({"optimizer.adam_m", {n}, moments(adam_m_)});
   file.tensors.push_back({"optimizer.adam_v", {n}, moments(adam_v_)});
