@@ -49,6 +49,7 @@ const std::pair<const char*, PriorType> kPriors[] = {
     {"standard_normal", PriorType::StandardNormal}, {"mog", PriorType::MixtureOfGaussians}, {"vamp", PriorType::Vamp},
     {"flow", PriorType::Flow}};
 
+
 template <class Enum, size_t N>
 std::string enum_name(Enum v, const std::pair<const char*, Enum> (&table)[N]) {
   for (const auto& [name, value] : table)
@@ -58,6 +59,47 @@ std::string enum_name(Enum v, const std::pair<const char*, Enum> (&table)[N]) {
 
 void require(bool ok, const std::string& message) {
   if (!ok) throw Error(message);
+}
+
+// The prior section's keys beyond "type", and which prior types take each: the one declaration of a
+// prior's configuration (its math is the class of the same type name in src/latent/prior.cpp). A
+// key given for a type that does not take it is refused, naming the types that do.
+struct PriorKeys {
+  PriorType type;
+  int default_components;  // > 0: a mixture of that many components by default ("components")
+  bool flow;               // "flow_steps" and "flow_hidden"
+};
+constexpr PriorKeys kPriorKeys[] = {{PriorType::StandardNormal, 0, false},
+                                    {PriorType::MixtureOfGaussians, 10, false},
+                                    {PriorType::Vamp, 500, false},
+                                    {PriorType::Flow, 0, true}};
+constexpr int kMaxPriorComponents = 4096;
+
+const PriorKeys& prior_keys(PriorType t) {
+  for (const PriorKeys& k : kPriorKeys)
+    if (k.type == t) return k;
+  throw Error("unknown prior type");
+}
+
+// "mog and vamp": the types that take a key.
+std::string prior_types_taking(bool (*takes)(const PriorKeys&)) {
+  std::vector<std::string> names;
+  for (const PriorKeys& k : kPriorKeys)
+    if (takes(k)) names.push_back(enum_name(k.type, kPriors));
+  std::string s;
+  for (size_t i = 0; i < names.size(); ++i) s += (i == 0 ? "" : i + 1 == names.size() ? " and " : ", ") + names[i];
+  return s;
+}
+bool takes_components(const PriorKeys& k) { return k.default_components > 0; }
+bool takes_flow(const PriorKeys& k) { return k.flow; }
+
+// A mixture's components count: in [1, kMaxPriorComponents], or 0 (the type's default) when it was
+// not given.
+void check_prior_components(const PriorConfig& p, bool given = false) {
+  if (!takes_components(prior_keys(p.type))) return;
+  require(p.components >= (given ? 1 : 0) && p.components <= kMaxPriorComponents,
+          "prior.components (the mixture's Gaussians or pseudo-inputs) must be in [1, " +
+              std::to_string(kMaxPriorComponents) + "], got " + std::to_string(p.components));
 }
 
 // An integer of type T from a JSON number, or an error naming the key: a fraction, an exponent form
@@ -156,6 +198,9 @@ LrSchedule parse_schedule(const std::string& s) { return parse_enum(s, "lr sched
 std::string to_string(NetworkType t) { return enum_name(t, kNetworks); }
 NetworkType parse_network(const std::string& s) { return parse_enum(s, "encoder type", kNetworks); }
 std::string to_string(PriorType t) { return enum_name(t, kPriors); }
+
+bool PriorConfig::has_components() const { return prior_keys(type).default_components > 0; }
+int PriorConfig::count() const { return components > 0 ? components : prior_keys(type).default_components; }
 std::string to_string(ObjectiveType t) { return enum_name(t, kObjectives); }
 ObjectiveType parse_objective(const std::string& s) {
   return s == "iwae-dreg" ? ObjectiveType::IwaeDreg : parse_enum(s, "objective type", kObjectives);
@@ -193,10 +238,7 @@ void ModelConfig::validate() const {
   require(classes >= 0 && classes <= 4096, "classes must be in [0, 4096], got " + std::to_string(classes));
   require(!conditional || prior.type != PriorType::Vamp,
           "a conditional model cannot use the VampPrior (its pseudo-inputs have no labels); use --prior standard, mog or flow");
-  if (prior.has_components())
-    require(prior.components >= 0 && prior.components <= 4096,
-            "prior.components (the mixture's Gaussians or pseudo-inputs) must be in [1, 4096], got " +
-                std::to_string(prior.components));
+  check_prior_components(prior);
   const auto check_flow = [&](const char* section, int steps, int hidden, bool on) {
     const std::string s = section;
     require(steps >= 0 && steps <= 64, s + ".flow_steps must be in [0, 64], got " + std::to_string(steps));
@@ -266,7 +308,7 @@ json prior_to_json(const PriorConfig& p) {
   json j;
   j["type"] = to_string(p.type);
   if (p.has_components()) j["components"] = p.count();
-  if (p.type == PriorType::Flow) {
+  if (prior_keys(p.type).flow) {
     j["flow_steps"] = p.flow_steps;
     j["flow_hidden"] = p.flow_hidden;
   }
@@ -276,8 +318,8 @@ json prior_to_json(const PriorConfig& p) {
 // A components count means a mixture: the rule for the config file and for --prior-components.
 void require_mixture_for_components(const PriorConfig& p) {
   if (!p.has_components())
-    throw Error("prior.components is for the mixture and VampPrior priors: set prior.type to mog or vamp (--prior mog) "
-                "or remove it");
+    throw Error("prior.components is for the mixture priors (" + prior_types_taking(takes_components) +
+                "): set prior.type to one of them (--prior mog) or remove it");
 }
 
 void read_prior(const json& j, PriorConfig& p) {
@@ -286,14 +328,13 @@ void read_prior(const json& j, PriorConfig& p) {
   if (j.contains("type")) read_key(j, "type", s), p.type = parse_prior(s);
   read_key(j, "flow_steps", p.flow_steps);
   read_key(j, "flow_hidden", p.flow_hidden);
-  if ((j.contains("flow_steps") || j.contains("flow_hidden")) && p.type != PriorType::Flow)
-    throw Error("prior.flow_steps and prior.flow_hidden are for the flow prior: set prior.type to flow or remove them");
+  if ((j.contains("flow_steps") || j.contains("flow_hidden")) && !prior_keys(p.type).flow)
+    throw Error("prior.flow_steps and prior.flow_hidden are for the " + prior_types_taking(takes_flow) +
+                " prior: set prior.type to " + prior_types_taking(takes_flow) + " or remove them");
   read_key(j, "components", p.components);
   if (j.contains("components")) {
     require_mixture_for_components(p);
-    require(p.components >= 1 && p.components <= 4096,
-            "prior.components (the mixture's Gaussians or pseudo-inputs) must be in [1, 4096], got " +
-                std::to_string(p.components));
+    check_prior_components(p, true);
   }
 }
 
@@ -632,7 +673,7 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
                        "standard|mog|vamp|flow: N(0, I), a learned mixture of Gaussians, the VampPrior (a mixture of the "
                        "encoder's posteriors at learned pseudo-inputs), or a RealNVP/Glow flow over N(0, I) (default "
                        "standard)"));
-    Field<C> components = value("prior.components", VAE_GET(C, prior.components), 1, 4096, "--prior-components",
+    Field<C> components = value("prior.components", VAE_GET(C, prior.components), 1, kMaxPriorComponents, "--prior-components",
                                 "mog: number of Gaussians (default 10); vamp: number of pseudo-inputs (default 500)");
     components.check = [inner = components.check](const C& c) {
       require_mixture_for_components(c.prior);
@@ -642,8 +683,7 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     Field<C> prior_steps = value("prior.flow_steps", VAE_GET(C, prior.flow_steps), 1, 64, "--prior-flow-steps",
                                  "flow prior: flow steps, each ActNorm, LU linear and affine coupling (default 4)");
     prior_steps.check = [inner = prior_steps.check](const C& c) {
-      if (c.prior.type != PriorType::Flow)
-        throw Error("--prior-flow-steps is for the flow prior: add --prior flow");
+      if (!prior_keys(c.prior.type).flow) throw Error("--prior-flow-steps is for the flow prior: add --prior flow");
       inner(c);
     };
     f.push_back(std::move(prior_steps));

@@ -72,8 +72,11 @@ struct PriorConfig {
   int flow_hidden = 64;  // flow only
   // mog and vamp; 0 = the type's default: 10 Gaussians (mog), 500 pseudo-inputs (vamp, the paper's).
   int components = 0;
-  bool has_components() const { return type == PriorType::MixtureOfGaussians || type == PriorType::Vamp; }
-  int count() const { return components > 0 ? components : type == PriorType::Vamp ? 500 : 10; }
+  // Whether the type is a mixture with a components count, and that count (the default when 0).
+  // Which keys each type takes, their ranges and defaults are declared once, in src/config.cpp's
+  // table of prior types.
+  bool has_components() const;
+  int count() const;
 };
 
 // The model as a tree of components. In JSON (config.json's "model", checkpoints' metadata):
