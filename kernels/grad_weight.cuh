@@ -1,9 +1,10 @@
 // The weight a term has in the loss, as the backward passes read it. A plain ELBO weighs every
-// row's KL term alike (beta / batch, from the step's record when a recorded step runs); the
+// row's KL term alike (beta / batch: a training step's record's kl_grad_weight); the
 // importance-weighted bound weighs each sample by its normalised importance weight, so the
 // backward of a prior or posterior takes one weight per row. at(r) is scale times, in order of
-// precedence, rows[r], the step record's kl_grad_weight, or scalar (scale -1: a term that enters
-// the loss with the opposite sign, as a flow's log-determinant does).
+// precedence, rows[r], the step record's kl_grad_weight, or scalar (a constant weight: the tests'
+// and the analytic per-dimension path's; scale -1: a term that enters the loss with the opposite
+// sign, as a flow's log-determinant does).
 #pragma once
 
 #include "hd.cuh"

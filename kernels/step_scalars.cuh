@@ -40,7 +40,8 @@ struct LatentArgs {
   uint64_t step = 0;
   int64_t row0 = 0;
   float eps_scale = 1.0f;
-  // When set, step (and in the backward pass kl_weight) come from *per_step when the kernel runs.
+  // A training step's record (always set for a training step's backward, whose weights it holds):
+  // the noise's step comes from it when the kernel runs (philox_step_of). Null outside training.
   const StepScalars* per_step = nullptr;
 };
 

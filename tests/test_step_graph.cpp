@@ -94,7 +94,7 @@ TEST(StepTable, PerStepValuesReplaceTheByValueOnes) {
   std::vector<float> dh1(h.size()), dh2(h.size());
   LatentArgs by_value{rows, latent, 99, s.philox_step, 0, 1.0f, nullptr};
   LatentArgs from_table = by_value;
-  from_table.step = 12345;  // ignored when per_step is set
+  from_table.step = 12345;  // ignored: the record's step is read
   from_table.per_step = &s;
   ops::latent_sample_kl_forward(*be, by_value, h.data(), z1.data(), kl1.data(), kd1.data());
   ops::latent_sample_kl_forward(*be, from_table, h.data(), z2.data(), kl2.data(), kd2.data());
