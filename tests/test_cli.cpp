@@ -288,7 +288,8 @@ TEST(Cli, ResumeGivesTheBitsOfAnUninterruptedRun) {
 }
 
 // SIGINT in the middle of an epoch: the run saves a checkpoint and its state, says how to resume,
-// exits 130; resuming it ends with the bits of a run that was never interrupted.
+// exits 130; resuming it ends with the bits of a run that was never interrupted. While it runs, the
+// folder is its own.
 TEST(Cli, InterruptSavesAndResumesExactly) {
   if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
   test::ScratchDir dir("cli_interrupt");
@@ -318,6 +319,12 @@ TEST(Cli, InterruptSavesAndResumesExactly) {
     if (n <= 0) break;
     out.append(buf, static_cast<size_t>(n));
   }
+  // The folder has one owner while the run lives: a second run on it (even one that would overwrite
+  // it) exits at once, naming the holder, and leaves the first run's files alone.
+  const Result second = run("train --data " + kData + args + " --overwrite --out " + dir.file("stopped"));
+  expect_failure(second, 1, "is in use by another run (pid " + std::to_string(pid));
+  const Result resume_now = run("train --resume " + dir.file("stopped"));
+  expect_failure(resume_now, 1, "is in use by another run");
   usleep(300 * 1000);
   kill(pid, SIGINT);
   ssize_t n;

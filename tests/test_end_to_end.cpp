@@ -7,6 +7,8 @@
 #include <limits>
 #include <cstring>
 #include <filesystem>
+#include <functional>
+#include <unistd.h>
 
 #include "test_util.hpp"
 #include "vae/vae.hpp"
@@ -194,11 +196,25 @@ TEST(EndToEnd, TrainingRunResumesExactlyAndKeepsItsConfiguration) {
   EXPECT_FALSE(whole.stopped());
 
   c.out_dir = (root / "broken").string();
-  TrainingRun first = TrainingRun::start(m, c, false);
-  first.prepare_folder();
-  int steps = 0;
-  first.fit([](const StepProgress&) {}, {}, [&] { return ++steps > 20; });  // 16 steps an epoch: a stop inside the second
-  ASSERT_TRUE(first.stopped());
+  {
+    TrainingRun first = TrainingRun::start(m, c, false);
+    first.prepare_folder();
+    int steps = 0;
+    first.fit([](const StepProgress&) {}, {}, [&] { return ++steps > 20; });  // 16 steps an epoch: a stop inside the second
+    ASSERT_TRUE(first.stopped());
+    // One owner per folder while the run lives: a second start or resume is refused, naming it.
+    for (const auto& second : {std::function<void()>([&] { TrainingRun::start(m, c, true); }),
+                               std::function<void()>([&] { TrainingRun::resume(c.out_dir); })}) {
+      try {
+        second();
+        ADD_FAILURE() << "a second run on a folder in use was accepted";
+      } catch (const Error& e) {
+        EXPECT_NE(std::string(e.what()).find("is in use by another run (pid " + std::to_string(::getpid())),
+                  std::string::npos)
+            << e.what();
+      }
+    }
+  }
   EXPECT_THROW(TrainingRun::start(m, c, false), Error) << "the folder holds a run";
   EXPECT_THROW(TrainingRun::resume(c.out_dir, [](ModelConfig&, TrainConfig& t) { t.lr = 0.5f; }), Error);
   EXPECT_THROW(TrainingRun::resume(c.out_dir, [](ModelConfig& model, TrainConfig&) { model.latent = 8; }), Error);

@@ -5,7 +5,9 @@
 //   best.safetensors         the checkpoint of the epoch with the lowest test -ELBO
 //   metrics.jsonl            one line per finished epoch (EpochMetrics::to_json)
 //   samples.png              64 prior samples at the end (a conditional model: 8 per class)
-// The policy lives here once: a new run refuses a folder that holds one unless told to overwrite;
+// The policy lives here once: one run per folder (rank 0 holds an exclusive lock on DIR/.vae-lock
+// for the run's life; a second run on the folder is refused at once, naming the holder's pid);
+// a new run refuses a folder that holds one unless told to overwrite;
 // a resumed run keeps its configuration (only the epochs and threads may change); the image size
 // and a conditional model's classes come from the data; in a job of several processes every rank
 // reads and only rank 0 writes; after each epoch the checkpoint, then its state, then the best

@@ -93,9 +93,16 @@ def test_run_folder_resumes_and_matches_the_cli(fashion, tmp_path):
               "train": {"data": DATA, "epochs": 1, "batch": 100, "train_limit": 1000, "test_limit": 200,
                         "threads": 2, "seed": 3}}
     out = tmp_path / "run"
-    epochs = []
-    first = vae.run(str(out), config, on_epoch=epochs.append)
-    assert [m["epoch"] for m in first] == [1] and epochs == first
+    epochs, refused = [], []
+
+    def second_run(step):  # while the run lives, the folder is its own
+        if not refused:
+            with pytest.raises(vae.Error, match="is in use by another run"):
+                vae.run(str(out), config, overwrite=True)
+            refused.append(step)
+
+    first = vae.run(str(out), config, callback=second_run, on_epoch=epochs.append)
+    assert [m["epoch"] for m in first] == [1] and epochs == first and refused
     for name in ("config.json", "model.safetensors", "train_state.safetensors", "best.safetensors", "metrics.jsonl",
                  "samples.png"):
         assert (out / name).exists(), name

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "io/atomic_file.hpp"
+#include "io/folder_lock.hpp"
 #include "vae/error.hpp"
 #include "vae/generate.hpp"
 
@@ -79,6 +80,7 @@ struct TrainingRun::State {
   ProcessGroup group;
   bool resumed = false, overwrite = false;
   fs::path out;
+  FolderLock lock;  // rank 0's, for the run's life: one run per folder
   Dataset data;
   std::optional<Model> model;
   std::optional<Trainer> trainer;
@@ -107,6 +109,7 @@ TrainingRun TrainingRun::start(ModelConfig model, TrainConfig train, bool overwr
   s->group = group;
   s->overwrite = overwrite;
   s->out = train.out_dir;
+  if (s->root()) s->lock = FolderLock(train.out_dir, "output folder");
   if (s->root() && holds_a_run(s->out) && !overwrite)
     throw Error("output folder '" + train.out_dir + "' already holds a run; pass --resume " + train.out_dir +
                 " to continue it, --overwrite to replace it, or --out with another folder");
@@ -122,12 +125,19 @@ TrainingRun TrainingRun::start(ModelConfig model, TrainConfig train, bool overwr
 
 TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& changes, ProcessGroup group) {
   const fs::path dir(dir_name);
+  const auto cannot_resume = [&] {
+    return Error("cannot resume '" + dir.string() + "': it needs config.json, model.safetensors and "
+                 "train_state.safetensors, as a run of vae train writes after its first epoch or when interrupted" +
+                 (group.size() > 1 ? " (every rank reads them: the folder must be on a file system all the job's "
+                                     "machines share)" : ""));
+  };
+  std::error_code ec;
+  if (!fs::is_directory(dir, ec)) throw cannot_resume();
+  // The lock first: a run still writing the folder is named as such, whatever it has written yet.
+  FolderLock lock = group.is_root() ? FolderLock(dir.string(), "run folder") : FolderLock();
   if (!fs::is_regular_file(dir / "config.json") || !fs::is_regular_file(dir / "model.safetensors") ||
       !fs::is_regular_file(dir / "train_state.safetensors"))
-    throw Error("cannot resume '" + dir.string() + "': it needs config.json, model.safetensors and "
-                "train_state.safetensors, as a run of vae train writes after its first epoch or when interrupted" +
-                (group.size() > 1 ? " (every rank reads them: the folder must be on a file system all the job's "
-                                    "machines share)" : ""));
+    throw cannot_resume();
   ModelConfig model;
   TrainConfig train;
   read_run_config((dir / "config.json").string(), model, train);
@@ -148,6 +158,7 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   s->group = group;
   s->resumed = true;
   s->out = train.out_dir;
+  s->lock = std::move(lock);
   s->data = load_run_data(train);
   if (train.device == Device::CUDA && group.size() > 1) group.select_cuda_device();
   const std::string model_path = s->path("model.safetensors");
