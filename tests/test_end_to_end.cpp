@@ -7,8 +7,13 @@
 #include <limits>
 #include <cstring>
 #include <filesystem>
+#include <fstream>
+#include <iterator>
+#include <sstream>
 #include <functional>
 #include <unistd.h>
+
+#include <nlohmann/json.hpp>
 
 #include "test_util.hpp"
 #include "vae/vae.hpp"
@@ -225,6 +230,56 @@ TEST(EndToEnd, TrainingRunResumesExactlyAndKeepsItsConfiguration) {
   EXPECT_THROW(TrainingRun::resume(c.out_dir), Error) << "the run has finished its epochs";
   std::filesystem::remove_all(root);
 }
+
+#ifdef VAE_CRASH_RUN_PATH
+// The process ending itself (as kill -9 would) just before any one of a run's file renames, then the
+// run started again (resumed when it has a training state, else begun anew in the same folder without
+// --overwrite), leaves what a run without a crash leaves: every epoch's metrics line, the same model
+// and best model bits (tests/crash_run.cpp is the run; the seam is set_rename_hook).
+TEST(EndToEnd, CrashAtEveryRenameLosesNothing) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  test::ScratchDir dir("crash_every_rename");
+  const auto run = [&](const std::string& name, int crash_at) {
+    return test::run_command(std::string(VAE_CRASH_RUN_PATH) + " " + test::data_dir() + " " + dir.file(name) + " " +
+                             std::to_string(crash_at));
+  };
+  const auto read = [&](const std::string& file) {
+    std::ifstream in(dir.file(file), std::ios::binary);
+    return std::string(std::istreambuf_iterator<char>(in), std::istreambuf_iterator<char>());
+  };
+  // Each metrics line without its timings (seconds, samples/s), which differ from run to run.
+  const auto metrics = [&](const std::string& name) {
+    std::vector<std::string> kept;
+    std::istringstream lines(read(name + "/metrics.jsonl"));
+    for (std::string line; std::getline(lines, line);) {
+      nlohmann::json j = nlohmann::json::parse(line);
+      j.erase("seconds");
+      j.erase("samples_per_s");
+      kept.push_back(j.dump());
+    }
+    return kept;
+  };
+  const test::CommandResult reference = run("reference", 0);
+  ASSERT_EQ(reference.code, 0) << reference.out;
+  ASSERT_EQ(metrics("reference").size(), 3u);
+  int crashes = 0;
+  for (int n = 1; n < 100; ++n) {
+    const std::string name = "crash" + std::to_string(n);
+    const test::CommandResult crashed = run(name, n);
+    if (crashed.code == 0) break;  // n is past the run's last rename
+    ASSERT_EQ(crashed.code, 9) << crashed.out;
+    ++crashes;
+    const test::CommandResult again = run(name, 0);
+    // A crash at the very last rename (samples.png) leaves a finished run: nothing to resume.
+    if (again.code != 0) EXPECT_NE(again.out.find("has finished its 3 epochs"), std::string::npos) << again.out;
+    EXPECT_EQ(metrics(name), metrics("reference")) << "crash before rename " << n;
+    // Compared as booleans: a difference prints the rename, not a megabyte of checkpoint.
+    EXPECT_TRUE(read(name + "/model.safetensors") == read("reference/model.safetensors")) << "crash before rename " << n;
+    EXPECT_TRUE(read(name + "/best.safetensors") == read("reference/best.safetensors")) << "crash before rename " << n;
+  }
+  EXPECT_GE(crashes, 10) << "config.json, three epochs of state, model, best and metrics, samples.png";
+}
+#endif
 
 }  // namespace
 }  // namespace vae

@@ -1,18 +1,24 @@
 // A training run in a folder, as `vae train` keeps one and the Python package's vae.run does:
 //   config.json              the run configuration (written before the first step)
+//   train_state.safetensors  the commit point: the model, the optimizer state, the progress and the
+//                            metrics lines, written first at each epoch's end (and at a stop)
 //   model.safetensors        the checkpoint at the end of the last finished epoch (or at a stop)
-//   train_state.safetensors  the optimizer state and progress that go with it (--resume reads both)
 //   best.safetensors         the checkpoint of the epoch with the lowest test -ELBO
 //   metrics.jsonl            one line per finished epoch (EpochMetrics::to_json)
 //   samples.png              64 prior samples at the end (a conditional model: 8 per class)
 // The policy lives here once: one run per folder (rank 0 holds an exclusive lock on DIR/.vae-lock
 // for the run's life; a second run on the folder is refused at once, naming the holder's pid);
-// a new run refuses a folder that holds one unless told to overwrite;
+// a new run refuses a folder that holds one (a finished epoch's or a stop's files; a run that never
+// got that far left only config.json, and is replaced) unless told to overwrite;
 // a resumed run keeps its configuration (only the epochs and threads may change); the image size
 // and a conditional model's classes come from the data; in a job of several processes every rank
-// reads and only rank 0 writes; after each epoch the checkpoint, then its state, then the best
-// model, then the metrics, so that after a crash at any point the metrics never name an epoch the
-// checkpoint lacks.
+// reads and only rank 0 writes; after each epoch the training state first, then the checkpoint,
+// the best model and the metrics, each file written to a temporary and renamed. A crash at any
+// point leaves either the old state (the epoch is trained again, to the same bits) or the new one,
+// from which resume rebuilds whatever the crash cut short: no metrics line is lost and the best
+// model, the checkpoint and the state never disagree (EndToEnd.CrashAtEveryRenameLosesNothing ends
+// the process before every rename of a run). A folder left by a run that never finished an epoch
+// (only config.json) is taken by a new run without --overwrite.
 #pragma once
 
 #include <functional>

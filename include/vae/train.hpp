@@ -11,6 +11,7 @@
 #include "vae/distributed.hpp"
 #include "vae/error.hpp"
 #include "vae/model.hpp"
+#include "vae/safetensors.hpp"
 
 namespace vae {
 
@@ -136,6 +137,10 @@ class Trainer {
   // model configuration, seed, batch) and that it is from the step the model checkpoint records.
   void save_state(const std::string& path) const;
   void load_state(const std::string& path, int64_t checkpoint_step);
+  // The same, in memory (vae::TrainingRun adds the model and the metrics to it); `where` names the
+  // source in messages.
+  SafeTensorsFile state_contents() const;
+  void load_state(const SafeTensorsFile& file, const std::string& where, int64_t checkpoint_step);
 
  private:
   void ensure_optimizer_state();

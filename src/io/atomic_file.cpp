@@ -31,6 +31,8 @@ namespace {
 // of globs like *.safetensors, the marker lets remove_stale_temporaries find what a crash left.
 constexpr const char* kTmpMarker = ".vae-tmp-";
 
+void (*rename_hook)(const std::string&) = nullptr;
+
 void fsync_folder(const std::filesystem::path& dir, const std::string& path) {
   const int fd = ::open(dir.c_str(), O_RDONLY | O_DIRECTORY);
   if (fd < 0) throw Error("cannot open folder '" + dir.string() + "' to make '" + path + "' durable: " + std::strerror(errno));
@@ -77,6 +79,7 @@ void write_file_atomic(const std::string& path, const void* data, size_t size) {
     ::unlink(tmp.c_str());
     throw Error("cannot write '" + path + "': " + why);
   }
+  if (rename_hook) rename_hook(path);
   if (std::rename(tmp.c_str(), path.c_str()) != 0) {
     const std::string why = std::strerror(errno);
     ::unlink(tmp.c_str());
@@ -97,5 +100,7 @@ int remove_stale_temporaries(const std::string& dir) {
   }
   return removed;
 }
+
+void set_rename_hook(void (*hook)(const std::string& target)) { rename_hook = hook; }
 
 }  // namespace vae

@@ -17,5 +17,9 @@ inline void write_file_atomic(const std::string& path, const std::string& text) 
 }
 // Deletes the temporaries an interrupted write_file_atomic left in dir; returns how many.
 int remove_stale_temporaries(const std::string& dir);
+// A fault-injection seam for one test program (tests/crash_run.cpp): called with the target just
+// before each rename, with the temporary written and synced, so the test can end the process at
+// every point a crash could. No other program sets it.
+void set_rename_hook(void (*hook)(const std::string& target));
 
 }  // namespace vae

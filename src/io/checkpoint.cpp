@@ -3,12 +3,13 @@
 
 #include "model/model_impl.hpp"
 #include "vae/error.hpp"
+#include "io/checkpoint_contents.hpp"
 #include "vae/model.hpp"
 #include "vae/safetensors.hpp"
 
 namespace vae {
 
-void save_checkpoint(const Model& model, const std::string& path, int64_t step) {
+SafeTensorsFile checkpoint_contents(const Model& model, const std::string& path, int64_t step) {
   SafeTensorsFile file;
   file.metadata["format"] = "pt";  // lets transformers-style loaders open it as PyTorch tensors
   file.metadata["vae_config"] = model.config().to_json();
@@ -21,7 +22,11 @@ void save_checkpoint(const Model& model, const std::string& path, int64_t step) 
         throw Error("refusing to write '" + path + "': parameter tensor '" + name + "' holds " + std::to_string(v) +
                     "; the model is ruined (lower --lr or set --clip-norm and train again)");
   }
-  write_safetensors(path, file);
+  return file;
+}
+
+void save_checkpoint(const Model& model, const std::string& path, int64_t step) {
+  write_safetensors(path, checkpoint_contents(model, path, step));
 }
 
 int64_t checkpoint_step(const std::string& path) {
@@ -38,7 +43,11 @@ int64_t checkpoint_step(const std::string& path) {
 }
 
 Model load_checkpoint(const std::string& path, Device device) {
-  const SafeTensorsFile file = read_safetensors(path);
+  return model_from_contents(read_safetensors(path), path, device, "");
+}
+
+Model model_from_contents(const SafeTensorsFile& file, const std::string& path, Device device,
+                          const std::string& other_prefix) {
   const auto it = file.metadata.find("vae_config");
   if (it == file.metadata.end())
     throw Error("'" + path + "' is a safetensors file but not a vae checkpoint (no vae_config in its metadata)");
@@ -50,8 +59,10 @@ Model load_checkpoint(const std::string& path, Device device) {
   }
   // Before the model is allocated: a configuration may describe up to kMaxParameters, but only
   // what the file actually holds is plausible (each parameter is exactly one stored float).
+  const auto others = [&](const SafeTensor& t) { return !other_prefix.empty() && t.name.rfind(other_prefix, 0) == 0; };
   uint64_t stored = 0;
-  for (const auto& t : file.tensors) stored += t.values.size();
+  for (const auto& t : file.tensors)
+    if (!others(t)) stored += t.values.size();
   if (stored != static_cast<uint64_t>(config.parameter_count()))
     throw Error("checkpoint '" + path + "' holds " + std::to_string(stored) + " parameter values but its configuration "
                 "implies " + std::to_string(config.parameter_count()) + "; the file is damaged or not from this engine");
@@ -73,7 +84,7 @@ Model load_checkpoint(const std::string& path, Device device) {
     std::copy(t->values.begin(), t->values.end(), host.begin() + slice.offset);
   }
   for (const auto& t : file.tensors)
-    if (!expected.count(t.name))
+    if (!expected.count(t.name) && !others(t))
       throw Error("checkpoint '" + path + "' has tensor '" + t.name + "' that its configuration does not use");
   model.impl().params().copy_from_host(host.data(), static_cast<int64_t>(host.size()));
   return model;

@@ -15,9 +15,6 @@
 namespace vae {
 
 FolderLock::FolderLock(const std::string& dir, const std::string& what) {
-  std::error_code ec;
-  std::filesystem::create_directories(dir, ec);
-  if (ec) throw Error("cannot create " + what + " '" + dir + "': " + ec.message());
   const std::string path = (std::filesystem::path(dir) / ".vae-lock").string();
   const int fd = ::open(path.c_str(), O_RDWR | O_CREAT | O_CLOEXEC, 0644);
   if (fd < 0) throw Error("cannot open the lock file '" + path + "' of " + what + " '" + dir + "': " + std::strerror(errno));

@@ -13,7 +13,7 @@ namespace vae {
 class FolderLock {
  public:
   FolderLock() = default;
-  // Creates the folder when needed and takes its lock without waiting. Throws when another process
+  // Takes the lock of an existing folder without waiting. Throws when another process
   // (or another lock object in this one) holds it, naming the holder; `what` names the folder's use
   // in that message ("output folder", "run folder").
   FolderLock(const std::string& dir, const std::string& what);

@@ -7,6 +7,7 @@
 #include <sstream>
 
 #include "io/atomic_file.hpp"
+#include "io/checkpoint_contents.hpp"
 #include "io/folder_lock.hpp"
 #include "vae/error.hpp"
 #include "vae/generate.hpp"
@@ -25,10 +26,12 @@ void read_run_config(const std::string& path, ModelConfig& model, TrainConfig& t
 
 namespace {
 
+// Whether the folder holds a run worth keeping: anything a finished epoch (or a stop) writes. A run
+// that never got that far left at most config.json, and a new run may take its place.
 bool holds_a_run(const fs::path& dir) {
   std::error_code ec;
   for (const std::string& f : TrainingRun::files())
-    if (fs::exists(dir / f, ec)) return true;
+    if (f != "config.json" && fs::exists(dir / f, ec)) return true;
   return false;
 }
 
@@ -89,6 +92,39 @@ struct TrainingRun::State {
 
   std::string path(const char* file) const { return (out / file).string(); }
   bool root() const { return group.is_root(); }
+
+  // Rank 0, on resuming: what a crash after the state's write left behind it, rebuilt from the
+  // state (the checkpoint, the best model when the state's epoch was the best, the metrics lines,
+  // and for a finished run its samples).
+  void restore_from_state(bool finished) {
+    if (!root()) return;
+    const TrainProgress& p = trainer->progress();
+    const auto step_of = [&](const char* file) {
+      std::error_code missing;
+      return fs::exists(out / file, missing) ? checkpoint_step(path(file)) : int64_t{-1};
+    };
+    if (step_of("model.safetensors") != p.global_step) save_checkpoint(*model, path("model.safetensors"), p.global_step);
+    if (p.best_epoch == p.epochs_done && p.steps_into_epoch == 0 && p.epochs_done > 0 &&
+        step_of("best.safetensors") != p.global_step)
+      save_checkpoint(*model, path("best.safetensors"), p.global_step);
+    write_file_atomic(path("metrics.jsonl"), metrics_lines);
+    std::error_code ec;
+    if (finished && !fs::exists(out / "samples.png", ec)) write_samples();
+  }
+
+  // 64 prior samples; a conditional model's grid has one row of 8 per class.
+  void write_samples() {
+    if (!root()) return;
+    SampleOptions o;
+    o.seed = config.seed;
+    if (model->config().conditional) {
+      o.n = 8 * model->config().classes;
+      for (int i = 0; i < o.n; ++i) o.labels.push_back(i / 8);
+    }
+    const std::vector<float> samples = sample_images(*model, o);
+    write_png_grid(path("samples.png"), samples, o.n, model->config().image_channels, model->config().image_height,
+                   model->config().image_width, 8);
+  }
 };
 
 TrainingRun::TrainingRun(std::unique_ptr<State> s) : s_(std::move(s)) {}
@@ -109,7 +145,10 @@ TrainingRun TrainingRun::start(ModelConfig model, TrainConfig train, bool overwr
   s->group = group;
   s->overwrite = overwrite;
   s->out = train.out_dir;
-  if (s->root()) s->lock = FolderLock(train.out_dir, "output folder");
+  // The lock now when the folder exists (a run may be writing it); else prepare_folder takes it
+  // when it creates the folder, so that a run refused before then leaves nothing behind.
+  std::error_code ec;
+  if (s->root() && fs::is_directory(s->out, ec)) s->lock = FolderLock(train.out_dir, "output folder");
   if (s->root() && holds_a_run(s->out) && !overwrite)
     throw Error("output folder '" + train.out_dir + "' already holds a run; pass --resume " + train.out_dir +
                 " to continue it, --overwrite to replace it, or --out with another folder");
@@ -126,8 +165,8 @@ TrainingRun TrainingRun::start(ModelConfig model, TrainConfig train, bool overwr
 TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& changes, ProcessGroup group) {
   const fs::path dir(dir_name);
   const auto cannot_resume = [&] {
-    return Error("cannot resume '" + dir.string() + "': it needs config.json, model.safetensors and "
-                 "train_state.safetensors, as a run of vae train writes after its first epoch or when interrupted" +
+    return Error("cannot resume '" + dir.string() + "': it needs config.json and train_state.safetensors, as a run "
+                 "of vae train writes after its first epoch or when interrupted" +
                  (group.size() > 1 ? " (every rank reads them: the folder must be on a file system all the job's "
                                      "machines share)" : ""));
   };
@@ -135,8 +174,7 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   if (!fs::is_directory(dir, ec)) throw cannot_resume();
   // The lock first: a run still writing the folder is named as such, whatever it has written yet.
   FolderLock lock = group.is_root() ? FolderLock(dir.string(), "run folder") : FolderLock();
-  if (!fs::is_regular_file(dir / "config.json") || !fs::is_regular_file(dir / "model.safetensors") ||
-      !fs::is_regular_file(dir / "train_state.safetensors"))
+  if (!fs::is_regular_file(dir / "config.json") || !fs::is_regular_file(dir / "train_state.safetensors"))
     throw cannot_resume();
   ModelConfig model;
   TrainConfig train;
@@ -161,16 +199,27 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   s->lock = std::move(lock);
   s->data = load_run_data(train);
   if (train.device == Device::CUDA && group.size() > 1) group.select_cuda_device();
-  const std::string model_path = s->path("model.safetensors");
-  s->model.emplace(load_checkpoint(model_path, train.device));
+  // The training state is the run's commit point: it holds the model it continues and the metrics
+  // lines, and everything else in the folder is written after it and rebuilt from it
+  // (prepare_folder). A state from before it held the model pairs with model.safetensors.
+  const std::string state_path = s->path("train_state.safetensors"), model_path = s->path("model.safetensors");
+  const SafeTensorsFile state = read_safetensors(state_path);
+  const std::string where = "training state '" + state_path + "'";
+  const bool holds_model = state.metadata.count("vae_config") > 0;
+  const int64_t state_step = holds_model ? checkpoint_step(state_path) : checkpoint_step(model_path);
+  s->model.emplace(holds_model ? model_from_contents(state, state_path, train.device, "optimizer.")
+                               : load_checkpoint(model_path, train.device));
   s->config = std::move(train);
   Trainer& trainer = s->trainer.emplace(*s->model, s->config, group);
-  trainer.load_state(s->path("train_state.safetensors"), checkpoint_step(model_path));
+  trainer.load_state(state, where, state_step);
   const TrainProgress& p = trainer.progress();
-  if (p.epochs_done >= s->config.epochs)
+  if (const auto it = state.metadata.find("vae_metrics"); it != state.metadata.end()) s->metrics_lines = it->second;
+  else if (s->root()) s->metrics_lines = metrics_up_to(s->out / "metrics.jsonl", p.epochs_done);
+  if (p.epochs_done >= s->config.epochs) {
+    s->restore_from_state(true);  // a crash after the last epoch's state: its files, complete
     throw Error("the run in '" + s->config.out_dir + "' has finished its " + std::to_string(p.epochs_done) +
                 " epochs; pass --epochs N with N above " + std::to_string(p.epochs_done) + " to train further");
-  if (s->root()) s->metrics_lines = metrics_up_to(s->out / "metrics.jsonl", p.epochs_done);
+  }
   return TrainingRun(std::move(s));
 }
 
@@ -180,10 +229,12 @@ int TrainingRun::prepare_folder() {
   std::error_code ec;
   fs::create_directories(s.out, ec);
   if (ec) throw Error("cannot create output folder '" + s.config.out_dir + "': " + ec.message());
+  if (!s.lock.held()) s.lock = FolderLock(s.config.out_dir, "output folder");
   const int stale = remove_stale_temporaries(s.out.string());
   if (!s.resumed && s.overwrite)
     for (const std::string& file : files()) fs::remove(s.out / file, ec);
   write_file_atomic(s.path("config.json"), run_config_to_json(s.model->config(), s.config));
+  if (s.resumed) s.restore_from_state(false);
   return stale;
 }
 
@@ -193,32 +244,30 @@ std::vector<EpochMetrics> TrainingRun::fit(const std::function<void(const StepPr
   State& s = *s_;
   Model& model = *s.model;
   Trainer& trainer = *s.trainer;
+  // The state first (the commit point: the model, the optimizer, the progress and the metrics lines
+  // the folder should hold), then what is rebuilt from it after a crash (prepare_folder).
+  auto save_state = [&] {
+    const int64_t step = trainer.progress().global_step;
+    SafeTensorsFile state = checkpoint_contents(model, s.path("train_state.safetensors"), step);
+    SafeTensorsFile optimizer = trainer.state_contents();
+    state.metadata.insert(optimizer.metadata.begin(), optimizer.metadata.end());
+    for (SafeTensor& t : optimizer.tensors) state.tensors.push_back(std::move(t));
+    state.metadata["vae_metrics"] = s.metrics_lines;
+    write_safetensors(s.path("train_state.safetensors"), state);
+  };
   auto save_run = [&] {
     if (!s.root()) return;
+    save_state();
     save_checkpoint(model, s.path("model.safetensors"), trainer.progress().global_step);
-    trainer.save_state(s.path("train_state.safetensors"));
-  };
-  auto write_samples = [&] {
-    if (!s.root()) return;
-    // 64 prior samples; a conditional model's grid has one row of 8 per class.
-    SampleOptions o;
-    o.seed = s.config.seed;
-    if (model.config().conditional) {
-      o.n = 8 * model.config().classes;
-      for (int i = 0; i < o.n; ++i) o.labels.push_back(i / 8);
-    }
-    const std::vector<float> samples = sample_images(model, o);
-    write_png_grid(s.path("samples.png"), samples, o.n, model.config().image_channels, model.config().image_height,
-                   model.config().image_width, 8);
   };
   std::vector<EpochMetrics> history = trainer.fit(
       s.data, on_step,
       [&](const EpochMetrics& m) {
         if (s.root()) {
+          s.metrics_lines += m.to_json() + "\n";
           save_run();
           if (trainer.progress().best_epoch == m.epoch)
             save_checkpoint(model, s.path("best.safetensors"), trainer.progress().global_step);
-          s.metrics_lines += m.to_json() + "\n";
           write_file_atomic(s.path("metrics.jsonl"), s.metrics_lines);
         }
         if (on_epoch) on_epoch(m);
@@ -226,7 +275,7 @@ std::vector<EpochMetrics> TrainingRun::fit(const std::function<void(const StepPr
       should_stop);
   s.stopped = trainer.stopped();
   if (s.stopped && trainer.progress().steps_into_epoch > 0) save_run();  // an epoch's end was saved already
-  write_samples();
+  s.write_samples();
   return history;
 }
 

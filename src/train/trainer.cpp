@@ -475,7 +475,13 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   return history;
 }
 
-void Trainer::save_state(const std::string& path) const {
+void Trainer::save_state(const std::string& path) const { write_safetensors(path, state_contents()); }
+
+void Trainer::load_state(const std::string& path, int64_t checkpoint_step) {
+  load_state(read_safetensors(path), "training state '" + path + "'", checkpoint_step);
+}
+
+SafeTensorsFile Trainer::state_contents() const {
   nlohmann::json j;
   j["global_step"] = progress_.global_step;
   j["epochs_done"] = progress_.epochs_done;
@@ -494,12 +500,10 @@ void Trainer::save_state(const std::string& path) const {
   const auto moments = [n](const Tensor& t) { return t.numel() == n ? t.to_host() : std::vector<float>(n, 0.0f); };
   file.tensors.push_back({"optimizer.adam_m", {n}, moments(adam_m_)});
   file.tensors.push_back({"optimizer.adam_v", {n}, moments(adam_v_)});
-  write_safetensors(path, file);
+  return file;
 }
 
-void Trainer::load_state(const std::string& path, int64_t checkpoint_step) {
-  const SafeTensorsFile file = read_safetensors(path);
-  const std::string where = "training state '" + path + "'";
+void Trainer::load_state(const SafeTensorsFile& file, const std::string& where, int64_t checkpoint_step) {
   const auto meta = [&](const char* key) -> const std::string& {
     const auto it = file.metadata.find(key);
     if (it == file.metadata.end()) throw Error(where + " lacks its " + std::string(key) + " metadata; it is not a vae training state");
