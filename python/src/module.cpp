@@ -237,6 +237,20 @@ vae::ModelConfig model_config_from(const py::object& config) {
 }
 
 
+// The model's parameters on the host, to put back (restore_parameters) when training diverges.
+std::vector<std::vector<float>> parameters_of(const vae::Model& model) {
+  std::vector<std::vector<float>> values;
+  for (const auto& [name, t] : model.named_parameters()) values.push_back(t.to_host());
+  return values;
+}
+void restore_parameters(vae::Model& model, const std::vector<std::vector<float>>& values) {
+  size_t i = 0;
+  for (auto& [name, t] : model.named_parameters()) {
+    t.copy_from_host(values[i].data(), static_cast<int64_t>(values[i].size()));
+    ++i;
+  }
+}
+
 // A training step's progress as the callbacks get it.
 py::dict progress_dict(const vae::StepProgress& p) {
   py::dict d;
@@ -537,21 +551,33 @@ PYBIND11_MODULE(_core, m) {
         auto save = [&] {
           if (!checkpoint.empty()) vae::save_checkpoint(model, checkpoint, trainer.progress().global_step);
         };
+        // The parameters at the start and after each epoch: a run that diverges leaves the model as
+        // it was at the last epoch's end (the checkpoint's), not with the blown-up weights.
+        std::vector<std::vector<float>> last_good = parameters_of(model);
         {
           py::gil_scoped_release release;
-          epochs = trainer.fit(
-              data,
-              [&](const vae::StepProgress& p) {
-                py::gil_scoped_acquire gil;
-                try {
-                  if (PyErr_CheckSignals() != 0) throw py::error_already_set();
-                  if (!on_step.is_none()) on_step(progress_dict(p));
-                } catch (...) {
-                  raised = std::current_exception();
-                  stop = true;
-                }
-              },
-              [&](const vae::EpochMetrics&) { save(); }, [&] { return stop; });
+          try {
+            epochs = trainer.fit(
+                data,
+                [&](const vae::StepProgress& p) {
+                  py::gil_scoped_acquire gil;
+                  try {
+                    if (PyErr_CheckSignals() != 0) throw py::error_already_set();
+                    if (!on_step.is_none()) on_step(progress_dict(p));
+                  } catch (...) {
+                    raised = std::current_exception();
+                    stop = true;
+                  }
+                },
+                [&](const vae::EpochMetrics&) {
+                  save();
+                  last_good = parameters_of(model);
+                },
+                [&] { return stop; });
+          } catch (const vae::TrainingDiverged&) {
+            restore_parameters(model, last_good);
+            throw;
+          }
           if (trainer.stopped() && trainer.progress().steps_into_epoch > 0) save();  // an epoch's end was saved already
         }
         if (raised) std::rethrow_exception(raised);

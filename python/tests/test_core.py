@@ -123,3 +123,14 @@ def test_run_folder_resumes_and_matches_the_cli(fashion, tmp_path):
         subprocess.run([cli, "train", "--config", str(path), "--out", str(tmp_path / "cli")], check=True,
                        stdout=subprocess.DEVNULL)
         assert (tmp_path / "cli" / "model.safetensors").read_bytes() == (out / "model.safetensors").read_bytes()
+
+
+def test_a_diverged_run_leaves_the_last_good_parameters(fashion):
+    # lr 10 blows the run up in its first epoch: vae.train raises, and the model keeps the
+    # parameters it had before (the last epoch's end), not the blown-up ones.
+    train, test, _ = fashion
+    m = small_model()
+    before = m.encode(test[:5])[0]
+    with pytest.raises(vae.Error, match="training diverged"):
+        vae.train(m, train, test_x=test, epochs=2, lr=10.0, batch=100, threads=1, progress=False)
+    assert np.array_equal(m.encode(test[:5])[0], before)

@@ -62,7 +62,8 @@ def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: O
     a tqdm bar is shown when tqdm is installed and progress is true. checkpoint: a path written at
     every epoch's end and when the run stops. Ctrl-C, or an exception from callback, stops training
     after the current step: the model keeps that step's parameters, the checkpoint is written, and
-    the exception (KeyboardInterrupt) is raised.
+    the exception (KeyboardInterrupt) is raised. A run that diverges raises vae.Error and leaves the
+    model with the parameters of the last epoch's end (the start's, in the first epoch).
     """
     x, labels, test_x, test_labels = _data_arguments(data, labels, test_x, test_labels, test_fraction)
     run = {"train": {k: v for k, v in overrides.items() if k not in _OBJECTIVE_KEYS},
