@@ -13,15 +13,18 @@
 
 #include <algorithm>
 #include <chrono>
+#include <cmath>
 #include <cstring>
 #include <functional>
 #include <optional>
+#include <set>
 #include <string>
 #include <vector>
 
 #include "argument_error.hpp"
 #include "dlpack_bridge.hpp"
 #include "io/atomic_file.hpp"
+#include "io/checkpoint_contents.hpp"
 #include "vae/vae.hpp"
 
 namespace py = pybind11;
@@ -351,6 +354,57 @@ PYBIND11_MODULE(_core, m) {
         return py::make_tuple(c.image_channels, c.image_height, c.image_width);
       }, "(C, H, W) of the images the model takes and gives.")
       .def_property_readonly("parameter_count", &vae::Model::parameter_count, "Trainable scalars.")
+      .def("__repr__", [](const vae::Model& m) {
+        const vae::ModelConfig& c = m.config();
+        return "vae.Model(" + vae::to_string(c.encoder.type) + " encoder, latent " + std::to_string(c.latent) + ", prior " +
+               vae::to_string(c.prior.type) + ", " + vae::to_string(c.likelihood) + " likelihood, images " +
+               std::to_string(c.image_channels) + "x" + std::to_string(c.image_height) + "x" +
+               std::to_string(c.image_width) + (c.conditional ? ", conditional on " + std::to_string(c.classes) + " classes" : "") +
+               ", " + std::to_string(m.parameter_count()) + " parameters, " + vae::to_string(m.device()) + ")";
+      })
+      .def("state_dict", [](const vae::Model& m) {
+        py::dict d;
+        for (const auto& [name, t] : m.named_parameters())
+          d[py::str(name)] = array_of(t.to_host(), std::vector<py::ssize_t>(t.shape().begin(), t.shape().end()));
+        return d;
+      }, "The parameters as float32 numpy arrays (copies) named as in the checkpoint (model.save).")
+      .def("load_state_dict", [](vae::Model& m, const py::dict& d) {
+        // Every check before the first copy: a refused dict leaves the model as it was.
+        std::vector<std::pair<vae::Tensor, py::array_t<float, py::array::c_style | py::array::forcecast>>> todo;
+        std::set<std::string> names;
+        for (auto& [name, t] : m.named_parameters()) {
+          names.insert(name);
+          if (!d.contains(name)) throw ArgumentError("load_state_dict: the dict lacks '" + name + "'");
+          py::array_t<float, py::array::c_style | py::array::forcecast> a(d[py::str(name)]);
+          std::vector<int64_t> shape(a.shape(), a.shape() + a.ndim());
+          if (shape != t.shape())
+            throw ArgumentError("load_state_dict: '" + name + "' has shape " + vae::to_string(shape) + " but the model's is " +
+                                vae::to_string(t.shape()));
+          for (py::ssize_t i = 0; i < a.size(); ++i)
+            if (!std::isfinite(a.data()[i]))
+              throw ArgumentError("load_state_dict: '" + name + "' holds a value that is not finite");
+          todo.emplace_back(t, a);
+        }
+        for (const auto& [key, value] : d)
+          if (!names.count(py::str(key).cast<std::string>()))
+            throw ArgumentError("load_state_dict: '" + py::str(key).cast<std::string>() + "' is not a parameter of this model");
+        for (auto& [t, a] : todo) t.copy_from_host(a.data(), a.size());
+      }, py::arg("state_dict"),
+      "Sets the parameters from a dict like state_dict()'s: every name, the same shapes, finite values; nothing "
+      "changes unless all of it is right.")
+      .def(py::pickle(
+          [](const vae::Model& m) {
+            const std::vector<uint8_t> bytes = vae::serialize_safetensors(vae::checkpoint_contents(m, "a pickled model", -1));
+            return py::make_tuple(py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
+                                  vae::to_string(m.device()));
+          },
+          [](const py::tuple& state) {
+            if (state.size() != 2) throw ArgumentError("a pickled vae.Model is (checkpoint bytes, device)");
+            const std::string bytes = state[0].cast<std::string>();
+            return vae::model_from_contents(
+                vae::parse_safetensors(std::vector<uint8_t>(bytes.begin(), bytes.end()), "a pickled model"),
+                "a pickled model", device_of(state[1].cast<std::string>()), "");
+          }))
       .def("save", [](const vae::Model& m, const std::string& path) { vae::save_checkpoint(m, path); }, py::arg("path"),
            "Writes a safetensors checkpoint (atomically: a temporary file, then a rename); vae.load and the CLI read it.")
       .def(
@@ -535,7 +589,8 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "train",
       [](vae::Model& model, const std::string& run_json, const py::object& x, const py::object& labels,
-         const py::object& test_x, const py::object& test_labels, const py::object& on_step, const std::string& checkpoint) {
+         const py::object& test_x, const py::object& test_labels, const py::object& on_step, const std::string& checkpoint,
+         const py::object& on_epoch) {
         vae::ModelConfig unused = model.config();
         vae::TrainConfig cfg;
         vae::run_config_from_json(run_json, unused, cfg);
@@ -569,9 +624,17 @@ PYBIND11_MODULE(_core, m) {
                     stop = true;
                   }
                 },
-                [&](const vae::EpochMetrics&) {
+                [&](const vae::EpochMetrics& e) {
                   save();
                   last_good = parameters_of(model);
+                  if (on_epoch.is_none()) return;
+                  py::gil_scoped_acquire gil;
+                  try {
+                    on_epoch(py::module_::import("json").attr("loads")(e.to_json()));
+                  } catch (...) {
+                    if (!raised) raised = std::current_exception();
+                    stop = true;
+                  }
                 },
                 [&] { return stop; });
           } catch (const vae::TrainingDiverged&) {
@@ -585,7 +648,8 @@ PYBIND11_MODULE(_core, m) {
         return history;
       },
       py::arg("model"), py::arg("run_json"), py::arg("x"), py::arg("labels") = py::none(), py::arg("test_x") = py::none(),
-      py::arg("test_labels") = py::none(), py::arg("on_step") = py::none(), py::arg("checkpoint") = "");
+      py::arg("test_labels") = py::none(), py::arg("on_step") = py::none(), py::arg("checkpoint") = "",
+      py::arg("on_epoch") = py::none());
 
   // A run folder as `vae train` keeps it (vae/run.hpp, the policy the CLI uses): a new run from a
   // whole run configuration (JSON text, or a file's path), or the run in `out` resumed. epochs and

@@ -134,3 +134,38 @@ def test_a_diverged_run_leaves_the_last_good_parameters(fashion):
     with pytest.raises(vae.Error, match="training diverged"):
         vae.train(m, train, test_x=test, epochs=2, lr=10.0, batch=100, threads=1, progress=False)
     assert np.array_equal(m.encode(test[:5])[0], before)
+
+
+def test_pytorch_habits_state_dict_pickle_repr_and_callbacks(fashion, capsys):
+    import copy
+    import pickle
+    train, test, _ = fashion
+    m = small_model()
+    assert "latent 4" in repr(m) and "parameters, cpu" in repr(m)
+    sd = m.state_dict()
+    assert "encoder.0.weight" in sd and sum(v.size for v in sd.values()) == m.parameter_count
+    assert all(v.dtype == np.float32 for v in sd.values())
+    twin = small_model()
+    twin.load_state_dict({k: v + 0.01 for k, v in sd.items()})
+    assert not np.array_equal(twin.encode(test[:3])[0], m.encode(test[:3])[0])
+    twin.load_state_dict(sd)
+    assert np.array_equal(twin.encode(test[:3])[0], m.encode(test[:3])[0])
+    name = next(iter(sd))
+    with pytest.raises(vae.ArgumentError, match="lacks"):
+        twin.load_state_dict({k: v for k, v in sd.items() if k != name})
+    with pytest.raises(vae.ArgumentError, match="shape"):
+        twin.load_state_dict({**sd, name: np.zeros((1, 2, 3), np.float32)})
+    with pytest.raises(vae.ArgumentError, match="not a parameter"):
+        twin.load_state_dict({**sd, "bogus": np.zeros(1, np.float32)})
+    for other in (copy.deepcopy(m), pickle.loads(pickle.dumps(m))):
+        assert np.array_equal(other.encode(test[:3])[0], m.encode(test[:3])[0]) and other is not m
+    # on_epoch gets each epoch's metrics; without tqdm a line per epoch is printed (progress=True);
+    # without test data a warning says the test metrics are the training images'.
+    epochs = []
+    with pytest.warns(UserWarning, match="no test data"):
+        vae.train(m, train[:500], epochs=2, batch=100, threads=1, on_epoch=epochs.append)
+    assert [e["epoch"] for e in epochs] == [1, 2]
+    try:
+        import tqdm  # noqa: F401
+    except ImportError:
+        assert "epoch 2  train loss" in capsys.readouterr().out

@@ -48,7 +48,8 @@ def _data_arguments(data, labels, test_x, test_labels, test_fraction):
 def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: Optional[_np.ndarray] = None,
           test_x: Optional[_np.ndarray] = None, test_labels: Optional[_np.ndarray] = None,
           callback: Optional[Callable[[Dict[str, Any]], None]] = None, progress: bool = True,
-          checkpoint: Optional[str] = None, test_fraction: float = 0.1, **overrides: Any) -> List[Dict[str, Any]]:
+          checkpoint: Optional[str] = None, test_fraction: float = 0.1,
+          on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None, **overrides: Any) -> List[Dict[str, Any]]:
     """Trains model in place and returns the per-epoch metrics as dicts (the CLI's metrics.jsonl lines).
 
     data: images (uint8 or float32 in [0, 1], [N, H, W] or [N, C, H, W]) with optional labels and
@@ -59,13 +60,19 @@ def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: O
     overrides are the run configuration's "train" and "objective" fields: epochs=5, batch=128,
     lr=1e-3, seed=0, threads=0, beta=0.5, warmup_epochs=10, free_bits=0.1, k=5, ... (README.md).
     callback(step) gets a dict (epoch, step, steps_per_epoch, loss, samples_per_s) every few steps;
-    a tqdm bar is shown when tqdm is installed and progress is true. checkpoint: a path written at
+    on_epoch(metrics) each epoch's metrics dict when the epoch ends. With progress true a tqdm bar is
+    shown when tqdm is installed, and one line per epoch is printed otherwise. Without test data the
+    "test" metrics are the training images' (a UserWarning says so). checkpoint: a path written at
     every epoch's end and when the run stops. Ctrl-C, or an exception from callback, stops training
     after the current step: the model keeps that step's parameters, the checkpoint is written, and
     the exception (KeyboardInterrupt) is raised. A run that diverges raises vae.Error and leaves the
     model with the parameters of the last epoch's end (the start's, in the first epoch).
     """
     x, labels, test_x, test_labels = _data_arguments(data, labels, test_x, test_labels, test_fraction)
+    if test_x is None:
+        import warnings
+        warnings.warn("vae.train: no test data (test_x): the test metrics and the best checkpoint use the training "
+                      "images", UserWarning, stacklevel=2)
     run = {"train": {k: v for k, v in overrides.items() if k not in _OBJECTIVE_KEYS},
            "objective": {k: v for k, v in overrides.items() if k in _OBJECTIVE_KEYS}}
     bar = None
@@ -87,8 +94,15 @@ def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: O
         if callback is not None:
             callback(p)
 
+    def epoch_end(metrics):
+        if progress and bar is None:
+            print(f"epoch {metrics['epoch']}  train loss {metrics['train_loss']:.2f}  test -ELBO "
+                  f"{metrics['test_neg_elbo']:.2f}  {metrics['seconds']:.1f}s", flush=True)
+        if on_epoch is not None:
+            on_epoch(metrics)
+
     try:
-        return _train(model, _json.dumps(run), x, labels, test_x, test_labels, on_step, checkpoint or "")
+        return _train(model, _json.dumps(run), x, labels, test_x, test_labels, on_step, checkpoint or "", epoch_end)
     finally:
         if bar is not None:
             bar.close()
