@@ -192,7 +192,36 @@ vae::Tensor codes_input(const vae::Model& m, const py::object& z, const char* wh
   if (t.shape().size() != 2 || t.dim(1) != L || t.dim(0) < 1)
     throw ArgumentError(std::string(what) + ": codes must be float32 [N, " + std::to_string(L) + "], got shape " +
                         vae::to_string(t.shape()));
+  // Host codes are checked (a NaN would decode to a plausible image); device codes are taken as
+  // given, as device images are (a check would read them back).
+  if (t.device() == vae::Device::CPU)
+    for (int64_t i = 0; i < t.numel(); ++i)
+      if (!std::isfinite(t.data()[i]))
+        throw ArgumentError(std::string(what) + ": codes must be finite; row " + std::to_string(i / L) + " holds " +
+                            std::to_string(t.data()[i]));
   return t;
+}
+
+// Labels given to a model that is not conditional are refused, not ignored (as sample's label is).
+void refuse_labels_unless_conditional(const vae::Model& m, const py::object& labels, const char* what) {
+  if (!labels.is_none() && !m.config().conditional)
+    throw ArgumentError(std::string(what) + ": this model is not conditional, so it takes no labels (train a "
+                        "conditional one with {\"conditional\": true})");
+}
+std::vector<int32_t> model_labels(const vae::Model& m, const py::object& labels, int64_t n, const char* what) {
+  refuse_labels_unless_conditional(m, labels, what);
+  return labels_from(labels, n, what);
+}
+
+// A count argument (sample's n) as an int in [1, hi], or an ArgumentError naming it.
+int count_argument(const py::object& o, const char* what, const char* name, int hi) {
+  if (!py::isinstance<py::int_>(o) && !(py::hasattr(o, "__index__") && !py::hasattr(o, "__len__")))
+    throw ArgumentError(std::string(what) + ": " + name + " must be an integer, got " + std::string(py::str(o.get_type())));
+  const py::int_ v(o);
+  if (v < py::int_(1) || v > py::int_(hi))
+    throw ArgumentError(std::string(what) + ": " + name + " must be in [1, " + std::to_string(hi) + "], got " +
+                        py::str(static_cast<const py::object&>(v)).cast<std::string>());
+  return v.cast<int>();
 }
 
 py::object image_set_arrays(const vae::ImageSet& s) {
@@ -412,7 +441,7 @@ PYBIND11_MODULE(_core, m) {
           [](vae::Model& m, const py::object& x, const py::object& labels) -> py::tuple {
             const int64_t L = m.config().latent;
             if (const vae::Tensor t = float_input(m, x, "encode"); t.defined()) {
-              const std::vector<int32_t> y = labels_from(labels, t.dim(0), "encode");
+              const std::vector<int32_t> y = model_labels(m, labels, t.dim(0), "encode");
               vae::LatentTensors c;
               {
                 py::gil_scoped_release release;
@@ -420,6 +449,7 @@ PYBIND11_MODULE(_core, m) {
               }
               return py::make_tuple(result_like(x, c.mu, {t.dim(0), L}), result_like(x, c.logvar, {t.dim(0), L}));
             }
+            refuse_labels_unless_conditional(m, labels, "encode");
             const vae::ImageSet set = image_set_for(m, x, labels, "encode");
             vae::LatentCodes c;
             {
@@ -438,7 +468,7 @@ PYBIND11_MODULE(_core, m) {
           "decode",
           [](vae::Model& m, const py::object& z, const py::object& labels) -> py::object {
             const vae::Tensor t = codes_input(m, z, "decode");
-            const std::vector<int32_t> y = labels_from(labels, t.dim(0), "decode");
+            const std::vector<int32_t> y = model_labels(m, labels, t.dim(0), "decode");
             vae::Tensor images;
             {
               py::gil_scoped_release release;
@@ -451,8 +481,9 @@ PYBIND11_MODULE(_core, m) {
           "out; a DLPack tensor in, the same kind out on the model's device.")
       .def(
           "sample",
-          [](vae::Model& m, int n, float temperature, const py::object& label, uint64_t seed,
+          [](vae::Model& m, const py::object& n_arg, float temperature, const py::object& label, uint64_t seed,
              const vae::AggregatePosterior* aggregate, bool dlpack) -> py::object {
+            const int n = count_argument(n_arg, "sample", "n", 1 << 20);
             const vae::SampleOptions o = sample_options(n, temperature, label, seed, aggregate);
             if (dlpack) {
               vae::Tensor images;
@@ -479,7 +510,7 @@ PYBIND11_MODULE(_core, m) {
           "reconstruct",
           [](vae::Model& m, const py::object& x, const py::object& labels) -> py::object {
             if (const vae::Tensor t = float_input(m, x, "reconstruct"); t.defined()) {
-              const std::vector<int32_t> y = labels_from(labels, t.dim(0), "reconstruct");
+              const std::vector<int32_t> y = model_labels(m, labels, t.dim(0), "reconstruct");
               vae::Tensor images;
               {
                 py::gil_scoped_release release;
@@ -488,6 +519,7 @@ PYBIND11_MODULE(_core, m) {
               }
               return result_like(x, images, image_shape(m, t.dim(0)));
             }
+            refuse_labels_unless_conditional(m, labels, "reconstruct");
             const vae::ImageSet s = image_set_for(m, x, labels, "reconstruct");
             std::vector<float> images;
             {

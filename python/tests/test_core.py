@@ -169,3 +169,20 @@ def test_pytorch_habits_state_dict_pickle_repr_and_callbacks(fashion, capsys):
         import tqdm  # noqa: F401
     except ImportError:
         assert "epoch 2  train loss" in capsys.readouterr().out
+
+
+def test_bad_calls_name_their_argument(fashion):
+    _, test, labels = fashion
+    m = small_model()
+    with pytest.raises(vae.ArgumentError, match=r"sample: n must be in \[1, 1048576\], got 1000000000000"):
+        m.sample(10**12)
+    with pytest.raises(vae.ArgumentError, match="n must be an integer"):
+        m.sample(2.5)
+    z = np.zeros((2, 4), np.float32)
+    z[1, 2] = np.nan
+    with pytest.raises(vae.ArgumentError, match="codes must be finite; row 1"):
+        m.decode(z)
+    for call in (lambda: m.encode(test[:3], labels=labels[:3]), lambda: m.reconstruct(test[:3], labels=labels[:3]),
+                 lambda: m.decode(np.zeros((3, 4), np.float32), labels=labels[:3])):
+        with pytest.raises(vae.ArgumentError, match="not conditional, so it takes no labels"):
+            call()
