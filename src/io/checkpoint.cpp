@@ -29,8 +29,9 @@ void save_checkpoint(const Model& model, const std::string& path, int64_t step) 
   write_safetensors(path, checkpoint_contents(model, path, step));
 }
 
-int64_t checkpoint_step(const std::string& path) {
-  const SafeTensorsFile file = read_safetensors(path);
+int64_t checkpoint_step(const std::string& path) { return checkpoint_step(read_safetensors(path), path); }
+
+int64_t checkpoint_step(const SafeTensorsFile& file, const std::string& path) {
   const auto it = file.metadata.find("vae_step");
   if (it == file.metadata.end()) return -1;
   try {

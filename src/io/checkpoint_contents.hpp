@@ -11,6 +11,8 @@ namespace vae {
 
 // What save_checkpoint writes to path (named in its refusal of a non-finite parameter).
 SafeTensorsFile checkpoint_contents(const Model& model, const std::string& path, int64_t step);
+// The step save_checkpoint recorded in the file's contents (-1: none); path names it in errors.
+int64_t checkpoint_step(const SafeTensorsFile& file, const std::string& path);
 // What load_checkpoint reads from the file at path (named in its messages); tensors whose names
 // start with other_prefix (non-empty) belong to something else and are skipped.
 Model model_from_contents(const SafeTensorsFile& file, const std::string& path, Device device,

@@ -206,7 +206,7 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   const SafeTensorsFile state = read_safetensors(state_path);
   const std::string where = "training state '" + state_path + "'";
   const bool holds_model = state.metadata.count("vae_config") > 0;
-  const int64_t state_step = holds_model ? checkpoint_step(state_path) : checkpoint_step(model_path);
+  const int64_t state_step = holds_model ? checkpoint_step(state, state_path) : checkpoint_step(model_path);
   s->model.emplace(holds_model ? model_from_contents(state, state_path, train.device, "optimizer.")
                                : load_checkpoint(model_path, train.device));
   s->config = std::move(train);
