@@ -5,10 +5,10 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
-  libopenblas-openmp-dev zlib1g-dev libpng-dev nlohmann-json3-dev libcli11-dev libstb-dev
+  libopenblas-openmp-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev libcli11-dev libstb-dev
   libgtest-dev libbenchmark-dev
   clang libclang-rt-dev libomp-dev
-  python3-torch python3-numpy python3-matplotlib
+  python3-torch python3-numpy python3-matplotlib python3-tqdm
   pybind11-dev libdlpack-dev python3-dev python3-venv python3-pytest
   libopenmpi-dev openmpi-bin
   dataset-fashion-mnist

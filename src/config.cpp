@@ -2,6 +2,8 @@
 
 #include <omp.h>
 
+#include <atomic>
+
 #include <cblas.h>
 #include <nlohmann/json.hpp>
 
@@ -585,9 +587,10 @@ const std::vector<Field<TrainConfig>>& train_fields() {
     f.push_back(value(
         "data", VAE_GET(C, data_dir), {}, {}, "--data",
         "the data: a folder of IDX files (default /usr/share/datasets/fashion-mnist), a .npy array [N,H,W], [N,H,W,C] or "
-        "[N,C,H,W] (uint8, or float32 in [0,1]), or a folder of PNG images (class sub-folders give labels)"));
+        "[N,C,H,W] (uint8, or float32 in [0,1]), or a folder of PNG images (class sub-folders give labels); with "
+        "--resume, where the run's data moved (its content hash must match)", true));
     f.push_back(value("labels", VAE_GET(C, labels_path), {}, {}, "--labels",
-                      "labels .npy (one integer per image) for a .npy --data"));
+                      "labels .npy (one integer per image) for a .npy --data; with --resume, where they moved", true));
     f.push_back(value("test_fraction", VAE_GET(C, test_fraction), 1e-6, 0.999999, "--test-fraction",
                       "share of a .npy or PNG source held out as the test set (default 0.1; IDX folders with t10k "
                       "files use those)"));
@@ -793,20 +796,21 @@ TrainConfig TrainConfig::from_json(const std::string& text, TrainConfig c) {
   return c;
 }
 
-std::string run_config_to_json(const ModelConfig& model, const TrainConfig& train) {
+std::string run_config_to_json(const ModelConfig& model, const TrainConfig& train, const RunIdentity* run) {
   json j;
   j["model"] = json::parse(model.to_json());
   j["objective"] = json::parse(train.objective.to_json());
   j["train"] = json::parse(train.to_json());
+  if (run) j["run"] = {{"id", run->id}, {"data_hash", run->data_hash}};
   return j.dump(2) + "\n";
 }
 
-void run_config_from_json(const std::string& text, ModelConfig& model, TrainConfig& train) {
+void run_config_from_json(const std::string& text, ModelConfig& model, TrainConfig& train, RunIdentity* run) {
   const json j = parse_json(text, "config file");
   if (!j.is_object()) throw Error("a config file must hold a JSON object with 'model', 'objective' and/or 'train'");
   for (const auto& [key, v] : j.items())
-    if (key != "model" && key != "train" && key != "objective")
-      throw Error("unknown top-level key '" + key + "' (expected 'model', 'objective' and 'train')");
+    if (key != "model" && key != "train" && key != "objective" && key != "run")
+      throw Error("unknown top-level key '" + key + "' (expected 'model', 'objective', 'train' and 'run')");
   if (j.contains("model")) model = ModelConfig::from_json(j["model"].dump());
   if (j.contains("train")) train = TrainConfig::from_json(j["train"].dump(), train);
   if (j.contains("objective")) {
@@ -815,12 +819,29 @@ void run_config_from_json(const std::string& text, ModelConfig& model, TrainConf
     train.objective = ObjectiveConfig::from_json(j["objective"].dump(), train.objective);
     train.validate();
   }
+  if (run) {
+    *run = {};
+    if (const auto it = j.find("run"); it != j.end()) {
+      if (!it->is_object() || !it->contains("id") || !(*it)["id"].is_string() ||
+          (it->contains("data_hash") && !(*it)["data_hash"].is_string()))
+        throw Error("'run' must be {\"id\": \"...\", \"data_hash\": \"...\"}, as vae train writes it");
+      run->id = (*it)["id"].get<std::string>();
+      run->data_hash = it->value("data_hash", std::string());
+    }
+  }
+}
+
+namespace {
+std::atomic<int> g_num_threads{0};
 }
 
 void set_num_threads(int threads) {
   const int n = threads > 0 ? threads : static_cast<int>(std::max(1u, std::thread::hardware_concurrency()));
+  g_num_threads.store(n);
   omp_set_num_threads(n);
   openblas_set_num_threads(n);
 }
+
+int num_threads() { return g_num_threads.load(); }
 
 }  // namespace vae

@@ -129,9 +129,16 @@ TEST(Cli, TrainEvalSampleReconstruct) {
   // Truncate the checkpoint: eval must say so, not crash.
   std::filesystem::resize_file(ckpt, std::filesystem::file_size(ckpt) / 2);
   expect_failure(run("eval --checkpoint " + ckpt + " --data " + kData), 1, "truncated");
-  // Sampling into a folder that does not exist fails cleanly.
-  expect_failure(run("sample --checkpoint " + run_dir + "2/model.safetensors --out " + dir.file("no/such/dir.png")), 1,
-                 "does not exist");
+  // Output folders are made as needed, and removed again when the command fails before writing.
+  const Result made = run("sample --checkpoint " + run_dir + "2/model.safetensors --out " + dir.file("new/sub/s.png"));
+  ASSERT_EQ(made.code, 0) << made.out;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("new/sub/s.png")));
+  expect_failure(run("sample --checkpoint " + ckpt + " --out " + dir.file("never/made/s.png")), 1, "truncated");
+  EXPECT_FALSE(std::filesystem::exists(dir.file("never")));
+  const Result recon = run("reconstruct --checkpoint " + run_dir + "2/model.safetensors --data " + kData +
+                           " --n 4 --scale 2 --out " + dir.file("r/recon.png"));
+  ASSERT_EQ(recon.code, 0) << recon.out;
+  EXPECT_TRUE(std::filesystem::exists(dir.file("r/recon.png")));
 }
 
 // The mixture prior from the command line: it trains, its config.json names it, eval says why it
@@ -268,15 +275,12 @@ TEST(Cli, ResumeGivesTheBitsOfAnUninterruptedRun) {
   const Result second = run("train --resume " + dir.file("split") + " --epochs 4");
   ASSERT_EQ(second.code, 0) << second.out;
   EXPECT_NE(second.out.find("resuming"), std::string::npos) << second.out;
-  EXPECT_EQ(file_bytes(dir.file("straight/model.safetensors")), file_bytes(dir.file("split/model.safetensors")));
-  // The training states differ only in the run folder their configuration names: compare the tensors.
-  auto tensor_bytes = [](const std::vector<uint8_t>& b) {
-    uint64_t n = 0;
-    std::memcpy(&n, b.data(), 8);
-    return std::vector<uint8_t>(b.begin() + 8 + static_cast<std::ptrdiff_t>(n), b.end());
-  };
-  EXPECT_EQ(tensor_bytes(file_bytes(dir.file("straight/train_state.safetensors"))),
-            tensor_bytes(file_bytes(dir.file("split/train_state.safetensors"))));
+  // The files differ in their run ids and folders: compare the tensors.
+  using test::safetensors_payload;
+  EXPECT_TRUE(safetensors_payload(dir.file("straight/model.safetensors")) ==
+              safetensors_payload(dir.file("split/model.safetensors")));
+  EXPECT_TRUE(safetensors_payload(dir.file("straight/train_state.safetensors")) ==
+              safetensors_payload(dir.file("split/train_state.safetensors")));
   // metrics.jsonl holds the four epochs once each.
   const auto metrics = file_bytes(dir.file("split/metrics.jsonl"));
   EXPECT_EQ(std::count(metrics.begin(), metrics.end(), '\n'), 4);
@@ -284,7 +288,8 @@ TEST(Cli, ResumeGivesTheBitsOfAnUninterruptedRun) {
   const Result again = run("train --data " + kData + kSmallRun + " --epochs 1 --overwrite --out " + dir.file("split"));
   ASSERT_EQ(again.code, 0) << again.out;
   EXPECT_FALSE(std::filesystem::exists(dir.file("split/best.safetensors")) &&
-               file_bytes(dir.file("split/best.safetensors")) == file_bytes(dir.file("straight/best.safetensors")));
+               safetensors_payload(dir.file("split/best.safetensors")) ==
+                   safetensors_payload(dir.file("straight/best.safetensors")));
 }
 
 // SIGINT in the middle of an epoch: the run saves a checkpoint and its state, says how to resume,
@@ -339,7 +344,8 @@ TEST(Cli, InterruptSavesAndResumesExactly) {
   EXPECT_TRUE(std::filesystem::exists(dir.file("stopped/samples.png"))) << out;
   const Result resumed = run("train --resume " + dir.file("stopped"));
   ASSERT_EQ(resumed.code, 0) << resumed.out;
-  EXPECT_EQ(file_bytes(dir.file("straight/model.safetensors")), file_bytes(dir.file("stopped/model.safetensors")));
+  EXPECT_TRUE(test::safetensors_payload(dir.file("straight/model.safetensors")) ==
+              test::safetensors_payload(dir.file("stopped/model.safetensors")));
 }
 
 TEST(Cli, ExplodingRunStopsAndSavesNothingNonFinite) {
@@ -352,21 +358,80 @@ TEST(Cli, ExplodingRunStopsAndSavesNothingNonFinite) {
   EXPECT_FALSE(std::filesystem::exists(dir.file("run/model.safetensors")));
 }
 
+// A uint8 .npy array of `shape` (numpy's text, "(200, 12, 10)") holding `bytes` pseudo-random pixels
+// that depend on seed, written as numpy.save does.
+void write_u8_npy(const std::string& path, const std::string& shape, size_t bytes, int seed) {
+  std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': " + shape + ", }";
+  while ((10 + header.size() + 1) % 64) header += ' ';
+  header += '\n';
+  std::ofstream f(path, std::ios::binary);
+  const char magic[8] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0};
+  f.write(magic, 8);
+  f.put(static_cast<char>(header.size() & 0xff)).put(static_cast<char>(header.size() >> 8));
+  f << header;
+  for (size_t i = 0; i < bytes; ++i) f.put(static_cast<char>((i * 2654435761u + seed) >> 24));
+}
+
+// A run remembers its data: started with relative paths, it resumes from another working folder;
+// the checkpoint commands read the run's data and split without --data and say so; resume refuses
+// other data of the same shape, finds moved data only through --data (its content hash checked),
+// and refuses a training state copied in from another run. A folder whose run finished no epoch is
+// started again, not resumed.
+TEST(Cli, RunsRememberTheirData) {
+  test::ScratchDir dir("cli_origin");
+  write_u8_npy(dir.file("x.npy"), "(200, 12, 10)", 200 * 120, 1);
+  write_u8_npy(dir.file("other.npy"), "(200, 12, 10)", 200 * 120, 1 << 30);  // other pixels, same shape
+  const std::string small = " --hidden 16 --latent 2 --batch 32 --threads 1";
+  const std::string in_dir = "cd " + dir.path().string() + " && " + test::env_or("VAE_CLI_PATH", VAE_CLI_PATH) + " ";
+  const Result t = test::run_command(in_dir + "train --data x.npy --test-fraction 0.2 --epochs 1 --out run" + small);
+  ASSERT_EQ(t.code, 0) << t.out;
+  const std::string config = test::read_text(dir.file("run/config.json"));
+  EXPECT_NE(config.find("\"data\": \"" + dir.file("x.npy") + "\""), std::string::npos) << config;
+  EXPECT_NE(config.find("\"data_hash\": \"sha256:"), std::string::npos) << config;
+
+  const Result e = run("eval --checkpoint " + dir.file("run/model.safetensors") + " --json");
+  ASSERT_EQ(e.code, 0) << e.out;
+  EXPECT_NE(e.out.find("\"count\":40"), std::string::npos) << e.out;  // the run's 20% of 200, not Fashion-MNIST
+  EXPECT_NE(e.out.find("data: " + dir.file("x.npy") + ", test fraction 0.2, as the checkpoint's run trained on it"),
+            std::string::npos) << e.out;
+  const Result enc = run("encode --checkpoint " + dir.file("run/model.safetensors") + " --out " + dir.file("codes"));
+  ASSERT_EQ(enc.code, 0) << enc.out;
+  EXPECT_NE(enc.out.find("as the checkpoint's run trained on it"), std::string::npos) << enc.out;
+
+  const Result r = test::run_command("cd / && " + test::env_or("VAE_CLI_PATH", VAE_CLI_PATH) + " train --resume " +
+                                     dir.file("run") + " --epochs 2");
+  ASSERT_EQ(r.code, 0) << r.out;
+  expect_failure(run("train --resume " + dir.file("run") + " --epochs 3 --data " + dir.file("other.npy")), 1,
+                 "is not the data the run in");
+  std::filesystem::create_directories(dir.path() / "moved");
+  std::filesystem::rename(dir.file("x.npy"), dir.file("moved/x.npy"));
+  expect_failure(run("train --resume " + dir.file("run") + " --epochs 3"), 1, "if it moved, pass --data");
+  expect_failure(run("eval --checkpoint " + dir.file("run/model.safetensors")), 1, "if it moved, pass --data");
+  const Result m = run("train --resume " + dir.file("run") + " --epochs 3 --data " + dir.file("moved/x.npy"));
+  ASSERT_EQ(m.code, 0) << m.out;
+  EXPECT_NE(test::read_text(dir.file("run/config.json")).find(dir.file("moved/x.npy")), std::string::npos);
+  expect_failure(run("train --resume " + dir.file("run") + " --epochs 4 --lr 0.1"), 2, "only --epochs");
+
+  // Another run's state (same configuration, other data) copied into the folder.
+  const Result o = run("train --data " + dir.file("other.npy") + " --epochs 1 --out " + dir.file("other") + small);
+  ASSERT_EQ(o.code, 0) << o.out;
+  std::filesystem::copy_file(dir.file("other/train_state.safetensors"), dir.file("run/train_state.safetensors"),
+                             std::filesystem::copy_options::overwrite_existing);
+  expect_failure(run("train --resume " + dir.file("run") + " --epochs 4"), 1, "the folder mixes files of different runs");
+
+  // A run that finished no epoch left config.json alone: resume says to start it again, and train does.
+  std::filesystem::create_directories(dir.path() / "unfinished");
+  std::filesystem::copy_file(dir.file("other/config.json"), dir.file("unfinished/config.json"));
+  expect_failure(run("train --resume " + dir.file("unfinished")), 1, "stopped before finishing an epoch");
+  const Result again = run("train --config " + dir.file("unfinished/config.json") + " --out " + dir.file("unfinished"));
+  ASSERT_EQ(again.code, 0) << again.out;
+}
+
 TEST(Cli, TrainsOnNpyAndPngFolders) {
   if (!have_data()) GTEST_SKIP() << "Fashion-MNIST not found in " << kData;
   test::ScratchDir dir("cli_own");
   // A grey [N, H, W] uint8 array and an RGB [N, H, W, 3] one, written as numpy.save does.
-  auto npy = [](const std::string& path, const std::string& shape, size_t bytes, int seed) {
-    std::string header = "{'descr': '|u1', 'fortran_order': False, 'shape': " + shape + ", }";
-    while ((10 + header.size() + 1) % 64) header += ' ';
-    header += '\n';
-    std::ofstream f(path, std::ios::binary);
-    const char magic[8] = {'\x93', 'N', 'U', 'M', 'P', 'Y', 1, 0};
-    f.write(magic, 8);
-    f.put(static_cast<char>(header.size() & 0xff)).put(static_cast<char>(header.size() >> 8));
-    f << header;
-    for (size_t i = 0; i < bytes; ++i) f.put(static_cast<char>((i * 2654435761u + seed) >> 24));
-  };
+  const auto npy = write_u8_npy;
   npy(dir.file("grey.npy"), "(200, 12, 10)", 200 * 120, 1);
   npy(dir.file("rgb.npy"), "(150, 8, 9, 3)", 150 * 216, 2);
   const std::string small = " --epochs 1 --hidden 16 --latent 2 --batch 32 --threads 1";

@@ -216,5 +216,37 @@ TEST(Dataset, NpyWithLabelsIsSplitTheSameWayEveryTime) {
   expect_error([&] { load_dataset(dir.file("x.csv")); }, "not a .npy array");
 }
 
+// The content hash is what data.hpp defines (the reference value is Python's hashlib over the
+// documented byte stream), and any change of a pixel, a label or the split changes it.
+TEST(Dataset, ContentHashFollowsItsDefinition) {
+  Dataset d;
+  d.train.count = 2, d.train.height = 2, d.train.width = 2;
+  d.train.pixels = {0, 1, 2, 3, 4, 5, 6, 7};
+  d.train.labels = {0, 1};
+  d.test.count = 1, d.test.height = 2, d.test.width = 2;
+  d.test.pixels = {9, 9, 9, 9};
+  const std::string h = dataset_hash(d);
+  EXPECT_EQ(h, "sha256:166eedc52555d0fd96e9101ce182bf10af2dfb1146798e6befb1528c2e82dda9");
+  Dataset pixel = d, label = d, moved = d;
+  pixel.test.pixels[3] = 8;
+  label.train.labels[1] = 2;
+  // The same 12 bytes of pixels with another image in the test split.
+  moved.train.count = 1, moved.test.count = 2;
+  moved.train.pixels = {0, 1, 2, 3};
+  moved.test.pixels = {4, 5, 6, 7, 9, 9, 9, 9};
+  moved.train.labels = {0};
+  moved.test.labels = {1};
+  for (const Dataset* other : {&pixel, &label, &moved}) EXPECT_NE(dataset_hash(*other), h);
+
+  test::ScratchDir dir("hashds");
+  std::vector<uint8_t> px(30 * 4);
+  for (size_t i = 0; i < px.size(); ++i) px[i] = static_cast<uint8_t>(i * 7);
+  write_bytes(dir.file("x.npy"), npy_bytes("|u1", {30, 2, 2}, px.data(), px.size()));
+  DataOptions opt;
+  EXPECT_EQ(dataset_hash(load_dataset(dir.file("x.npy"), opt)), dataset_hash(load_dataset(dir.file("x.npy"), opt)));
+  opt.test_fraction = 0.2;
+  EXPECT_NE(dataset_hash(load_dataset(dir.file("x.npy"), opt)), dataset_hash(load_dataset(dir.file("x.npy"))));
+}
+
 }  // namespace
 }  // namespace vae

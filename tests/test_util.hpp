@@ -40,6 +40,29 @@ inline CommandResult run_command(const std::string& command) {
   return {WIFEXITED(status) ? WEXITSTATUS(status) : -1, out};
 }
 
+// A file's whole contents as text ("" when it cannot be read).
+inline std::string read_text(const std::string& path) {
+  std::string out;
+  if (FILE* f = std::fopen(path.c_str(), "rb")) {
+    std::array<char, 4096> buf{};
+    size_t n;
+    while ((n = std::fread(buf.data(), 1, buf.size(), f)) > 0) out.append(buf.data(), n);
+    std::fclose(f);
+  }
+  return out;
+}
+
+// A safetensors file's tensor bytes (what follows its JSON header): two checkpoints of the same
+// configuration hold the same parameters bit for bit exactly when these are equal, whatever their
+// metadata (each run's id, its folder) says. Empty when the file cannot be read.
+inline std::string safetensors_payload(const std::string& path) {
+  const std::string bytes = read_text(path);
+  if (bytes.size() < 8) return {};
+  uint64_t n = 0;
+  for (int i = 7; i >= 0; --i) n = n << 8 | static_cast<uint8_t>(bytes[static_cast<size_t>(i)]);
+  return n > bytes.size() - 8 ? std::string() : bytes.substr(8 + n);
+}
+
 // Build-time paths, overridable at run time (scripts/gpu-check.sh runs a build from elsewhere).
 inline std::string env_or(const char* name, const char* fallback) {
   const char* v = std::getenv(name);

@@ -203,12 +203,24 @@ struct TrainConfig {
   static TrainConfig from_json(const std::string& text) { return from_json(text, TrainConfig{}); }
 };
 
-// A whole run's configuration file, {"model": {...}, "objective": {...}, "train": {...}} (each section
-// optional when reading; absent keys keep the values already in model and train).
-std::string run_config_to_json(const ModelConfig& model, const TrainConfig& train);
-void run_config_from_json(const std::string& text, ModelConfig& model, TrainConfig& train);
+// The "run" section of a run folder's config.json: the run's id and the content hash of its data
+// (whose path, labels and split the "train" section holds). A TrainingRun writes it; a new run
+// started from such a file (--config) takes the configuration and ignores the section.
+struct RunIdentity {
+  std::string id;         // 32 hex digits
+  std::string data_hash;  // dataset_hash of the run's data (vae/data.hpp)
+};
 
-// Applies the thread count to OpenMP and OpenBLAS (0 = all cores).
+// A whole run's configuration file, {"model": {...}, "objective": {...}, "train": {...}, "run": {...}}
+// (each section optional when reading; absent keys keep the values already in model and train).
+// "run" is written when run is given, and read into run when given (left empty when absent).
+std::string run_config_to_json(const ModelConfig& model, const TrainConfig& train, const RunIdentity* run = nullptr);
+void run_config_from_json(const std::string& text, ModelConfig& model, TrainConfig& train, RunIdentity* run = nullptr);
+
+// Applies the thread count to OpenMP and OpenBLAS (0 = all cores), for the whole process: every call
+// on a model, from whichever thread, runs with it (OpenMP's own setting is per thread).
 void set_num_threads(int threads);
+// The count set_num_threads last applied; 0 before the first call.
+int num_threads();
 
 }  // namespace vae

@@ -62,6 +62,7 @@ struct Dataset {
   ImageSet test;
   std::string source;                    // what was loaded, for messages and logs
   std::vector<std::string> class_names;  // PNG class folders, when the source has them
+  double test_fraction = 0;              // the share held out as the test set; 0: the source's own test split
 };
 
 struct DataOptions {
@@ -80,6 +81,14 @@ struct DataOptions {
 // A missing path names the Debian package that installs Fashion-MNIST.
 Dataset load_dataset(const std::string& path, const DataOptions& options = {});
 
+// The content hash of a data set as loaded: "sha256:" and 64 hex digits of SHA-256 over the training
+// and then the test split, each as its count, channels, height and width (little-endian int64), its
+// pixels, and its labels (their count as int64, then each as little-endian int32). The same images,
+// split and labels give the same hash whatever file format held them, and any changed pixel,
+// label or split another one. SHA-256 runs at about 1.5 GB/s on a CPU with SHA instructions: 0.04 s
+// for Fashion-MNIST (55 MB).
+std::string dataset_hash(const Dataset& data);
+
 // A uniformly random permutation of 0..n-1 (Fisher-Yates driven by Philox), a function of (seed,
 // epoch): the order of each training epoch, and (epoch 0 of a fixed seed) the held-out test split.
 std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch);
@@ -88,9 +97,11 @@ std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch);
 // `columns` per row (atomic write); 1 channel is grey, 3 RGB, 2 and 4 add alpha.
 void write_png_grid(const std::string& path, const std::vector<float>& images, int n, int channels, int height,
                     int width, int columns);
-// Writes images as a PNG grid like write_png_grid, each pixel drawn scale x scale.
+// Writes images as a PNG grid like write_png_grid, each pixel drawn scale x scale; with row_labels,
+// a margin on the left holds each row's label (white text; a label per grid row, or fewer: the rest
+// unlabelled).
 void write_png_grid_scaled(const std::string& path, const std::vector<float>& images, int n, int channels, int height,
-                           int width, int columns, int scale);
+                           int width, int columns, int scale, const std::vector<std::string>& row_labels = {});
 // A numpy .npy file of a float32 or int32 array (C order, format 1.0), written atomically.
 void write_npy(const std::string& path, const std::vector<float>& values, const std::vector<int64_t>& shape);
 void write_npy(const std::string& path, const std::vector<int32_t>& values, const std::vector<int64_t>& shape);

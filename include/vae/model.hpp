@@ -10,6 +10,7 @@
 #include <vector>
 
 #include "vae/config.hpp"
+#include "vae/data.hpp"
 #include "vae/tensor.hpp"
 
 namespace vae {
@@ -22,6 +23,28 @@ struct Numerics {
   bool fused_epilogues = true;  // bias, ReLU and their gradients inside the cuBLASLt GEMM where it can
 };
 
+// Where a model was trained, as its checkpoints carry it (metadata "vae_run", JSON): the run and the
+// data it read. A TrainingRun sets it; a model made any other way has none (run_id empty). The
+// checkpoint commands (vae eval, encode, ...) read the origin's data and split unless told --data.
+struct RunOrigin {
+  std::string run_id;          // 32 hex digits, fresh for every new run
+  std::string data;            // the data source, as an absolute path
+  std::string labels;          // its labels .npy (absolute), or empty
+  double test_fraction = 0.1;  // the held-out share of a source without a test split
+  std::string data_hash;       // dataset_hash of the data as the run loaded it
+  bool empty() const { return run_id.empty(); }
+  DataOptions data_options() const;
+  std::string to_json() const;
+  // Throws vae::Error naming `what` for text that is not such an object.
+  static RunOrigin from_json(const std::string& text, const std::string& what);
+};
+
+// Threads: every call on a model (encode, decode, the functions of generate.hpp and train.hpp that
+// take it, save_checkpoint, a Trainer's construction, step and fit) holds the model's lock, so calls
+// from several threads run one at a time and each gives the bits it gives alone, with the process's
+// thread count (set_num_threads). A call from another thread while the model trains throws
+// vae::Error at once instead of waiting for the training; the training's callbacks may call it.
+// named_parameters() returns views that no lock covers.
 class Model {
  public:
   explicit Model(const ModelConfig& config, Device device = Device::CPU);
@@ -35,6 +58,10 @@ class Model {
   void initialize(uint64_t seed);
   // Applies from the next operation on; Trainer sets it from TrainConfig::tf32/fused_epilogues.
   void set_numerics(const Numerics& numerics);
+
+  // The run that trained it (empty when none did); checkpoints save and restore it.
+  const RunOrigin& origin() const;
+  void set_origin(RunOrigin origin);
 
   // Views into the flat parameter buffer, in module order.
   std::vector<std::pair<std::string, Tensor>> named_parameters() const;
@@ -56,7 +83,7 @@ class Model {
 };
 
 // safetensors checkpoint: one F32 tensor per parameter, the model configuration as JSON in the
-// metadata (key "vae_config") and, when step >= 0, the optimizer step it was taken at ("vae_step",
+// metadata (key "vae_config"), the model's origin when it has one ("vae_run") and, when step >= 0, the optimizer step it was taken at ("vae_step",
 // which --resume matches against the training state). Written to a temporary file and renamed.
 // Refuses (vae::Error) to write a parameter that is not finite.
 void save_checkpoint(const Model& model, const std::string& path, int64_t step = -1);

@@ -6,6 +6,10 @@
 //   best.safetensors         the checkpoint of the epoch with the lowest test -ELBO
 //   metrics.jsonl            one line per finished epoch (EpochMetrics::to_json)
 //   samples.png              64 prior samples at the end (a conditional model: 8 per class)
+// A run remembers its data: config.json holds the data's absolute path, labels and split, and its
+// "run" section the run's id and the data's content hash (dataset_hash), which the state and every
+// checkpoint carry too (Model::origin). Resume refuses data with another hash (--data may point at
+// data that moved) and a state or checkpoint of another run or configuration.
 // The policy lives here once: one run per folder (rank 0 holds an exclusive lock on DIR/.vae-lock
 // for the run's life; a second run on the folder is refused at once, naming the holder's pid);
 // a new run refuses a folder that holds one (a finished epoch's or a stop's files; a run that never
@@ -37,10 +41,11 @@ namespace vae {
 
 // Reads a run configuration file (config.json's form: run_config_from_json), naming the file in
 // any error.
-void read_run_config(const std::string& path, ModelConfig& model, TrainConfig& train);
+void read_run_config(const std::string& path, ModelConfig& model, TrainConfig& train, RunIdentity* run = nullptr);
 
 // Applied to a resumed run's configuration as read from its folder: it may change the epochs (to
-// train further) and the threads, nothing else (TrainingRun::resume refuses any other change).
+// train further), the threads, and where the data and labels are (data that moved: its content hash
+// must match the run's), nothing else (TrainingRun::resume refuses any other change).
 using RunChanges = std::function<void(ModelConfig&, TrainConfig&)>;
 
 class TrainingRun {
@@ -51,7 +56,9 @@ class TrainingRun {
   static TrainingRun start(ModelConfig model, TrainConfig train, bool overwrite, ProcessGroup group = {});
   // The run in folder `dir`, continued from its checkpoint and training state with its own
   // configuration, changed only as `changes` says. Writes nothing. Throws when the folder lacks the
-  // files, the changes touch more than the epochs and threads, or the run has finished its epochs.
+  // files, the changes touch more than the epochs, threads and data's place, the data's content
+  // differs from the run's, the state belongs to another run or configuration, or the run has
+  // finished its epochs.
   static TrainingRun resume(const std::string& dir, const RunChanges& changes = {}, ProcessGroup group = {});
   TrainingRun(TrainingRun&&) noexcept;
   TrainingRun& operator=(TrainingRun&&) noexcept;
@@ -75,6 +82,8 @@ class TrainingRun {
   const std::string& folder() const;
   const TrainConfig& config() const;
   const Dataset& data() const;
+  // The run's id and its data's content hash (config.json's "run" section).
+  const RunIdentity& identity() const;
   Model& model();
   Trainer& trainer();
   // Training images per epoch (the train limit applied).

@@ -25,6 +25,7 @@
 #include "dlpack_bridge.hpp"
 #include "io/atomic_file.hpp"
 #include "io/checkpoint_contents.hpp"
+#include "model/model_use.hpp"
 #include "vae/vae.hpp"
 
 namespace py = pybind11;
@@ -383,6 +384,11 @@ PYBIND11_MODULE(_core, m) {
         return py::make_tuple(c.image_channels, c.image_height, c.image_width);
       }, "(C, H, W) of the images the model takes and gives.")
       .def_property_readonly("parameter_count", &vae::Model::parameter_count, "Trainable scalars.")
+      .def_property_readonly("origin", [](const vae::Model& m) -> py::object {
+        if (m.origin().empty()) return py::none();
+        return py::module_::import("json").attr("loads")(m.origin().to_json());
+      }, "The run that trained the model, as its checkpoint records it: a dict with run_id, data (absolute path), "
+         "labels, test_fraction and data_hash; None for a model no run (vae train, vae.run) trained.")
       .def("__repr__", [](const vae::Model& m) {
         const vae::ModelConfig& c = m.config();
         return "vae.Model(" + vae::to_string(c.encoder.type) + " encoder, latent " + std::to_string(c.latent) + ", prior " +
@@ -392,9 +398,20 @@ PYBIND11_MODULE(_core, m) {
                ", " + std::to_string(m.parameter_count()) + " parameters, " + vae::to_string(m.device()) + ")";
       })
       .def("state_dict", [](const vae::Model& m) {
+        // Copied under the model's lock, without the interpreter's (model/model_use.hpp).
+        std::vector<std::pair<std::string, vae::Tensor>> named;
+        std::vector<std::vector<float>> values;
+        {
+          py::gil_scoped_release release;
+          const vae::ModelUse use(m, "state_dict");
+          named = m.named_parameters();
+          for (const auto& [name, t] : named) values.push_back(t.to_host());
+        }
         py::dict d;
-        for (const auto& [name, t] : m.named_parameters())
-          d[py::str(name)] = array_of(t.to_host(), std::vector<py::ssize_t>(t.shape().begin(), t.shape().end()));
+        for (size_t i = 0; i < named.size(); ++i) {
+          const vae::Shape& shape = named[i].second.shape();
+          d[py::str(named[i].first)] = array_of(values[i], std::vector<py::ssize_t>(shape.begin(), shape.end()));
+        }
         return d;
       }, "The parameters as float32 numpy arrays (copies) named as in the checkpoint (model.save).")
       .def("load_state_dict", [](vae::Model& m, const py::dict& d) {
@@ -417,13 +434,19 @@ PYBIND11_MODULE(_core, m) {
         for (const auto& [key, value] : d)
           if (!names.count(py::str(key).cast<std::string>()))
             throw ArgumentError("load_state_dict: '" + py::str(key).cast<std::string>() + "' is not a parameter of this model");
+        py::gil_scoped_release release;
+        const vae::ModelUse use(m, "load_state_dict");
         for (auto& [t, a] : todo) t.copy_from_host(a.data(), a.size());
       }, py::arg("state_dict"),
       "Sets the parameters from a dict like state_dict()'s: every name, the same shapes, finite values; nothing "
       "changes unless all of it is right.")
       .def(py::pickle(
           [](const vae::Model& m) {
-            const std::vector<uint8_t> bytes = vae::serialize_safetensors(vae::checkpoint_contents(m, "a pickled model", -1));
+            std::vector<uint8_t> bytes;
+            {
+              py::gil_scoped_release release;
+              bytes = vae::serialize_safetensors(vae::checkpoint_contents(m, "a pickled model", -1));
+            }
             return py::make_tuple(py::bytes(reinterpret_cast<const char*>(bytes.data()), bytes.size()),
                                   vae::to_string(m.device()));
           },
@@ -434,7 +457,10 @@ PYBIND11_MODULE(_core, m) {
                 vae::parse_safetensors(std::vector<uint8_t>(bytes.begin(), bytes.end()), "a pickled model"),
                 "a pickled model", device_of(state[1].cast<std::string>()), "");
           }))
-      .def("save", [](const vae::Model& m, const std::string& path) { vae::save_checkpoint(m, path); }, py::arg("path"),
+      .def("save", [](const vae::Model& m, const std::string& path) {
+        py::gil_scoped_release release;
+        vae::save_checkpoint(m, path);
+      }, py::arg("path"),
            "Writes a safetensors checkpoint (atomically: a temporary file, then a rename); vae.load and the CLI read it.")
       .def(
           "encode",
@@ -553,6 +579,7 @@ PYBIND11_MODULE(_core, m) {
           py::gil_scoped_release release;
           d = vae::load_dataset(path, o);
         }
+        std::string hash;
         py::dict out;
         const py::tuple train = image_set_arrays(d.train), test = image_set_arrays(d.test);
         out["train_x"] = train[0];
@@ -561,12 +588,19 @@ PYBIND11_MODULE(_core, m) {
         out["test_labels"] = test[1];
         out["source"] = d.source;
         out["class_names"] = d.class_names;
+        out["test_fraction"] = d.test_fraction;
+        {
+          py::gil_scoped_release release;
+          hash = vae::dataset_hash(d);
+        }
+        out["hash"] = hash;
         return out;
       },
       py::arg("path"), py::arg("test_fraction") = 0.1, py::arg("labels") = "",
       "A data set as the CLI's --data reads it (an IDX folder such as Fashion-MNIST's, a .npy file with "
       "labels from the labels .npy, or a folder of PNGs): a dict with train_x and test_x (uint8 [N, C, H, W]), "
-      "train_labels and test_labels (int32 [N], or None), source and class_names.");
+      "train_labels and test_labels (int32 [N], or None), source, class_names, test_fraction (the share held out, 0 "
+      "when the source has its own test split) and hash (its content hash, as a run records it).");
 
   m.def(
       "fit_aggregate",
@@ -691,10 +725,11 @@ PYBIND11_MODULE(_core, m) {
   m.def(
       "run",
       [](const std::string& out, const std::string& run_config, bool resume, bool overwrite, int epochs, int threads,
-         const py::object& on_step, const py::object& on_epoch) {
-        auto changed = [epochs, threads](vae::TrainConfig& t) {
+         const py::object& on_step, const py::object& on_epoch, const std::string& data) {
+        auto changed = [epochs, threads, &data](vae::TrainConfig& t) {
           if (epochs > 0) t.epochs = epochs;
           if (threads > 0) t.threads = threads;
+          if (!data.empty()) t.data_dir = data;
         };
         std::optional<vae::TrainingRun> run;
         {
@@ -747,5 +782,6 @@ PYBIND11_MODULE(_core, m) {
         return history;
       },
       py::arg("out"), py::arg("run_config") = "", py::arg("resume") = false, py::arg("overwrite") = false,
-      py::arg("epochs") = 0, py::arg("threads") = 0, py::arg("on_step") = py::none(), py::arg("on_epoch") = py::none());
+      py::arg("epochs") = 0, py::arg("threads") = 0, py::arg("on_step") = py::none(), py::arg("on_epoch") = py::none(),
+      py::arg("data") = "");
 }

@@ -45,11 +45,18 @@ def _data_arguments(data, labels, test_x, test_labels, test_fraction):
     return data, labels, test_x, test_labels
 
 
+def _step_hook(callback, on_step, where):
+    if callback is not None and on_step is not None:
+        raise ArgumentError(f"{where}: give on_step or callback (its older name), not both")
+    return on_step if on_step is not None else callback
+
+
 def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: Optional[_np.ndarray] = None,
           test_x: Optional[_np.ndarray] = None, test_labels: Optional[_np.ndarray] = None,
           callback: Optional[Callable[[Dict[str, Any]], None]] = None, progress: bool = True,
           checkpoint: Optional[str] = None, test_fraction: float = 0.1,
-          on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None, **overrides: Any) -> List[Dict[str, Any]]:
+          on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None,
+          on_step: Optional[Callable[[Dict[str, Any]], None]] = None, **overrides: Any) -> List[Dict[str, Any]]:
     """Trains model in place and returns the per-epoch metrics as dicts (the CLI's metrics.jsonl lines).
 
     data: images (uint8 or float32 in [0, 1], [N, H, W] or [N, C, H, W]) with optional labels and
@@ -59,7 +66,8 @@ def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: O
 
     overrides are the run configuration's "train" and "objective" fields: epochs=5, batch=128,
     lr=1e-3, seed=0, threads=0, beta=0.5, warmup_epochs=10, free_bits=0.1, k=5, ... (README.md).
-    callback(step) gets a dict (epoch, step, steps_per_epoch, loss, samples_per_s) every few steps;
+    on_step(step) (or callback, its older name) gets a dict (epoch, step, steps_per_epoch, loss,
+    samples_per_s) every few steps;
     on_epoch(metrics) each epoch's metrics dict when the epoch ends. With progress true a tqdm bar is
     shown when tqdm is installed, and one line per epoch is printed otherwise. Without test data the
     "test" metrics are the training images' (a UserWarning says so). checkpoint: a path written at
@@ -68,6 +76,7 @@ def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: O
     the exception (KeyboardInterrupt) is raised. A run that diverges raises vae.Error and leaves the
     model with the parameters of the last epoch's end (the start's, in the first epoch).
     """
+    callback = _step_hook(callback, on_step, "train")
     x, labels, test_x, test_labels = _data_arguments(data, labels, test_x, test_labels, test_fraction)
     if test_x is None:
         import warnings
@@ -124,21 +133,25 @@ def evaluate(model: Model, x: Union[_np.ndarray, str, Dict[str, Any]], labels: O
 def run(out: str, config: Union[None, str, Dict[str, Any]] = None, resume: bool = False, overwrite: bool = False,
         epochs: Optional[int] = None, threads: Optional[int] = None,
         callback: Optional[Callable[[Dict[str, Any]], None]] = None,
-        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
+        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None, data: Optional[str] = None,
+        on_step: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]:
     """Trains into the run folder out exactly as `vae train --out out` does, and returns this call's
     per-epoch metrics (the lines it adds to out/metrics.jsonl).
 
     config: the whole run configuration ({"model": ..., "train": ..., "objective": ...}, as a dict,
     JSON text or a config file's path, such as configs/conv.json); None: the defaults. The data comes
-    from its train.data_dir, the image size (and a conditional model's classes) from the data. A folder
-    that already holds a run is refused unless overwrite; resume=True continues the run in out with its
-    own configuration (as vae train --resume: only epochs and threads may change). callback(step) gets
+    from its train.data (data= overrides it), the image size (and a conditional model's classes) from
+    the data; the run records the data's absolute path and content hash. A folder that already holds a
+    run is refused unless overwrite; resume=True continues the run in out with its own configuration
+    (as vae train --resume: only epochs, threads and, for data that moved, data= may change; other
+    data than the run's is refused). on_step(step) (or callback) gets
     a dict every few steps; on_epoch(metrics) after each epoch's files are written. Ctrl-C, or an
     exception from a callback, stops the run after the current step with its checkpoint and state
     saved (resume continues it exactly), and is raised.
     """
+    callback = _step_hook(callback, on_step, "run")
     if isinstance(config, dict):
         config = _json.dumps(config)
     if resume and config is not None:
         raise ArgumentError("run: resume continues the run with its own configuration; give no config")
-    return _run(out, config or "", resume, overwrite, epochs or 0, threads or 0, callback, on_epoch)
+    return _run(out, config or "", resume, overwrite, epochs or 0, threads or 0, callback, on_epoch, data or "")

@@ -63,6 +63,9 @@ class Model:
     def image_shape(self) -> Tuple[int, int, int]: ...
     @property
     def parameter_count(self) -> int: ...
+    @property
+    def origin(self) -> Optional[Dict[str, Any]]:
+        """The run that trained the model (run_id, data, labels, test_fraction, data_hash), or None."""
     def state_dict(self) -> Dict[str, np.ndarray]:
         """The parameters as float32 numpy arrays (copies) named as in the checkpoint."""
     def load_state_dict(self, state_dict: Dict[str, np.ndarray]) -> None:
@@ -92,7 +95,8 @@ def load(path: str, device: str = "auto") -> Model:
 
 def load_data(path: str, test_fraction: float = 0.1, labels: str = "") -> Dict[str, Any]:
     """A data set as the CLI's --data reads it: train_x, test_x (uint8 [N, C, H, W]), train_labels,
-    test_labels (int32 [N] or None), source, class_names."""
+    test_labels (int32 [N] or None), source, class_names, test_fraction (0: the source's own test
+    split) and hash (its content hash, as a run records it)."""
 
 def fit_aggregate(model: Model, x: ArrayLike, labels: Labels = None, components: int = 10, seed: int = 0,
                   limit: int = 20000) -> AggregatePosterior:
@@ -105,6 +109,6 @@ def train(model: Model, run_json: str, x: ArrayLike, labels: Labels = None, test
           checkpoint: str = "", on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]: ...
 def run(out: str, run_config: str = "", resume: bool = False, overwrite: bool = False, epochs: int = 0,
         threads: int = 0, on_step: Optional[Callable[[Dict[str, Any]], None]] = None,
-        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None) -> List[Dict[str, Any]]: ...
+        on_epoch: Optional[Callable[[Dict[str, Any]], None]] = None, data: str = "") -> List[Dict[str, Any]]: ...
 
 def _encode_seconds(model: Model, x: ArrayLike, repeats: int = 5) -> List[float]: ...

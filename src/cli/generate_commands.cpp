@@ -37,7 +37,7 @@ std::vector<std::string> class_names_for(const GenerateCommands& g, const Datase
     return names;
   }
   if (!d.class_names.empty()) return d.class_names;
-  std::string path = g.data.data;
+  std::string path = d.source;
   while (path.size() > 1 && path.back() == '/') path.pop_back();
   if (ends_with(path, "fashion-mnist")) return kFashionMnistNames;
   return {};
@@ -85,18 +85,42 @@ void check_label_flag(const Model& model, const std::string& label) {
 }
 
 void write_images(const std::string& path, const std::vector<float>& images, int n, const ModelConfig& c, int columns,
-                  int scale) {
+                  int scale, const std::vector<std::string>& row_labels = {}) {
   if (ends_with(path, ".npy")) {
     write_npy(path, images, {n, c.image_channels, c.image_height, c.image_width});
     return;
   }
   if (!ends_with(path, ".png")) throw Error("--out '" + path + "' must end in .png or .npy");
-  write_png_grid_scaled(path, images, n, c.image_channels, c.image_height, c.image_width, columns, scale);
+  write_png_grid_scaled(path, images, n, c.image_channels, c.image_height, c.image_width, columns, scale, row_labels);
+}
+
+// A conditional model's class names for its grid rows: the sub-folders of the PNG folder its run
+// trained on, Fashion-MNIST's names for that data set, else "class K".
+std::vector<std::string> class_row_labels(const Model& model) {
+  const int classes = model.config().classes;
+  std::vector<std::string> names;
+  std::string data = model.origin().data;
+  while (data.size() > 1 && data.back() == '/') data.pop_back();
+  std::error_code ec;
+  if (ends_with(data, "fashion-mnist") && classes == static_cast<int>(kFashionMnistNames.size())) {
+    names = kFashionMnistNames;
+  } else if (!data.empty() && std::filesystem::is_directory(data, ec)) {
+    for (const auto& entry : std::filesystem::directory_iterator(data, ec))
+      if (entry.is_directory(ec)) names.push_back(entry.path().filename().string());
+    std::sort(names.begin(), names.end());
+    if (static_cast<int>(names.size()) != classes) names.clear();
+  }
+  if (names.empty()) {
+    for (int k = 0; k < classes; ++k) names.push_back("class " + std::to_string(k));
+    return names;
+  }
+  for (int k = 0; k < classes; ++k) names[static_cast<size_t>(k)] = std::to_string(k) + " " + names[static_cast<size_t>(k)];
+  return names;
 }
 
 AggregatePosterior fit_aggregate(Model& model, const GenerateCommands& g) {
   const auto start = clock_type::now();
-  const Dataset d = load_data(g.data);
+  const Dataset d = load_data_for(model, g.data);
   const LatentCodes codes = encode_images(model, d.train, g.fit_limit);
   AggregatePosterior a = fit_aggregate_posterior(codes.code(), codes.count, codes.latent, g.components, g.seed);
   std::printf("fitted a %d-component mixture to %lld training posterior means in %.1fs (%d EM iterations, mean log "
@@ -143,15 +167,17 @@ int run_sample(GenerateCommands& g) {
   o.temperature = g.temperature;
   o.seed = g.seed;
   int columns = g.columns;
+  std::vector<std::string> row_labels;
   if (const auto v = parse_label(g.label)) {
     o.labels.assign(static_cast<size_t>(g.n), *v);
-  } else if (c.conditional) {  // one row per class, --columns samples each
+  } else if (c.conditional) {  // one row per class, --columns samples each, labelled with its class
     o.n = c.classes * g.columns;
     for (int i = 0; i < o.n; ++i) o.labels.push_back(i / g.columns);
+    row_labels = class_row_labels(model);
   }
   AggregatePosterior fitted;
   const Sampled s = draw(model, o, g, &fitted);
-  write_images(g.out, s.images, o.n, c, columns, g.scale);
+  write_images(g.out, s.images, o.n, c, columns, g.scale, row_labels);
   std::printf("wrote %d samples (%s, temperature %g%s) to %s; generated at %.0f samples/s on %s\n", o.n, g.from.c_str(),
               g.temperature, c.conditional ? (g.label.empty() || g.label == "all" ? ", one row per class" : (", label " + g.label).c_str()) : "",
               g.out.c_str(), o.n / std::max(s.seconds, 1e-9), to_string(model.device()).c_str());
@@ -160,7 +186,7 @@ int run_sample(GenerateCommands& g) {
 
 int run_encode(GenerateCommands& g) {
   Model model = load_model(g.checkpoint, g.device, g.strict_fp32);
-  const Dataset d = load_data(g.data);
+  const Dataset d = load_data_for(model, g.data);
   const ImageSet& set = split_of(d, g.split);
   const auto start = clock_type::now();
   const LatentCodes codes = encode_images(model, set, g.limit);
@@ -235,7 +261,7 @@ int run_interpolate(GenerateCommands& g) {
   check_label_flag(model, g.label);
   if (g.mode != "linear" && g.mode != "spherical" && g.mode != "both")
     throw Error("--mode must be linear, spherical or both, got '" + g.mode + "'");
-  const Dataset d = load_data(g.data);
+  const Dataset d = load_data_for(model, g.data);
   const ImageSet& set = split_of(d, g.split);
   check_index(g.index_from, set, "--from-index", g.split);
   check_index(g.index_to, set, "--to-index", g.split);
@@ -248,9 +274,11 @@ int run_interpolate(GenerateCommands& g) {
   if (c.conditional) label = {parse_label(g.label).value_or(labels.at(0))};
   const std::vector<float> ends = images_of(set, {g.index_from, g.index_to});
   std::vector<float> grid;
+  std::vector<std::string> row_labels;
   int rows = 0;
   for (const bool spherical : {false, true}) {
     if ((spherical && g.mode == "linear") || (!spherical && g.mode == "spherical")) continue;
+    row_labels.push_back(spherical ? "spherical" : "linear");
     const std::vector<float> path = decode_latents(model, interpolate_latents(a, b, g.steps, spherical), g.steps, label);
     // Each row: the first image, the decoded path, the second image.
     grid.insert(grid.end(), ends.begin(), ends.begin() + dim);
@@ -258,7 +286,8 @@ int run_interpolate(GenerateCommands& g) {
     grid.insert(grid.end(), ends.begin() + dim, ends.end());
     ++rows;
   }
-  write_png_grid_scaled(g.out, grid, rows * (g.steps + 2), c.image_channels, c.image_height, c.image_width, g.steps + 2, g.scale);
+  write_png_grid_scaled(g.out, grid, rows * (g.steps + 2), c.image_channels, c.image_height, c.image_width, g.steps + 2,
+                        g.scale, row_labels);
   std::printf("wrote %s: %s image %lld to image %lld in %d steps (%s), the two images at the ends\n", g.out.c_str(),
               g.split.c_str(), static_cast<long long>(g.index_from), static_cast<long long>(g.index_to), g.steps, g.mode.c_str());
   return 0;
@@ -267,7 +296,7 @@ int run_interpolate(GenerateCommands& g) {
 int run_traverse(GenerateCommands& g) {
   Model model = load_model(g.checkpoint, g.device, g.strict_fp32);
   check_label_flag(model, g.label);
-  const Dataset d = load_data(g.data);
+  const Dataset d = load_data_for(model, g.data);
   const ImageSet& set = split_of(d, g.split);
   check_index(g.index, set, "--index", g.split);
   const ModelConfig& c = model.config();
@@ -295,7 +324,14 @@ int run_traverse(GenerateCommands& g) {
   std::vector<int32_t> label;
   if (c.conditional) label = {parse_label(g.label).value_or(labels.at(0))};
   const std::vector<float> images = decode_latents(model, z, int64_t(dims) * g.steps, label);
-  write_png_grid_scaled(g.out, images, dims * g.steps, c.image_channels, c.image_height, c.image_width, g.steps, g.scale);
+  std::vector<std::string> row_labels;  // each row's dimension and its KL (or the means' variance)
+  for (int row = 0; row < dims; ++row) {
+    char label[48];
+    std::snprintf(label, sizeof label, "z%d %s %.2f", order[row], r.kl_per_dim.empty() ? "var" : "KL", score[order[row]]);
+    row_labels.push_back(label);
+  }
+  write_png_grid_scaled(g.out, images, dims * g.steps, c.image_channels, c.image_height, c.image_width, g.steps, g.scale,
+                        row_labels);
   std::printf("wrote %s: rows are dimensions", g.out.c_str());
   for (int row = 0; row < dims; ++row) std::printf(" %d (%s %.2f)", order[row], r.kl_per_dim.empty() ? "var" : "KL", score[order[row]]);
   std::printf(", each from %g to %g around %s image %lld's posterior mean\n", -g.range, g.range, g.split.c_str(),
@@ -305,7 +341,7 @@ int run_traverse(GenerateCommands& g) {
 
 int run_plot_latent(GenerateCommands& g) {
   Model model = load_model(g.checkpoint, g.device, g.strict_fp32);
-  const Dataset d = load_data(g.data);
+  const Dataset d = load_data_for(model, g.data);
   const ImageSet& set = split_of(d, g.split);
   const LatentCodes codes = encode_images(model, set, g.limit > 0 ? g.limit : 5000);
   const int L = codes.latent;
@@ -336,7 +372,7 @@ int run_plot_latent(GenerateCommands& g) {
 int run_classifier(GenerateCommands& g) {
   const Dataset d = load_data(g.data);
   if (d.train.labels.empty())
-    throw Error("the classifier needs labels: '" + g.data.data + "' has none (IDX label files, --labels for a .npy, "
+    throw Error("the classifier needs labels: '" + d.source + "' has none (IDX label files, --labels for a .npy, "
                 "or class sub-folders of PNGs)");
   ClassifierConfig cc;
   cc.channels = d.train.channels, cc.height = d.train.height, cc.width = d.train.width;
@@ -364,7 +400,7 @@ int run_quality(GenerateCommands& g) {
   if (c.conditional && c.classes != cc.classes)
     throw Error("the model is conditional on " + std::to_string(c.classes) + " classes but the classifier has " +
                 std::to_string(cc.classes));
-  const Dataset d = load_data(g.data);
+  const Dataset d = load_data_for(model, g.data);
   const int64_t n_real = std::min<int64_t>(g.quality_n, d.test.count);
   std::vector<int64_t> rows(static_cast<size_t>(n_real));
   for (int64_t i = 0; i < n_real; ++i) rows[static_cast<size_t>(i)] = i;
@@ -419,12 +455,7 @@ int run_quality(GenerateCommands& g) {
   return 0;
 }
 
-void add_data(CLI::App* cmd, GenerateCommands& g) {
-  cmd->add_option("--data", g.data.data, "the data: an IDX folder (default Fashion-MNIST), a .npy array or a PNG folder");
-  cmd->add_option("--labels", g.data.labels, "labels .npy for a .npy --data");
-  cmd->add_option("--test-fraction", g.data.test_fraction, "share of a .npy or PNG source held out as the test set (default 0.1)")
-      ->check(CLI::Range(1e-6, 0.999999));
-}
+void add_data(CLI::App* cmd, GenerateCommands& g) { add_data_flags(cmd, g.data, true); }
 
 void add_model(CLI::App* cmd, GenerateCommands& g) {
   cmd->add_option("--checkpoint", g.checkpoint, "model.safetensors from vae train")->required();
@@ -451,11 +482,74 @@ void add_sampling(CLI::App* cmd, GenerateCommands& g) {
 
 }  // namespace
 
+constexpr const char* kDefaultData = "/usr/share/datasets/fashion-mnist";
+
+void add_data_flags(CLI::App* cmd, DataFlags& f, bool for_checkpoint) {
+  const std::string given = for_checkpoint ? " (default: the data the checkpoint's run trained on, else Fashion-MNIST)"
+                                           : " (default Fashion-MNIST)";
+  const std::string split = for_checkpoint ? " (default: the run's split, else 0.1)" : " (default 0.1)";
+  cmd->add_option("--data", f.data, "the data: an IDX folder, a .npy array or a PNG folder" + given);
+  cmd->add_option("--labels", f.labels, "labels .npy for a .npy --data");
+  cmd->add_option("--test-fraction", f.test_fraction,
+                  "share of a .npy or PNG source held out as the test set; IDX folders with t10k files use those" + split)
+      ->check(CLI::Range(1e-6, 0.999999));
+}
+
+std::string create_parent_folder(const std::string& file) {
+  namespace fs = std::filesystem;
+  const fs::path parent = fs::path(file).parent_path();
+  std::error_code ec;
+  if (parent.empty() || fs::is_directory(parent, ec)) return {};
+  fs::path top = parent;
+  while (top.has_parent_path() && top.parent_path() != top && !fs::exists(top.parent_path(), ec)) top = top.parent_path();
+  fs::create_directories(parent, ec);
+  if (ec) throw Error("cannot create folder '" + parent.string() + "' for '" + file + "': " + ec.message());
+  return top.string();
+}
+
+void remove_if_empty(const std::string& folder) {
+  namespace fs = std::filesystem;
+  std::error_code ec;
+  if (folder.empty() || !fs::is_directory(folder, ec)) return;
+  for (const auto& entry : fs::recursive_directory_iterator(folder, ec))
+    if (!entry.is_directory(ec)) return;
+  fs::remove_all(folder, ec);
+}
+
 Dataset load_data(const DataFlags& f) {
   DataOptions d;
-  d.labels = f.labels;
-  d.test_fraction = f.test_fraction;
-  return load_dataset(f.data, d);
+  d.labels = f.labels.value_or("");
+  d.test_fraction = f.test_fraction.value_or(0.1);
+  return load_dataset(f.data.value_or(kDefaultData), d);
+}
+
+Dataset load_data_for(const Model& model, const DataFlags& f, bool quiet) {
+  const RunOrigin& origin = model.origin();
+  if (f.data || origin.empty()) {
+    if (!f.data && !quiet)
+      std::fprintf(stderr, "data: %s (the checkpoint does not record its run's data; pass --data to read other data)\n",
+                   kDefaultData);
+    return load_data(f);
+  }
+  DataOptions d = origin.data_options();
+  if (f.labels) d.labels = *f.labels;
+  if (f.test_fraction) d.test_fraction = *f.test_fraction;
+  Dataset data;
+  try {
+    data = load_dataset(origin.data, d);
+  } catch (const Error& e) {
+    throw Error(std::string(e.what()) + " (the data the checkpoint's run trained on; if it moved, pass --data with its "
+                "new place)");
+  }
+  char split[64] = "its own test split";
+  if (data.test_fraction > 0) std::snprintf(split, sizeof split, "test fraction %g", data.test_fraction);
+  if (!quiet)
+    std::fprintf(stderr, "data: %s%s, %s, as the checkpoint's run trained on it (pass --data to read other data)\n",
+               origin.data.c_str(), d.labels.empty() ? "" : (" with labels " + d.labels).c_str(), split);
+  if (!quiet && !f.labels && !f.test_fraction && !origin.data_hash.empty() && dataset_hash(data) != origin.data_hash)
+    std::fprintf(stderr, "note: the data at %s has changed since the run trained on it (its content hash differs)\n",
+                 origin.data.c_str());
+  return data;
 }
 
 Model load_model(const std::string& checkpoint, const std::string& device, bool strict_fp32) {
@@ -526,7 +620,7 @@ void add_generate_commands(CLI::App& app, GenerateCommands& g) {
   plot->add_option("--out", g.out, "PNG file to write")->required();
 
   auto* clf = app.add_subcommand("classifier", "train the quality measure's classifier (an MLP, softmax cross-entropy)");
-  add_data(clf, g);
+  add_data_flags(clf, g.data, false);
   clf->add_option("--epochs", g.epochs, "epochs (default 5)")->check(CLI::Range(1, 1000));
   clf->add_option("--lr", g.lr, "Adam learning rate (default 0.001)")->check(CLI::Range(1e-6, 1.0));
   clf->add_option("--seed", g.seed, "random seed (default 0)");
@@ -552,7 +646,15 @@ int run_generate_commands(GenerateCommands& g) {
   for (size_t i = 0; i < g.commands.size(); ++i)
     if (g.commands[i]->parsed()) {
       set_num_threads(g.threads);
-      return runs[i](g);
+      // Every --out's folder is made as needed (encode's --out is itself a folder, made there), and
+      // removed again when the command fails before writing into it.
+      const std::string made = g.out.empty() || g.commands[i]->get_name() == "encode" ? "" : create_parent_folder(g.out);
+      try {
+        return runs[i](g);
+      } catch (...) {
+        remove_if_empty(made);
+        throw;
+      }
     }
   return -1;
 }

@@ -4,6 +4,7 @@
 
 #include <CLI/CLI.hpp>
 
+#include <optional>
 #include <string>
 #include <vector>
 
@@ -11,12 +12,29 @@
 
 namespace vae::cli {
 
-// --data and its companions, as every command that reads a data set takes them.
+// --data and its companions, as every command that reads a data set takes them (each empty when not
+// given).
 struct DataFlags {
-  std::string data = "/usr/share/datasets/fashion-mnist", labels;
-  double test_fraction = 0.1;
+  std::optional<std::string> data, labels;
+  std::optional<double> test_fraction;
 };
+// Adds --data, --labels and --test-fraction; for_checkpoint: the help says that they default to the
+// checkpoint's own data and split.
+void add_data_flags(CLI::App* cmd, DataFlags& f, bool for_checkpoint);
+// The data as the flags say (Fashion-MNIST's folder when --data is not given, test fraction 0.1).
 Dataset load_data(const DataFlags& f);
+// The data a checkpoint command reads: as the flags say when --data is given; else the data and
+// split the model's run trained on (Model::origin; --labels and --test-fraction still override), or
+// Fashion-MNIST's folder for a model that does not record its data. Says which in one line on
+// stderr (unless quiet: a job's other ranks), and warns when the run's data has changed since (its
+// content hash differs).
+Dataset load_data_for(const Model& model, const DataFlags& f, bool quiet = false);
+// Creates the folder a file is to be written in (and those above it) when it does not exist yet;
+// returns the topmost folder it created (empty: none), for remove_if_empty after a failure.
+std::string create_parent_folder(const std::string& file);
+// Removes the folder and the empty folders in it (nothing when it holds a file): what
+// create_parent_folder made for a command that then failed.
+void remove_if_empty(const std::string& folder);
 // A saved model on the asked-for device, with the GEMM numerics every command shares.
 Model load_model(const std::string& checkpoint, const std::string& device, bool strict_fp32);
 

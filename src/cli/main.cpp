@@ -128,11 +128,6 @@ void install_stop_handlers() {
   sigaction(SIGTERM, &sa, nullptr);
 }
 
-// --data's companions: --labels and --test-fraction, as train, eval and reconstruct take them.
-vae::Dataset load_data(const std::string& data, const std::string& labels, double test_fraction) {
-  return vae::cli::load_data({data, labels, test_fraction});
-}
-
 // Flags --resume cannot take: the run continues with its own configuration.
 std::string flags_resume_forbids(const TrainFlags& f) {
   std::string bad;
@@ -266,15 +261,14 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
 using vae::cli::load_model;
 
 // vae eval; in a job of several processes the ranks split the test set and rank 0 prints.
-int run_eval(const std::string& checkpoint, const std::string& data_dir, const std::string& labels, double test_fraction,
-             int k, bool as_json, int64_t limit, const std::string& device, bool strict_fp32,
+int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flags, int k, bool as_json, int64_t limit, const std::string& device, bool strict_fp32,
              const vae::ProcessGroup& group) {
   std::optional<vae::Model> loaded;
   std::optional<vae::Dataset> loaded_data;
   on_every_rank(group, [&] {
     if (group.size() > 1) select_gpu(group, vae::parse_device(device));
     loaded.emplace(load_model(checkpoint, device, strict_fp32));
-    loaded_data.emplace(load_data(data_dir, labels, test_fraction));
+    loaded_data.emplace(vae::cli::load_data_for(*loaded, data_flags, !group.is_root()));
   });
   vae::Model& model = *loaded;
   const vae::Dataset& data = *loaded_data;
@@ -413,11 +407,6 @@ int main(int argc, char** argv) {
   app.require_subcommand(1);
   app.set_version_flag("--version", "vae 0.1.0");
 
-  const std::string data_help = "the data: a folder of IDX files (default /usr/share/datasets/fashion-mnist), a .npy "
-                                "array [N,H,W], [N,H,W,C] or [N,C,H,W] (uint8, or float32 in [0,1]), or a folder of PNG "
-                                "images (class sub-folders give labels)";
-  const std::string fraction_help = "share of a .npy or PNG source held out as the test set (default 0.1; IDX folders "
-                                    "with t10k files use those)";
   TrainFlags tf;
   auto* train = app.add_subcommand("train", "train a VAE and write model.safetensors, best.safetensors, "
                                             "train_state.safetensors, config.json, metrics.jsonl, samples.png");
@@ -428,17 +417,14 @@ int main(int argc, char** argv) {
   train->add_flag("--overwrite", tf.overwrite, "replace the run that --out holds");
   add_field_flags(*train, tf);
 
-  std::string checkpoint, data_dir = "/usr/share/datasets/fashion-mnist", labels, out_png, device = "cpu";
-  double test_fraction = 0.1;
+  std::string checkpoint, out_png, device = "cpu";
+  vae::cli::DataFlags data_flags;
   int k = 0, threads = 0;
   int64_t limit = 0;
   bool as_json = false, strict_fp32 = false;
   auto* eval = app.add_subcommand("eval", "test -ELBO, importance-weighted -log p(x), active units, KL per dimension");
   eval->add_option("--checkpoint", checkpoint, "model.safetensors from vae train")->required();
-  eval->add_option("--data", data_dir, data_help);
-  eval->add_option("--labels", labels, "labels .npy for a .npy --data (as given to vae train)");
-  eval->add_option("--test-fraction", test_fraction, fraction_help + "; give the value the run was trained with")
-      ->check(CLI::Range(1e-6, 0.999999));
+  vae::cli::add_data_flags(eval, data_flags, true);
   eval->add_option("--k", k, "importance samples for -log p(x) (0 = ELBO only)")->check(CLI::Range(0, 1000000));
   eval->add_option("--limit", limit, "first N test images only")->check(CLI::Range(int64_t{0}, int64_t{1} << 40));
   eval->add_option("--threads", threads, "CPU threads, 0 = all cores")->check(CLI::Range(0, 1024));
@@ -449,14 +435,13 @@ int main(int argc, char** argv) {
   vae::cli::GenerateCommands gen;
   vae::cli::add_generate_commands(app, gen);
 
-  int n_recon = 16;
+  int n_recon = 16, recon_scale = 1;
   auto* recon = app.add_subcommand("reconstruct", "test images above their reconstructions, as a PNG grid");
   recon->add_option("--checkpoint", checkpoint, "model.safetensors from vae train")->required();
   recon->add_option("--n", n_recon, "number of test images (default 16)")->check(CLI::Range(1, 1024));
-  recon->add_option("--data", data_dir, data_help);
-  recon->add_option("--labels", labels, "labels .npy for a .npy --data (a conditional model needs them)");
-  recon->add_option("--test-fraction", test_fraction, fraction_help)->check(CLI::Range(1e-6, 0.999999));
+  vae::cli::add_data_flags(recon, data_flags, true);
   recon->add_option("--out", out_png, "PNG file to write")->required();
+  recon->add_option("--scale", recon_scale, "draw each pixel as S x S (default 1)")->check(CLI::Range(1, 16));
   recon->add_option("--device", device, "cpu|cuda|auto");
   recon->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
@@ -499,21 +484,23 @@ int main(int argc, char** argv) {
       vae::set_num_threads(threads > 0 || group.size() == 1
                                ? threads
                                : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / group.local_size()));
-      return run_eval(checkpoint, data_dir, labels, test_fraction, k, as_json, limit, device, strict_fp32, group);
+      return run_eval(checkpoint, data_flags, k, as_json, limit, device, strict_fp32, group);
     }
     // Sampling, encoding and reconstructing run in one process: in a job, rank 0 does it alone.
     if (!group.is_root()) return 0;
     if (const int rc = vae::cli::run_generate_commands(gen); rc >= 0) return rc;
     if (*recon) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
-      const vae::Dataset data = load_data(data_dir, labels, test_fraction);
+      const vae::Dataset data = vae::cli::load_data_for(model, data_flags);
       const auto [inputs, outputs] = vae::reconstruct_images(model, data.test, n_recon);
       // Rows of up to 8: a row of test images, then the row of their reconstructions.
       const int cols = std::min(n_recon, 8), d = model.config().input_dim();
       const std::vector<float> a = inputs.to_host(), b = outputs.to_host();
       std::vector<float> grid;
+      std::vector<std::string> row_labels;
       int tiles = 0;
       for (int first = 0; first < n_recon; first += cols) {
+        row_labels.insert(row_labels.end(), {"test", "recon."});
         for (const auto* src : {&a, &b})
           for (int i = first; i < first + cols; ++i) {
             if (i < n_recon) grid.insert(grid.end(), src->begin() + static_cast<int64_t>(i) * d, src->begin() + static_cast<int64_t>(i + 1) * d);
@@ -521,7 +508,14 @@ int main(int argc, char** argv) {
             ++tiles;
           }
       }
-      vae::write_png_grid(out_png, grid, tiles, model.config().image_channels, model.config().image_height, model.config().image_width, cols);
+      const std::string made = vae::cli::create_parent_folder(out_png);
+      try {
+        vae::write_png_grid_scaled(out_png, grid, tiles, model.config().image_channels, model.config().image_height,
+                                   model.config().image_width, cols, recon_scale, row_labels);
+      } catch (...) {
+        vae::cli::remove_if_empty(made);
+        throw;
+      }
       std::printf("wrote %d test images and their reconstructions to %s\n", n_recon, out_png.c_str());
       return 0;
     }

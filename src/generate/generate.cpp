@@ -8,6 +8,7 @@
 #include "backend/device_array.hpp"
 #include "gather_pixels.cuh"
 #include "model/model_impl.hpp"
+#include "model/model_use.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
 #include "vae/generate.hpp"
@@ -143,6 +144,7 @@ AggregatePosterior fit_aggregate_posterior(const std::vector<float>& codes, int6
 }
 
 Tensor sample_latents(Model& model, const SampleOptions& o) {
+  const ModelUse use(model, "sample");
   if (o.n < 1 || o.n > 1 << 20) throw Error("number of samples must be in [1, 1048576], got " + std::to_string(o.n));
   if (!std::isfinite(o.temperature) || o.temperature < 0 || o.temperature > 100)
     throw Error("temperature must be in [0, 100], got " + std::to_string(o.temperature));
@@ -186,6 +188,7 @@ namespace {
 // or one per code.
 template <class Sink>
 void decode_batches(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch, Sink sink) {
+  const ModelUse use(model, "decode");
   ModelImpl& m = model.impl();
   const int L = m.latent();
   if (z.shape().size() != 2 || z.dim(1) != L || z.dim(0) < 1)
@@ -221,6 +224,7 @@ std::vector<float> decode_to_host(Model& model, const Tensor& z, const std::vect
 template <class BatchInput>
 LatentTensors encode_batches(Model& model, int64_t n, const std::vector<int32_t>& labels, int batch,
                              BatchInput batch_input) {
+  const ModelUse use(model, "encode");
   ModelImpl& m = model.impl();
   if (n < 1) throw Error("encode: the data set is empty");
   if (batch < 1) throw Error("encode: batch must be positive");
@@ -268,12 +272,14 @@ Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& 
 }
 
 std::vector<float> sample_images(Model& model, const SampleOptions& o) {
+  const ModelUse use(model, "sample");
   const FlushDenormalsScope flush_denormals;
   const Tensor z = sample_latents(model, o);  // on the model's device: decoded there without a host round trip
   return decode_to_host(model, z, o.labels, o.batch);
 }
 
 Tensor sample_tensor(Model& model, const SampleOptions& o) {
+  const ModelUse use(model, "sample");
   const FlushDenormalsScope flush_denormals;
   return decode_tensor(model, sample_latents(model, o), o.labels, o.batch);
 }
@@ -292,6 +298,7 @@ LatentTensors encode_tensor(Model& model, const Tensor& x, const std::vector<int
 }
 
 LatentCodes encode_images(Model& model, const ImageSet& set, int64_t limit, int batch) {
+  const ModelUse use(model, "encode");
   ModelImpl& m = model.impl();
   m.check_image_size(set, "the");
   const int64_t n = limit > 0 ? std::min(limit, set.count) : set.count;

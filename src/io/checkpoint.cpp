@@ -1,7 +1,10 @@
+#include <nlohmann/json.hpp>
+
 #include <cmath>
 #include <set>
 
 #include "model/model_impl.hpp"
+#include "model/model_use.hpp"
 #include "vae/error.hpp"
 #include "io/checkpoint_contents.hpp"
 #include "vae/model.hpp"
@@ -9,12 +12,46 @@
 
 namespace vae {
 
+DataOptions RunOrigin::data_options() const {
+  DataOptions o;
+  o.labels = labels;
+  o.test_fraction = test_fraction;
+  return o;
+}
+
+std::string RunOrigin::to_json() const {
+  nlohmann::json j;
+  j["run_id"] = run_id;
+  j["data"] = data;
+  j["labels"] = labels;
+  j["test_fraction"] = test_fraction;
+  j["data_hash"] = data_hash;
+  return j.dump();
+}
+
+RunOrigin RunOrigin::from_json(const std::string& text, const std::string& what) {
+  try {
+    const nlohmann::json j = nlohmann::json::parse(text);
+    RunOrigin o;
+    o.run_id = j.at("run_id").get<std::string>();
+    o.data = j.at("data").get<std::string>();
+    o.labels = j.value("labels", std::string());
+    o.test_fraction = j.value("test_fraction", 0.1);
+    o.data_hash = j.value("data_hash", std::string());
+    return o;
+  } catch (const nlohmann::json::exception& e) {
+    throw Error(what + ": its run origin (vae_run) is malformed: " + e.what());
+  }
+}
+
 SafeTensorsFile checkpoint_contents(const Model& model, const std::string& path, int64_t step) {
+  const ModelUse use(model, "save");
   SafeTensorsFile file;
   file.metadata["format"] = "pt";  // lets transformers-style loaders open it as PyTorch tensors
   file.metadata["vae_config"] = model.config().to_json();
   file.metadata["vae_version"] = "0.1.0";
   if (step >= 0) file.metadata["vae_step"] = std::to_string(step);
+  if (!model.origin().empty()) file.metadata["vae_run"] = model.origin().to_json();
   for (const auto& [name, tensor] : model.named_parameters()) {
     file.tensors.push_back({name, tensor.shape(), tensor.to_host()});
     for (float v : file.tensors.back().values)
@@ -88,6 +125,8 @@ Model model_from_contents(const SafeTensorsFile& file, const std::string& path, 
     if (!expected.count(t.name) && !others(t))
       throw Error("checkpoint '" + path + "' has tensor '" + t.name + "' that its configuration does not use");
   model.impl().params().copy_from_host(host.data(), static_cast<int64_t>(host.size()));
+  if (const auto origin = file.metadata.find("vae_run"); origin != file.metadata.end())
+    model.set_origin(RunOrigin::from_json(origin->second, "checkpoint '" + path + "'"));
   return model;
 }
 

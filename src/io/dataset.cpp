@@ -3,7 +3,10 @@
 #include <algorithm>
 #include <cmath>
 #include <filesystem>
+#include <memory>
 #include <numeric>
+
+#include <openssl/evp.h>
 
 #include "philox.cuh"
 #include "vae/data.hpp"
@@ -61,6 +64,7 @@ void split(Dataset& d, ImageSet all, double fraction, const std::string& source)
   if (all.count < 2)
     throw Error("'" + source + "' holds " + std::to_string(all.count) + " image; at least 2 are needed to hold one out for testing");
   const auto held = std::clamp<int64_t>(std::llround(fraction * static_cast<double>(all.count)), 1, all.count - 1);
+  d.test_fraction = fraction;
   std::vector<int32_t> perm = epoch_permutation(all.count, kSplitSeed, 0);
   std::vector<int32_t> test(perm.end() - held, perm.end()), train(perm.begin(), perm.end() - held);
   std::sort(test.begin(), test.end());
@@ -124,6 +128,38 @@ Dataset load_dataset(const std::string& path, const DataOptions& options) {
     d.test.labels.clear();
   }
   return d;
+}
+
+std::string dataset_hash(const Dataset& data) {
+  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
+  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
+    throw Error("cannot hash the data set: OpenSSL's SHA-256 is unavailable");
+  const auto add = [&](const void* bytes, size_t n) {
+    if (n > 0 && EVP_DigestUpdate(ctx.get(), bytes, n) != 1) throw Error("cannot hash the data set: SHA-256 failed");
+  };
+  // Little-endian words, written out byte by byte so the hash does not depend on the host's order.
+  const auto add_int = [&](uint64_t v, int bytes) {
+    uint8_t b[8];
+    for (int i = 0; i < bytes; ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
+    add(b, static_cast<size_t>(bytes));
+  };
+  for (const ImageSet* set : {&data.train, &data.test}) {
+    for (const int64_t v : {set->count, int64_t{set->channels}, int64_t{set->height}, int64_t{set->width}})
+      add_int(static_cast<uint64_t>(v), 8);
+    add(set->pixels.data(), set->pixels.size());
+    add_int(set->labels.size(), 8);
+    std::vector<uint8_t> labels(set->labels.size() * 4);
+    for (size_t i = 0; i < set->labels.size(); ++i)
+      for (int k = 0; k < 4; ++k) labels[i * 4 + k] = static_cast<uint8_t>(static_cast<uint32_t>(set->labels[i]) >> (8 * k));
+    add(labels.data(), labels.size());
+  }
+  unsigned char digest[EVP_MAX_MD_SIZE];
+  unsigned int length = 0;
+  if (EVP_DigestFinal_ex(ctx.get(), digest, &length) != 1) throw Error("cannot hash the data set: SHA-256 failed");
+  static const char hex[] = "0123456789abcdef";
+  std::string out = "sha256:";
+  for (unsigned int i = 0; i < length; ++i) out += {hex[digest[i] >> 4], hex[digest[i] & 15]};
+  return out;
 }
 
 std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch) {

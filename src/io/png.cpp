@@ -36,8 +36,35 @@ void write_png_grid(const std::string& path, const std::vector<float>& images, i
   write_png_grid_scaled(path, images, n, channels, height, width, columns, 1);
 }
 
+namespace {
+
+// stb_easy_font's text as filled rectangles at an integer scale, in text coordinates (x right, y
+// down from the top of the line): each quad's corners.
+template <class Fill>
+void easy_font_quads(const std::string& s, int scale, Fill fill) {
+  std::vector<char> buf(s.begin(), s.end());
+  buf.push_back(0);
+  std::vector<char> quads(60000);
+  const int n = stb_easy_font_print(0, 0, buf.data(), nullptr, quads.data(), static_cast<int>(quads.size()));
+  for (int q = 0; q < n; ++q) {
+    const float* v = reinterpret_cast<const float*>(quads.data() + q * 64);  // 4 vertices of 16 bytes: x, y, z, rgba
+    fill(static_cast<int>(v[0]) * scale, static_cast<int>(v[1]) * scale, static_cast<int>(v[8]) * scale,
+         static_cast<int>(v[9]) * scale);
+  }
+}
+
+int easy_font_width(const std::string& s, int scale) {
+  std::vector<char> buf(s.begin(), s.end());
+  buf.push_back(0);
+  return stb_easy_font_width(buf.data()) * scale;
+}
+
+constexpr int kGlyphHeight = 7;  // stb_easy_font's capital letters and digits, at scale 1
+
+}  // namespace
+
 void write_png_grid_scaled(const std::string& path, const std::vector<float>& images, int n, int channels, int height,
-                           int width, int columns, int scale) {
+                           int width, int columns, int scale, const std::vector<std::string>& row_labels) {
   if (n < 1 || height < 1 || width < 1 || columns < 1 || channels < 1 || channels > 4 || scale < 1 || scale > 64)
     throw Error("write_png_grid: need at least one image, 1 to 4 channels, a positive size and a scale of 1 to 64");
   if (static_cast<int64_t>(images.size()) < static_cast<int64_t>(n) * channels * height * width)
@@ -46,7 +73,12 @@ void write_png_grid_scaled(const std::string& path, const std::vector<float>& im
   const int cols = std::min(columns, n);
   const int rows = (n + cols - 1) / cols;
   const int th = height * scale, tw = width * scale;
-  const int64_t gw = int64_t(cols) * (tw + kPad) + kPad, gh = int64_t(rows) * (th + kPad) + kPad;
+  // The labels' margin: text as tall as a third of a tile where it fits (at least stb_easy_font's 7
+  // pixels), its width the longest label's.
+  const int text_scale = std::clamp(th / (3 * kGlyphHeight), 1, 4);
+  int margin = 0;
+  for (const std::string& label : row_labels) margin = std::max(margin, easy_font_width(label, text_scale) + 2 * kPad);
+  const int64_t gw = margin + int64_t(cols) * (tw + kPad) + kPad, gh = int64_t(rows) * (th + kPad) + kPad;
   if (gw * gh > (int64_t{1} << 28)) throw Error("write_png_grid: the grid would be above 2^28 pixels; use a smaller --scale or --n");
   // Interleaved pixels (PNG's order) from planar images [n, C, H, W]; a dark grey frame (opaque).
   std::vector<uint8_t> grid(static_cast<size_t>(gw * gh) * channels, 64);
@@ -54,7 +86,7 @@ void write_png_grid_scaled(const std::string& path, const std::vector<float>& im
     for (size_t p = 0; p < static_cast<size_t>(gw * gh); ++p) grid[p * channels + channels - 1] = 255;
   const size_t plane = static_cast<size_t>(height) * width;
   for (int i = 0; i < n; ++i) {
-    const int64_t oy = kPad + int64_t(i / cols) * (th + kPad), ox = kPad + int64_t(i % cols) * (tw + kPad);
+    const int64_t oy = kPad + int64_t(i / cols) * (th + kPad), ox = margin + kPad + int64_t(i % cols) * (tw + kPad);
     for (int c = 0; c < channels; ++c)
       for (int y = 0; y < th; ++y)
         for (int x = 0; x < tw; ++x) {
@@ -62,6 +94,16 @@ void write_png_grid_scaled(const std::string& path, const std::vector<float>& im
           const float f = std::isfinite(v) ? std::clamp(v, 0.0f, 1.0f) : 0.0f;
           grid[static_cast<size_t>((oy + y) * gw + ox + x) * channels + c] = static_cast<uint8_t>(std::lround(f * 255.0f));
         }
+  }
+  // Each row's label in white, centred on the row's height (the colour channels; alpha stays opaque).
+  const int colour_channels = channels == 2 || channels == 4 ? channels - 1 : channels;
+  for (int r = 0; r < rows && r < static_cast<int>(row_labels.size()); ++r) {
+    const int64_t oy = kPad + int64_t(r) * (th + kPad) + std::max(0, (th - kGlyphHeight * text_scale) / 2);
+    easy_font_quads(row_labels[static_cast<size_t>(r)], text_scale, [&](int x0, int y0, int x1, int y1) {
+      for (int64_t y = oy + y0; y < std::min<int64_t>(oy + y1, gh); ++y)
+        for (int64_t x = kPad + x0; x < std::min<int64_t>(kPad + x1, margin); ++x)
+          for (int c = 0; c < colour_channels; ++c) grid[static_cast<size_t>(y * gw + x) * channels + c] = 255;
+    });
   }
   write_png_pixels(path, grid, static_cast<int>(gw), static_cast<int>(gh), channels);
 }
@@ -83,22 +125,9 @@ struct Canvas {
       for (int x = x0; x < x1; ++x) put(x, y, c);
   }
   void text(int x, int y, const std::string& s, int scale, const uint8_t c[3]) {
-    std::vector<char> buf(s.begin(), s.end());
-    buf.push_back(0);
-    std::vector<char> quads(60000);
-    const int n = stb_easy_font_print(0, 0, buf.data(), nullptr, quads.data(), static_cast<int>(quads.size()));
-    for (int q = 0; q < n; ++q) {
-      const float* v = reinterpret_cast<const float*>(quads.data() + q * 64);  // 4 vertices of 16 bytes: x, y, z, rgba
-      const int qx0 = static_cast<int>(v[0]), qy0 = static_cast<int>(v[1]);
-      const int qx1 = static_cast<int>(v[8]), qy1 = static_cast<int>(v[9]);
-      rect(x + qx0 * scale, y + qy0 * scale, x + qx1 * scale, y + qy1 * scale, c);
-    }
+    easy_font_quads(s, scale, [&](int x0, int y0, int x1, int y1) { rect(x + x0, y + y0, x + x1, y + y1, c); });
   }
-  static int text_width(const std::string& s, int scale) {
-    std::vector<char> buf(s.begin(), s.end());
-    buf.push_back(0);
-    return stb_easy_font_width(buf.data()) * scale;
-  }
+  static int text_width(const std::string& s, int scale) { return easy_font_width(s, scale); }
 };
 
 // Matplotlib's tab10 palette.

@@ -1,5 +1,6 @@
 #include "condition.cuh"
 #include "model/model_impl.hpp"
+#include "model/model_use.hpp"
 #include "model/networks.hpp"
 #include "rows.cuh"
 #include "vae/error.hpp"
@@ -259,12 +260,18 @@ Model& Model::operator=(Model&&) noexcept = default;
 
 const ModelConfig& Model::config() const { return impl_->config; }
 Device Model::device() const { return impl_->device; }
+const RunOrigin& Model::origin() const { return impl_->origin; }
+void Model::set_origin(RunOrigin origin) { impl_->origin = std::move(origin); }
 
-void Model::set_numerics(const Numerics& n) { impl_->backend->set_options({n.tf32, n.fused_epilogues}); }
+void Model::set_numerics(const Numerics& n) {
+  const ModelUse use(*this, "set_numerics");
+  impl_->backend->set_options({n.tf32, n.fused_epilogues});
+}
 
 int64_t Model::parameter_count() const { return scalars_in(impl_->slices()); }
 
 void Model::initialize(uint64_t seed) {
+  const ModelUse use(*this, "initialize");
   std::vector<float> host(static_cast<size_t>(impl_->params().numel()), 0.0f);
   uint32_t tensor_index = 0;
   impl_->encoder.initialize(host, impl_->config.init, seed, tensor_index);
@@ -285,6 +292,7 @@ Tensor Model::encode(const Tensor& x) { return encode(x, {}); }
 Tensor Model::decode(const Tensor& z) { return decode(z, {}); }
 
 Tensor Model::encode(const Tensor& x, const std::vector<int32_t>& labels) {
+  const ModelUse use(*this, "encode");
   ModelImpl& m = *impl_;
   if (x.shape().size() != 2 || x.dim(1) != m.input_dim())
     throw Error("encode: expected images [n, " + std::to_string(m.input_dim()) + "], got " + to_string(x.shape()));
@@ -304,6 +312,7 @@ Tensor Model::encode(const Tensor& x, const std::vector<int32_t>& labels) {
 }
 
 Tensor Model::decode(const Tensor& z, const std::vector<int32_t>& labels) {
+  const ModelUse use(*this, "decode");
   ModelImpl& m = *impl_;
   if (z.shape().size() != 2 || z.dim(1) != m.latent())
     throw Error("decode: expected latent codes [n, " + std::to_string(m.latent()) + "], got " + to_string(z.shape()));

@@ -1,7 +1,10 @@
 // The VAE's internals, shared by the trainer, the evaluator and the checkpoint code.
 #pragma once
 
+#include <atomic>
 #include <memory>
+#include <mutex>
+#include <thread>
 #include <vector>
 
 #include "backend/backend.hpp"
@@ -13,6 +16,7 @@
 #include "model/objective.hpp"
 #include "vae/config.hpp"
 #include "vae/data.hpp"
+#include "vae/model.hpp"
 #include "vae/tensor.hpp"
 
 namespace vae {
@@ -29,6 +33,11 @@ class ModelImpl {
   Sequential decoder{"decoder"};  // [latent] -> image (logits or Gaussian means)
   LatentBlock latent_block;       // posterior and prior
   std::unique_ptr<LikelihoodModel> likelihood_model;  // p(x | decoder output), with its own parameters
+  RunOrigin origin;  // the run that trained it (Model::origin)
+  // One call at a time (model/model_use.hpp): the lock every entry point holds, and the thread
+  // training the model (none: std::thread::id()).
+  mutable std::recursive_timed_mutex use_mutex;
+  std::atomic<std::thread::id> trained_by{};
 
   // The parameters and their gradient: flat, padded to kParamAlignment per tensor, named by slices().
   Tensor params() const { return params_; }

@@ -11,6 +11,7 @@
 #include "gather_pixels.cuh"
 #include "importance_sample.cuh"
 #include "model/model_impl.hpp"
+#include "model/model_use.hpp"
 #include "philox.cuh"
 #include "vae/error.hpp"
 #include "vae/generate.hpp"
@@ -72,6 +73,7 @@ std::pair<double, double> mutual_information_sums(const Posterior& q, const std:
 }  // namespace
 
 EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) {
+  const ModelUse use(model, "evaluate");
   const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model.impl();
   m.check_image_size(test, "test");
@@ -271,6 +273,7 @@ std::string EvalResult::to_json() const {
 }
 
 Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
+  const ModelUse use(model, "sample");
   const FlushDenormalsScope flush_denormals;
   SampleOptions o;
   o.n = n;
@@ -280,6 +283,7 @@ Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
 }
 
 std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test, int n) {
+  const ModelUse use(model, "reconstruct");
   const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model.impl();
   m.check_image_size(test, "test");

@@ -4,6 +4,7 @@
 
 #include <algorithm>
 #include <filesystem>
+#include <random>
 #include <sstream>
 
 #include "io/atomic_file.hpp"
@@ -15,10 +16,10 @@
 namespace vae {
 namespace fs = std::filesystem;
 
-void read_run_config(const std::string& path, ModelConfig& model, TrainConfig& train) {
+void read_run_config(const std::string& path, ModelConfig& model, TrainConfig& train, RunIdentity* run) {
   const auto bytes = read_file_bytes(path, "config file");
   try {
-    run_config_from_json(std::string(bytes.begin(), bytes.end()), model, train);
+    run_config_from_json(std::string(bytes.begin(), bytes.end()), model, train, run);
   } catch (const Error& e) {
     throw Error("config file '" + path + "': " + e.what());
   }
@@ -76,6 +77,63 @@ Dataset load_run_data(const TrainConfig& c) {
   return load_dataset(c.data_dir, d);
 }
 
+// A path as a run records it: absolute, so that the run can be resumed and its checkpoints read
+// from any working folder.
+std::string absolute_path(const std::string& path) {
+  if (path.empty()) return path;
+  std::error_code ec;
+  const fs::path p = fs::absolute(path, ec);
+  return ec ? path : p.lexically_normal().string();
+}
+
+// 128 random bits as 32 hex digits: a new run's id.
+std::string new_run_id() {
+  std::random_device rd;
+  static const char hex[] = "0123456789abcdef";
+  std::string id;
+  for (int i = 0; i < 4; ++i) {
+    const uint32_t word = rd();
+    for (int k = 0; k < 8; ++k) id += hex[(word >> (4 * k)) & 15];
+  }
+  return id;
+}
+
+RunOrigin origin_of(const TrainConfig& train, const RunIdentity& run) {
+  RunOrigin o;
+  o.run_id = run.id;
+  o.data = train.data_dir;
+  o.labels = train.labels_path;
+  o.test_fraction = train.test_fraction;
+  o.data_hash = run.data_hash;
+  return o;
+}
+
+// The model configuration and run id a file of the folder (the state, or a checkpoint paired with
+// an old state) was written for, checked against config.json's: a file copied in from another run
+// or configuration would continue the wrong model.
+void check_same_run(const SafeTensorsFile& file, const std::string& path, const ModelConfig& model,
+                    const RunIdentity& run, const std::string& config_path) {
+  if (const auto it = file.metadata.find("vae_config"); it != file.metadata.end()) {
+    ModelConfig theirs;
+    try {
+      theirs = ModelConfig::from_json(it->second);
+    } catch (const Error& e) {
+      throw Error("'" + path + "' has an invalid model configuration: " + e.what());
+    }
+    if (theirs.to_json() != model.to_json())
+      throw Error("'" + path + "' holds a model of another configuration than '" + config_path +
+                  "' describes; the folder mixes files of different runs (start a new run with --out elsewhere, or "
+                  "put back this run's own files)");
+  }
+  if (const auto it = file.metadata.find("vae_run"); it != file.metadata.end() && !run.id.empty()) {
+    const RunOrigin theirs = RunOrigin::from_json(it->second, "'" + path + "'");
+    if (theirs.run_id != run.id)
+      throw Error("'" + path + "' belongs to run " + theirs.run_id + " but '" + config_path + "' to run " + run.id +
+                  "; the folder mixes files of different runs (start a new run with --out elsewhere, or put back this "
+                  "run's own files)");
+  }
+}
+
 }  // namespace
 
 struct TrainingRun::State {
@@ -85,6 +143,7 @@ struct TrainingRun::State {
   fs::path out;
   FolderLock lock;  // rank 0's, for the run's life: one run per folder
   Dataset data;
+  RunIdentity run;
   std::optional<Model> model;
   std::optional<Trainer> trainer;
   std::string metrics_lines;
@@ -121,9 +180,12 @@ struct TrainingRun::State {
       o.n = 8 * model->config().classes;
       for (int i = 0; i < o.n; ++i) o.labels.push_back(i / 8);
     }
+    std::vector<std::string> rows;  // a conditional model's rows: their class
+    for (int k = 0; k < model->config().classes && model->config().conditional; ++k)
+      rows.push_back(std::to_string(k) + (k < static_cast<int>(data.class_names.size()) ? " " + data.class_names[static_cast<size_t>(k)] : ""));
     const std::vector<float> samples = sample_images(*model, o);
-    write_png_grid(path("samples.png"), samples, o.n, model->config().image_channels, model->config().image_height,
-                   model->config().image_width, 8);
+    write_png_grid_scaled(path("samples.png"), samples, o.n, model->config().image_channels, model->config().image_height,
+                          model->config().image_width, 8, 1, rows);
   }
 };
 
@@ -152,11 +214,15 @@ TrainingRun TrainingRun::start(ModelConfig model, TrainConfig train, bool overwr
   if (s->root() && holds_a_run(s->out) && !overwrite)
     throw Error("output folder '" + train.out_dir + "' already holds a run; pass --resume " + train.out_dir +
                 " to continue it, --overwrite to replace it, or --out with another folder");
+  train.data_dir = absolute_path(train.data_dir);
+  train.labels_path = absolute_path(train.labels_path);
   s->data = load_run_data(train);
   take_shape_from_data(model, train, s->data);
+  s->run = {new_run_id(), dataset_hash(s->data)};
   if (train.device == Device::CUDA && group.size() > 1) group.select_cuda_device();
   s->model.emplace(model, train.device);
   s->model->initialize(train.seed);
+  s->model->set_origin(origin_of(train, s->run));
   s->config = std::move(train);
   s->trainer.emplace(*s->model, s->config, group);
   return TrainingRun(std::move(s));
@@ -174,21 +240,34 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   if (!fs::is_directory(dir, ec)) throw cannot_resume();
   // The lock first: a run still writing the folder is named as such, whatever it has written yet.
   FolderLock lock = group.is_root() ? FolderLock(dir.string(), "run folder") : FolderLock();
+  const std::string config_path = (dir / "config.json").string();
+  if (fs::is_regular_file(dir / "config.json") && !holds_a_run(dir))
+    throw Error("cannot resume '" + dir.string() + "': its run stopped before finishing an epoch, so there is nothing "
+                "to continue; start it again with vae train --config " + config_path + " --out " + dir.string());
   if (!fs::is_regular_file(dir / "config.json") || !fs::is_regular_file(dir / "train_state.safetensors"))
     throw cannot_resume();
   ModelConfig model;
   TrainConfig train;
-  read_run_config((dir / "config.json").string(), model, train);
+  RunIdentity run;
+  read_run_config(config_path, model, train, &run);
   train.out_dir = dir.string();
+  // (A run from before paths were recorded absolute has them relative to where it started.)
+  train.data_dir = absolute_path(train.data_dir);
+  train.labels_path = absolute_path(train.labels_path);
+  const TrainConfig recorded = train;
   if (changes) {
     const std::string model_before = model.to_json();
     TrainConfig before = train;
     changes(model, train);
+    train.data_dir = absolute_path(train.data_dir);
+    train.labels_path = absolute_path(train.labels_path);
     before.epochs = train.epochs;
     before.threads = train.threads;
+    before.data_dir = train.data_dir;
+    before.labels_path = train.labels_path;
     if (model.to_json() != model_before || run_config_to_json(model, before) != run_config_to_json(model, train))
-      throw Error("a resumed run keeps the configuration in '" + (dir / "config.json").string() +
-                  "'; only the epochs and the threads may change");
+      throw Error("a resumed run keeps the configuration in '" + config_path +
+                  "'; only the epochs, the threads and the data's place (--data, --labels) may change");
   }
   model.validate();
   train.validate();
@@ -197,18 +276,45 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   s->resumed = true;
   s->out = train.out_dir;
   s->lock = std::move(lock);
-  s->data = load_run_data(train);
-  if (train.device == Device::CUDA && group.size() > 1) group.select_cuda_device();
   // The training state is the run's commit point: it holds the model it continues and the metrics
   // lines, and everything else in the folder is written after it and rebuilt from it
   // (prepare_folder). A state from before it held the model pairs with model.safetensors.
   const std::string state_path = s->path("train_state.safetensors"), model_path = s->path("model.safetensors");
   const SafeTensorsFile state = read_safetensors(state_path);
+  check_same_run(state, state_path, model, run, config_path);
   const std::string where = "training state '" + state_path + "'";
   const bool holds_model = state.metadata.count("vae_config") > 0;
-  const int64_t state_step = holds_model ? checkpoint_step(state, state_path) : checkpoint_step(model_path);
+  std::optional<SafeTensorsFile> paired;  // an old state's model.safetensors
+  if (!holds_model) {
+    paired.emplace(read_safetensors(model_path));
+    check_same_run(*paired, model_path, model, run, config_path);
+  }
+  // The data, checked against the run's: the same content (wherever it now is), or a clear refusal.
+  const bool moved = train.data_dir != recorded.data_dir || train.labels_path != recorded.labels_path;
+  try {
+    s->data = load_run_data(train);
+  } catch (const Error& e) {
+    if (moved) throw;
+    throw Error(std::string(e.what()) + " (the data of the run in '" + dir.string() + "'; if it moved, pass --data " +
+                "with its new place and --resume " + dir.string() + ": its content hash must match the run's)");
+  }
+  const std::string hash = dataset_hash(s->data);
+  if (!run.data_hash.empty() && hash != run.data_hash)
+    throw Error("the data at '" + train.data_dir + "' is not the data the run in '" + dir.string() + "' trained on (content " +
+                "hash " + hash.substr(0, 19) + "..., the run's " + run.data_hash.substr(0, 19) + "...)" +
+                (moved ? "; pass --data with the run's own data (it was at '" + recorded.data_dir + "')"
+                       : "; it changed since the run started: put back the run's data, or start a new run"));
+  run.data_hash = hash;  // a run from before the hash was recorded takes it now
+  if (run.id.empty()) {  // likewise its id: the state's, when it has one
+    const auto it = state.metadata.find("vae_run");
+    run.id = it != state.metadata.end() ? RunOrigin::from_json(it->second, where).run_id : new_run_id();
+  }
+  s->run = run;
+  if (train.device == Device::CUDA && group.size() > 1) group.select_cuda_device();
+  const int64_t state_step = holds_model ? checkpoint_step(state, state_path) : checkpoint_step(*paired, model_path);
   s->model.emplace(holds_model ? model_from_contents(state, state_path, train.device, "optimizer.")
-                               : load_checkpoint(model_path, train.device));
+                               : model_from_contents(*paired, model_path, train.device, ""));
+  s->model->set_origin(origin_of(train, run));
   s->config = std::move(train);
   Trainer& trainer = s->trainer.emplace(*s->model, s->config, group);
   trainer.load_state(state, where, state_step);
@@ -233,7 +339,7 @@ int TrainingRun::prepare_folder() {
   const int stale = remove_stale_temporaries(s.out.string());
   if (!s.resumed && s.overwrite)
     for (const std::string& file : files()) fs::remove(s.out / file, ec);
-  write_file_atomic(s.path("config.json"), run_config_to_json(s.model->config(), s.config));
+  write_file_atomic(s.path("config.json"), run_config_to_json(s.model->config(), s.config, &s.run));
   if (s.resumed) s.restore_from_state(false);
   return stale;
 }
@@ -284,6 +390,7 @@ bool TrainingRun::resumed() const { return s_->resumed; }
 const std::string& TrainingRun::folder() const { return s_->config.out_dir; }
 const TrainConfig& TrainingRun::config() const { return s_->config; }
 const Dataset& TrainingRun::data() const { return s_->data; }
+const RunIdentity& TrainingRun::identity() const { return s_->run; }
 Model& TrainingRun::model() { return *s_->model; }
 Trainer& TrainingRun::trainer() { return *s_->trainer; }
 int64_t TrainingRun::train_images() const {

@@ -14,6 +14,7 @@
 #include "elementwise.cuh"
 #include "gather_pixels.cuh"
 #include "model/model_impl.hpp"
+#include "model/model_use.hpp"
 #include "philox.cuh"
 #include "rows.cuh"
 #include "train/schedule.hpp"
@@ -80,6 +81,7 @@ std::string EpochMetrics::to_json() const {
 
 Trainer::Trainer(Model& model, TrainConfig config, ProcessGroup group)
     : model_(model), config_(std::move(config)), group_(group) {
+  const ModelUse use(model_, "Trainer");
   config_.validate();
   if (config_.device != model_.device())
     throw Error("Trainer: the config asks for device " + to_string(config_.device) + " but the model lives on " +
@@ -103,6 +105,7 @@ void Trainer::ensure_optimizer_state() {
 }
 
 double Trainer::step(const std::vector<float>& images, int rows, const std::vector<int32_t>& labels) {
+  const ModelTraining training(model_, "Trainer::step");
   ModelImpl& m = model_.impl();
   if (rows < 1 || static_cast<int64_t>(images.size()) != static_cast<int64_t>(rows) * m.input_dim())
     throw Error("Trainer::step: expected " + std::to_string(rows) + " rows of " + std::to_string(m.input_dim()) +
@@ -193,6 +196,7 @@ class DivergenceWatch {
 std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<void(const StepProgress&)>& on_step,
                                        const std::function<void(const EpochMetrics&)>& on_epoch,
                                        const std::function<bool()>& should_stop) {
+  const ModelTraining training(model_, "train");
   using clock = std::chrono::steady_clock;
   // The ranks of a job on one machine share its cores: with --threads 0 each takes its share.
   const int local_ranks = group_.size() > 1 ? group_.local_size() : 1;
