@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <chrono>
 #include <deque>
 #include <random>
 
@@ -115,7 +116,7 @@ void train_step(benchmark::State& state, const vae::ModelConfig& config, bool al
 void BM_TrainStep(benchmark::State& state) { train_step(state, vae::ModelConfig{}); }
 BENCHMARK(BM_TrainStep)
     ->ArgNames({"batch", "cuda", "graph"})
-    ->Args({128, 0, 0})->Args({1024, 0, 0})
+    ->Args({128, 0, 0})->Args({1024, 0, 0})->Args({4096, 0, 0})
     ->Args({128, 1, 0})->Args({128, 1, 1})->Args({4096, 1, 0})->Args({4096, 1, 1})
     ->Unit(benchmark::kMillisecond)->UseRealTime();
 // Against BM_TrainStep with the same arguments: the all-reduce's cost in the step (NCCL, one rank).
@@ -194,6 +195,134 @@ struct OpBench {
     state.SetBytesProcessed(state.iterations() * kRepeat * bytes_per_call);
   }
 };
+
+// One linear layer's GEMMs on the CPU backend, through OpenBLAS (onednn 0) or oneDNN's matmul
+// (onednn 1, VAE_CPU_MATMUL selects it when the backend is made): op 0 the forward with bias and
+// ReLU, 1 the weight gradient, 2 the input gradient. The default MLP's layers at three batches: the
+// evidence for the backend's per-shape choice (bench/cpu-fast-path.md).
+void BM_CpuLinear(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0)), in = static_cast<int>(state.range(1) >> 12),
+            out = static_cast<int>(state.range(1) & 4095), op = static_cast<int>(state.range(2));
+  setenv("VAE_CPU_MATMUL", state.range(3) ? "onednn" : "openblas", 1);
+  const auto be = vae::make_backend(vae::Device::CPU);
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> u(-1, 1);
+  auto filled = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = u(gen);
+    return v;
+  };
+  const std::vector<float> x = filled(size_t(rows) * in), w = filled(size_t(out) * in), b = filled(out),
+                           dy = filled(size_t(rows) * out);
+  std::vector<float> y(size_t(rows) * out), dx(size_t(rows) * in), dw(size_t(out) * in);
+  for (auto _ : state) {
+    if (op == 0) be->linear_relu_forward(x.data(), w.data(), b.data(), y.data(), nullptr, rows, in, out);
+    if (op == 1) be->linear_backward(x.data(), w.data(), dy.data(), nullptr, dw.data(), nullptr, rows, in, out);
+    if (op == 2) be->linear_backward(x.data(), w.data(), dy.data(), dx.data(), dw.data(), nullptr, rows, in, out);
+  }
+  unsetenv("VAE_CPU_MATMUL");
+  state.SetItemsProcessed(state.iterations() * int64_t(rows) * in * out * (op == 2 ? 2 : 1));
+}
+BENCHMARK(BM_CpuLinear)
+    ->ArgNames({"rows", "in_out", "op", "onednn"})
+    ->ArgsProduct({{128, 1024, 4096},
+                   {784 << 12 | 512, 512 << 12 | 256, 256 << 12 | 64, 32 << 12 | 256, 256 << 12 | 512, 512 << 12 | 784},
+                   {0, 1, 2},
+                   {0, 1}})
+    ->UseRealTime();
+
+// BM_CpuLinear's forward (op 0) and input gradient (op 2: dx alone) of one layer, OpenBLAS and
+// oneDNN in turn within one benchmark, each call timed: medians and OpenBLAS/oneDNN (> 1: oneDNN
+// faster), robust to a shared VM's drift. The rows at which the backend's policy switches library.
+void BM_CpuLinearAB(benchmark::State& state) {
+  const int rows = static_cast<int>(state.range(0)), in = static_cast<int>(state.range(1) >> 12),
+            out = static_cast<int>(state.range(1) & 4095), op = static_cast<int>(state.range(2));
+  std::unique_ptr<vae::Backend> be[2];
+  for (int i = 0; i < 2; ++i) {
+    setenv("VAE_CPU_MATMUL", i ? "onednn" : "openblas", 1);
+    be[i] = vae::make_backend(vae::Device::CPU);
+  }
+  unsetenv("VAE_CPU_MATMUL");
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> u(-1, 1);
+  auto filled = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = u(gen);
+    return v;
+  };
+  const std::vector<float> x = filled(size_t(rows) * in), w = filled(size_t(out) * in), b = filled(out),
+                           dy = filled(size_t(rows) * out);
+  std::vector<float> y(size_t(rows) * out), dx(size_t(rows) * in), dw(size_t(out) * in);
+  std::vector<double> ms[2];
+  auto call = [&](vae::Backend& e) {
+    if (op == 0) e.linear_relu_forward(x.data(), w.data(), b.data(), y.data(), nullptr, rows, in, out);
+    else e.linear_relu_input_backward(w.data(), dy.data(), x.data(), nullptr, dx.data(), dw.data(), rows, in, out);
+  };
+  for (int i = 0; i < 2; ++i) call(*be[i]);  // primitives and buffers made here
+  for (auto _ : state)
+    for (int i = 0; i < 2; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      call(*be[i]);
+      ms[i].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  state.counters["openblas_ms"] = median(ms[0]);
+  state.counters["onednn_ms"] = median(ms[1]);
+  state.counters["speedup"] = median(ms[0]) / std::max(median(ms[1]), 1e-9);
+}
+BENCHMARK(BM_CpuLinearAB)
+    ->ArgNames({"rows", "in_out", "op"})
+    ->ArgsProduct({{128, 512, 1024, 2048, 4096, 8000}, {784 << 12 | 512, 512 << 12 | 784, 256 << 12 | 512}, {0, 2}})
+    ->UseRealTime();
+
+// The whole training step of a model (config: 0 the default MLP, 1 configs/conv.json's conv VAE)
+// with the CPU backend's matmul policy against the all-OpenBLAS path, the two models trained side by
+// side in one process, one step of each in turn: a shared VM's drift (20% within minutes) moves both
+// alike. Counters: each one's median step (ms) and openblas/ours, the speed-up.
+void BM_CpuMatmulAB(benchmark::State& state) {
+  const int batch = static_cast<int>(state.range(0));
+  vae::ModelConfig config;
+  if (state.range(1) == 1) {
+    config.encoder.type = vae::NetworkType::Conv;
+    config.encoder.channels = {32, 64};
+    config.encoder.hidden = {256};
+  }
+  std::vector<std::unique_ptr<vae::Model>> models;
+  std::vector<std::unique_ptr<vae::Trainer>> trainers;
+  vae::TrainConfig train;
+  train.batch = batch;
+  for (const char* mode : {"openblas", ""}) {
+    if (*mode) setenv("VAE_CPU_MATMUL", mode, 1);
+    else unsetenv("VAE_CPU_MATMUL");
+    models.push_back(std::make_unique<vae::Model>(config));
+    models.back()->initialize(1);
+    trainers.push_back(std::make_unique<vae::Trainer>(*models.back(), train));
+  }
+  unsetenv("VAE_CPU_MATMUL");
+  std::mt19937 gen(2);
+  std::uniform_real_distribution<float> u(0, 1);
+  std::vector<float> x(static_cast<size_t>(batch) * config.input_dim());
+  for (float& v : x) v = u(gen) < 0.3f ? 1.0f : 0.0f;
+  for (auto& t : trainers) t->step(x, batch);  // warm-up: allocation and primitives happen here
+  std::vector<double> ms[2];
+  for (auto _ : state)
+    for (int which = 0; which < 2; ++which) {
+      const auto start = std::chrono::steady_clock::now();
+      trainers[static_cast<size_t>(which)]->step(x, batch);
+      ms[which].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  state.counters["openblas_ms"] = median(ms[0]);
+  state.counters["ours_ms"] = median(ms[1]);
+  state.counters["speedup"] = median(ms[0]) / std::max(median(ms[1]), 1e-9);
+}
+BENCHMARK(BM_CpuMatmulAB)->ArgNames({"batch", "conv"})->ArgsProduct({{128, 1024, 4096}, {0, 1}})->UseRealTime();
 
 #define VAE_OP_BENCH(fn, arg) BENCHMARK(fn)->ArgNames({#arg, "cuda"})->UseRealTime()
 

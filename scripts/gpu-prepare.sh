@@ -91,7 +91,7 @@ fi
 # Without the Python extension: it would be built for this machine's Python (Debian's 3.11) and the
 # GPU machine has 3.12, so it could not be imported there (docs/gpu.md).
 cmake -S . -B build-gpu -G Ninja -DCMAKE_BUILD_TYPE=Release -DVAE_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES=90 \
-  -DVAE_BUILD_PYTHON=OFF -DVAE_MPI=OFF > /dev/null
+  -DVAE_BUILD_PYTHON=OFF -DVAE_MPI=OFF -DVAE_ONEDNN=OFF > /dev/null
 cmake --build build-gpu
 rm -rf .gpu && mkdir -p .gpu/lib .gpu/data
 cp build-gpu/vae build-gpu/tests/vae_tests build-gpu/bench/vae_bench build-gpu/vae_gpu_probe .gpu/

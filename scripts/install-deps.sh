@@ -5,7 +5,7 @@
 set -euo pipefail
 packages=(
   build-essential cmake ninja-build pkg-config
-  libopenblas-openmp-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev libcli11-dev libstb-dev
+  libopenblas-openmp-dev libdnnl-dev zlib1g-dev libpng-dev libssl-dev nlohmann-json3-dev libcli11-dev libstb-dev
   libgtest-dev libbenchmark-dev
   clang libclang-rt-dev libomp-dev
   python3-torch python3-numpy python3-matplotlib python3-tqdm

@@ -9,6 +9,11 @@
 #include "backend/cpu/cpu_conv.hpp"
 #include "backend/cpu/cpu_ops.hpp"
 #include "vae/error.hpp"
+#ifdef VAE_WITH_ONEDNN
+#include <cstdlib>
+
+#include "backend/cpu/onednn_matmul.hpp"
+#endif
 
 namespace vae {
 namespace {
@@ -32,6 +37,37 @@ double sum_of_squares(const float* g, int64_t n) {
 }
 
 class CpuBackend final : public Backend {
+#ifdef VAE_WITH_ONEDNN
+  // The linear layers' forward (bias and ReLU fused as post-ops) and input gradient of up to
+  // kOneDnnMaxRows rows through oneDNN's matmul; larger batches, and every weight gradient (dy^T x, a
+  // reduction over the batch with both operands transposed), through OpenBLAS. Per op and size, the
+  // faster of the two in BM_CpuLinear on the default MLP's layers (bench/cpu-fast-path.md): Debian's
+  // oneDNN 2.6 runs f32 matmul on AVX2 through its own JIT sgemm, which wins where the call's fixed
+  // cost dominates and loses by up to 3x to OpenBLAS's Zen kernels on thousands of rows.
+  // VAE_CPU_MATMUL=openblas runs everything through OpenBLAS and VAE_CPU_MATMUL=onednn everything
+  // through oneDNN, for side-by-side measurement.
+  static constexpr int kOneDnnMaxRows = 1024;
+  std::unique_ptr<cpu::OneDnnMatmul> onednn_;
+  bool onednn_everywhere_ = false;
+  void choose_matmul() {
+    const char* v = std::getenv("VAE_CPU_MATMUL");
+    const std::string mode = v ? v : "";
+    if (mode != "openblas") onednn_ = std::make_unique<cpu::OneDnnMatmul>();
+    onednn_everywhere_ = mode == "onednn";
+  }
+  bool onednn_for(int rows) const { return onednn_ && (onednn_everywhere_ || rows <= kOneDnnMaxRows); }
+#else
+  static constexpr bool onednn_everywhere_ = false;
+  void choose_matmul() {}
+  bool onednn_for(int /*rows*/) const { return false; }
+  struct NoOneDnn {
+    void forward(const float*, const float*, const float*, float*, int, int, int, bool) {}
+    void input_grad(const float*, const float*, float*, int, int, int) {}
+    void weight_grad(const float*, const float*, float*, int, int, int) {}
+  };
+  std::unique_ptr<NoOneDnn> onednn_;
+#endif
+
   // The im2col columns of one call, after checking that the caller's workspace holds them: a smaller
   // one would be written past its end.
   float* columns(const ConvGeometry& g, Workspace ws, const char* op) {
@@ -44,24 +80,33 @@ class CpuBackend final : public Backend {
   }
 
  public:
+  CpuBackend() { choose_matmul(); }
   Device device() const override { return Device::CPU; }
 
   void linear_forward(const float* x, const float* w, const float* b, float* y, int rows, int in,
                       int out) override {
+    if (onednn_for(rows)) return onednn_->forward(x, w, b, y, rows, in, out, false);
     cpu::linear_forward(x, w, b, y, rows, in, out);
   }
   void linear_backward(const float* x, const float* w, const float* dy, float* dx, float* dw, float* db,
                        int rows, int in, int out) override {
-    cpu::linear_backward(x, w, dy, dx, dw, db, rows, in, out);
+    if (!onednn_for(rows)) return cpu::linear_backward(x, w, dy, dx, dw, db, rows, in, out);
+    if (onednn_everywhere_) onednn_->weight_grad(dy, x, dw, rows, in, out);
+    else cpu::gemm<float>(true, false, out, in, rows, 1.0f, dy, out, x, in, 0.0f, dw, in);
+    if (db) cpu::column_sums(dy, db, rows, out);
+    if (dx) onednn_->input_grad(dy, w, dx, rows, in, out);
   }
   bool linear_relu_forward(const float* x, const float* w, const float* b, float* y, void* /*relu_mask*/, int rows,
                            int in, int out) override {
-    cpu::linear_relu_forward(x, w, b, y, rows, in, out);
+    if (onednn_for(rows)) onednn_->forward(x, w, b, y, rows, in, out, true);
+    else cpu::linear_relu_forward(x, w, b, y, rows, in, out);
     return false;
   }
   void linear_relu_input_backward(const float* w, const float* dy, const float* a, const void* /*relu_mask*/,
                                   float* dpre, float* dbias, int rows, int in, int out) override {
-    cpu::linear_relu_input_backward(w, dy, a, dpre, dbias, rows, in, out);
+    if (!onednn_for(rows)) return cpu::linear_relu_input_backward(w, dy, a, dpre, dbias, rows, in, out);
+    onednn_->input_grad(dy, w, dpre, rows, in, out);
+    cpu::relu_mask_column_sums(a, dpre, dbias, rows, in);
   }
   size_t conv_workspace_bytes(const ConvGeometry& g) override {
     g.check("conv");

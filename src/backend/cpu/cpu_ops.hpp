@@ -81,11 +81,10 @@ void linear_relu_forward(const T* x, const T* w, const T* b, T* y, int rows, int
 
 // dpre = (dy W) * relu'(a), dbias = column sums of dpre. relu'(a) = relu'(pre) because a > 0 exactly
 // when pre > 0, so the ReLU's output stands in for its input.
+// dpre *= relu'(a) and dbias = column sums of dpre, in one pass over dpre [rows, in] (the same
+// operations, in the same order per element and per column, as the two passes apart).
 template <class T>
-void linear_relu_input_backward(const T* w, const T* dy, const T* a, T* dpre, T* dbias, int rows, int in, int out) {
-  gemm<T>(false, false, rows, in, out, T(1), dy, out, w, in, T(0), dpre, in);
-  // The ReLU mask and the column sums in one pass over dpre (the same operations, in the same
-  // order per element and per column, as the two passes apart).
+void relu_mask_column_sums(const T* a, T* dpre, T* dbias, int rows, int in) {
   for_column_blocks(in, [&](int c0, int c1) {
     T acc[kColumnBlock] = {};
     const int w = c1 - c0;
@@ -101,6 +100,12 @@ void linear_relu_input_backward(const T* w, const T* dy, const T* a, T* dpre, T*
     }
     std::copy(acc, acc + w, dbias + c0);
   });
+}
+
+template <class T>
+void linear_relu_input_backward(const T* w, const T* dy, const T* a, T* dpre, T* dbias, int rows, int in, int out) {
+  gemm<T>(false, false, rows, in, out, T(1), dy, out, w, in, T(0), dpre, in);
+  relu_mask_column_sums(a, dpre, dbias, rows, in);
 }
 
 }  // namespace vae::cpu
