@@ -231,7 +231,8 @@ BENCHMARK(BM_CpuLinear)
                    {0, 1}})
     ->UseRealTime();
 
-// BM_CpuLinear's forward (op 0) and input gradient (op 2: dx alone) of one layer, OpenBLAS and
+// BM_CpuLinear's forward (op 0), weight gradient (op 1) and input gradient (op 2: dx alone) of one
+// layer, OpenBLAS and
 // oneDNN in turn within one benchmark, each call timed: medians and OpenBLAS/oneDNN (> 1: oneDNN
 // faster), robust to a shared VM's drift. The rows at which the backend's policy switches library.
 void BM_CpuLinearAB(benchmark::State& state) {
@@ -256,7 +257,8 @@ void BM_CpuLinearAB(benchmark::State& state) {
   std::vector<double> ms[2];
   auto call = [&](vae::Backend& e) {
     if (op == 0) e.linear_relu_forward(x.data(), w.data(), b.data(), y.data(), nullptr, rows, in, out);
-    else e.linear_relu_input_backward(w.data(), dy.data(), x.data(), nullptr, dx.data(), dw.data(), rows, in, out);
+    if (op == 1) e.linear_backward(x.data(), w.data(), dy.data(), nullptr, dw.data(), nullptr, rows, in, out);
+    if (op == 2) e.linear_relu_input_backward(w.data(), dy.data(), x.data(), nullptr, dx.data(), dw.data(), rows, in, out);
   };
   for (int i = 0; i < 2; ++i) call(*be[i]);  // primitives and buffers made here
   for (auto _ : state)
@@ -275,7 +277,7 @@ void BM_CpuLinearAB(benchmark::State& state) {
 }
 BENCHMARK(BM_CpuLinearAB)
     ->ArgNames({"rows", "in_out", "op"})
-    ->ArgsProduct({{128, 512, 1024, 2048, 4096, 8000}, {784 << 12 | 512, 512 << 12 | 784, 256 << 12 | 512}, {0, 2}})
+    ->ArgsProduct({{128, 512, 1024, 2048, 4096, 8000}, {784 << 12 | 512, 512 << 12 | 784, 256 << 12 | 512}, {0, 1, 2}})
     ->UseRealTime();
 
 // The whole training step of a model (config: 0 the default MLP, 1 configs/conv.json's conv VAE)

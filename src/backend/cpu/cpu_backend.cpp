@@ -38,15 +38,14 @@ double sum_of_squares(const float* g, int64_t n) {
 
 class CpuBackend final : public Backend {
 #ifdef VAE_WITH_ONEDNN
-  // The linear layers' forward (bias and ReLU fused as post-ops) and input gradient of up to
-  // kOneDnnMaxRows rows through oneDNN's matmul; larger batches, and every weight gradient (dy^T x, a
-  // reduction over the batch with both operands transposed), through OpenBLAS. Per op and size, the
-  // faster of the two in BM_CpuLinear on the default MLP's layers (bench/cpu-fast-path.md): Debian's
-  // oneDNN 2.6 runs f32 matmul on AVX2 through its own JIT sgemm, which wins where the call's fixed
-  // cost dominates and loses by up to 3x to OpenBLAS's Zen kernels on thousands of rows.
+  // The linear layers' forward (bias and ReLU fused as post-ops) and input gradient through oneDNN's
+  // matmul, and every weight gradient (dy^T x, a reduction over the batch with both operands
+  // transposed) through OpenBLAS: per op, the faster of the two on the default MLP's layers
+  // (bench/cpu-fast-path.md: BM_CpuLinearAB, both libraries call by call, oneDNN 1.02-1.17x on the
+  // forward and input gradient from 128 to 8000 rows on a quiet AVX2 machine; BM_CpuLinear, the
+  // weight gradient mostly slower through oneDNN 2.6's JIT sgemm).
   // VAE_CPU_MATMUL=openblas runs everything through OpenBLAS and VAE_CPU_MATMUL=onednn everything
   // through oneDNN, for side-by-side measurement.
-  static constexpr int kOneDnnMaxRows = 1024;
   std::unique_ptr<cpu::OneDnnMatmul> onednn_;
   bool onednn_everywhere_ = false;
   void choose_matmul() {
@@ -55,7 +54,7 @@ class CpuBackend final : public Backend {
     if (mode != "openblas") onednn_ = std::make_unique<cpu::OneDnnMatmul>();
     onednn_everywhere_ = mode == "onednn";
   }
-  bool onednn_for(int rows) const { return onednn_ && (onednn_everywhere_ || rows <= kOneDnnMaxRows); }
+  bool onednn_for(int /*rows*/) const { return onednn_ != nullptr; }
 #else
   static constexpr bool onednn_everywhere_ = false;
   void choose_matmul() {}
