@@ -16,8 +16,9 @@
 // `using Scalar = T;` and `int64_t items` (per row), and provides
 //   VAE_HD void operator()(int64_t row, int64_t item, T& acc) const  // the item's own outputs; adds its term to acc
 //   VAE_HD void finish(int64_t row, T total) const                    // the row's reduced outputs
-// The CPU runs each row as one task, items in order into one accumulator; CUDA runs one block per
-// row, each thread's items in order, then a fixed tree of shuffles (block_reduce.cuh). Both are
+// The CPU runs each row as one task, its items in SIMD lanes (each lane's items in order, then the
+// lanes in a fixed order) where the body vectorizes, in order where it does not; CUDA runs one block
+// per row, each thread's items in order, then a fixed tree of shuffles (block_reduce.cuh). Both are
 // deterministic; they differ from each other only in the order of the sum.
 #pragma once
 
@@ -33,19 +34,34 @@
 
 namespace vae::ops {
 
+// Each thread runs a copy of the functor: its pointers then live in registers, where the stores
+// through them cannot change them (through a shared reference the compiler must reload them after
+// every store, and vectorizes nothing).
 template <class F>
-void cpu_for_each(const F& f, int64_t n) {
-#pragma omp parallel for schedule(static)
-  for (int64_t i = 0; i < n; ++i) f(i);
+void cpu_for_each(const F& shared, int64_t n) {
+#pragma omp parallel
+  {
+    const F f = shared;
+#pragma omp for schedule(static)
+    for (int64_t i = 0; i < n; ++i) f(i);
+  }
 }
 
 template <class F>
-void cpu_for_rows(const F& f, int64_t rows) {
-#pragma omp parallel for schedule(static)
-  for (int64_t r = 0; r < rows; ++r) {
-    typename F::Scalar acc = 0;
-    for (int64_t i = 0; i < f.items; ++i) f(r, i, acc);
-    f.finish(r, acc);
+void cpu_for_rows(const F& shared, int64_t rows) {
+#pragma omp parallel
+  {
+    const F f = shared;
+#pragma omp for schedule(static)
+    for (int64_t r = 0; r < rows; ++r) {
+      typename F::Scalar acc = 0;
+      // A row's items in SIMD lanes where the functor's body vectorizes (the likelihoods: 784 pixels
+      // a row), each lane summing its own items in order and the lanes added in a fixed order: the
+      // order depends only on the binary, so the bits repeat on a machine at any thread count.
+#pragma omp simd reduction(+ : acc)
+      for (int64_t i = 0; i < f.items; ++i) f(r, i, acc);
+      f.finish(r, acc);
+    }
   }
 }
 

@@ -7,6 +7,8 @@
 #pragma once
 
 #include <cmath>
+#include <cstdint>
+#include <cstring>
 
 #if defined(__CUDACC__)
 #define VAE_HD __host__ __device__ __forceinline__
@@ -30,6 +32,36 @@ VAE_HD float cos(float x) { return ::cosf(x); }
 VAE_HD float sin(float x) { return ::sinf(x); }
 VAE_HD float abs(float x) { return ::fabsf(x); }
 VAE_HD double abs(double x) { return ::fabs(x); }
+// e^x for x <= 0 (the likelihoods' e^-|l|). On the host: Cody-Waite reduction by ln 2 and Cephes'
+// degree-6 polynomial, within 2 ulps of e^x, and 0 where e^x is below the smallest normal float
+// (x < -87.33, as flush-to-zero leaves it), all without branches, so the loops that call it
+// vectorize: glibc's expf is a call per element, which the compiler vectorizes only under
+// -ffast-math. On the device: ::expf.
+VAE_HD float exp_nonpositive(float x) {
+#if defined(__CUDA_ARCH__)
+  return ::expf(x);
+#else
+  const bool normal = !(x < -87.3365f);  // ln(2^-126); NaN stays NaN through p below
+  x = normal ? x : -87.3365f;
+  // n = round(x / ln 2) by the float rounding of an add (exact here: |x / ln 2| < 2^22).
+  const float n = (x * 1.44269504088896341f + 12582912.0f) - 12582912.0f;
+  const float r = (x - n * 0.693359375f) - n * -2.12194440e-4f;  // x - n ln 2, |r| <= ln 2 / 2
+  float p = 1.9875691500e-4f;
+  p = p * r + 1.3981999507e-3f;
+  p = p * r + 8.3334519073e-3f;
+  p = p * r + 4.1665795894e-2f;
+  p = p * r + 1.6666665459e-1f;
+  p = p * r + 5.0000001201e-1f;
+  p = p * r * r + r + 1.0f;
+  const float n_in_range = n >= -126.0f ? n : -126.0f;               // a NaN's n converts as -126
+  const int32_t bits = (static_cast<int32_t>(n_in_range) + 127) * (1 << 23);  // 2^n, n in [-126, 0]
+  float scale;
+  std::memcpy(&scale, &bits, sizeof scale);
+  return normal ? p * scale : 0.0f;
+#endif
+}
+VAE_HD double exp_nonpositive(double x) { return ::exp(x); }
+
 #if defined(__CUDA_ARCH__)
 VAE_HD bool isfinite(float x) { return ::isfinite(x); }
 VAE_HD bool isfinite(double x) { return ::isfinite(x); }

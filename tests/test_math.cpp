@@ -19,7 +19,7 @@ TEST(Math, BernoulliNllIsExactAndFiniteAtExtremeLogits) {
   // softplus(100) = 100 + log1p(e^-100): exactly 100 in float and double.
   EXPECT_EQ(math::bernoulli_nll(100.0f, 1.0f), 0.0f);
   EXPECT_EQ(math::bernoulli_nll(100.0f, 0.0f), 100.0f);
-  // softplus(-100) = e^-100 ~ 3.7e-44: a float denormal, and correct.
+  // softplus(-100) = e^-100 ~ 3.7e-44, below the smallest normal float: 0, as flush-to-zero gives.
   EXPECT_GE(math::bernoulli_nll(-100.0f, 0.0f), 0.0f);
   EXPECT_LT(math::bernoulli_nll(-100.0f, 0.0f), 1e-43f);
   EXPECT_EQ(math::bernoulli_nll(-100.0f, 1.0f), 100.0f);
@@ -40,15 +40,48 @@ TEST(Math, BernoulliNllIsExactAndFiniteAtExtremeLogits) {
   }
 }
 
-// log1p through log with Goldberg's correction: within 4 ulps of log1p over [0, 1] (the range
-// softplus uses); the fused Bernoulli value-and-gradient equals the two functions bit for bit.
-TEST(Math, Log1pFromLogAndFusedBernoulliAreExact) {
+// The Bernoulli's log1p(e) for e in [0, 1] and e^x for x <= 0 in float, written without libm calls
+// so the CPU vectorizes them: log1p_unit within 4 ulps of log1p over [0, 1] (every binade down to
+// 2^-126), exp_nonpositive within 2 ulps of e^x down to the smallest normal float and 0 below it,
+// NaN in NaN out; the fused Bernoulli value-and-gradient equals the two functions bit for bit.
+// log1p through log with Goldberg's correction (softplus): within 4 ulps of log1p over [0, 1].
+TEST(Math, Log1pFromLogIsWithinUlps) {
   for (int i = 0; i <= 200000; ++i) {
     const float e = i == 0 ? 0.0f : std::ldexp(1.0f + float(i % 1000) / 1000.0f, -(i / 1000) % 127);
     if (e > 1.0f) continue;
     const float got = math::log1p_nonnegative(e), want = std::log1p(e);
     EXPECT_LE(std::fabs(got - want), 4 * std::fabs(std::nextafter(want, 2.0f) - want) + 1e-45f) << e;
   }
+}
+
+TEST(Math, VectorizableLog1pAndExpAreWithinUlpsAndFusedBernoulliIsExact) {
+  const auto ulp = [](float want) { return std::fabs(std::nextafter(want, 2.0f * want + 1.0f) - want); };
+  for (int i = 0; i <= 200000; ++i) {
+    const float e = i == 0 ? 0.0f : std::ldexp(1.0f + float(i % 1000) / 1000.0f, -(i / 1000) % 127);
+    if (e > 1.0f) continue;
+    const float got = math::log1p_unit(e);
+    const float want = static_cast<float>(std::log1p(double(e)));
+    EXPECT_LE(std::fabs(got - want), 4 * ulp(want) + 1e-45f) << e;
+  }
+  EXPECT_EQ(math::log1p_unit(1.0f), std::log1p(1.0f));
+  int checked = 0;
+  for (float x = 0.0f; x >= -87.3f; x -= 0.000937f, ++checked) {
+    const float got = hd::exp_nonpositive(x);
+    const float want = static_cast<float>(std::exp(double(x)));
+    ASSERT_LE(std::fabs(got - want), 2 * ulp(want)) << x;
+  }
+  EXPECT_GT(checked, 90000);
+  EXPECT_EQ(hd::exp_nonpositive(0.0f), 1.0f);
+  EXPECT_EQ(hd::exp_nonpositive(-87.4f), 0.0f);
+  EXPECT_EQ(hd::exp_nonpositive(-1e30f), 0.0f);
+  EXPECT_EQ(hd::exp_nonpositive(-std::numeric_limits<float>::infinity()), 0.0f);
+  const float nan = std::numeric_limits<float>::quiet_NaN();
+  EXPECT_TRUE(std::isnan(hd::exp_nonpositive(nan)));
+  EXPECT_TRUE(std::isnan(math::bernoulli_nll(nan, 0.0f)));
+  EXPECT_TRUE(std::isnan(math::bernoulli_nll_grad(nan, 0.0f)));
+  float nan_grad = 0.0f;
+  EXPECT_TRUE(std::isnan(math::bernoulli_nll_with_grad(nan, 1.0f, nan_grad)));
+  EXPECT_TRUE(std::isnan(nan_grad));
   for (float l : {-100.0f, -20.0f, -1.5f, -1e-3f, 0.0f, 1e-3f, 0.7f, 15.0f, 100.0f})
     for (float x : {0.0f, 0.25f, 1.0f}) {
       float grad;

@@ -12,6 +12,7 @@
 #include <type_traits>
 
 #include <cblas.h>
+#include <omp.h>
 
 #include "vae_math.cuh"
 
@@ -37,15 +38,19 @@ void linear_forward(const T* x, const T* w, const T* b, T* y, int rows, int in, 
   gemm<T>(false, true, rows, out, in, T(1), x, in, w, in, T(1), y, out);
 }
 
-// Calls f(c0, c1) for blocks of kColumnBlock columns [c0, c1) in parallel: column-wise work whose
-// per-column order (rows first to last) does not depend on the thread count.
-constexpr int kColumnBlock = 64;
+// Calls f(c0, c1) for spans of columns [c0, c1) in parallel, one span per thread where the columns
+// allow: column-wise work whose per-column order (rows first to last) does not depend on the thread
+// count, so the span's width changes no bits. Wide spans matter: a thread walks down the rows of
+// its span, and a narrow one (it was 64 columns) reads 256 bytes a row at a stride the hardware
+// prefetchers do not follow, which made the ReLU-mask pass 7.6% of a batch-4096 step.
+constexpr int kMaxColumnSpan = 1024;  // floats of accumulator on the stack: 4 KiB
 template <class F>
 void for_column_blocks(int cols, F&& f) {
-  constexpr int kBlock = kColumnBlock;
-  const int blocks = (cols + kBlock - 1) / kBlock;
+  const int threads = std::max(1, omp_get_max_threads());
+  const int span = std::clamp(((cols + threads - 1) / threads + 15) / 16 * 16, 64, kMaxColumnSpan);
+  const int blocks = (cols + span - 1) / span;
 #pragma omp parallel for schedule(static)
-  for (int b = 0; b < blocks; ++b) f(b * kBlock, std::min(cols, (b + 1) * kBlock));
+  for (int b = 0; b < blocks; ++b) f(b * span, std::min(cols, (b + 1) * span));
 }
 
 // s[c] = sum over rows of m[r, c], rows in order (the bias gradient).
@@ -53,7 +58,7 @@ template <class T>
 void column_sums(const T* m, T* s, int rows, int cols) {
   for_column_blocks(cols, [&](int c0, int c1) {
     // A local accumulator the compiler can keep in vector registers (s might alias m otherwise).
-    T acc[kColumnBlock] = {};
+    T acc[kMaxColumnSpan] = {};
     const int w = c1 - c0;
     for (int r = 0; r < rows; ++r) {
       const T* __restrict row = m + static_cast<int64_t>(r) * cols + c0;
@@ -86,7 +91,7 @@ void linear_relu_forward(const T* x, const T* w, const T* b, T* y, int rows, int
 template <class T>
 void relu_mask_column_sums(const T* a, T* dpre, T* dbias, int rows, int in) {
   for_column_blocks(in, [&](int c0, int c1) {
-    T acc[kColumnBlock] = {};
+    T acc[kMaxColumnSpan] = {};
     const int w = c1 - c0;
     for (int r = 0; r < rows; ++r) {
       T* __restrict row = dpre + static_cast<int64_t>(r) * in + c0;
