@@ -70,6 +70,35 @@ TEST(MixturePrior, LogDensityAndResponsibilitiesMatchTheDefinition) {
 }
 
 // Samples pick component k with frequency pi_k and spread around m_k by sigma_k * temperature.
+// The evaluator's table of posterior Gaussians (the mutual information's pairs): each row's
+// log q0(z | x) against the density written out from the head row (mean, soft-clamped raw
+// log-variance), at random heads including raw log-variances far outside the clamp.
+TEST(Posterior, GaussianTermsGiveEachRowsLogDensity) {
+  ModelConfig config;
+  config.latent = 5;
+  const Posterior q(config);
+  const int rows = 7, L = config.latent;
+  std::vector<float> h(static_cast<size_t>(rows) * q.head_width()), z(L);
+  uint32_t state = 12345;
+  auto uniform = [&] { return (state = state * 1664525u + 1013904223u) / 4294967296.0f; };
+  for (float& v : h) v = 8.0f * uniform() - 4.0f;
+  h[L] = -80.0f;          // row 0, unit 0: raw log-variance below the clamp's floor
+  h[L + 1] = 45.0f;       // and above its ceiling
+  for (float& v : z) v = 4.0f * uniform() - 2.0f;
+  const Posterior::GaussianTerms terms = q.gaussian_terms(h.data(), rows);
+  for (int r = 0; r < rows; ++r) {
+    double want = 0;
+    for (int u = 0; u < L; ++u) {
+      const double mu = h[static_cast<size_t>(r) * q.head_width() + u];
+      const double lv = math::soft_clamp(double(h[static_cast<size_t>(r) * q.head_width() + L + u]),
+                                         double(math::kLogvarMin), double(math::kLogvarMax));
+      const double var = std::exp(lv);
+      want += -0.5 * std::log(2 * M_PI * var) - (z[u] - mu) * (z[u] - mu) / (2 * var);
+    }
+    EXPECT_NEAR(terms.log_density(r, z.data()), want, 1e-9 * std::max(1.0, std::fabs(want))) << r;
+  }
+}
+
 TEST(MixturePrior, SamplerFollowsItsWeightsMeansAndVariances) {
   const int n = 40000, L = 2, K = 3;
   const std::vector<float> logits{0.0f, std::log(2.0f), std::log(5.0f)};  // weights 1/8, 2/8, 5/8

@@ -13,16 +13,26 @@ Posterior::Posterior(const ModelConfig& config)
     : latent_(config.latent),
       flow_("posterior.flow", config.latent, config.posterior_flow_steps, config.posterior_flow_hidden) {}
 
-double Posterior::log_gaussian(const float* h, int64_t row, const float* z) const {
-  const float* mu = h + row_offset(row);
-  const float* raw = mu + latent_;
-  double acc = 0;
-  for (int u = 0; u < latent_; ++u) {
-    const double lv = math::soft_clamp(double(raw[u]), double(math::kLogvarMin), double(math::kLogvarMax));
-    const double d = double(z[u]) - double(mu[u]);
-    acc += -0.5 * d * d * std::exp(-lv) - 0.5 * lv - math::kHalfLog2Pi;
+Posterior::GaussianTerms Posterior::gaussian_terms(const float* h, int64_t rows) const {
+  GaussianTerms t;
+  t.latent = latent_;
+  const size_t n = static_cast<size_t>(rows) * static_cast<size_t>(latent_);
+  t.mean.resize(n);
+  t.inv_var.resize(n);
+  t.half_log_var.resize(n);
+#pragma omp parallel for schedule(static)
+  for (int64_t r = 0; r < rows; ++r) {
+    const float* mu = h + row_offset(r);
+    const float* raw = mu + latent_;
+    for (int u = 0; u < latent_; ++u) {
+      const size_t at = static_cast<size_t>(r) * static_cast<size_t>(latent_) + static_cast<size_t>(u);
+      const double lv = math::soft_clamp(double(raw[u]), double(math::kLogvarMin), double(math::kLogvarMax));
+      t.mean[at] = double(mu[u]);
+      t.inv_var[at] = std::exp(-lv);
+      t.half_log_var[at] = 0.5 * lv;
+    }
   }
-  return acc;
+  return t;
 }
 
 void Posterior::moments(Backend& be, const float* h, int rows, float* mu, float* log_var) const {

@@ -45,6 +45,7 @@ std::pair<double, double> mutual_information_sums(const Posterior& q, const std:
                                                   const std::vector<float>& z, const std::vector<float>& log_p,
                                                   const std::vector<float>& logdet, int64_t n, int i0, int i1) {
   const int L = q.latent();
+  const Posterior::GaussianTerms terms = q.gaussian_terms(h.data(), n);
   // Per sample, then summed in order: the same bits for any thread count.
   std::vector<double> info(static_cast<size_t>(i1 - i0)), aggregate(static_cast<size_t>(i1 - i0));
 #pragma omp parallel for schedule(static)
@@ -52,7 +53,7 @@ std::pair<double, double> mutual_information_sums(const Posterior& q, const std:
     const float* zi = z.data() + static_cast<size_t>(i) * L;
     double top = -std::numeric_limits<double>::infinity(), sum = 0;
     for (int64_t j = 0; j < n; ++j) {  // streaming log-sum-exp over every test posterior
-      const double a = q.log_gaussian(h.data(), j, zi);
+      const double a = terms.log_density(j, zi);
       if (a > top) {
         sum = sum * std::exp(top - a) + 1.0;
         top = a;
@@ -61,7 +62,7 @@ std::pair<double, double> mutual_information_sums(const Posterior& q, const std:
       }
     }
     const double log_aggregate = top + std::log(sum) - std::log(static_cast<double>(n));
-    info[static_cast<size_t>(i - i0)] = q.log_gaussian(h.data(), i, zi) - log_aggregate;
+    info[static_cast<size_t>(i - i0)] = terms.log_density(i, zi) - log_aggregate;
     const double ld = logdet.empty() ? 0.0 : double(logdet[static_cast<size_t>(i)]);
     aggregate[static_cast<size_t>(i - i0)] = log_aggregate - ld - double(log_p[static_cast<size_t>(i)]);
   }
