@@ -20,7 +20,8 @@ template <class T>
 struct Sigmoid {
   const T* x;
   T* y;
-  VAE_HD void operator()(int64_t i) const { y[i] = math::sigmoid(x[i]); }
+  // Per pixel (the Bernoulli decoder's image): the vectorizing form (vae_math.cuh).
+  VAE_HD void operator()(int64_t i) const { y[i] = math::bernoulli_mean(x[i]); }
 };
 
 template <class T>

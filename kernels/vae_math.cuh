@@ -65,11 +65,17 @@ template <class T>
 VAE_HD T bernoulli_nll(T logit, T x) {
   return (logit > T(0) ? logit : T(0)) + log1p_unit(hd::exp_nonpositive(-hd::abs(logit))) - x * logit;
 }
+// The Bernoulli's mean sigmoid(l) per pixel (its gradient's first term, and the decoded image):
+// from e = exp_nonpositive(-|l|) with one division for both signs, so a row of pixels vectorizes.
+template <class T>
+VAE_HD T bernoulli_mean(T logit) {
+  const T e = hd::exp_nonpositive(-hd::abs(logit));
+  const T r = T(1) / (T(1) + e);  // sigmoid(|l|)
+  return logit >= T(0) ? r : e * r;
+}
 template <class T>
 VAE_HD T bernoulli_nll_grad(T logit, T x) {
-  const T e = hd::exp_nonpositive(-hd::abs(logit));
-  const T r = T(1) / (T(1) + e);  // sigmoid(|l|); one division for both signs, so the select vectorizes
-  return (logit >= T(0) ? r : e * r) - x;
+  return bernoulli_mean(logit) - x;
 }
 // Both from one exponential e = e^-|l| (the value and the gradient each need it): the same values as
 // bernoulli_nll and bernoulli_nll_grad, bit for bit, at one exp per element instead of two.

@@ -138,6 +138,14 @@ std::vector<float> Tensor::to_host() const {
   return out;
 }
 
+void Tensor::copy_to_host(float* out, int64_t count) const {
+  forbid_while_recording("copying a tensor to the host");
+  if (count != numel_) throw Error("copy_to_host: " + to_string(shape_) + " into " + std::to_string(count) + " values");
+  if (count == 0) return;
+  if (device_ == Device::CPU) std::memcpy(out, data_, static_cast<size_t>(count) * sizeof(float));
+  else cuda::copy_device_to_host(out, data_, static_cast<size_t>(count) * sizeof(float));
+}
+
 void Tensor::copy_from_host(const float* values, int64_t count) {
   forbid_while_recording("copying host values into a tensor");
   if (count != numel_) throw Error("copy_from_host: " + std::to_string(count) + " values into " + to_string(shape_));

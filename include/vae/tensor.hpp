@@ -50,6 +50,8 @@ class Tensor {
   Tensor reshape(Shape shape) const;
 
   std::vector<float> to_host() const;
+  // The values into out[0, count) on the host; count must be numel().
+  void copy_to_host(float* out, int64_t count) const;
   void copy_from_host(const float* values, int64_t count);
   void copy_from(const Tensor& other);  // same numel, any devices
   void fill(float value);

@@ -112,9 +112,12 @@ vae::Shape image_shape(const vae::Model& m, int64_t n) {
   return {n, c.image_channels, c.image_height, c.image_width};
 }
 
-py::array_t<float> image_array(const vae::Model& m, const std::vector<float>& v, int64_t n) {
+// The images as a numpy array that owns the vector's memory: no copy of what may be 100s of MB.
+py::array_t<float> image_array(const vae::Model& m, std::vector<float>&& v, int64_t n) {
   const vae::Shape shape = image_shape(m, n);
-  return array_of(v, std::vector<py::ssize_t>(shape.begin(), shape.end()));
+  auto* owned = new std::vector<float>(std::move(v));
+  const py::capsule free_when_done(owned, [](void* p) { delete static_cast<std::vector<float>*>(p); });
+  return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end()), owned->data(), free_when_done);
 }
 
 void check_size(const vae::Model& m, int64_t channels, int64_t height, int64_t width, const char* what) {
@@ -524,7 +527,7 @@ PYBIND11_MODULE(_core, m) {
               py::gil_scoped_release release;
               images = vae::sample_images(m, o);
             }
-            return image_array(m, images, n);
+            return image_array(m, std::move(images), n);
           },
           py::arg("n"), py::arg("temperature") = 1.0f, py::arg("label") = py::none(), py::arg("seed") = 0,
           py::arg("aggregate") = nullptr, py::arg("dlpack") = false,
@@ -553,7 +556,7 @@ PYBIND11_MODULE(_core, m) {
               const vae::LatentCodes c = vae::encode_images(m, s);
               images = vae::decode_latents(m, c.code(), c.count, s.labels);
             }
-            return image_array(m, images, s.count);
+            return image_array(m, std::move(images), s.count);
           },
           py::arg("x"), py::arg("labels") = py::none(),
           "Each image decoded from its posterior mean (pushed through any posterior flow), float32 "

@@ -212,8 +212,7 @@ std::vector<float> decode_to_host(Model& model, const Tensor& z, const std::vect
   std::vector<float> out;
   decode_batches(model, z, labels, batch, [&](int64_t first, int rows, const Tensor& images) {
     if (out.empty()) out.resize(static_cast<size_t>(z.dim(0)) * d);
-    const std::vector<float> h = images.to_host();
-    std::copy(h.begin(), h.begin() + int64_t(rows) * d, out.begin() + first * d);
+    images.view(0, {rows, d}).copy_to_host(out.data() + first * d, int64_t(rows) * d);  // one copy, no temporary
   });
   return out;
 }
