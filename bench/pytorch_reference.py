@@ -13,6 +13,9 @@ Modes (all print JSON lines with the same field names as the engine's own output
       dynamic binarisation) and evaluates on the engine's fixed binarisation of the test set.
   step [--batch 128] [--threads 2] [--device cpu|cuda] [--mode eager|compile|reduce-overhead|max-autotune]
       Times one training step (forward, loss, backward, Adam), eager or through torch.compile.
+  eval-time --checkpoint FILE [--k 100] [--threads 2]   /   sample-time --checkpoint FILE [--n 10000]
+      Times the work of `vae eval --k K` over the test set and of `vae sample --n N`, batched
+      (bench/cpu_eval_side_by_side.sh runs them beside the engine's own).
 Uses Debian's python3-torch and python3-numpy (run with /usr/bin/python3).
 """
 import argparse
@@ -161,15 +164,21 @@ def evaluate(model, x, first, k, dtype):
         return out
 
 
-def cmd_check(a):
-    meta, tensors = read_safetensors(a.checkpoint)
+def load_checkpoint(path, dtype):
+    """A vae checkpoint of a Bernoulli/ReLU MLP model as this file's VAE, in dtype."""
+    meta, tensors = read_safetensors(path)
     cfg = json.loads(meta["vae_config"])  # the component tree (image, encoder, ..., likelihood)
     enc = cfg["encoder"]
     assert cfg["likelihood"]["type"] == "bernoulli" and enc["type"] == "mlp" and enc["activation"] == "relu", \
-        "check covers Bernoulli/ReLU MLP models"
-    model = VAE(cfg["image"]["height"] * cfg["image"]["width"], enc["hidden"], cfg["posterior"]["latent"]).double()
-    state = {name: torch.from_numpy(v.astype(np.float64)) for name, v in tensors.items()}
+        "the reference covers Bernoulli/ReLU MLP models"
+    model = VAE(cfg["image"]["height"] * cfg["image"]["width"], enc["hidden"], cfg["posterior"]["latent"]).to(dtype)
+    state = {name: torch.from_numpy(v.copy()).to(dtype) for name, v in tensors.items()}
     model.load_state_dict(state, strict=True)
+    return model
+
+
+def cmd_check(a):
+    model = load_checkpoint(a.checkpoint, torch.float64)
     engine = json.load(open(a.engine_json))
     pixels = read_idx_images(os.path.join(a.data, "t10k-images-idx3-ubyte.gz"))[: engine["count"]]
     x = torch.from_numpy(binarize_test(pixels)).double()
@@ -280,6 +289,71 @@ def cmd_step(a):
     return 0
 
 
+def cmd_eval_time(a):
+    """The work of `vae eval --k K` over the test set, batched as PyTorch code would write it: the
+    one-sample test -ELBO, the K-sample importance-weighted bound (--images images at a time, so
+    images * K decoder rows per call), active units and KL per dimension from the posterior means.
+    Noise from torch.randn (the engine's Philox in numpy would time numpy, not the model); the test
+    images are binarised before the clock starts. Prints the seconds of the best of --repeats."""
+    torch.set_num_threads(a.threads)
+    model = load_checkpoint(a.checkpoint, torch.float32)
+    pixels = read_idx_images(os.path.join(a.data, "t10k-images-idx3-ubyte.gz"))
+    x = torch.from_numpy(binarize_test(pixels[: a.limit] if a.limit else pixels))
+    n, L, k, B = x.shape[0], model.latent, a.k, a.images
+    g = torch.Generator().manual_seed(0)
+
+    def run():
+        with torch.no_grad():
+            elbo = iwae = 0.0
+            means, kls = [], []
+            for b in range(0, n, B):
+                xb = x[b:b + B]
+                mu, lv = model.posterior(xb)
+                std = torch.exp(0.5 * lv)
+                z = mu + std * torch.randn(mu.shape, generator=g)
+                nll = F.binary_cross_entropy_with_logits(model.decoder(z), xb, reduction="none").sum(1)
+                kl_dims = 0.5 * (torch.exp(lv) + mu * mu - 1.0 - lv)
+                elbo += float((nll + kl_dims.sum(1)).sum())
+                means.append(mu)
+                kls.append(kl_dims.sum(0))
+                if k > 0:
+                    e = torch.randn(xb.shape[0], k, L, generator=g)
+                    zk = mu[:, None] + std[:, None] * e
+                    logits = model.decoder(zk.reshape(-1, L)).view(xb.shape[0], k, -1)
+                    nll_k = F.binary_cross_entropy_with_logits(logits, xb[:, None].expand_as(logits), reduction="none").sum(2)
+                    logw = -0.5 * (zk * zk).sum(2) + 0.5 * (e * e).sum(2) + 0.5 * lv.sum(1, keepdim=True) - nll_k
+                    iwae -= float((torch.logsumexp(logw, 1) - math.log(k)).sum())
+            active = int((torch.cat(means).var(0) > 0.01).sum())
+            return {"neg_elbo": elbo / n, "iwae_nll": iwae / n if k > 0 else None, "active_units": active,
+                    "kl_per_dim": (torch.stack(kls).sum(0) / n).tolist()}
+
+    secs = []
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        out = run()
+        secs.append(time.perf_counter() - t0)
+    print(json.dumps({"impl": "pytorch-eager", "task": "eval", "count": n, "k": k, "threads": a.threads,
+                      "seconds": min(secs), "neg_elbo": out["neg_elbo"], "iwae_nll": out["iwae_nll"]}))
+    return 0
+
+
+def cmd_sample_time(a):
+    """The work of `vae sample --n N`: N codes from the standard normal prior through the decoder to
+    the mean images, a float32 numpy array [N, 1, 28, 28] as Model.sample returns. Best of --repeats."""
+    torch.set_num_threads(a.threads)
+    model = load_checkpoint(a.checkpoint, torch.float32)
+    g = torch.Generator().manual_seed(0)
+    secs = []
+    for _ in range(a.repeats):
+        t0 = time.perf_counter()
+        with torch.no_grad():
+            images = torch.sigmoid(model.decoder(torch.randn(a.n, model.latent, generator=g))).view(a.n, 1, 28, 28).numpy()
+        secs.append(time.perf_counter() - t0)
+    assert images.shape == (a.n, 1, 28, 28)
+    print(json.dumps({"impl": "pytorch-eager", "task": "sample", "count": a.n, "threads": a.threads, "seconds": min(secs)}))
+    return 0
+
+
 def main():
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", default=DATA)
@@ -301,8 +375,21 @@ def main():
     s.add_argument("--mode", default="eager", choices=["eager", "compile", "reduce-overhead", "max-autotune"])
     s.add_argument("--strict-fp32", action="store_true", help="CUDA: turn TF32 off")
     s.add_argument("--model", default="mlp", choices=["mlp", "conv"], help="mlp: the default model; conv: configs/conv.json")
+    e = sub.add_parser("eval-time")
+    e.add_argument("--checkpoint", required=True)
+    e.add_argument("--k", type=int, default=100)
+    e.add_argument("--limit", type=int, default=0, help="first N test images (0: all 10,000)")
+    e.add_argument("--images", type=int, default=80, help="test images per importance-sampling batch")
+    e.add_argument("--threads", type=int, default=2)
+    e.add_argument("--repeats", type=int, default=1)
+    g = sub.add_parser("sample-time")
+    g.add_argument("--checkpoint", required=True)
+    g.add_argument("--n", type=int, default=10000)
+    g.add_argument("--threads", type=int, default=2)
+    g.add_argument("--repeats", type=int, default=3)
     a = p.parse_args()
-    return {"check": cmd_check, "train": cmd_train, "step": cmd_step}[a.cmd](a)
+    return {"check": cmd_check, "train": cmd_train, "step": cmd_step, "eval-time": cmd_eval_time,
+            "sample-time": cmd_sample_time}[a.cmd](a)
 
 
 if __name__ == "__main__":
