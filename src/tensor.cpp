@@ -132,9 +132,7 @@ Tensor Tensor::reshape(Shape shape) const {
 std::vector<float> Tensor::to_host() const {
   forbid_while_recording("copying a tensor to the host");
   std::vector<float> out(static_cast<size_t>(numel_));
-  if (numel_ == 0) return out;
-  if (device_ == Device::CPU) std::memcpy(out.data(), data_, out.size() * sizeof(float));
-  else cuda::copy_device_to_host(out.data(), data_, out.size() * sizeof(float));
+  copy_to_host(out.data(), numel_);
   return out;
 }
 

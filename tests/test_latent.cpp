@@ -69,7 +69,6 @@ TEST(MixturePrior, LogDensityAndResponsibilitiesMatchTheDefinition) {
   for (int r = 0; r < rows; ++r) EXPECT_NEAR(mix[r], standard[r], 1e-6) << "soft_clamp(0) is 0 to within e^-20";
 }
 
-// Samples pick component k with frequency pi_k and spread around m_k by sigma_k * temperature.
 // The evaluator's table of posterior Gaussians (the mutual information's pairs): each row's
 // log q0(z | x) against the density written out from the head row (mean, soft-clamped raw
 // log-variance), at random heads including raw log-variances far outside the clamp.
@@ -99,6 +98,7 @@ TEST(Posterior, GaussianTermsGiveEachRowsLogDensity) {
   }
 }
 
+// Samples pick component k with frequency pi_k and spread around m_k by sigma_k * temperature.
 TEST(MixturePrior, SamplerFollowsItsWeightsMeansAndVariances) {
   const int n = 40000, L = 2, K = 3;
   const std::vector<float> logits{0.0f, std::log(2.0f), std::log(5.0f)};  // weights 1/8, 2/8, 5/8
