@@ -281,9 +281,10 @@ BENCHMARK(BM_CpuLinearAB)
     ->UseRealTime();
 
 // The whole training step of a model (config: 0 the default MLP, 1 configs/conv.json's conv VAE)
-// with the CPU backend's matmul policy against the all-OpenBLAS path, the two models trained side by
-// side in one process, one step of each in turn: a shared VM's drift (20% within minutes) moves both
-// alike. Counters: each one's median step (ms) and openblas/ours, the speed-up.
+// with the CPU backend's policy against one fixed path (against 0: every GEMM on OpenBLAS,
+// VAE_CPU_MATMUL=openblas; 1: every convolution on im2col, VAE_CPU_CONV=im2col), the two models
+// trained side by side in one process, one step of each in turn: a shared VM's drift (20% within
+// minutes) moves both alike. Counters: each one's median step (ms) and baseline/ours, the speed-up.
 void BM_CpuMatmulAB(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0));
   vae::ModelConfig config;
@@ -296,14 +297,15 @@ void BM_CpuMatmulAB(benchmark::State& state) {
   std::vector<std::unique_ptr<vae::Trainer>> trainers;
   vae::TrainConfig train;
   train.batch = batch;
-  for (const char* mode : {"openblas", ""}) {
-    if (*mode) setenv("VAE_CPU_MATMUL", mode, 1);
-    else unsetenv("VAE_CPU_MATMUL");
+  const char* variable = state.range(2) == 0 ? "VAE_CPU_MATMUL" : "VAE_CPU_CONV";
+  for (const char* mode : {state.range(2) == 0 ? "openblas" : "im2col", ""}) {
+    if (*mode) setenv(variable, mode, 1);
+    else unsetenv(variable);
     models.push_back(std::make_unique<vae::Model>(config));
     models.back()->initialize(1);
     trainers.push_back(std::make_unique<vae::Trainer>(*models.back(), train));
   }
-  unsetenv("VAE_CPU_MATMUL");
+  unsetenv(variable);
   std::mt19937 gen(2);
   std::uniform_real_distribution<float> u(0, 1);
   std::vector<float> x(static_cast<size_t>(batch) * config.input_dim());
@@ -320,11 +322,75 @@ void BM_CpuMatmulAB(benchmark::State& state) {
     std::sort(v.begin(), v.end());
     return v.empty() ? 0.0 : v[v.size() / 2];
   };
-  state.counters["openblas_ms"] = median(ms[0]);
+  state.counters["baseline_ms"] = median(ms[0]);
   state.counters["ours_ms"] = median(ms[1]);
   state.counters["speedup"] = median(ms[0]) / std::max(median(ms[1]), 1e-9);
 }
-BENCHMARK(BM_CpuMatmulAB)->ArgNames({"batch", "conv"})->ArgsProduct({{128, 1024, 4096}, {0, 1}})->UseRealTime();
+BENCHMARK(BM_CpuMatmulAB)
+    ->ArgNames({"batch", "conv", "against"})
+    ->ArgsProduct({{128, 1024, 4096}, {0, 1}, {0}})
+    ->Args({128, 1, 1})->Args({1024, 1, 1})
+    ->UseRealTime();
+
+// One convolution of the conv VAE on the CPU backend, im2col + GEMM (cpu_conv.hpp) and oneDNN's
+// primitive (onednn_conv.hpp) in turn within one benchmark, each call timed: medians and
+// im2col/oneDNN (> 1: oneDNN faster). Geometry 0: Conv2d [1, 28, 28] -> 32, 1: [32, 14, 14] -> 64
+// (4x4, stride 2, padding 1); the decoder's ConvTranspose2d layers are their backward_data
+// (forward) and backward_filter without bias (weight gradient). Op 0: forward with bias, 1: forward
+// without, 2: backward data, 3: backward filter with bias, 4: without. The evidence for the
+// backend's per-operation choice (conv_through_onednn, bench/cpu-fast-path.md).
+void BM_CpuConvAB(benchmark::State& state) {
+  const int batch = static_cast<int>(state.range(0)), op = static_cast<int>(state.range(2));
+  const vae::ConvGeometry g = state.range(1) == 0 ? vae::ConvGeometry{batch, 1, 28, 28, 32, 4, 4, 2, 1}
+                                                  : vae::ConvGeometry{batch, 32, 14, 14, 64, 4, 4, 2, 1};
+  std::unique_ptr<vae::Backend> be[2];
+  for (int i = 0; i < 2; ++i) {
+    setenv("VAE_CPU_CONV", i ? "onednn" : "im2col", 1);
+    be[i] = vae::make_backend(vae::Device::CPU);
+  }
+  unsetenv("VAE_CPU_CONV");
+  std::mt19937 gen(1);
+  std::uniform_real_distribution<float> u(-1, 1);
+  auto filled = [&](size_t n) {
+    std::vector<float> v(n);
+    for (float& x : v) x = u(gen);
+    return v;
+  };
+  const size_t nx = size_t(g.n) * g.c * g.h * g.w, ny = size_t(g.n) * g.k * g.oh() * g.ow(),
+               nw = size_t(g.k) * g.c * g.kh * g.kw;
+  const std::vector<float> x = filled(nx), w = filled(nw), b = filled(size_t(g.k)), dy = filled(ny);
+  std::vector<float> y(ny), dx(nx), dw(nw), db(size_t(g.k));
+  std::vector<float> ws[2];
+  for (int i = 0; i < 2; ++i) ws[i].resize(be[i]->conv_workspace_bytes(g) / sizeof(float) + 1);
+  std::vector<double> ms[2];
+  auto call = [&](int i) {
+    vae::Backend& e = *be[i];
+    const vae::Workspace w_{ws[i].data(), ws[i].size() * sizeof(float)};
+    if (op == 0) e.conv_forward(g, x.data(), w.data(), b.data(), y.data(), w_);
+    if (op == 1) e.conv_forward(g, x.data(), w.data(), nullptr, y.data(), w_);
+    if (op == 2) e.conv_backward_data(g, dy.data(), w.data(), dx.data(), w_);
+    if (op == 3) e.conv_backward_filter(g, x.data(), dy.data(), dw.data(), db.data(), w_);
+    if (op == 4) e.conv_backward_filter(g, x.data(), dy.data(), dw.data(), nullptr, w_);
+  };
+  for (int i = 0; i < 2; ++i) call(i);  // primitives made here
+  for (auto _ : state)
+    for (int i = 0; i < 2; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      call(i);
+      ms[i].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    }
+  auto median = [](std::vector<double> v) {
+    std::sort(v.begin(), v.end());
+    return v.empty() ? 0.0 : v[v.size() / 2];
+  };
+  state.counters["im2col_ms"] = median(ms[0]);
+  state.counters["onednn_ms"] = median(ms[1]);
+  state.counters["speedup"] = median(ms[0]) / std::max(median(ms[1]), 1e-9);
+}
+BENCHMARK(BM_CpuConvAB)
+    ->ArgNames({"batch", "geometry", "op"})
+    ->ArgsProduct({{32, 128, 1024}, {0, 1}, {0, 1, 2, 3, 4}})
+    ->UseRealTime();
 
 #define VAE_OP_BENCH(fn, arg) BENCHMARK(fn)->ArgNames({#arg, "cuda"})->UseRealTime()
 

@@ -12,6 +12,7 @@
 #ifdef VAE_WITH_ONEDNN
 #include <cstdlib>
 
+#include "backend/cpu/onednn_conv.hpp"
 #include "backend/cpu/onednn_matmul.hpp"
 #endif
 
@@ -67,9 +68,57 @@ class CpuBackend final : public Backend {
   std::unique_ptr<NoOneDnn> onednn_;
 #endif
 
-  // The im2col columns of one call, after checking that the caller's workspace holds them: a smaller
-  // one would be written past its end.
-  float* columns(const ConvGeometry& g, Workspace ws, const char* op) {
+#ifdef VAE_WITH_ONEDNN
+  // Convolutions through oneDNN's primitives (onednn_conv.hpp) or our im2col + GEMM (cpu_conv.hpp),
+  // per operation and geometry, as measured (BM_CpuConvAB, bench/cpu-fast-path.md, AVX2): oneDNN's
+  // blocked JIT kernels are 1.0-2.4x faster on every forward and backward-data call of the conv VAE
+  // from 32 to 1024 images, but its weight gradient of a layer with a 1-channel input (the first
+  // conv, the last transposed conv) runs at 11 GFLOP/s, 1.5-3.5x slower than im2col: the blocked
+  // kernels vectorize over input channels, and a first layer has one. So the weight gradient of a
+  // layer with fewer than 8 input channels (AVX2's block) stays on im2col.
+  // VAE_CPU_CONV=im2col or =onednn puts every convolution on one path, for side-by-side measurement.
+  using ConvOp = cpu::OneDnnConv::Op;
+  std::unique_ptr<cpu::OneDnnConv> onednn_conv_;
+  enum class ConvRule { Measured, Im2col, OneDnn } conv_rule_ = ConvRule::Measured;
+  void choose_conv() {
+    const char* v = std::getenv("VAE_CPU_CONV");
+    const std::string mode = v ? v : "";
+    conv_rule_ = mode == "im2col" ? ConvRule::Im2col : mode == "onednn" ? ConvRule::OneDnn : ConvRule::Measured;
+    if (conv_rule_ != ConvRule::Im2col) onednn_conv_ = std::make_unique<cpu::OneDnnConv>();
+  }
+  bool conv_through_onednn(ConvOp op, const ConvGeometry& g) const {
+    if (conv_rule_ != ConvRule::Measured) return conv_rule_ == ConvRule::OneDnn;
+    const bool weight_gradient = op == ConvOp::BackwardWeights || op == ConvOp::BackwardWeightsBias;
+    return !(weight_gradient && g.c < 8);
+  }
+  size_t onednn_conv_workspace_bytes(const ConvGeometry& g, bool& im2col_too) {
+    size_t bytes = 0;
+    for (ConvOp op : {ConvOp::Forward, ConvOp::ForwardBias, ConvOp::BackwardData, ConvOp::BackwardWeights,
+                      ConvOp::BackwardWeightsBias}) {
+      if (conv_through_onednn(op, g)) bytes = std::max(bytes, onednn_conv_->workspace_bytes(op, g));
+      else im2col_too = true;
+    }
+    return bytes;
+  }
+#else
+  enum class ConvOp { Forward, ForwardBias, BackwardData, BackwardWeights, BackwardWeightsBias };
+  void choose_conv() {}
+  bool conv_through_onednn(ConvOp, const ConvGeometry&) const { return false; }
+  size_t onednn_conv_workspace_bytes(const ConvGeometry&, bool& im2col_too) {
+    im2col_too = true;
+    return 0;
+  }
+  struct NoOneDnnConv {
+    void forward(const ConvGeometry&, const float*, const float*, const float*, float*, Workspace) {}
+    void backward_data(const ConvGeometry&, const float*, const float*, float*, Workspace) {}
+    void backward_weights(const ConvGeometry&, const float*, const float*, float*, float*, Workspace) {}
+  };
+  std::unique_ptr<NoOneDnnConv> onednn_conv_;
+#endif
+
+  // The workspace of one call, after checking that it holds conv_workspace_bytes(g), whichever path
+  // the call takes: a smaller one would be written past its end.
+  float* checked_workspace(const ConvGeometry& g, Workspace ws, const char* op) {
     const size_t need = conv_workspace_bytes(g);
     if (ws.bytes < need || !ws.data)
       throw Error(std::string(op) + ": the workspace holds " + std::to_string(ws.bytes) + " bytes, and this " +
@@ -79,7 +128,10 @@ class CpuBackend final : public Backend {
   }
 
  public:
-  CpuBackend() { choose_matmul(); }
+  CpuBackend() {
+    choose_matmul();
+    choose_conv();
+  }
   Device device() const override { return Device::CPU; }
 
   void linear_forward(const float* x, const float* w, const float* b, float* y, int rows, int in,
@@ -109,22 +161,32 @@ class CpuBackend final : public Backend {
   }
   size_t conv_workspace_bytes(const ConvGeometry& g) override {
     g.check("conv");
+    bool im2col = false;
+    const size_t onednn = onednn_conv_workspace_bytes(g, im2col);
+    if (!im2col) return onednn;
     const int64_t rows = static_cast<int64_t>(g.n) * g.oh() * g.ow();
     if (rows > std::numeric_limits<int>::max() || static_cast<int64_t>(g.c) * g.kh * g.kw > std::numeric_limits<int>::max())
       throw Error("conv: " + std::to_string(rows) + " output positions in one batch is more than the CPU GEMM takes; "
                   "use a smaller --batch");
-    return sizeof(float) * static_cast<size_t>(cpu::conv_workspace_elements(g));
+    return std::max(onednn, sizeof(float) * static_cast<size_t>(cpu::conv_workspace_elements(g)));
   }
   void conv_forward(const ConvGeometry& g, const float* x, const float* w, const float* b, float* y,
                     Workspace ws) override {
-    cpu::conv_forward(g, x, w, b, y, columns(g, ws, "conv_forward"));
+    float* columns = checked_workspace(g, ws, "conv_forward");
+    if (conv_through_onednn(b ? ConvOp::ForwardBias : ConvOp::Forward, g)) return onednn_conv_->forward(g, x, w, b, y, ws);
+    cpu::conv_forward(g, x, w, b, y, columns);
   }
   void conv_backward_data(const ConvGeometry& g, const float* dy, const float* w, float* dx, Workspace ws) override {
-    cpu::conv_backward_data(g, dy, w, dx, columns(g, ws, "conv_backward_data"));
+    float* columns = checked_workspace(g, ws, "conv_backward_data");
+    if (conv_through_onednn(ConvOp::BackwardData, g)) return onednn_conv_->backward_data(g, dy, w, dx, ws);
+    cpu::conv_backward_data(g, dy, w, dx, columns);
   }
   void conv_backward_filter(const ConvGeometry& g, const float* x, const float* dy, float* dw, float* db,
                             Workspace ws) override {
-    cpu::conv_backward_filter(g, x, dy, dw, db, columns(g, ws, "conv_backward_filter"));
+    float* columns = checked_workspace(g, ws, "conv_backward_filter");
+    if (conv_through_onednn(db ? ConvOp::BackwardWeightsBias : ConvOp::BackwardWeights, g))
+      return onednn_conv_->backward_weights(g, x, dy, dw, db, ws);
+    cpu::conv_backward_filter(g, x, dy, dw, db, columns);
   }
   void select_step(const StepScalars* table, int64_t count, int64_t* cursor, StepScalars* current) override {
     if (*cursor < 0 || *cursor >= count)
