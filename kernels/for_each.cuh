@@ -37,13 +37,41 @@ namespace vae::ops {
 // Each thread runs a copy of the functor: its pointers then live in registers, where the stores
 // through them cannot change them (through a shared reference the compiler must reload them after
 // every store, and vectorizes nothing).
+//
+// Items laid out in planes (an NCHW tensor's [n*c, h*w] planes): a functor whose item index is
+// plane * plane_items + position may also declare `int64_t plane_items` and
+//   VAE_HD void at(int64_t plane, int64_t position) const             // for_each's shape
+//   VAE_HD void at(int64_t row, int64_t plane, int64_t position, T& acc) const  // run_rows's shape
+// with operator() calling at with the index split. CUDA keeps the flat index (consecutive threads,
+// consecutive positions); the CPU loops over planes and, inside one, over positions, so that the
+// plane's own terms (a channel's bias) are loop invariants and the body vectorizes with no integer
+// division per element.
+template <class F>
+concept PlanarItems = requires(const F& f) {
+  { f.plane_items } -> std::convertible_to<int64_t>;
+  f.at(int64_t{}, int64_t{});
+};
+template <class F>
+concept PlanarRows = requires(const F& f, typename F::Scalar& acc) {
+  { f.plane_items } -> std::convertible_to<int64_t>;
+  f.at(int64_t{}, int64_t{}, int64_t{}, acc);
+};
+
 template <class F>
 void cpu_for_each(const F& shared, int64_t n) {
 #pragma omp parallel
   {
     const F f = shared;
+    if constexpr (PlanarItems<F>) {
+      const int64_t per = f.plane_items;
 #pragma omp for schedule(static)
-    for (int64_t i = 0; i < n; ++i) f(i);
+      for (int64_t plane = 0; plane < n / per; ++plane)
+#pragma omp simd
+        for (int64_t p = 0; p < per; ++p) f.at(plane, p);
+    } else {
+#pragma omp for schedule(static)
+      for (int64_t i = 0; i < n; ++i) f(i);
+    }
   }
 }
 
@@ -58,8 +86,18 @@ void cpu_for_rows(const F& shared, int64_t rows) {
       // A row's items in SIMD lanes where the functor's body vectorizes (the likelihoods: 784 pixels
       // a row), each lane summing its own items in order and the lanes added in a fixed order: the
       // order depends only on the binary, so the bits repeat on a machine at any thread count.
+      if constexpr (PlanarRows<F>) {
+        const int64_t per = f.plane_items;
+        for (int64_t plane = 0; plane < f.items / per; ++plane) {
+          typename F::Scalar plane_acc = 0;
+#pragma omp simd reduction(+ : plane_acc)
+          for (int64_t p = 0; p < per; ++p) f.at(r, plane, p, plane_acc);
+          acc += plane_acc;
+        }
+      } else {
 #pragma omp simd reduction(+ : acc)
-      for (int64_t i = 0; i < f.items; ++i) f(r, i, acc);
+        for (int64_t i = 0; i < f.items; ++i) f(r, i, acc);
+      }
       f.finish(r, acc);
     }
   }
