@@ -4,6 +4,7 @@
 # the two wall times. Use PyTorch from PyPI, not Debian's old build:
 #   python3 -m venv /opt/torch-venv && /opt/torch-venv/bin/pip install torch numpy
 #   bench/cpu_run_side_by_side.sh [build-dir] [threads] [epochs]   (PYTHON=/opt/torch-venv/bin/python)
+# MODEL=conv runs configs/conv.json's model on both sides instead of the default MLP.
 # The step alone, against eager and torch.compile: bench/cpu_side_by_side.sh.
 set -euo pipefail
 build=${1:-build}
@@ -16,11 +17,14 @@ trap 'rm -rf "$out"' EXIT
 "$python" -c 'import torch, sys; print(f"PyTorch {torch.__version__} from {torch.__file__}", file=sys.stderr)'
 
 start=$(date +%s.%N)
-"$build/vae" train --epochs "$epochs" --threads "$threads" --out "$out/run" > "$out/ours.log"
+model=${MODEL:-mlp}
+config=()
+[ "$model" = conv ] && config=(--config "$here/../configs/conv.json")
+"$build/vae" train "${config[@]}" --epochs "$epochs" --threads "$threads" --out "$out/run" > "$out/ours.log"
 [ -z "${KEEP_RUN:-}" ] || cp -r "$out/run" "$KEEP_RUN"
 ours_wall=$(echo "$(date +%s.%N) - $start" | bc)
 start=$(date +%s.%N)
-"$python" "$here/pytorch_reference.py" train --epochs "$epochs" --threads "$threads" --k 0 > "$out/torch.log"
+"$python" "$here/pytorch_reference.py" train --model "$model" --epochs "$epochs" --threads "$threads" --k 0 > "$out/torch.log"
 torch_wall=$(echo "$(date +%s.%N) - $start" | bc)
 
 "$python" - "$out/run/metrics.jsonl" "$out/torch.log" "$ours_wall" "$torch_wall" <<'PY'

@@ -201,7 +201,7 @@ def cmd_train(a):
     train = torch.from_numpy(read_idx_images(os.path.join(a.data, "train-images-idx3-ubyte.gz")).astype(np.float32) / 255.0)
     test_px = read_idx_images(os.path.join(a.data, "t10k-images-idx3-ubyte.gz"))
     test_x = torch.from_numpy(binarize_test(test_px))
-    model = VAE()
+    model = ConvVAE() if a.model == "conv" else VAE()
     opt = torch.optim.Adam(model.parameters(), lr=1e-3)
     g = torch.Generator().manual_seed(a.seed)
     for epoch in range(1, a.epochs + 1):
@@ -367,6 +367,7 @@ def main():
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--threads", type=int, default=2)
     t.add_argument("--k", type=int, default=100)
+    t.add_argument("--model", default="mlp", choices=["mlp", "conv"], help="mlp: the default model; conv: configs/conv.json")
     s = sub.add_parser("step")
     s.add_argument("--batch", type=int, default=128)
     s.add_argument("--threads", type=int, default=2)

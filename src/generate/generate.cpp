@@ -183,11 +183,12 @@ Tensor sample_latents(Model& model, const SampleOptions& o) {
 
 namespace {
 
-// Decodes codes z [n, L] (any device) in batches of `batch` rows; sink(first, rows, images) takes
-// each batch's images [rows, input_dim] on the model's device. labels: none, one for every code,
-// or one per code.
-template <class Sink>
-void decode_batches(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch, Sink sink) {
+// Decodes codes z [n, L] (any device) in batches of `batch` rows, each batch's images [rows,
+// input_dim] written to target(first, rows) (model's device memory), then done(first, rows) called.
+// labels: none, one for every code, or one per code.
+template <class Target, class Done>
+void decode_batches(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch, Target target,
+                    Done done) {
   const ModelUse use(model, "decode");
   ModelImpl& m = model.impl();
   const int L = m.latent();
@@ -199,21 +200,35 @@ void decode_batches(Model& model, const Tensor& z, const std::vector<int32_t>& l
   if (all.size() == 1 && n > 1) all.assign(static_cast<size_t>(n), labels[0]);
   m.check_labels(&all, n, "decode");
   const FlushDenormalsScope flush_denormals;
+  const int rows_max = static_cast<int>(std::min<int64_t>(batch, n));
+  const bool in_place = z.device() == m.device;  // codes read where they lie
+  Tensor codes = in_place ? Tensor() : Tensor({rows_max, L}, m.device);
+  const Tensor y = all.empty() ? Tensor() : m.labels_on_device(all);  // all n, in order
   for (int64_t first = 0; first < n; first += batch) {
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
-    const std::vector<int32_t> yb = all.empty() ? std::vector<int32_t>{}
-                                                : std::vector<int32_t>(all.begin() + first, all.begin() + first + rows);
-    sink(first, rows, model.decode(z.view(first * L, {rows, L}), yb));
+    const Tensor zb = z.view(first * L, {rows, L});
+    if (!in_place) codes.view(0, {rows, L}).copy_from(zb);
+    m.decode_images(in_place ? zb.data() : codes.data(), y.defined() ? y.data() + first : nullptr, rows,
+                    target(first, rows));
+    done(first, rows);
   }
 }
 
 std::vector<float> decode_to_host(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch) {
   const int d = model.impl().input_dim();
-  std::vector<float> out;
-  decode_batches(model, z, labels, batch, [&](int64_t first, int rows, const Tensor& images) {
-    if (out.empty()) out.resize(static_cast<size_t>(z.dim(0)) * d);
-    images.view(0, {rows, d}).copy_to_host(out.data() + first * d, int64_t(rows) * d);  // one copy, no temporary
-  });
+  const int64_t n = z.shape().size() == 2 ? z.dim(0) : 0;
+  std::vector<float> out(static_cast<size_t>(std::max<int64_t>(n, 0)) * d);
+  if (model.device() == Device::CPU) {  // the host's memory is the device's: straight into the result
+    decode_batches(model, z, labels, batch, [&](int64_t first, int) { return out.data() + first * d; },
+                   [](int64_t, int) {});
+    return out;
+  }
+  Tensor images({std::min<int64_t>(std::max(batch, 1), std::max<int64_t>(n, 1)), d}, model.device());
+  decode_batches(
+      model, z, labels, batch, [&](int64_t, int) { return images.data(); },
+      [&](int64_t first, int rows) {
+        images.view(0, {rows, d}).copy_to_host(out.data() + first * d, int64_t(rows) * d);  // one copy, no temporary
+      });
   return out;
 }
 
@@ -263,10 +278,13 @@ std::vector<float> decode_latents(Model& model, const std::vector<float>& z, int
 Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch) {
   const int d = model.impl().input_dim();
   Tensor out;
-  decode_batches(model, z, labels, batch, [&](int64_t first, int rows, const Tensor& images) {
-    if (!out.defined()) out = Tensor({z.dim(0), d}, model.device());
-    out.view(first * d, {rows, d}).copy_from(images);
-  });
+  decode_batches(
+      model, z, labels, batch,
+      [&](int64_t first, int) {
+        if (!out.defined()) out = Tensor({z.dim(0), d}, model.device());
+        return out.data() + first * d;
+      },
+      [](int64_t, int) {});
   return out;
 }
 

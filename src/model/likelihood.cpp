@@ -23,7 +23,7 @@ class BernoulliLikelihood final : public LikelihoodModel {
            const float* /*params*/, float* /*grads*/) const override {
     ops::bernoulli_nll(be, out, x, nll_rows, dout, rows, d_, grad_scale);
   }
-  void to_image(Backend& be, float* out, int64_t n) const override { ops::sigmoid(be, out, out, n); }
+  void to_image(Backend& be, const float* out, float* image, int64_t n) const override { ops::sigmoid(be, out, image, n); }
 
  private:
   int d_;
@@ -55,7 +55,7 @@ class GaussianLikelihood final : public LikelihoodModel {
     ops::gaussian_nll(be, out, x, learned_ ? params + offset_ : nullptr, log_sigma_, nll_rows, dout,
                       learned_ && dout ? grads + offset_ : nullptr, rows, d_, grad_scale);
   }
-  void to_image(Backend& be, float* out, int64_t n) const override { ops::clamp01(be, out, out, n); }
+  void to_image(Backend& be, const float* out, float* image, int64_t n) const override { ops::clamp01(be, out, image, n); }
 
  private:
   int d_;

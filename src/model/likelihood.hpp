@@ -34,8 +34,9 @@ class LikelihoodModel {
   // and the gradient of its own parameters into grads (the flat gradient buffer).
   virtual void nll(Backend& be, const float* out, const float* x, float* nll_rows, float* dout, int rows,
                    float grad_scale, const float* params, float* grads) const = 0;
-  // The decoder's output [n elements] made an image in [0, 1], in place.
-  virtual void to_image(Backend& be, float* out, int64_t n) const = 0;
+  // The decoder's output [n elements] made an image in [0, 1], written to image (out itself or
+  // another buffer of n on the same device).
+  virtual void to_image(Backend& be, const float* out, float* image, int64_t n) const = 0;
 };
 
 // The likelihood config.likelihood names, for images of input_dim pixels. Throws for an unknown type.

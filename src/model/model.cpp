@@ -251,7 +251,12 @@ const float* ModelImpl::forward_eval(const float* x_image, int rows, uint64_t se
   return h;
 }
 
-void ModelImpl::to_image(float* out, int64_t n) { likelihood_model->to_image(*backend, out, n); }
+void ModelImpl::decode_images(const float* z, const float* y, int n, float* images) {
+  prepare_condition(0, n);
+  decoder.prepare(n, *backend);
+  const float* out = decode_forward(z, y, n, 1);
+  likelihood_model->to_image(*backend, out, images, static_cast<int64_t>(n) * input_dim());
+}
 
 Model::Model(const ModelConfig& config, Device device) : impl_(std::make_unique<ModelImpl>(config, device)) {}
 Model::~Model() = default;
@@ -322,12 +327,8 @@ Tensor Model::decode(const Tensor& z, const std::vector<int32_t>& labels) {
   input.copy_from(z);
   Tensor y;
   if (m.config.conditional) y = m.labels_on_device(labels);
-  m.prepare_condition(0, n);
-  m.decoder.prepare(n, *m.backend);
-  m.decode_forward(input.data(), m.config.conditional ? y.data() : nullptr, n, 1);
   Tensor out({n, m.input_dim()}, m.device);
-  out.copy_from(m.decoder.output_view(n));
-  m.to_image(out.data(), out.numel());
+  m.decode_images(input.data(), m.config.conditional ? y.data() : nullptr, n, out.data());
   return out;
 }
 

@@ -115,8 +115,10 @@ class ModelImpl {
                             const float* y = nullptr);
   // NLL per row of decoder output `out` against x; dout (scaled by grad_scale) when non-null.
   void likelihood(const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale);
-  // Decoder output mapped to [0, 1] (sigmoid of logits, or clamped Gaussian mean), in place.
-  void to_image(float* out, int64_t n);
+  // The images [n, input_dim] in [0, 1] (the sigmoid of the logits, or the clamped Gaussian mean)
+  // of codes z [n, latent] (device memory; y: a conditional model's labels, as decode_forward takes
+  // them), written straight to images (device memory): no copy of the decoder's output between.
+  void decode_images(const float* z, const float* y, int n, float* images);
 
  private:
   std::vector<ParamSlice> slices_;
