@@ -14,21 +14,24 @@
 
 namespace vae::ops {
 
+// Both planar (for_each.cuh): a plane is a row of cols, so the CPU divides once per row.
 template <class T>
 struct RepeatRows {
   const T* x;
   T* out;
-  int64_t cols;
+  int64_t plane_items;  // cols
   int k;
-  VAE_HD void operator()(int64_t i) const { out[i] = x[(i / cols) / k * cols + i % cols]; }
+  VAE_HD void at(int64_t row, int64_t c) const { out[row * plane_items + c] = x[row / k * plane_items + c]; }
+  VAE_HD void operator()(int64_t i) const { at(i / plane_items, i % plane_items); }
 };
 
 template <class T>
 struct ScaleRows {
   T* x;
   const T* s;
-  int64_t cols;
-  VAE_HD void operator()(int64_t i) const { x[i] *= s[i / cols]; }
+  int64_t plane_items;  // cols
+  VAE_HD void at(int64_t row, int64_t c) const { x[row * plane_items + c] *= s[row]; }
+  VAE_HD void operator()(int64_t i) const { at(i / plane_items, i % plane_items); }
 };
 
 template <class T>

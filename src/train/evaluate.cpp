@@ -13,6 +13,7 @@
 #include "model/model_impl.hpp"
 #include "model/model_use.hpp"
 #include "philox.cuh"
+#include "rows.cuh"
 #include "vae/error.hpp"
 #include "vae/generate.hpp"
 #include "vae/train.hpp"
@@ -29,11 +30,10 @@ constexpr uint64_t kEvalNoiseSeed = 0xe7a1ULL;
 // Decoder rows per importance-sampling chunk: bounds the evaluation's memory.
 constexpr int64_t kImportanceChunkRows = 8192;
 
-// Image indices first .. first+rows-1, each repeated `repeat` times in a row.
-std::vector<int32_t> image_indices(int64_t first, int rows, int repeat) {
-  std::vector<int32_t> idx(static_cast<size_t>(rows) * repeat);
-  for (int r = 0; r < rows; ++r)
-    for (int j = 0; j < repeat; ++j) idx[static_cast<size_t>(r) * repeat + j] = static_cast<int32_t>(first + r);
+// Image indices 0 .. n-1.
+std::vector<int32_t> image_indices(int64_t n) {
+  std::vector<int32_t> idx(static_cast<size_t>(n));
+  for (int64_t i = 0; i < n; ++i) idx[static_cast<size_t>(i)] = static_cast<int32_t>(i);
   return idx;
 }
 
@@ -104,11 +104,11 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   if (mi > 0) all_h.reserve(static_cast<size_t>(posterior.row_offset(n)));
   const int chunk = opt.k > 0 ? static_cast<int>(std::clamp<int64_t>(kImportanceChunkRows / batch, 1, opt.k)) : 0;
   Tensor z_iw, lpq, nll_iw, x_rep, run_max, run_sum;
-  // Each binary test image is a function of its index alone (kStreamTestBinarize), so the batch and
-  // its k-fold replication for importance sampling see identical pixels. The test set and the
-  // indices of every image go to the device once; replicated indices once per batch.
+  // Each binary test image is a function of its index alone (kStreamTestBinarize): the batch is
+  // gathered (and binarised) once, and its k-fold replication for importance sampling copies it.
+  // The test set and the indices of every image go to the device once.
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(test.pixels, m.device);
-  const std::vector<int32_t> all_host = image_indices(0, static_cast<int>(n), 1);
+  const std::vector<int32_t> all_host = image_indices(n);
   const DeviceArray<int32_t> all = DeviceArray<int32_t>::mirror(all_host, m.device);
   auto gather = [&](const int32_t* idx, int count, float* out) {
     ops::gather_pixels(*m.backend, pixels.data(), idx, count, d, binarize, kTestBinarizeSeed, kStreamTestBinarize, 0, nullptr, out);
@@ -186,10 +186,8 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       int replicated = 0;  // samples per row that x_rep currently holds
       for (int s0 = 0; s0 < opt.k; s0 += chunk) {
         const int kk = std::min(chunk, opt.k - s0);
-        if (kk != replicated) {
-          const std::vector<int32_t> rep_host = image_indices(first, rows, kk);
-          const DeviceArray<int32_t> rep = DeviceArray<int32_t>::mirror(rep_host, m.device);
-          gather(rep.data(), rows * kk, x_rep.data());
+        if (kk != replicated) {  // the batch's images, already gathered, copied kk times
+          ops::repeat_rows(*m.backend, static_cast<const float*>(x.data()), rows, d, kk, x_rep.data());
           replicated = kk;
         }
         m.latent_block.importance_sample(*m.backend, h, rows, kk, kEvalNoiseSeed, first, s0, z_iw.data(), lpq.data());
@@ -290,7 +288,7 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   m.check_image_size(test, "test");
   if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));
   Tensor x({n, m.input_dim()}, m.device);
-  const std::vector<int32_t> idx_host = image_indices(0, n, 1);
+  const std::vector<int32_t> idx_host = image_indices(n);
   const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
   const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
   const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);  // only the n images shown
