@@ -57,35 +57,40 @@ concept PlanarRows = requires(const F& f, typename F::Scalar& acc) {
   f.at(int64_t{}, int64_t{}, int64_t{}, acc);
 };
 
+// The CPU's loops, each compiled twice on x86-64 with GCC: for AVX2 and for the baseline (SSE2),
+// the copy chosen once per process from the CPU it runs on (target_clones: an ifunc resolved at
+// load). Without it the library's loops use 4 of AVX2's 8 float lanes on every machine, as PyTorch
+// avoids by dispatching on the CPU too. No FMA in either copy (target "avx2" alone), so an element's
+// arithmetic is the same in both; a row's sum has 8 lanes on AVX2 and 4 on SSE2, so its bits differ
+// between such machines (never on one machine: the choice is the CPU's).
+#if defined(__GNUC__) && !defined(__clang__) && !defined(__CUDACC__) && defined(__x86_64__)
+#define VAE_CPU_LOOP_CLONES __attribute__((target_clones("avx2", "default")))
+#else
+#define VAE_CPU_LOOP_CLONES
+#endif
+
+// Each call runs a span of items (or planes, or rows) on its own copy of the functor.
 template <class F>
-void cpu_for_each(const F& shared, int64_t n) {
-#pragma omp parallel
-  {
+struct CpuLoops {
+  VAE_CPU_LOOP_CLONES static void items(const F& shared, int64_t begin, int64_t end) {
     const F f = shared;
     if constexpr (PlanarItems<F>) {
       const int64_t per = f.plane_items;
-#pragma omp for schedule(static)
-      for (int64_t plane = 0; plane < n / per; ++plane)
+      for (int64_t plane = begin; plane < end; ++plane)
 #pragma omp simd
         for (int64_t p = 0; p < per; ++p) f.at(plane, p);
     } else {
-#pragma omp for schedule(static)
-      for (int64_t i = 0; i < n; ++i) f(i);
+      for (int64_t i = begin; i < end; ++i) f(i);
     }
   }
-}
-
-template <class F>
-void cpu_for_rows(const F& shared, int64_t rows) {
-#pragma omp parallel
-  {
+  VAE_CPU_LOOP_CLONES static void rows(const F& shared, int64_t begin, int64_t end) {
     const F f = shared;
-#pragma omp for schedule(static)
-    for (int64_t r = 0; r < rows; ++r) {
+    for (int64_t r = begin; r < end; ++r) {
       typename F::Scalar acc = 0;
       // A row's items in SIMD lanes where the functor's body vectorizes (the likelihoods: 784 pixels
       // a row), each lane summing its own items in order and the lanes added in a fixed order: the
-      // order depends only on the binary, so the bits repeat on a machine at any thread count.
+      // order depends only on the binary and the CPU, so the bits repeat on a machine at any
+      // thread count.
       if constexpr (PlanarRows<F>) {
         const int64_t per = f.plane_items;
         for (int64_t plane = 0; plane < f.items / per; ++plane) {
@@ -101,6 +106,27 @@ void cpu_for_rows(const F& shared, int64_t rows) {
       f.finish(r, acc);
     }
   }
+};
+
+// Runs body(begin, end) over [0, units) in up to 64 contiguous spans shared out by OpenMP (static):
+// each unit is independent, so the split changes no bits.
+template <class Body>
+void cpu_spans(int64_t units, Body body) {
+  const int64_t spans = units < 64 ? units : 64;
+#pragma omp parallel for schedule(static)
+  for (int64_t s = 0; s < spans; ++s) body(units * s / spans, units * (s + 1) / spans);
+}
+
+template <class F>
+void cpu_for_each(const F& f, int64_t n) {
+  int64_t units = n;
+  if constexpr (PlanarItems<F>) units = n / f.plane_items;
+  cpu_spans(units, [&](int64_t begin, int64_t end) { CpuLoops<F>::items(f, begin, end); });
+}
+
+template <class F>
+void cpu_for_rows(const F& f, int64_t rows) {
+  cpu_spans(rows, [&](int64_t begin, int64_t end) { CpuLoops<F>::rows(f, begin, end); });
 }
 
 // Defined in for_each_cuda.cuh; each op's kernels/<op>.cu instantiates them for its functors.
