@@ -120,6 +120,14 @@ py::array_t<float> image_array(const vae::Model& m, std::vector<float>&& v, int6
   return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end()), owned->data(), free_when_done);
 }
 
+// A CPU tensor as a numpy array that keeps the tensor's memory alive: no copy, and (unlike a
+// std::vector) memory nobody zeroed first.
+py::array_t<float> tensor_array(const vae::Tensor& t, const vae::Shape& shape) {
+  auto* owned = new vae::Tensor(t);
+  const py::capsule free_when_done(owned, [](void* p) { delete static_cast<vae::Tensor*>(p); });
+  return py::array_t<float>(std::vector<py::ssize_t>(shape.begin(), shape.end()), owned->data(), free_when_done);
+}
+
 void check_size(const vae::Model& m, int64_t channels, int64_t height, int64_t width, const char* what) {
   const vae::ModelConfig& c = m.config();
   if (channels != c.image_channels || height != c.image_height || width != c.image_width)
@@ -514,13 +522,14 @@ PYBIND11_MODULE(_core, m) {
              const vae::AggregatePosterior* aggregate, bool dlpack) -> py::object {
             const int n = count_argument(n_arg, "sample", "n", 1 << 20);
             const vae::SampleOptions o = sample_options(n, temperature, label, seed, aggregate);
-            if (dlpack) {
+            if (dlpack || m.device() == vae::Device::CPU) {
               vae::Tensor images;
               {
                 py::gil_scoped_release release;
                 images = vae::sample_tensor(m, o);
               }
-              return vae::python::export_tensor(images, image_shape(m, n));
+              if (dlpack) return vae::python::export_tensor(images, image_shape(m, n));
+              return tensor_array(images, image_shape(m, n));  // decoded straight into the array's memory
             }
             std::vector<float> images;
             {
