@@ -5,6 +5,7 @@
 #include <benchmark/benchmark.h>
 
 #include <algorithm>
+#include <array>
 #include <chrono>
 #include <deque>
 #include <random>
@@ -231,6 +232,46 @@ BENCHMARK(BM_CpuLinear)
                    {0, 1}})
     ->UseRealTime();
 
+// The A/B benchmarks' parts: two CPU backends made under `variable`=a and =b, uniform [-1, 1]
+// inputs, and the timing loop that calls each in turn (a shared VM's drift moves both alike) and
+// reports each one's median call (<a>_ms, <b>_ms) and speedup = a / b (> 1: b faster).
+std::array<std::unique_ptr<vae::Backend>, 2> backends_under(const char* variable, const char* a, const char* b) {
+  std::array<std::unique_ptr<vae::Backend>, 2> be;
+  for (int i = 0; i < 2; ++i) {
+    setenv(variable, i ? b : a, 1);
+    be[i] = vae::make_backend(vae::Device::CPU);
+  }
+  unsetenv(variable);
+  return be;
+}
+
+std::vector<float> uniform_values(size_t n, std::mt19937& gen) {
+  std::uniform_real_distribution<float> u(-1, 1);
+  std::vector<float> v(n);
+  for (float& x : v) x = u(gen);
+  return v;
+}
+
+double median_of(std::vector<double> v) {
+  std::sort(v.begin(), v.end());
+  return v.empty() ? 0.0 : v[v.size() / 2];
+}
+
+template <class Call>
+void time_ab(benchmark::State& state, Call call, const std::string& a, const std::string& b) {
+  for (int i = 0; i < 2; ++i) call(i);  // primitives and buffers made here
+  std::vector<double> ms[2];
+  for (auto _ : state)
+    for (int i = 0; i < 2; ++i) {
+      const auto start = std::chrono::steady_clock::now();
+      call(i);
+      ms[i].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
+    }
+  state.counters[a + "_ms"] = median_of(ms[0]);
+  state.counters[b + "_ms"] = median_of(ms[1]);
+  state.counters["speedup"] = median_of(ms[0]) / std::max(median_of(ms[1]), 1e-9);
+}
+
 // BM_CpuLinear's forward (op 0), weight gradient (op 1) and input gradient (op 2: dx alone) of one
 // layer, OpenBLAS and
 // oneDNN in turn within one benchmark, each call timed: medians and OpenBLAS/oneDNN (> 1: oneDNN
@@ -238,42 +279,21 @@ BENCHMARK(BM_CpuLinear)
 void BM_CpuLinearAB(benchmark::State& state) {
   const int rows = static_cast<int>(state.range(0)), in = static_cast<int>(state.range(1) >> 12),
             out = static_cast<int>(state.range(1) & 4095), op = static_cast<int>(state.range(2));
-  std::unique_ptr<vae::Backend> be[2];
-  for (int i = 0; i < 2; ++i) {
-    setenv("VAE_CPU_MATMUL", i ? "onednn" : "openblas", 1);
-    be[i] = vae::make_backend(vae::Device::CPU);
-  }
-  unsetenv("VAE_CPU_MATMUL");
+  const auto be = backends_under("VAE_CPU_MATMUL", "openblas", "onednn");
   std::mt19937 gen(1);
-  std::uniform_real_distribution<float> u(-1, 1);
-  auto filled = [&](size_t n) {
-    std::vector<float> v(n);
-    for (float& x : v) x = u(gen);
-    return v;
-  };
-  const std::vector<float> x = filled(size_t(rows) * in), w = filled(size_t(out) * in), b = filled(out),
-                           dy = filled(size_t(rows) * out);
+  const std::vector<float> x = uniform_values(size_t(rows) * in, gen), w = uniform_values(size_t(out) * in, gen),
+                           b = uniform_values(out, gen), dy = uniform_values(size_t(rows) * out, gen);
   std::vector<float> y(size_t(rows) * out), dx(size_t(rows) * in), dw(size_t(out) * in);
-  std::vector<double> ms[2];
-  auto call = [&](vae::Backend& e) {
-    if (op == 0) e.linear_relu_forward(x.data(), w.data(), b.data(), y.data(), nullptr, rows, in, out);
-    if (op == 1) e.linear_backward(x.data(), w.data(), dy.data(), nullptr, dw.data(), nullptr, rows, in, out);
-    if (op == 2) e.linear_relu_input_backward(w.data(), dy.data(), x.data(), nullptr, dx.data(), dw.data(), rows, in, out);
-  };
-  for (int i = 0; i < 2; ++i) call(*be[i]);  // primitives and buffers made here
-  for (auto _ : state)
-    for (int i = 0; i < 2; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      call(*be[i]);
-      ms[i].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-    }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
-  state.counters["openblas_ms"] = median(ms[0]);
-  state.counters["onednn_ms"] = median(ms[1]);
-  state.counters["speedup"] = median(ms[0]) / std::max(median(ms[1]), 1e-9);
+  time_ab(
+      state,
+      [&](int i) {
+        vae::Backend& e = *be[i];
+        if (op == 0) e.linear_relu_forward(x.data(), w.data(), b.data(), y.data(), nullptr, rows, in, out);
+        if (op == 1) e.linear_backward(x.data(), w.data(), dy.data(), nullptr, dw.data(), nullptr, rows, in, out);
+        if (op == 2)
+          e.linear_relu_input_backward(w.data(), dy.data(), x.data(), nullptr, dx.data(), dw.data(), rows, in, out);
+      },
+      "openblas", "onednn");
 }
 BENCHMARK(BM_CpuLinearAB)
     ->ArgNames({"rows", "in_out", "op"})
@@ -318,13 +338,9 @@ void BM_CpuMatmulAB(benchmark::State& state) {
       trainers[static_cast<size_t>(which)]->step(x, batch);
       ms[which].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
     }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
-  state.counters["baseline_ms"] = median(ms[0]);
-  state.counters["ours_ms"] = median(ms[1]);
-  state.counters["speedup"] = median(ms[0]) / std::max(median(ms[1]), 1e-9);
+  state.counters["baseline_ms"] = median_of(ms[0]);
+  state.counters["ours_ms"] = median_of(ms[1]);
+  state.counters["speedup"] = median_of(ms[0]) / std::max(median_of(ms[1]), 1e-9);
 }
 BENCHMARK(BM_CpuMatmulAB)
     ->ArgNames({"batch", "conv", "against"})
@@ -343,49 +359,27 @@ void BM_CpuConvAB(benchmark::State& state) {
   const int batch = static_cast<int>(state.range(0)), op = static_cast<int>(state.range(2));
   const vae::ConvGeometry g = state.range(1) == 0 ? vae::ConvGeometry{batch, 1, 28, 28, 32, 4, 4, 2, 1}
                                                   : vae::ConvGeometry{batch, 32, 14, 14, 64, 4, 4, 2, 1};
-  std::unique_ptr<vae::Backend> be[2];
-  for (int i = 0; i < 2; ++i) {
-    setenv("VAE_CPU_CONV", i ? "onednn" : "im2col", 1);
-    be[i] = vae::make_backend(vae::Device::CPU);
-  }
-  unsetenv("VAE_CPU_CONV");
+  const auto be = backends_under("VAE_CPU_CONV", "im2col", "onednn");
   std::mt19937 gen(1);
-  std::uniform_real_distribution<float> u(-1, 1);
-  auto filled = [&](size_t n) {
-    std::vector<float> v(n);
-    for (float& x : v) x = u(gen);
-    return v;
-  };
   const size_t nx = size_t(g.n) * g.c * g.h * g.w, ny = size_t(g.n) * g.k * g.oh() * g.ow(),
                nw = size_t(g.k) * g.c * g.kh * g.kw;
-  const std::vector<float> x = filled(nx), w = filled(nw), b = filled(size_t(g.k)), dy = filled(ny);
+  const std::vector<float> x = uniform_values(nx, gen), w = uniform_values(nw, gen),
+                           b = uniform_values(size_t(g.k), gen), dy = uniform_values(ny, gen);
   std::vector<float> y(ny), dx(nx), dw(nw), db(size_t(g.k));
   std::vector<float> ws[2];
   for (int i = 0; i < 2; ++i) ws[i].resize(be[i]->conv_workspace_bytes(g) / sizeof(float) + 1);
-  std::vector<double> ms[2];
-  auto call = [&](int i) {
-    vae::Backend& e = *be[i];
-    const vae::Workspace w_{ws[i].data(), ws[i].size() * sizeof(float)};
-    if (op == 0) e.conv_forward(g, x.data(), w.data(), b.data(), y.data(), w_);
-    if (op == 1) e.conv_forward(g, x.data(), w.data(), nullptr, y.data(), w_);
-    if (op == 2) e.conv_backward_data(g, dy.data(), w.data(), dx.data(), w_);
-    if (op == 3) e.conv_backward_filter(g, x.data(), dy.data(), dw.data(), db.data(), w_);
-    if (op == 4) e.conv_backward_filter(g, x.data(), dy.data(), dw.data(), nullptr, w_);
-  };
-  for (int i = 0; i < 2; ++i) call(i);  // primitives made here
-  for (auto _ : state)
-    for (int i = 0; i < 2; ++i) {
-      const auto start = std::chrono::steady_clock::now();
-      call(i);
-      ms[i].push_back(std::chrono::duration<double, std::milli>(std::chrono::steady_clock::now() - start).count());
-    }
-  auto median = [](std::vector<double> v) {
-    std::sort(v.begin(), v.end());
-    return v.empty() ? 0.0 : v[v.size() / 2];
-  };
-  state.counters["im2col_ms"] = median(ms[0]);
-  state.counters["onednn_ms"] = median(ms[1]);
-  state.counters["speedup"] = median(ms[0]) / std::max(median(ms[1]), 1e-9);
+  time_ab(
+      state,
+      [&](int i) {
+        vae::Backend& e = *be[i];
+        const vae::Workspace w_{ws[i].data(), ws[i].size() * sizeof(float)};
+        if (op == 0) e.conv_forward(g, x.data(), w.data(), b.data(), y.data(), w_);
+        if (op == 1) e.conv_forward(g, x.data(), w.data(), nullptr, y.data(), w_);
+        if (op == 2) e.conv_backward_data(g, dy.data(), w.data(), dx.data(), w_);
+        if (op == 3) e.conv_backward_filter(g, x.data(), dy.data(), dw.data(), db.data(), w_);
+        if (op == 4) e.conv_backward_filter(g, x.data(), dy.data(), dw.data(), nullptr, w_);
+      },
+      "im2col", "onednn");
 }
 BENCHMARK(BM_CpuConvAB)
     ->ArgNames({"batch", "geometry", "op"})

@@ -20,6 +20,7 @@
 namespace vae {
 namespace {
 
+using test::expect_sums_close;
 using test::random_vector;
 
 struct ConvOutputs {
@@ -53,19 +54,6 @@ ConvOutputs run_conv(const char* mode, const ConvGeometry& g) {
   return o;
 }
 
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, int k, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  // Sums of k products of values in [-1, 1]: rounding differs with the order, by about
-  // k * 2^-24 * the typical partial sum (sqrt(k)); the bound is 8x that.
-  const double bound = 8.0 * k * std::ldexp(1.0, -24) * std::sqrt(double(k));
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(got[i])) << what << " element " << i << " is " << got[i];
-    worst = std::max(worst, std::fabs(double(got[i]) - double(want[i])));
-  }
-  EXPECT_LE(worst, bound) << what;
-}
-
 TEST(CpuConv, OneDnnMatchesIm2colAndRepeatsItsBits) {
   set_num_threads(2);
   const ConvGeometry cases[] = {
@@ -84,12 +72,12 @@ TEST(CpuConv, OneDnnMatchesIm2colAndRepeatsItsBits) {
     for (const char* mode : {"", "onednn"}) {
       const ConvOutputs a = run_conv(mode, g), b = run_conv(mode, g);
       const std::string what = shape + " (" + (*mode ? mode : "measured policy") + ")";
-      expect_close(a.y, ref.y, taps, what + " forward");
-      expect_close(a.y_nobias, ref.y_nobias, taps, what + " forward without bias");
-      expect_close(a.dx, ref.dx, g.k * g.kh * g.kw, what + " backward data");
-      expect_close(a.dw, ref.dw, per_filter, what + " weight gradient");
-      expect_close(a.db, ref.db, per_filter, what + " bias gradient");
-      expect_close(a.dw_nobias, ref.dw_nobias, per_filter, what + " weight gradient without bias");
+      expect_sums_close(a.y, ref.y, taps, what + " forward");
+      expect_sums_close(a.y_nobias, ref.y_nobias, taps, what + " forward without bias");
+      expect_sums_close(a.dx, ref.dx, g.k * g.kh * g.kw, what + " backward data");
+      expect_sums_close(a.dw, ref.dw, per_filter, what + " weight gradient");
+      expect_sums_close(a.db, ref.db, per_filter, what + " bias gradient");
+      expect_sums_close(a.dw_nobias, ref.dw_nobias, per_filter, what + " weight gradient without bias");
       // Same bits from a second backend (new primitives), same thread count.
       for (const auto& [x, y] : {std::pair{&a.y, &b.y}, std::pair{&a.y_nobias, &b.y_nobias}, std::pair{&a.dx, &b.dx},
                                   std::pair{&a.dw, &b.dw}, std::pair{&a.db, &b.db}, std::pair{&a.dw_nobias, &b.dw_nobias}})

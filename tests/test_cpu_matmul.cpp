@@ -16,6 +16,7 @@
 namespace vae {
 namespace {
 
+using test::expect_sums_close;
 using test::random_vector;
 
 struct LinearOutputs {
@@ -47,19 +48,6 @@ LinearOutputs run_linear(const char* mode, int rows, int in, int out) {
   return o;
 }
 
-void expect_close(const std::vector<float>& got, const std::vector<float>& want, int k, const std::string& what) {
-  ASSERT_EQ(got.size(), want.size()) << what;
-  // Sums of k products of values in [-1, 1]: rounding differs with the order, by about
-  // k * 2^-24 * the typical partial sum; the bound is 8x that.
-  const double bound = 8.0 * k * std::ldexp(1.0, -24) * std::sqrt(double(k));
-  double worst = 0;
-  for (size_t i = 0; i < got.size(); ++i) {
-    ASSERT_TRUE(std::isfinite(got[i])) << what << " element " << i << " is " << got[i];
-    worst = std::max(worst, std::fabs(double(got[i]) - double(want[i])));
-  }
-  EXPECT_LE(worst, bound) << what;
-}
-
 TEST(CpuMatmul, OneDnnMatchesOpenBlasAndRepeatsItsBits) {
   set_num_threads(2);
   for (const auto [rows, in, out] : {std::tuple{37, 53, 29}, std::tuple{1, 784, 512}, std::tuple{128, 784, 512},
@@ -69,11 +57,11 @@ TEST(CpuMatmul, OneDnnMatchesOpenBlasAndRepeatsItsBits) {
     for (const char* mode : {"", "onednn"}) {
       const LinearOutputs a = run_linear(mode, rows, in, out), b = run_linear(mode, rows, in, out);
       const std::string what = shape + " (" + (*mode ? mode : "default policy") + ")";
-      expect_close(a.y, ref.y, in, what + " forward");
-      expect_close(a.yr, ref.yr, in, what + " forward + ReLU");
-      expect_close(a.dx, ref.dx, out, what + " input gradient");
-      expect_close(a.dw, ref.dw, rows, what + " weight gradient");
-      expect_close(a.dpre, ref.dpre, out, what + " input gradient through ReLU");
+      expect_sums_close(a.y, ref.y, in, what + " forward");
+      expect_sums_close(a.yr, ref.yr, in, what + " forward + ReLU");
+      expect_sums_close(a.dx, ref.dx, out, what + " input gradient");
+      expect_sums_close(a.dw, ref.dw, rows, what + " weight gradient");
+      expect_sums_close(a.dpre, ref.dpre, out, what + " input gradient through ReLU");
       EXPECT_EQ(a.db, ref.db) << what << ": the bias gradient is ours on both paths";
       // Same bits on a second backend (new primitives), same thread count.
       for (const auto& [x, y] : {std::pair{&a.y, &b.y}, std::pair{&a.yr, &b.yr}, std::pair{&a.dx, &b.dx},

@@ -155,6 +155,14 @@ void expect_close(const std::vector<A>& got, const std::vector<B>& ref, double a
                         << ref[worst_i] << " (" << worst << " of its bound atol=" << atol << " rtol=" << rtol << ")";
 }
 
+// For results that are sums of k products of values in [-1, 1], computed in another order than the
+// reference (another library, another blocking): rounding differs by about k * 2^-24 * the typical
+// partial sum (sqrt(k)); the bound is 8x that, absolute. Non-finite elements fail.
+template <class A, class B>
+void expect_sums_close(const std::vector<A>& got, const std::vector<B>& ref, int k, const std::string& what) {
+  expect_close(got, ref, 8.0 * k * std::ldexp(1.0, -24) * std::sqrt(double(k)), 0.0, what);
+}
+
 class ScratchDir {
  public:
   explicit ScratchDir(const std::string& name) {
