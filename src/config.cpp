@@ -35,7 +35,10 @@ Enum parse_enum(const std::string& s, const char* what, const std::pair<const ch
 }
 
 const std::pair<const char*, Activation> kActivations[] = {
-    {"relu", Activation::ReLU}, {"leaky_relu", Activation::LeakyReLU}, {"tanh", Activation::Tanh}, {"silu", Activation::SiLU}};
+    {"relu", Activation::ReLU}, {"leaky_relu", Activation::LeakyReLU}, {"tanh", Activation::Tanh}, {"silu", Activation::SiLU},
+    {"gated", Activation::Gated}};
+const std::pair<const char*, LogvarClampKind> kLogvarClamps[] = {
+    {"none", LogvarClampKind::None}, {"hard", LogvarClampKind::Hard}, {"soft", LogvarClampKind::Soft}};
 const std::pair<const char*, Likelihood> kLikelihoods[] = {{"bernoulli", Likelihood::Bernoulli},
                                                            {"gaussian", Likelihood::Gaussian}};
 const std::pair<const char*, InitScheme> kInits[] = {
@@ -189,6 +192,8 @@ json parse_json(const std::string& text, const char* what) {
 
 std::string to_string(Activation a) { return enum_name(a, kActivations); }
 std::string to_string(Likelihood l) { return enum_name(l, kLikelihoods); }
+std::string to_string(LogvarClampKind k) { return enum_name(k, kLogvarClamps); }
+LogvarClampKind parse_logvar_clamp(const std::string& s) { return parse_enum(s, "logvar_clamp", kLogvarClamps); }
 std::string to_string(InitScheme s) { return enum_name(s, kInits); }
 std::string to_string(OptimizerKind o) { return enum_name(o, kOptimizers); }
 std::string to_string(LrSchedule s) { return enum_name(s, kSchedules); }
@@ -252,6 +257,11 @@ void ModelConfig::validate() const {
   };
   check_flow("prior", prior.flow_steps, prior.flow_hidden, prior.type == PriorType::Flow);
   check_flow("posterior", posterior_flow_steps, posterior_flow_hidden, false);
+  if (logvar_clamp != LogvarClampKind::None)
+    require(std::isfinite(logvar_min) && std::isfinite(logvar_max) && logvar_min >= -30.0f &&
+                logvar_max <= 20.0f && logvar_min + 0.01f <= logvar_max,
+            "posterior.logvar_min and logvar_max must satisfy -30 <= logvar_min < logvar_max <= 20 (at least 0.01 "
+            "apart), got [" + std::to_string(logvar_min) + ", " + std::to_string(logvar_max) + "]");
   require(e.leaky_slope >= 0.0f && e.leaky_slope < 1.0f, "leaky_slope must be in [0, 1)");
   require(std::isfinite(gaussian_sigma) && gaussian_sigma >= 1e-3f && gaussian_sigma <= 10.0f,
           "gaussian_sigma must be in [0.001, 10], got " + std::to_string(gaussian_sigma));
@@ -387,6 +397,11 @@ std::string ModelConfig::to_json() const {
     j["posterior"]["flow_steps"] = posterior_flow_steps;
     j["posterior"]["flow_hidden"] = posterior_flow_hidden;
   }
+  if (logvar_clamp != LogvarClampKind::None) {
+    j["posterior"]["logvar_clamp"] = to_string(logvar_clamp);
+    j["posterior"]["logvar_min"] = typed_float(logvar_min);
+    j["posterior"]["logvar_max"] = typed_float(logvar_max);
+  }
   j["prior"] = prior_to_json(prior);
   json l;
   l["type"] = to_string(likelihood);
@@ -435,11 +450,16 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     if (j.contains("decoder")) read_typed_section(j.at("decoder"), "decoder", {"mirror"});
     if (j.contains("posterior")) {
       const json& p = j.at("posterior");
-      reject_unknown_keys(p, {"type", "latent", "flow_steps", "flow_hidden"}, "posterior");
+      reject_unknown_keys(p, {"type", "latent", "flow_steps", "flow_hidden", "logvar_clamp", "logvar_min", "logvar_max"},
+                          "posterior");
       if (p.contains("type")) read_typed_section(json{{"type", p.at("type")}}, "posterior", {"gaussian"});
       read_key(p, "latent", c.latent);
       read_key(p, "flow_steps", c.posterior_flow_steps);
       read_key(p, "flow_hidden", c.posterior_flow_hidden);
+      std::string clamp;
+      if (p.contains("logvar_clamp")) read_key(p, "logvar_clamp", clamp), c.logvar_clamp = parse_logvar_clamp(clamp);
+      read_key(p, "logvar_min", c.logvar_min);
+      read_key(p, "logvar_max", c.logvar_max);
     }
     if (j.contains("prior")) read_prior(j.at("prior"), c.prior);
     if (j.contains("likelihood")) {
@@ -671,7 +691,15 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     f.push_back(value("encoder.hidden", VAE_GET(C, encoder.hidden), 1, 65536, "--hidden",
                       "fully connected encoder widths, after any convs (default 512,256)"));
     f.push_back(choice("encoder.activation", VAE_GET(C, encoder.activation), parse_activation, to_string, "--activation",
-                       "relu|leaky_relu|tanh|silu (default relu)"));
+                       "relu|leaky_relu|tanh|silu|gated (default relu); gated: every hidden layer of doubled width, its second "
+                       "half gating the first through a sigmoid (vae_vampprior's gated layers)"));
+    f.push_back(choice("posterior.logvar_clamp", VAE_GET(C, logvar_clamp), parse_logvar_clamp, to_string,
+                       "--logvar-clamp",
+                       "none|hard|soft: hold the posterior's log-variance in [--logvar-min, --logvar-max] (default none)"));
+    f.push_back(value("posterior.logvar_min", VAE_GET(C, logvar_min), -30, 20, "--logvar-min",
+                      "the bounded log-variance's lower end (default -6)"));
+    f.push_back(value("posterior.logvar_max", VAE_GET(C, logvar_max), -30, 20, "--logvar-max",
+                      "the bounded log-variance's upper end (default 2)"));
     f.push_back(choice("prior.type", VAE_GET(C, prior.type), parse_prior, to_string, "--prior",
                        "standard|mog|vamp|flow: N(0, I), a learned mixture of Gaussians, the VampPrior (a mixture of the "
                        "encoder's posteriors at learned pseudo-inputs), or a RealNVP/Glow flow over N(0, I) (default "

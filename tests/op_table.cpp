@@ -17,7 +17,9 @@
 #include "importance_sample.cuh"
 #include "iwae_objective.cuh"
 #include "latent_sample_kl.cuh"
+#include "gate.cuh"
 #include "logistic_nll.cuh"
+#include "logvar_clamp.cuh"
 #include "mog_prior.cuh"
 #include "op_table.hpp"
 #include "philox.cuh"
@@ -247,6 +249,60 @@ void add_activations(std::vector<Case>& out, Mode mode) {
       set_body(c, [=](auto& be, auto& io) {
         ops::activation_forward(be, act, 0.01f, io.in(0), io.out(0), n);
         if (io.backward()) ops::activation_backward(be, act, 0.01f, io.in(0), io.up(0), io.grad(0), n);
+      });
+      out.push_back(std::move(c));
+    }
+}
+
+// The gated layer's gate, h = a * sigmoid(g) over rows of [a | g]; and the bounded log-variance of
+// the encoder head, hard (kept off its two kinks) and soft.
+void add_gate_and_logvar_clamp(std::vector<Case>& out, Mode mode) {
+  struct S { int rows; int64_t width; };
+  const std::vector<S> grad{{3, 5}, {1, 1}};
+  const std::vector<S> parity{{1, 1}, {7, 33}, {128, 300}, {5, 4099}};
+  const std::vector<S> bench{{128, 300}, {4096, 300}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    Case c;
+    c.op = "gate";
+    c.shape = dims({{"rows", s.rows}, {"width", int(s.width)}});
+    const int64_t n = int64_t(s.rows) * s.width;
+    const double r = mode == Mode::Gradient ? 3 : 12;
+    c.inputs = {{"pre", 2 * n, Draw::Uniform, -r, r, true}};
+    c.outputs = {{"h", n, {1e-6, 4e-6}}};
+    c.grads = {{0, {1e-6, 4e-6}}};
+    c.bytes = 4.0 * (3 * n) + 4.0 * (5 * n);
+    set_body(c, [=](auto& be, auto& io) {
+      ops::gate_forward(be, io.in(0), io.out(0), s.rows, s.width);
+      if (io.backward()) ops::gate_backward(be, io.in(0), io.up(0), io.grad(0), s.rows, s.width);
+    });
+    out.push_back(std::move(c));
+  }
+  struct L { int rows, latent; };
+  const std::vector<L> lgrad{{3, 4}, {1, 1}};
+  const std::vector<L> lparity{{1, 1}, {7, 33}, {128, 40}};
+  const std::vector<L> lbench{{128, 40}, {4096, 40}};
+  for (const L s : pick(mode, lgrad, lparity, lbench))
+    for (bool soft : {false, true}) {
+      if (mode == Mode::Bench && soft) continue;
+      Case c;
+      c.op = "logvar_clamp";
+      c.shape = dims({{"rows", s.rows}, {"latent", s.latent}}) + (soft ? " soft" : " hard");
+      const int64_t n = int64_t(s.rows) * 2 * s.latent;
+      // Range [-6, 2] with raw values from -9 to 5: both sides of both ends. The hard clamp's
+      // finite differences must not straddle its kinks: values within 0.05 of an end move off it.
+      c.inputs = {{"h", n, Draw::Uniform, -9, 5, true, [](std::vector<double>& v) {
+                     for (double& x : v)
+                       for (double end : {-6.0, 2.0})
+                         if (std::fabs(x - end) < 0.05) x = end + (x < end ? -0.05 : 0.05);
+                   }}};
+      c.outputs = {{"y", n, {1e-6, 4e-6}}};
+      c.grads = {{0, {1e-6, 4e-6}}};
+      c.bytes = 4.0 * (2 * n) + 4.0 * (3 * n);
+      set_body(c, [=](auto& be, auto& io) {
+        using T = scalar_of<decltype(io)>;
+        const ops::LogvarBounds<T> bounds{T(-6), T(2), soft};
+        ops::logvar_clamp_forward(be, io.in(0), io.out(0), s.rows, s.latent, bounds);
+        if (io.backward()) ops::logvar_clamp_backward(be, io.in(0), io.up(0), io.grad(0), s.rows, s.latent, bounds);
       });
       out.push_back(std::move(c));
     }
@@ -1117,6 +1173,7 @@ std::vector<Case> cases(Mode mode) {
   add_conv(all, mode);
   add_channel_bias(all, mode);
   add_activations(all, mode);
+  add_gate_and_logvar_clamp(all, mode);
   add_latent_sample_kl(all, mode);
   add_gaussian_posterior(all, mode);
   add_standard_normal_prior(all, mode);
@@ -1149,7 +1206,8 @@ std::vector<Coverage> required_coverage() {
           {"elbo_regularised", false}, {"iwae_objective", false},     {"rows", false},
           {"actnorm", true},         {"lu_linear", true},            {"affine_coupling", true},
           {"softmax_xent", true},    {"condition", true},            {"gather_labels", false},
-          {"gaussian_posterior_moments", false}, {"logistic_nll", true}};
+          {"gaussian_posterior_moments", false}, {"logistic_nll", true},
+          {"gate", true},            {"logvar_clamp", true}};
 }
 
 }  // namespace vae::optable

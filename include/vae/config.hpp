@@ -10,7 +10,8 @@
 
 namespace vae {
 
-enum class Activation { ReLU, LeakyReLU, Tanh, SiLU };
+enum class Activation { ReLU, LeakyReLU, Tanh, SiLU, Gated };
+enum class LogvarClampKind { None, Hard, Soft };
 enum class Likelihood { Bernoulli, Gaussian };
 enum class InitScheme { Torch, Kaiming, Xavier };
 enum class OptimizerKind { Adam, AdamW };
@@ -22,6 +23,7 @@ enum class WarmupSchedule { Linear, Cyclical };
 
 std::string to_string(Activation a);
 std::string to_string(Likelihood l);
+std::string to_string(LogvarClampKind k);
 std::string to_string(InitScheme s);
 std::string to_string(OptimizerKind o);
 std::string to_string(LrSchedule s);
@@ -31,6 +33,8 @@ std::string to_string(ObjectiveType t);
 std::string to_string(WarmupSchedule w);
 Activation parse_activation(const std::string& s);
 Likelihood parse_likelihood(const std::string& s);
+// "none", "hard" or "soft".
+LogvarClampKind parse_logvar_clamp(const std::string& s);
 InitScheme parse_init(const std::string& s);
 OptimizerKind parse_optimizer(const std::string& s);
 LrSchedule parse_schedule(const std::string& s);
@@ -48,6 +52,8 @@ inline constexpr int64_t kMaxParameters = int64_t{1} << 30;
 // The encoder network, image -> the posterior's parameters; the decoder is its mirror image.
 //   mlp:  Linear(hidden[0]), act, ..., Linear(2 * latent)
 //   conv: Conv2d(channels[0], kernel, stride, padding), act, ..., Flatten, then the mlp part
+// activation "gated": every hidden layer (Linear, Conv2d, ConvTranspose2d) has twice its width and
+// a Gate after it, h = a * sigmoid(g) (Dauphin et al.; vae_vampprior's GatedDense and GatedConv2d).
 // The decoder runs the same layers backwards: Linear layers up to the last conv's output,
 // Reshape, ConvTranspose2d layers (output padding chosen so every size comes back exactly), and no
 // activation after its last layer (it gives logits or Gaussian means).
@@ -95,6 +101,13 @@ struct ModelConfig {
   // kind), their log-determinant entering log q(z|x). 0 = the plain diagonal Gaussian.
   int posterior_flow_steps = 0;
   int posterior_flow_hidden = 64;
+  // The posterior's log-variance held in [logvar_min, logvar_max] by a LogvarClamp module on the
+  // encoder head: hard (vae_vampprior's Hardtanh(-6, 2)), soft (c + s tanh((raw - c) / s)), or none
+  // (the kernels' own wide soft clamp to (-30, 20) only). In JSON: the posterior section's
+  // "logvar_clamp", "logvar_min", "logvar_max".
+  LogvarClampKind logvar_clamp = LogvarClampKind::None;
+  float logvar_min = -6.0f;
+  float logvar_max = 2.0f;
   PriorConfig prior;
   Likelihood likelihood = Likelihood::Bernoulli;
   // Gaussian likelihood: a learned per-pixel log-sigma, or a fixed sigma.

@@ -5,6 +5,8 @@
 
 #include "activation.cuh"
 #include "channel_bias.cuh"
+#include "gate.cuh"
+#include "logvar_clamp.cuh"
 #include "philox.cuh"
 #include "vae/error.hpp"
 
@@ -86,6 +88,9 @@ math::Act to_math(Activation a) {
     case Activation::LeakyReLU: return math::Act::LeakyReLU;
     case Activation::Tanh: return math::Act::Tanh;
     case Activation::SiLU: return math::Act::SiLU;
+    case Activation::Gated:
+      throw Error("the gated activation is a layer of doubled width and a Gate, not an element-wise activation "
+                  "(build_networks builds it; a bug in vae if this is reached)");
   }
   return math::Act::Identity;
 }
@@ -100,6 +105,41 @@ void ActivationLayer::forward(Backend& be, const float* x, float* y, int rows, W
 
 void ActivationLayer::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace /*ws*/) {
   if (dx) ops::activation_backward(be, act_, slope_, x, dy, dx, rows * in_features());
+}
+
+namespace {
+Shape halved(const Shape& in) {
+  if (in.empty() || in[0] < 2 || in[0] % 2 != 0)
+    throw Error("Gate: the input's first dimension holds the values and their gates, so it must be even; got " +
+                to_string(in));
+  Shape out = in;
+  out[0] /= 2;
+  return out;
+}
+}  // namespace
+
+Gate::Gate(const Shape& in) : Module(in, halved(in)) {}
+
+void Gate::forward(Backend& be, const float* x, float* y, int rows, Workspace /*ws*/) {
+  ops::gate_forward(be, x, y, rows, out_features());
+}
+
+void Gate::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace /*ws*/) {
+  if (dx) ops::gate_backward(be, x, dy, dx, rows, out_features());
+}
+
+LogvarClamp::LogvarClamp(int latent, float lo, float hi, bool soft)
+    : Module({2 * int64_t(latent)}, {2 * int64_t(latent)}), latent_(latent), lo_(lo), hi_(hi), soft_(soft) {
+  if (!(lo < hi)) throw Error("LogvarClamp: the log-variance range needs lo < hi, got [" + std::to_string(lo) + ", " +
+                              std::to_string(hi) + "]");
+}
+
+void LogvarClamp::forward(Backend& be, const float* x, float* y, int rows, Workspace /*ws*/) {
+  ops::logvar_clamp_forward(be, x, y, rows, latent_, ops::LogvarBounds<float>{lo_, hi_, soft_});
+}
+
+void LogvarClamp::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace /*ws*/) {
+  if (dx) ops::logvar_clamp_backward(be, x, dy, dx, rows, latent_, ops::LogvarBounds<float>{lo_, hi_, soft_});
 }
 
 namespace {

@@ -94,6 +94,33 @@ class ActivationLayer final : public Module {
   float slope_;
 };
 
+// The gate of a gated layer (kernels/gate.cuh): the layer before it gives twice the outputs, the
+// second half gating the first, h = a * sigmoid(g). Per sample [2w] -> [w], or [2c, H, W] -> [c, H, W]
+// after a convolution (the same memory: the first c channels are a). vae_vampprior's GatedDense and
+// GatedConv2d are a Linear or Conv2d of doubled width followed by this module.
+class Gate final : public Module {
+ public:
+  explicit Gate(const Shape& in);
+  std::string kind() const override { return "Gate"; }
+  void forward(Backend& be, const float* x, float* y, int rows, Workspace ws) override;
+  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
+};
+
+// The encoder head's log-variance held in a range (kernels/logvar_clamp.cuh): [2L] -> [2L], mu
+// passing through, the second half clamped hard (vae_vampprior's Hardtanh) or softly (tanh).
+class LogvarClamp final : public Module {
+ public:
+  LogvarClamp(int latent, float lo, float hi, bool soft);
+  std::string kind() const override { return "LogvarClamp"; }
+  void forward(Backend& be, const float* x, float* y, int rows, Workspace ws) override;
+  void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
+
+ private:
+  int latent_;
+  float lo_, hi_;
+  bool soft_;
+};
+
 // A 2-D convolution over NCHW (PyTorch's Conv2d: weight [out, in, k, k], bias [out]), square kernel,
 // one stride and zero padding for both axes. Input [C, H, W], output [out, (H+2p-k)/s+1, (W+2p-k)/s+1].
 class Conv2d final : public Module {

@@ -10,7 +10,14 @@ namespace vae {
 void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& decoder) {
   const EncoderConfig& e = config.encoder;
   const Shape image{config.image_channels, config.image_height, config.image_width};
-  auto act = [&](const Shape& s) { return std::make_unique<ActivationLayer>(e.activation, e.leaky_slope, s); };
+  // Each hidden layer is followed by the activation; a gated network (activation "gated") doubles
+  // the layer's outputs instead and follows it with a Gate, which halves them again.
+  const bool gated = e.activation == Activation::Gated;
+  const int widen = gated ? 2 : 1;
+  auto activate = [&](Sequential& net) {
+    if (gated) net.add(std::make_unique<Gate>(net.out_shape()));
+    else net.add(std::make_unique<ActivationLayer>(e.activation, e.leaky_slope, net.out_shape()));
+  };
 
   // Encoder: convs (keeping each one's input shape for the mirror), Flatten, linear layers.
   // A conditional encoder sees the condition after the image: one plane per class (conv) or the
@@ -23,38 +30,41 @@ void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& 
     for (size_t i = 0; i < e.channels.size(); ++i) {
       conv_inputs.push_back(shape);
       try {
-        encoder.add(std::make_unique<Conv2d>(shape, e.channels[i], e.kernel, e.stride, e.padding));
+        encoder.add(std::make_unique<Conv2d>(shape, e.channels[i] * widen, e.kernel, e.stride, e.padding));
       } catch (const Error& err) {
         throw Error("encoder.channels[" + std::to_string(i) + "]: " + err.what() +
                     "; use fewer conv layers, a smaller kernel or more padding for " + to_string(image) + " images");
       }
+      activate(encoder);
       shape = encoder.out_shape();
-      encoder.add(act(shape));
     }
     encoder.add(std::make_unique<Flatten>(shape));
   }
   const Shape conv_out = e.type == NetworkType::Conv ? shape : Shape{};
   int64_t width = shape_numel(shape);
   for (int h : e.hidden) {
-    encoder.add(std::make_unique<Linear>(static_cast<int>(width), h));
-    encoder.add(act({h}));
+    encoder.add(std::make_unique<Linear>(static_cast<int>(width), h * widen));
+    activate(encoder);
     width = h;
   }
   encoder.add(std::make_unique<Linear>(static_cast<int>(width), 2 * config.latent));
+  if (config.logvar_clamp != LogvarClampKind::None)
+    encoder.add(std::make_unique<LogvarClamp>(config.latent, config.logvar_min, config.logvar_max,
+                                              config.logvar_clamp == LogvarClampKind::Soft));
 
   // Decoder: the mirror image. Its linear part ends at the image (mlp) or at the last conv's output.
   width = config.decoder_input_dim();
   for (auto it = e.hidden.rbegin(); it != e.hidden.rend(); ++it) {
-    decoder.add(std::make_unique<Linear>(static_cast<int>(width), *it));
-    decoder.add(act({*it}));
+    decoder.add(std::make_unique<Linear>(static_cast<int>(width), *it * widen));
+    activate(decoder);
     width = *it;
   }
   if (e.type == NetworkType::MLP) {
     decoder.add(std::make_unique<Linear>(static_cast<int>(width), static_cast<int>(shape_numel(image))));
     return;
   }
-  decoder.add(std::make_unique<Linear>(static_cast<int>(width), static_cast<int>(shape_numel(conv_out))));
-  decoder.add(act({shape_numel(conv_out)}));
+  decoder.add(std::make_unique<Linear>(static_cast<int>(width), static_cast<int>(shape_numel(conv_out) * widen)));
+  activate(decoder);
   decoder.add(std::make_unique<Reshape>(Shape{shape_numel(conv_out)}, conv_out));
   for (size_t i = conv_inputs.size(); i-- > 0;) {
     // The first conv's input had the condition's planes; the decoder gives back the image alone.
@@ -70,8 +80,10 @@ void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& 
                   std::to_string(e.stride) + " and padding " + std::to_string(e.padding) + " turns " + to_string(from) +
                   " back into " + to_string(target) + "; choose encoder.kernel/stride/padding that divide the image "
                   "size evenly (for 28x28: kernel 4, stride 2, padding 1)");
-    decoder.add(std::make_unique<ConvTranspose2d>(from, static_cast<int>(target[0]), e.kernel, e.stride, e.padding, pad_h));
-    if (i > 0) decoder.add(act(decoder.out_shape()));
+    // The last layer gives the image (no activation, so no doubling).
+    const int out_channels = static_cast<int>(target[0]) * (i > 0 ? widen : 1);
+    decoder.add(std::make_unique<ConvTranspose2d>(from, out_channels, e.kernel, e.stride, e.padding, pad_h));
+    if (i > 0) activate(decoder);
   }
 }
 
