@@ -117,6 +117,57 @@ VAE_HD T soft_clamp_grad(T x, T lo, T hi) {
   return sigmoid(x - lo) * sigmoid(hi - above_lo);
 }
 
+// The discretized logistic of 8-bit data on [0, 1] (PixelCNN++, NVAE): pixel value k in 0..255 is
+// x = k / 255, the centre of a bin of width 1/255; the end bins reach to -inf and +inf. With mean m
+// and log-scale ls (soft-clamped to [kLogScaleMin, kLogScaleMax]), a = (x - m + 1/510) e^-ls and
+// b = (x - m - 1/510) e^-ls, the bin's mass is
+//   interior:  sigmoid(a) - sigmoid(b) = sigmoid(a) sigmoid(-b) (1 - e^-(a - b))
+//              log p = -softplus(-a) - softplus(b) + log(-expm1(-(a - b)))
+//   x = 0:     log p = log sigmoid(a)     = -softplus(-a)
+//   x = 1:     log p = log(1 - sigmoid(b)) = -softplus(b)
+// all in log space, so a mass below float precision (x far from m) is still its own finite log,
+// with no threshold and no epsilon. a - b = e^-ls / 255 <= e^7 / 255 < 4.3, so the expm1 is tame.
+// The gradients, with s = e^ls:
+//   d(-log p)/dm  = e^-ls * dm_term,  dm_term  = sigmoid(-a) - sigmoid(b)   (interior)
+//   d(-log p)/dls = dls_term,         dls_term = a sigmoid(-a) - b sigmoid(b) + (a - b) / expm1(a - b)
+// the edges keeping their one side (x = 0: sigmoid(-a), a sigmoid(-a); x = 1: -sigmoid(b), -b sigmoid(b)).
+constexpr float kLogScaleMin = -7.0f;  // PixelCNN++'s floor: a bin of 1/255 then holds at most ~0.99
+constexpr float kLogScaleMax = 5.0f;   // scale e^5 ~ 150 over [0, 1]: flat
+constexpr double kPixelHalfBin = 1.0 / 510.0;
+
+template <class T>
+struct DiscretizedLogistic {
+  T log_p;     // log of the bin's mass
+  T dm_term;   // d(-log p)/dm = inv_scale * dm_term
+  T dls_term;  // d(-log p)/dls
+  T inv_scale;
+};
+
+template <class T>
+VAE_HD DiscretizedLogistic<T> discretized_logistic(T x, T mean, T log_scale) {
+  DiscretizedLogistic<T> r;
+  r.inv_scale = hd::exp(-log_scale);
+  const T c = x - mean;
+  const T a = r.inv_scale * (c + T(kPixelHalfBin)), b = r.inv_scale * (c - T(kPixelHalfBin));
+  if (x < T(kPixelHalfBin)) {  // k = 0
+    const T sa = sigmoid(-a);
+    r.log_p = -softplus(-a);
+    r.dm_term = sa;
+    r.dls_term = a * sa;
+  } else if (x > T(1) - T(kPixelHalfBin)) {  // k = 255
+    const T sb = sigmoid(b);
+    r.log_p = -softplus(b);
+    r.dm_term = -sb;
+    r.dls_term = -b * sb;
+  } else {
+    const T sa = sigmoid(-a), sb = sigmoid(b), delta = a - b, em1 = hd::expm1(delta);
+    r.log_p = -softplus(-a) - softplus(b) + hd::log(-hd::expm1(-delta));
+    r.dm_term = sa - sb;
+    r.dls_term = a * sa - b * sb + delta / em1;
+  }
+  return r;
+}
+
 // log(2 pi) / 2, the normalising constant of a standard normal density per dimension.
 constexpr double kHalfLog2Pi = 0.91893853320467274178;
 

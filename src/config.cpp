@@ -40,7 +40,9 @@ const std::pair<const char*, Activation> kActivations[] = {
 const std::pair<const char*, LogvarClampKind> kLogvarClamps[] = {
     {"none", LogvarClampKind::None}, {"hard", LogvarClampKind::Hard}, {"soft", LogvarClampKind::Soft}};
 const std::pair<const char*, Likelihood> kLikelihoods[] = {{"bernoulli", Likelihood::Bernoulli},
-                                                           {"gaussian", Likelihood::Gaussian}};
+                                                           {"gaussian", Likelihood::Gaussian},
+                                                           {"dlogistic", Likelihood::DiscretizedLogistic},
+                                                           {"dmol", Likelihood::MixtureDiscretizedLogistic}};
 const std::pair<const char*, InitScheme> kInits[] = {
     {"torch", InitScheme::Torch}, {"kaiming", InitScheme::Kaiming}, {"xavier", InitScheme::Xavier}};
 const std::pair<const char*, OptimizerKind> kOptimizers[] = {{"adam", OptimizerKind::Adam}, {"adamw", OptimizerKind::AdamW}};
@@ -218,6 +220,15 @@ PriorType parse_prior(const std::string& s) {
   return s == "standard" ? PriorType::StandardNormal : parse_enum(s, "prior type", kPriors);
 }
 
+int ModelConfig::decoder_output_channels() const {
+  const int c = image_channels;
+  switch (likelihood) {
+    case Likelihood::DiscretizedLogistic: return 2 * c;
+    case Likelihood::MixtureDiscretizedLogistic: return mixture_components() * (1 + 2 * c + c * (c - 1) / 2);
+    default: return c;
+  }
+}
+
 void ModelConfig::validate() const {
   require(image_channels >= 1 && image_channels <= 4,
           "image_channels must be 1 to 4, got " + std::to_string(image_channels));
@@ -263,6 +274,14 @@ void ModelConfig::validate() const {
             "posterior.logvar_min and logvar_max must satisfy -30 <= logvar_min < logvar_max <= 20 (at least 0.01 "
             "apart), got [" + std::to_string(logvar_min) + ", " + std::to_string(logvar_max) + "]");
   require(e.leaky_slope >= 0.0f && e.leaky_slope < 1.0f, "leaky_slope must be in [0, 1)");
+  require(likelihood_components >= 0 && likelihood_components <= 32,
+          "likelihood.components must be in [1, 32] (0: the default 10), got " + std::to_string(likelihood_components));
+  require(likelihood_components == 0 || likelihood == Likelihood::MixtureDiscretizedLogistic,
+          "likelihood.components is for the dmol likelihood (a mixture of discretized logistics); remove it or set "
+          "likelihood.type to dmol");
+  require(likelihood != Likelihood::MixtureDiscretizedLogistic || image_channels == 1 || image_channels == 3,
+          "the dmol likelihood models grey (1 channel) or RGB (3 channels) images, got " +
+              std::to_string(image_channels) + " channels; use dlogistic, which takes any channel count");
   require(std::isfinite(gaussian_sigma) && gaussian_sigma >= 1e-3f && gaussian_sigma <= 10.0f,
           "gaussian_sigma must be in [0.001, 10], got " + std::to_string(gaussian_sigma));
   if (e.type == NetworkType::Conv) {
@@ -409,6 +428,7 @@ std::string ModelConfig::to_json() const {
     l["sigma"] = typed_float(gaussian_sigma);
     l["learned_sigma"] = learned_sigma;
   }
+  if (likelihood == Likelihood::MixtureDiscretizedLogistic) l["components"] = mixture_components();
   j["likelihood"] = l;
   j["init"] = to_string(init);
   if (conditional) {
@@ -464,11 +484,12 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     if (j.contains("prior")) read_prior(j.at("prior"), c.prior);
     if (j.contains("likelihood")) {
       const json& l = j.at("likelihood");
-      reject_unknown_keys(l, {"type", "sigma", "learned_sigma"}, "likelihood");
+      reject_unknown_keys(l, {"type", "sigma", "learned_sigma", "components"}, "likelihood");
       std::string s;
       if (l.contains("type")) read_key(l, "type", s), c.likelihood = parse_likelihood(s);
       read_key(l, "sigma", c.gaussian_sigma);
       read_key(l, "learned_sigma", c.learned_sigma);
+      read_key(l, "components", c.likelihood_components);
     }
     std::string s;
     if (j.contains("init")) read_key(j, "init", s), c.init = parse_init(s);
@@ -723,7 +744,12 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     f.push_back(toggle("conditional", VAE_GET(C, conditional), "--conditional", true,
                        "condition the encoder and decoder on the data set's class labels (a conditional VAE)"));
     f.push_back(choice("likelihood.type", VAE_GET(C, likelihood), parse_likelihood, to_string, "--likelihood",
-                       "bernoulli|gaussian (default bernoulli)"));
+                       "bernoulli|gaussian|dlogistic|dmol (default bernoulli): Bernoulli on dynamically binarized pixels, a "
+                       "Gaussian density on grey levels in [0, 1], a discretized logistic per 8-bit value, or a mixture of "
+                       "--likelihood-components discretized logistics per pixel (RGB: PixelCNN++'s coupled means)"));
+    Field<C> lcomp = value("likelihood.components", VAE_GET(C, likelihood_components), 1, 32, "--likelihood-components",
+                           "dmol: discretized logistics in each pixel's mixture (default 10)");
+    f.push_back(std::move(lcomp));
     return f;
   }();
   return fields;

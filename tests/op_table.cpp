@@ -17,6 +17,7 @@
 #include "importance_sample.cuh"
 #include "iwae_objective.cuh"
 #include "latent_sample_kl.cuh"
+#include "discretized_logistic_nll.cuh"
 #include "gate.cuh"
 #include "logistic_nll.cuh"
 #include "logvar_clamp.cuh"
@@ -787,6 +788,40 @@ void add_likelihoods(std::vector<Case>& out, Mode mode) {
       });
       out.push_back(std::move(c));
     }
+    {
+      Case c;
+      c.op = "discretized_logistic_nll";
+      c.shape = shape;
+      // Pixels k / 255 with both end bins present; means around the pixels and raw log-scales past
+      // both ends of the soft clamp [-7, 5] in parity (bins far in a tail: masses below float
+      // precision, kept finite by the log-space form), within it for the differences.
+      auto pixels = [](std::vector<double>& v) {
+        for (double& x : v) x = std::round(x * 255.0) / 255.0;
+        v[0] = 0;
+        if (v.size() > 1) v[1] = 1;
+        if (v.size() > 2) v[2] = 1.0 / 255;
+        if (v.size() > 3) v[3] = 254.0 / 255;
+      };
+      const bool g = mode == Mode::Gradient;
+      const int64_t n2 = 2 * n;
+      c.inputs = {{"out", n2, Draw::Uniform, 0, 1, true, [n, g](std::vector<double>& v) {
+                     // The first half are means, the second raw log-scales (rescaled from U(0, 1)).
+                     for (int64_t i = 0; i < n; ++i) v[i] = -0.3 + 1.6 * v[i];
+                     for (int64_t i = n; i < 2 * n; ++i) v[i] = g ? -5.0 + 5.5 * v[i] : -9.0 + 15.0 * v[i];
+                   }},
+                  {"x", n, Draw::Uniform, 0, 1, false, pixels}};
+      OutputSpec nll{"nll", s.rows, {g ? 1e-4 : 2e-3, 1e-5}};
+      nll.constant_upstream = true;
+      nll.weight = scale;
+      c.outputs = {nll};
+      c.grads = {{0, {1e-6, 1e-5}}};
+      c.bytes = 4.0 * (5 * n + s.rows);
+      set_body(c, [=](auto& be, auto& io) {
+        ops::discretized_logistic_nll(be, io.in(0), io.in(1), io.out(0), io.backward() ? io.grad(0) : nullptr, s.rows,
+                                      s.d, static_cast<float>(scale));
+      });
+      out.push_back(std::move(c));
+    }
     for (bool learned : {false, true}) {
       Case c;
       c.op = "gaussian_nll";
@@ -1207,7 +1242,8 @@ std::vector<Coverage> required_coverage() {
           {"actnorm", true},         {"lu_linear", true},            {"affine_coupling", true},
           {"softmax_xent", true},    {"condition", true},            {"gather_labels", false},
           {"gaussian_posterior_moments", false}, {"logistic_nll", true},
-          {"gate", true},            {"logvar_clamp", true}};
+          {"gate", true},            {"logvar_clamp", true},
+          {"discretized_logistic_nll", true}};
 }
 
 }  // namespace vae::optable

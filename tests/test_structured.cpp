@@ -6,7 +6,9 @@
 #include <cmath>
 #include <string>
 
+#include "discretized_logistic_nll.cuh"
 #include "model/model_impl.hpp"
+#include "op_table.hpp"
 #include "model_gradient_check.hpp"
 #include "test_util.hpp"
 #include "vae/vae.hpp"
@@ -138,6 +140,149 @@ TEST(GatedNetworks, CheckpointRoundTripsAndMistakesAreNamed) {
   expect_rejected(R"({"posterior": {"logvar_clamp": "hard", "logvar_min": 2, "logvar_max": -6}})",
                   "posterior.logvar_min and logvar_max");
   expect_rejected(R"({"posterior": {"logvar_clamp": "soft", "logvar_min": -40}})", "posterior.logvar_min");
+}
+
+// The discretized logistic's mass of one bin, from the definition in long double: the difference of
+// two logistic CDFs (the end bins one CDF), the log-scale soft-clamped as the op does.
+long double direct_bin_log_mass(int k, double mean, double raw_log_scale) {
+  const long double ls = math::soft_clamp(raw_log_scale, double(math::kLogScaleMin), double(math::kLogScaleMax));
+  const long double s = std::exp(ls);
+  // Above the mean, the difference of the two survival functions (1 - CDF, computed as such): the
+  // CDFs there are both near 1 and their difference would cancel.
+  auto cdf = [&](long double edge) { return 1.0L / (1.0L + std::exp(-(edge - mean) / s)); };
+  auto survival = [&](long double edge) { return 1.0L / (1.0L + std::exp((edge - mean) / s)); };
+  const long double lo = (k - 0.5L) / 255.0L, hi = (k + 0.5L) / 255.0L;
+  if (k > 0 && lo > mean) return std::log(survival(lo) - (k == 255 ? 0.0L : survival(hi)));
+  return std::log((k == 255 ? 1.0L : cdf(hi)) - (k == 0 ? 0.0L : cdf(lo)));
+}
+
+// Every bin's mass, the end bins included, against the long-double definition, over means inside
+// and far outside [0, 1] and log-scales from below the clamp's floor to above its ceiling; in
+// float on the CPU backend and in double through the op table's reference executor.
+TEST(DiscretizedLogistic, BinMassesMatchTheDefinitionAndSumToOne) {
+  const auto be = make_backend(Device::CPU);
+  optable::Ref<double> ref;
+  for (double mean : {0.5, 0.0, 1.0, 0.13, -0.4, 1.7})
+    for (double raw : {-9.0, -7.0, -4.0, -1.0, 0.0, 5.0, 6.0}) {
+      SCOPED_TRACE("mean " + std::to_string(mean) + " raw log-scale " + std::to_string(raw));
+      std::vector<float> out(512), x(256), nll(256);
+      std::vector<double> outd(512), xd(256), nlld(256);
+      for (int k = 0; k < 256; ++k) {
+        out[2 * k] = float(mean), out[2 * k + 1] = float(raw), x[k] = float(k / 255.0);
+        outd[2 * k] = double(float(mean)), outd[2 * k + 1] = double(float(raw)), xd[k] = k / 255.0;
+      }
+      // 256 rows of one value each: every bin of one distribution.
+      ops::discretized_logistic_nll(*be, out.data(), x.data(), nll.data(), static_cast<float*>(nullptr), 256, 1, 1.0f);
+      ops::discretized_logistic_nll(ref, outd.data(), xd.data(), nlld.data(), static_cast<double*>(nullptr), 256, 1, 1.0);
+      long double total = 0;
+      for (int k = 0; k < 256; ++k) {
+        const long double want = -direct_bin_log_mass(k, double(float(mean)), double(float(raw)));
+        ASSERT_TRUE(std::isfinite(nll[k])) << "bin " << k;
+        // Where the definition itself underflows (a mass below 1e-4900), the op's log-space form is
+        // the only finite answer: it must be large.
+        if (!std::isfinite(double(want))) {
+          EXPECT_GT(nll[k], 1000.0f) << "bin " << k;
+          continue;
+        }
+        EXPECT_NEAR(nlld[k], double(want), 1e-9 * (1 + std::fabs(double(want)))) << "bin " << k;
+        EXPECT_NEAR(nll[k], double(want), 2e-5 * (1 + std::fabs(double(want)))) << "bin " << k;
+        total += std::exp(-want);
+      }
+      EXPECT_NEAR(double(total), 1.0, 1e-12);
+    }
+}
+
+Dataset grey_dataset(int count, int side, uint64_t seed, bool binary) {
+  Dataset data;
+  for (ImageSet* set : {&data.train, &data.test}) {
+    set->count = count, set->height = side, set->width = side;
+    for (float v : random_vector<float>(int64_t(count) * side * side, set == &data.train ? seed : seed + 1, 0, 255.99))
+      set->pixels.push_back(binary ? (v < 128 ? 0 : 255) : static_cast<uint8_t>(v));
+  }
+  return data;
+}
+
+// The whole model's gradient with the discretized logistic (MLP and conv decoders, whose outputs
+// are [means | log-scales] planes), on 8-bit values with both end bins.
+TEST(DiscretizedLogistic, WholeModelGradientMatchesDifferences) {
+  for (bool conv : {false, true}) {
+    SCOPED_TRACE(conv ? "conv" : "mlp");
+    ModelConfig cfg;
+    // Small images: the loss (about 5.5 nats a value at the start) stays small enough for float
+    // differences of it to resolve the gradient.
+    cfg.image_height = conv ? 4 : 3;
+    cfg.image_width = conv ? 4 : 5;
+    cfg.encoder.hidden = {6};
+    if (conv) {
+      cfg.encoder.type = NetworkType::Conv;
+      cfg.encoder.channels = {3};
+    }
+    cfg.encoder.activation = Activation::Tanh;
+    cfg.latent = 3;
+    cfg.likelihood = Likelihood::DiscretizedLogistic;
+    EXPECT_EQ(cfg.decoder_output_dim(), 2 * cfg.input_dim());
+    Model model(cfg);
+    model.initialize(3);
+    const int rows = 4;
+    auto x = random_vector<float>(rows * cfg.input_dim(), 16, 0, 1);
+    for (auto& v : x) v = std::round(v * 255.0f) / 255.0f;
+    x[0] = 0, x[1] = 1;
+    test::expect_model_gradient_matches_differences(model.impl(), x, rows, 0.8f, 7, 3);
+  }
+}
+
+// A dlogistic model trains on 8-bit images, reports bits per dimension as -log2 P / d (its ELBO's
+// and its k-sample bound's), round-trips through its checkpoint, decodes images in [0, 1]; on binary
+// data it is refused before any step.
+TEST(DiscretizedLogistic, TrainsReportsBitsPerDimensionAndRefusesBinaryData) {
+  ModelConfig cfg;
+  cfg.image_height = 6;
+  cfg.image_width = 6;
+  cfg.encoder.hidden = {16};
+  cfg.latent = 4;
+  cfg.likelihood = Likelihood::DiscretizedLogistic;
+  Model model(cfg);
+  model.initialize(1);
+  TrainConfig tc;
+  tc.epochs = 2;
+  tc.batch = 32;
+  tc.threads = 1;
+  const Dataset data = grey_dataset(256, 6, 5, false);
+  Trainer trainer(model, tc);
+  const auto history = trainer.fit(data);
+  EXPECT_LT(history[1].test.neg_elbo, history[0].test.neg_elbo);
+  EvalOptions eo;
+  eo.k = 20;
+  const EvalResult r = evaluate(model, data.test, eo);
+  EXPECT_EQ(r.likelihood, "dlogistic");
+  EXPECT_EQ(r.dimensions, 36);
+  EXPECT_FALSE(r.bpd_from_density);
+  EXPECT_NEAR(r.bpd_elbo, r.neg_elbo / (36 * std::log(2.0)), 1e-12);
+  EXPECT_NEAR(r.bpd, r.iwae_nll / (36 * std::log(2.0)), 1e-12);
+  // Uniform random bytes hold 8 bits each: a model of them can do no better.
+  EXPECT_GT(r.bpd, 7.9);
+  const std::string j = r.to_json();
+  EXPECT_NE(j.find("\"bpd\""), std::string::npos) << j;
+
+  test::ScratchDir dir("dlogistic_checkpoint");
+  save_checkpoint(model, dir.file("m.safetensors"));
+  Model loaded = load_checkpoint(dir.file("m.safetensors"));
+  EXPECT_EQ(evaluate(loaded, data.test, eo).iwae_nll, r.iwae_nll);
+  const std::vector<float> images = sample_images(loaded, 8, 1.0f, 2).to_host();
+  ASSERT_EQ(images.size(), 8u * 36);
+  for (float v : images) EXPECT_TRUE(v >= 0.0f && v <= 1.0f) << v;
+
+  Model fresh(cfg);
+  fresh.initialize(1);
+  Trainer refused(fresh, tc);
+  try {
+    refused.fit(grey_dataset(64, 6, 7, true));
+    ADD_FAILURE() << "binary data was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("--likelihood bernoulli"), std::string::npos) << e.what();
+  }
+  expect_rejected(R"({"likelihood": {"type": "dlogistic", "components": 3}})", "likelihood.components is for the dmol");
+  expect_rejected(R"({"likelihood": {"type": "logistic"}})", "likelihood 'logistic'");
 }
 
 }  // namespace

@@ -12,7 +12,7 @@ namespace vae {
 
 enum class Activation { ReLU, LeakyReLU, Tanh, SiLU, Gated };
 enum class LogvarClampKind { None, Hard, Soft };
-enum class Likelihood { Bernoulli, Gaussian };
+enum class Likelihood { Bernoulli, Gaussian, DiscretizedLogistic, MixtureDiscretizedLogistic };
 enum class InitScheme { Torch, Kaiming, Xavier };
 enum class OptimizerKind { Adam, AdamW };
 enum class LrSchedule { Constant, Cosine };
@@ -113,6 +113,20 @@ struct ModelConfig {
   // Gaussian likelihood: a learned per-pixel log-sigma, or a fixed sigma.
   bool learned_sigma = false;
   float gaussian_sigma = 0.1f;
+  // dlogistic: a discretized logistic per value of 8-bit data (256 bins; the decoder gives a mean
+  // and a log-scale per value). dmol: a mixture of `likelihood_components` discretized logistics per
+  // pixel (PixelCNN++/NVAE; RGB with the linear colour coupling of the means). In JSON: the
+  // likelihood section's "components" (dmol only; 0 = 10).
+  int likelihood_components = 0;
+  int mixture_components() const { return likelihood_components > 0 ? likelihood_components : 10; }
+  // Whether the likelihood is a probability of the 8-bit values themselves (Bernoulli on binarized
+  // data, dlogistic, dmol) rather than a density over [0, 1] (Gaussian).
+  bool discrete_likelihood() const { return likelihood != Likelihood::Gaussian; }
+  // The decoder's output channels per pixel position: the image's channels (Bernoulli logits,
+  // Gaussian means), twice them (dlogistic: means, then log-scales), or the mixture's
+  // K (1 + 2C + C(C-1)/2) (dmol: logits, means, log-scales, colour coefficients).
+  int decoder_output_channels() const;
+  int64_t decoder_output_dim() const { return int64_t(decoder_output_channels()) * image_height * image_width; }
   // Torch: PyTorch's nn.Linear default, U(+-1/sqrt(fan_in)) for weight and bias.
   // Kaiming: He uniform for ReLU, U(+-sqrt(6/fan_in)), zero bias. Xavier: U(+-sqrt(6/(in+out))), zero bias.
   InitScheme init = InitScheme::Torch;

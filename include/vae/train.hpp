@@ -35,6 +35,15 @@ struct EvalResult {
   std::vector<double> mean_variance;  // Var_x(E_q[z_u]) per dimension
   int k = 0;               // importance samples; 0 = not estimated
   double iwae_nll = 0;     // -log p(x) estimated with k importance samples
+  // Bits per dimension (d = C*H*W values an image): -log2 P(x) / d of the 8-bit (or, Bernoulli,
+  // binarized) values, from the ELBO's bound and, with k > 0, the importance-weighted one. A
+  // discrete likelihood gives P(x) itself; a Gaussian's density over x = k / 255 is put on the same
+  // scale as density times bin width, -log P(x) ~ -log p(x) + d ln 255 (close for sigma >> 1/255),
+  // which bpd_from_density says.
+  int64_t dimensions = 0;
+  double bpd_elbo = 0, bpd = 0;
+  bool bpd_from_density = false;
+  std::string likelihood;  // the likelihood's type name (the protocol: what -log p(x) is of)
   // The KL term split in two (Hoffman & Johnson 2016): E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z)),
   // q(z) the aggregate posterior (1/N) sum_n q(z|x_n) over the N test images. Estimated at one
   // sample z_i ~ q(z|x_i) for each of the first mi_samples images:
@@ -51,8 +60,8 @@ struct EvalResult {
   double posterior_flow_logdet = 0, prior_flow_logdet = 0;
   bool has_posterior_flow = false, has_prior_flow = false;  // which of the two the model has
   // One JSON object (vae eval --json, the Python package's evaluate): count, neg_elbo, recon, kl,
-  // active_units, kl_per_dim, k, and iwae_nll, mutual_info, aggregate_kl, mi_samples and the flows'
-  // log-determinants where they were estimated.
+  // active_units, kl_per_dim, k, likelihood, dimensions, bpd_elbo, bpd_from_density, and iwae_nll and
+  // bpd, mutual_info, aggregate_kl, mi_samples and the flows' log-determinants where they were estimated.
   std::string to_json() const;
 };
 

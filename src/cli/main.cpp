@@ -302,6 +302,9 @@ int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flag
     std::printf("test images      %lld\n", static_cast<long long>(r.count));
     std::printf("-ELBO            %.3f nats (reconstruction %.3f, KL %.3f)\n", r.neg_elbo, r.recon, r.kl);
     if (r.k > 0) std::printf("-log p(x), k=%-4d %.3f nats (importance weighted)\n", r.k, r.iwae_nll);
+    std::printf("bits per dim     %.4f (ELBO)", r.bpd_elbo);
+    if (r.k > 0) std::printf(", %.4f (k=%d)", r.bpd, r.k);
+    std::printf("%s\n", r.bpd_from_density ? "  [Gaussian density x bin width 1/255: approximate]" : "");
     std::printf("active units     %d of %zu\n", r.active_units, r.mean_variance.size());
     if (r.mi_samples > 0)
       std::printf("KL = I(x;z) + KL(q(z)||p(z)): %.3f + %.3f nats (at %d samples against %lld posteriors)\n",

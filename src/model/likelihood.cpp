@@ -1,5 +1,5 @@
-// The likelihoods (likelihood.hpp): Bernoulli on logits, and Gaussian with a fixed or learned
-// per-pixel sigma.
+// The likelihoods (likelihood.hpp): Bernoulli on logits, Gaussian with a fixed or learned per-pixel
+// sigma, and the discretized logistic of 8-bit values.
 #include "model/likelihood.hpp"
 
 #include <cmath>
@@ -7,6 +7,8 @@
 #include <map>
 
 #include "bernoulli_nll.cuh"
+#include "condition.cuh"
+#include "discretized_logistic_nll.cuh"
 #include "elementwise.cuh"
 #include "gaussian_nll.cuh"
 #include "vae/error.hpp"
@@ -23,7 +25,9 @@ class BernoulliLikelihood final : public LikelihoodModel {
            const float* /*params*/, float* /*grads*/) const override {
     ops::bernoulli_nll(be, out, x, nll_rows, dout, rows, d_, grad_scale);
   }
-  void to_image(Backend& be, const float* out, float* image, int64_t n) const override { ops::sigmoid(be, out, image, n); }
+  void to_image(Backend& be, const float* out, float* image, int rows) const override {
+    ops::sigmoid(be, out, image, int64_t(rows) * d_);
+  }
 
  private:
   int d_;
@@ -36,6 +40,7 @@ class GaussianLikelihood final : public LikelihoodModel {
  public:
   GaussianLikelihood(int d, float sigma, bool learned) : d_(d), log_sigma_(std::log(sigma)), learned_(learned) {}
   bool binarized_data() const override { return false; }
+  bool discrete() const override { return false; }
   bool shares_parameters_across_samples() const override { return learned_; }
   int64_t layout(int64_t offset) override {
     if (!learned_) return offset;
@@ -55,13 +60,34 @@ class GaussianLikelihood final : public LikelihoodModel {
     ops::gaussian_nll(be, out, x, learned_ ? params + offset_ : nullptr, log_sigma_, nll_rows, dout,
                       learned_ && dout ? grads + offset_ : nullptr, rows, d_, grad_scale);
   }
-  void to_image(Backend& be, const float* out, float* image, int64_t n) const override { ops::clamp01(be, out, image, n); }
+  void to_image(Backend& be, const float* out, float* image, int rows) const override {
+    ops::clamp01(be, out, image, int64_t(rows) * d_);
+  }
 
  private:
   int d_;
   float log_sigma_;
   bool learned_;
   int64_t offset_ = -1;
+};
+
+// The discretized logistic of 8-bit grey levels x = k / 255 (kernels/discretized_logistic_nll.cuh):
+// the decoder gives [means | raw log-scales] per row; an image is the means clamped to [0, 1].
+class DiscretizedLogisticLikelihood final : public LikelihoodModel {
+ public:
+  explicit DiscretizedLogisticLikelihood(int d) : d_(d) {}
+  bool binarized_data() const override { return false; }
+  void nll(Backend& be, const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale,
+           const float* /*params*/, float* /*grads*/) const override {
+    ops::discretized_logistic_nll(be, out, x, nll_rows, dout, rows, d_, grad_scale);
+  }
+  void to_image(Backend& be, const float* out, float* image, int rows) const override {
+    ops::take_columns(be, out, rows, 2 * int64_t(d_), d_, image);
+    ops::clamp01(be, image, image, int64_t(rows) * d_);
+  }
+
+ private:
+  int d_;
 };
 
 }  // namespace
@@ -74,6 +100,7 @@ std::unique_ptr<LikelihoodModel> make_likelihood(const ModelConfig& c) {
        [](const ModelConfig& m) {
          return std::make_unique<GaussianLikelihood>(m.input_dim(), m.gaussian_sigma, m.learned_sigma);
        }},
+      {"dlogistic", [](const ModelConfig& m) { return std::make_unique<DiscretizedLogisticLikelihood>(m.input_dim()); }},
   };
   const std::string name = to_string(c.likelihood);
   const auto it = registry.find(name);

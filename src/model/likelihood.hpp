@@ -34,9 +34,13 @@ class LikelihoodModel {
   // and the gradient of its own parameters into grads (the flat gradient buffer).
   virtual void nll(Backend& be, const float* out, const float* x, float* nll_rows, float* dout, int rows,
                    float grad_scale, const float* params, float* grads) const = 0;
-  // The decoder's output [n elements] made an image in [0, 1], written to image (out itself or
-  // another buffer of n on the same device).
-  virtual void to_image(Backend& be, const float* out, float* image, int64_t n) const = 0;
+  // The decoder's output for `rows` images [rows, decoder_output_dim] made images [rows, C*H*W] in
+  // [0, 1] (the distribution's mean, or a mixture's most probable component's), written to image
+  // (out itself when the two widths agree, or another buffer on the same device).
+  virtual void to_image(Backend& be, const float* out, float* image, int rows) const = 0;
+  // Whether -log p(x) is the probability of the 8-bit values (bits per dimension apply) or a
+  // density over [0, 1] (ModelConfig::discrete_likelihood).
+  virtual bool discrete() const { return true; }
 };
 
 // The likelihood config.likelihood names, for images of input_dim pixels. Throws for an unknown type.

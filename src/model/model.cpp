@@ -103,7 +103,7 @@ void ModelImpl::prepare(int rows) {
   kl_sample_ = Tensor({n}, device);
   kl_dim_ = Tensor({L}, device);
   nll_ = Tensor({n}, device);
-  dlogits_ = Tensor({n, d}, device);
+  dlogits_ = Tensor({n, config.decoder_output_dim()}, device);
   loss_ = Tensor({3}, device);
   if (pseudo > 0) {
     x_all_ = Tensor({rows + pseudo, d}, device);
@@ -233,7 +233,7 @@ void ModelImpl::forward_backward(const float* x_image, int rows, uint64_t seed, 
   const float* out = decode_forward(z_.data(), y, n, k);
   likelihood(out, xk, nll_.data(), dlogits_.data(), n, objective_->likelihood_grad_scale(rows));
   objective_->reduce(be, args, nll_.data(), kl_sample_.data(), loss_.data());
-  objective_->weight_decoder_gradient(be, dlogits_.data(), rows, d);
+  objective_->weight_decoder_gradient(be, dlogits_.data(), rows, static_cast<int>(config.decoder_output_dim()));
   decode_backward(z_.data(), dlogits_.data(), dz_.data(), n);
   objective_->latent_backward(be, latent_block, args, h, z_.data(), dz_.data(), dh_.data());
   encoder_backward(x, rows);
@@ -255,7 +255,7 @@ void ModelImpl::decode_images(const float* z, const float* y, int n, float* imag
   prepare_condition(0, n);
   decoder.prepare(n, *backend);
   const float* out = decode_forward(z, y, n, 1);
-  likelihood_model->to_image(*backend, out, images, static_cast<int64_t>(n) * input_dim());
+  likelihood_model->to_image(*backend, out, images, n);
 }
 
 Model::Model(const ModelConfig& config, Device device) : impl_(std::make_unique<ModelImpl>(config, device)) {}

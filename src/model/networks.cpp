@@ -60,7 +60,7 @@ void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& 
     width = *it;
   }
   if (e.type == NetworkType::MLP) {
-    decoder.add(std::make_unique<Linear>(static_cast<int>(width), static_cast<int>(shape_numel(image))));
+    decoder.add(std::make_unique<Linear>(static_cast<int>(width), static_cast<int>(config.decoder_output_dim())));
     return;
   }
   decoder.add(std::make_unique<Linear>(static_cast<int>(width), static_cast<int>(shape_numel(conv_out) * widen)));
@@ -68,7 +68,8 @@ void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& 
   decoder.add(std::make_unique<Reshape>(Shape{shape_numel(conv_out)}, conv_out));
   for (size_t i = conv_inputs.size(); i-- > 0;) {
     // The first conv's input had the condition's planes; the decoder gives back the image alone.
-    const Shape target = i == 0 ? image : conv_inputs[i];
+    // The last layer gives the likelihood's parameters (decoder_output_channels per position).
+    const Shape target = i == 0 ? Shape{config.decoder_output_channels(), image[1], image[2]} : conv_inputs[i];
     const Shape& from = decoder.out_shape();
     // The output padding that brings each axis back to the encoder's size exactly.
     const int pad_h = static_cast<int>(target[1]) -

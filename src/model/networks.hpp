@@ -6,7 +6,8 @@
 
 namespace vae {
 
-// encoder: [C, H, W] -> [2 * latent] (mu and raw log-variance); decoder: [latent] -> [C, H, W].
+// encoder: [C, H, W] -> [2 * latent] (mu and raw log-variance); decoder: [latent] ->
+// [decoder_output_channels, H, W] (the likelihood's parameters: C for Bernoulli and Gaussian).
 // Both must be empty. Throws vae::Error naming the config field when the shapes cannot be built.
 void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& decoder);
 

@@ -240,6 +240,13 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   res.kl = sum_kl / n;
   res.neg_elbo = res.recon + res.kl;
   res.iwae_nll = opt.k > 0 ? -sum_log_px / n : 0.0;
+  res.likelihood = to_string(m.config.likelihood);
+  res.dimensions = m.input_dim();
+  res.bpd_from_density = !m.likelihood_model->discrete();
+  const double to_discrete = res.bpd_from_density ? double(res.dimensions) * std::log(255.0) : 0.0;
+  const double bits = double(res.dimensions) * std::log(2.0);
+  res.bpd_elbo = (res.neg_elbo + to_discrete) / bits;
+  res.bpd = opt.k > 0 ? (res.iwae_nll + to_discrete) / bits : 0.0;
   if (m.latent_block.reports_kl_per_dim()) res.kl_per_dim.resize(L);
   res.mean_variance.resize(L);
   for (int u = 0; u < L; ++u) {
@@ -261,6 +268,11 @@ std::string EvalResult::to_json() const {
   j["kl_per_dim"] = kl_per_dim;
   j["k"] = k;
   if (k > 0) j["iwae_nll"] = iwae_nll;
+  j["likelihood"] = likelihood;
+  j["dimensions"] = dimensions;
+  j["bpd_elbo"] = bpd_elbo;
+  if (k > 0) j["bpd"] = bpd;
+  j["bpd_from_density"] = bpd_from_density;
   if (mi_samples > 0) {
     j["mutual_info"] = mutual_info;
     j["aggregate_kl"] = aggregate_kl;

@@ -215,6 +215,15 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   const int64_t steps_per_epoch = (n + config_.batch - 1) / config_.batch;
   const int64_t total_steps = steps_per_epoch * config_.epochs;
   const bool binarize = m.likelihood_model->binarized_data();
+  if (m.config.likelihood == Likelihood::DiscretizedLogistic || m.config.likelihood == Likelihood::MixtureDiscretizedLogistic) {
+    // 256 grey levels are what these likelihoods model: on two of them they would learn a spike at
+    // each end and report bits per dimension that compare with nothing.
+    const bool two_levels = std::all_of(data.train.pixels.begin(), data.train.pixels.begin() + n * d,
+                                        [](uint8_t v) { return v == 0 || v == 255; });
+    if (two_levels)
+      throw Error("the training images are binary (every pixel 0 or 255), but the " + to_string(m.config.likelihood) +
+                  " likelihood models 8-bit grey levels; train binary data with --likelihood bernoulli");
+  }
   const int batch = static_cast<int>(std::min<int64_t>(config_.batch, n));
   if (progress_.global_step != progress_.epochs_done * steps_per_epoch + progress_.steps_into_epoch)
     throw Error("cannot continue this run: it took " + std::to_string(progress_.global_step) + " steps, which at " +
