@@ -18,6 +18,7 @@
 #include "iwae_objective.cuh"
 #include "latent_sample_kl.cuh"
 #include "discretized_logistic_nll.cuh"
+#include "dmol_nll.cuh"
 #include "gate.cuh"
 #include "logistic_nll.cuh"
 #include "logvar_clamp.cuh"
@@ -737,9 +738,10 @@ void add_flow_layers(std::vector<Case>& out, Mode mode) {
 
 void add_likelihoods(std::vector<Case>& out, Mode mode) {
   struct S { int rows, d; };
-  const std::vector<S> grad{{3, 11}, {1, 1}};
-  const std::vector<S> parity{{1, 1}, {1, 5}, {7, 784}, {128, 784}, {7, 1031}, {128, 5}};
-  const std::vector<S> bench{{128, 784}, {4096, 784}};
+  // Widths divisible by 3 give the RGB mixture its cases (2 x 12: 4 positions of 3 channels).
+  const std::vector<S> grad{{3, 11}, {1, 1}, {2, 12}};
+  const std::vector<S> parity{{1, 1}, {1, 5}, {7, 784}, {128, 784}, {7, 1031}, {128, 5}, {5, 291}};
+  const std::vector<S> bench{{128, 784}, {4096, 784}, {128, 3072}};
   for (const S s : pick(mode, grad, parity, bench)) {
     const int64_t n = int64_t(s.rows) * s.d;
     const double scale = static_cast<float>(1.0 / s.rows);  // the float the backend is given
@@ -819,6 +821,46 @@ void add_likelihoods(std::vector<Case>& out, Mode mode) {
       set_body(c, [=](auto& be, auto& io) {
         ops::discretized_logistic_nll(be, io.in(0), io.in(1), io.out(0), io.backward() ? io.grad(0) : nullptr, s.rows,
                                       s.d, static_cast<float>(scale));
+      });
+      out.push_back(std::move(c));
+    }
+    for (int channels : {1, 3}) {
+      if (s.d % channels != 0 || (mode == Mode::Bench && channels == 1)) continue;
+      const int K = mode == Mode::Gradient ? 3 : 10;
+      const int64_t hw = s.d / channels;
+      const int64_t planes = int64_t(K) * (1 + 2 * channels + channels * (channels - 1) / 2);
+      const int64_t no = s.rows * planes * hw;
+      const bool g = mode == Mode::Gradient;
+      Case c;
+      c.op = "dmol_nll";
+      c.shape = dims({{"rows", s.rows}, {"channels", channels}, {"hw", int(hw)}, {"K", K}});
+      // Planes drawn per their role: logits in [-2, 2], means around the pixels, raw log-scales
+      // within the clamp for the differences (past both ends in parity), coefficients in [-1.5, 1.5].
+      c.inputs = {{"out", no, Draw::Uniform, 0, 1, true, [=](std::vector<double>& v) {
+                     for (int64_t r = 0; r < s.rows; ++r)
+                       for (int64_t pl = 0; pl < planes; ++pl)
+                         for (int64_t p = 0; p < hw; ++p) {
+                           double& u = v[(r * planes + pl) * hw + p];
+                           if (pl < K) u = -2 + 4 * u;
+                           else if (pl < K + K * channels) u = -0.3 + 1.6 * u;
+                           else if (pl < K + 2 * K * channels) u = g ? -4.0 + 4.5 * u : -9.0 + 15.0 * u;
+                           else u = -1.5 + 3 * u;
+                         }
+                   }},
+                  {"x", n, Draw::Uniform, 0, 1, false, [](std::vector<double>& v) {
+                     for (double& x : v) x = std::round(x * 255.0) / 255.0;
+                     v[0] = 0;
+                     if (v.size() > 1) v[v.size() - 1] = 1;
+                   }}};
+      OutputSpec nll{"nll", s.rows, {g ? 1e-4 : 2e-3, 2e-5}};
+      nll.constant_upstream = true;
+      nll.weight = scale;
+      c.outputs = {nll};
+      c.grads = {{0, {1e-6, 1e-5}}};
+      c.bytes = 4.0 * (2 * no + n + s.rows);
+      set_body(c, [=](auto& be, auto& io) {
+        ops::dmol_nll(be, io.in(0), io.in(1), io.out(0), io.backward() ? io.grad(0) : nullptr, s.rows, K, channels, hw,
+                      static_cast<float>(scale));
       });
       out.push_back(std::move(c));
     }
@@ -1243,7 +1285,7 @@ std::vector<Coverage> required_coverage() {
           {"softmax_xent", true},    {"condition", true},            {"gather_labels", false},
           {"gaussian_posterior_moments", false}, {"logistic_nll", true},
           {"gate", true},            {"logvar_clamp", true},
-          {"discretized_logistic_nll", true}};
+          {"discretized_logistic_nll", true}, {"dmol_nll", true}};
 }
 
 }  // namespace vae::optable

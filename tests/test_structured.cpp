@@ -7,6 +7,7 @@
 #include <string>
 
 #include "discretized_logistic_nll.cuh"
+#include "dmol_nll.cuh"
 #include "model/model_impl.hpp"
 #include "op_table.hpp"
 #include "model_gradient_check.hpp"
@@ -192,6 +193,68 @@ TEST(DiscretizedLogistic, BinMassesMatchTheDefinitionAndSumToOne) {
     }
 }
 
+// The mixture of discretized logistics against its definition in long double: RGB positions with K = 3
+// components (the planes' layout, the colour coupling through tanh'd coefficients, the mixing), and
+// a grey mixture whose 256 bin masses sum to one.
+TEST(MixtureDiscretizedLogistic, MatchesTheDefinitionAndSumsToOne) {
+  const auto be = make_backend(Device::CPU);
+  const int K = 3, C = 3, hw = 5, planes = K * (1 + 2 * C + 3);
+  auto out = random_vector<float>(planes * hw, 21, -1, 1);
+  for (int k = 0; k < K; ++k)
+    for (int c = 0; c < C; ++c)
+      for (int p = 0; p < hw; ++p) out[(K + k * C + c) * hw + p] = 0.5f * out[(K + k * C + c) * hw + p] + 0.5f;
+  auto xs = random_vector<float>(C * hw, 22, 0, 1);
+  for (auto& v : xs) v = std::round(v * 255.0f) / 255.0f;
+  xs[0] = 0, xs[hw] = 1;  // end bins
+  float nll = 0;
+  ops::dmol_nll(*be, out.data(), xs.data(), &nll, static_cast<float*>(nullptr), 1, K, C, hw, 1.0f);
+  long double want = 0;
+  for (int p = 0; p < hw; ++p) {
+    auto at = [&](int plane) { return double(out[plane * hw + p]); };
+    long double norm = 0;
+    for (int k = 0; k < K; ++k) norm += std::exp(static_cast<long double>(at(k)));
+    long double mass = 0;
+    for (int k = 0; k < K; ++k) {
+      const double x0 = xs[p], x1 = xs[hw + p], x2 = xs[2 * hw + p];
+      const double mu[3] = {at(K + k * C), at(K + k * C + 1) + std::tanh(at(K + 2 * K * C + 3 * k)) * x0,
+                            at(K + k * C + 2) + std::tanh(at(K + 2 * K * C + 3 * k + 1)) * x0 +
+                                std::tanh(at(K + 2 * K * C + 3 * k + 2)) * x1};
+      long double log_pk = std::log(std::exp(static_cast<long double>(at(k))) / norm);
+      const double xc[3] = {x0, x1, x2};
+      for (int c = 0; c < C; ++c)
+        log_pk += direct_bin_log_mass(int(std::lround(xc[c] * 255)), mu[c], at(K + K * C + k * C + c));
+      mass += std::exp(log_pk);
+    }
+    want -= std::log(mass);
+  }
+  EXPECT_NEAR(nll, double(want), 2e-5 * (1 + std::fabs(double(want))));
+
+  // Grey, K = 3: one distribution's 256 bins.
+  const int G = 3, gplanes = 3 * G;
+  std::vector<float> x(256);
+  const float params[gplanes] = {0.3f, -1.0f, 1.2f, 0.2f, 0.55f, 0.9f, -3.0f, -2.0f, -5.5f};
+  for (int k = 0; k < 256; ++k) x[k] = float(k / 255.0);
+  // One row of 256 positions would sum them; 256 rows of one position keep each bin's own mass.
+  std::vector<float> row_out(gplanes);
+  long double total = 0;
+  for (int k = 0; k < 256; ++k) {
+    for (int pl = 0; pl < gplanes; ++pl) row_out[pl] = params[pl];
+    float one = 0;
+    ops::dmol_nll(*be, row_out.data(), &x[k], &one, static_cast<float*>(nullptr), 1, G, 1, 1, 1.0f);
+    total += std::exp(-static_cast<long double>(one));
+  }
+  EXPECT_NEAR(double(total), 1.0, 2e-5);
+  // With K = 1 it is the discretized logistic itself.
+  const float single[3] = {0.4f, 0.61f, -2.5f};
+  const float pair[2] = {0.61f, -2.5f};
+  for (int k : {0, 7, 150, 255}) {
+    float a = 0, b = 0;
+    ops::dmol_nll(*be, single, &x[k], &a, static_cast<float*>(nullptr), 1, 1, 1, 1, 1.0f);
+    ops::discretized_logistic_nll(*be, pair, &x[k], &b, static_cast<float*>(nullptr), 1, 1, 1.0f);
+    EXPECT_EQ(a, b) << "bin " << k;
+  }
+}
+
 Dataset grey_dataset(int count, int side, uint64_t seed, bool binary) {
   Dataset data;
   for (ImageSet* set : {&data.train, &data.test}) {
@@ -205,8 +268,10 @@ Dataset grey_dataset(int count, int side, uint64_t seed, bool binary) {
 // The whole model's gradient with the discretized logistic (MLP and conv decoders, whose outputs
 // are [means | log-scales] planes), on 8-bit values with both end bins.
 TEST(DiscretizedLogistic, WholeModelGradientMatchesDifferences) {
-  for (bool conv : {false, true}) {
-    SCOPED_TRACE(conv ? "conv" : "mlp");
+  for (int pass : {0, 1, 2}) {
+    // mlp dlogistic, conv dlogistic, conv dmol on RGB (K = 2: logits, means, log-scales, coefficients).
+    const bool conv = pass > 0, rgb = pass == 2;
+    SCOPED_TRACE(pass == 0 ? "mlp" : rgb ? "conv dmol rgb" : "conv");
     ModelConfig cfg;
     // Small images: the loss (about 5.5 nats a value at the start) stays small enough for float
     // differences of it to resolve the gradient.
@@ -220,7 +285,12 @@ TEST(DiscretizedLogistic, WholeModelGradientMatchesDifferences) {
     cfg.encoder.activation = Activation::Tanh;
     cfg.latent = 3;
     cfg.likelihood = Likelihood::DiscretizedLogistic;
-    EXPECT_EQ(cfg.decoder_output_dim(), 2 * cfg.input_dim());
+    if (rgb) {
+      cfg.image_channels = 3;
+      cfg.likelihood = Likelihood::MixtureDiscretizedLogistic;
+      cfg.likelihood_components = 2;
+    }
+    EXPECT_EQ(cfg.decoder_output_dim(), (rgb ? 2 * 10 * 16 : 2 * cfg.input_dim()));
     Model model(cfg);
     model.initialize(3);
     const int rows = 4;

@@ -9,6 +9,7 @@
 #include "bernoulli_nll.cuh"
 #include "condition.cuh"
 #include "discretized_logistic_nll.cuh"
+#include "dmol_nll.cuh"
 #include "elementwise.cuh"
 #include "gaussian_nll.cuh"
 #include "vae/error.hpp"
@@ -90,6 +91,25 @@ class DiscretizedLogisticLikelihood final : public LikelihoodModel {
   int d_;
 };
 
+// A mixture of discretized logistics per pixel (kernels/dmol_nll.cuh), grey or RGB; an image is the
+// most probable component's coupled means.
+class MixtureDiscretizedLogisticLikelihood final : public LikelihoodModel {
+ public:
+  MixtureDiscretizedLogisticLikelihood(int components, int channels, int64_t hw) : k_(components), c_(channels), hw_(hw) {}
+  bool binarized_data() const override { return false; }
+  void nll(Backend& be, const float* out, const float* x, float* nll_rows, float* dout, int rows, float grad_scale,
+           const float* /*params*/, float* /*grads*/) const override {
+    ops::dmol_nll(be, out, x, nll_rows, dout, rows, k_, c_, hw_, grad_scale);
+  }
+  void to_image(Backend& be, const float* out, float* image, int rows) const override {
+    ops::dmol_image(be, out, image, rows, k_, c_, hw_);
+  }
+
+ private:
+  int k_, c_;
+  int64_t hw_;
+};
+
 }  // namespace
 
 std::unique_ptr<LikelihoodModel> make_likelihood(const ModelConfig& c) {
@@ -101,6 +121,11 @@ std::unique_ptr<LikelihoodModel> make_likelihood(const ModelConfig& c) {
          return std::make_unique<GaussianLikelihood>(m.input_dim(), m.gaussian_sigma, m.learned_sigma);
        }},
       {"dlogistic", [](const ModelConfig& m) { return std::make_unique<DiscretizedLogisticLikelihood>(m.input_dim()); }},
+      {"dmol",
+       [](const ModelConfig& m) {
+         return std::make_unique<MixtureDiscretizedLogisticLikelihood>(m.mixture_components(), m.image_channels,
+                                                                       int64_t(m.image_height) * m.image_width);
+       }},
   };
   const std::string name = to_string(c.likelihood);
   const auto it = registry.find(name);
