@@ -54,7 +54,7 @@ const std::pair<const char*, WarmupSchedule> kWarmups[] = {{"linear", WarmupSche
                                                           {"cyclical", WarmupSchedule::Cyclical}};
 const std::pair<const char*, PriorType> kPriors[] = {
     {"standard_normal", PriorType::StandardNormal}, {"mog", PriorType::MixtureOfGaussians}, {"vamp", PriorType::Vamp},
-    {"flow", PriorType::Flow}};
+    {"flow", PriorType::Flow}, {"label_gaussian", PriorType::LabelGaussian}};
 
 
 template <class Enum, size_t N>
@@ -79,7 +79,8 @@ struct PriorKeys {
 constexpr PriorKeys kPriorKeys[] = {{PriorType::StandardNormal, 0, false},
                                     {PriorType::MixtureOfGaussians, 10, false},
                                     {PriorType::Vamp, 500, false},
-                                    {PriorType::Flow, 0, true}};
+                                    {PriorType::Flow, 0, true},
+                                    {PriorType::LabelGaussian, 0, false}};
 constexpr int kMaxPriorComponents = 4096;
 
 const PriorKeys& prior_keys(PriorType t) {
@@ -257,6 +258,9 @@ void ModelConfig::validate() const {
   require(!conditional || prior.type != PriorType::Vamp,
           "a conditional model cannot use the VampPrior (its pseudo-inputs have no labels); use --prior standard, mog or flow");
   check_prior_components(prior);
+  require(conditional || prior.type != PriorType::LabelGaussian,
+          "the label_gaussian prior is p(z | y), a Gaussian per class: it needs a conditional model (--conditional, "
+          "and data with labels)");
   const auto check_flow = [&](const char* section, int steps, int hidden, bool on) {
     const std::string s = section;
     require(steps >= 0 && steps <= 64, s + ".flow_steps must be in [0, 64], got " + std::to_string(steps));
@@ -722,9 +726,9 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     f.push_back(value("posterior.logvar_max", VAE_GET(C, logvar_max), -30, 20, "--logvar-max",
                       "the bounded log-variance's upper end (default 2)"));
     f.push_back(choice("prior.type", VAE_GET(C, prior.type), parse_prior, to_string, "--prior",
-                       "standard|mog|vamp|flow: N(0, I), a learned mixture of Gaussians, the VampPrior (a mixture of the "
-                       "encoder's posteriors at learned pseudo-inputs), or a RealNVP/Glow flow over N(0, I) (default "
-                       "standard)"));
+                       "standard|mog|vamp|flow|label_gaussian: N(0, I), a learned mixture of Gaussians, the VampPrior (a "
+                       "mixture of the encoder's posteriors at learned pseudo-inputs), a RealNVP/Glow flow over N(0, I), "
+                       "or p(z | y), a learned Gaussian per class (conditional models) (default standard)"));
     Field<C> components = value("prior.components", VAE_GET(C, prior.components), 1, kMaxPriorComponents, "--prior-components",
                                 "mog: number of Gaussians (default 10); vamp: number of pseudo-inputs (default 500)");
     components.check = [inner = components.check](const C& c) {

@@ -20,6 +20,7 @@
 #include "discretized_logistic_nll.cuh"
 #include "dmol_nll.cuh"
 #include "gate.cuh"
+#include "label_gaussian_prior.cuh"
 #include "logistic_nll.cuh"
 #include "logvar_clamp.cuh"
 #include "mog_prior.cuh"
@@ -1180,6 +1181,60 @@ std::function<void(std::vector<double>&)> as_class_indices(int classes) {
 // The classifier's softmax cross-entropy, J = sum_r R_r loss_r (its backward's per-row upstream),
 // with the argmax-is-label output for parity only; and the class condition of a conditional VAE,
 // whose backward is take_columns of the upstream (the label columns get no gradient).
+// The label-conditioned prior p(z | y): log-density with J = -w sum log p (its backward's uniform
+// weight) and the gradients in z, means and raw log-variances; k samples per label (repeat); and
+// its sampler (parity only).
+void add_label_gaussian_prior(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, latent, classes, repeat; };
+  const std::vector<S> grad{{4, 3, 3, 1}, {6, 2, 2, 3}, {1, 1, 1, 1}};
+  const std::vector<S> parity{{1, 1, 1, 1}, {7, 5, 3, 1}, {128, 32, 10, 1}, {129, 33, 10, 3}};
+  const std::vector<S> bench{{128, 32, 10, 1}, {4096, 32, 10, 1}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    const int L = s.latent, C = s.classes;
+    const int64_t nz = int64_t(s.rows) * L, ncl = int64_t(C) * L, labels = (s.rows + s.repeat - 1) / s.repeat;
+    Case c;
+    c.op = "label_gaussian_prior";
+    c.shape = dims({{"rows", s.rows}, {"latent", L}, {"classes", C}, {"repeat", s.repeat}});
+    const double w = 0.25;
+    c.inputs = {{"means", ncl, Draw::Uniform, -1, 1, true},
+                {"raw_logvar", ncl, Draw::Uniform, -1.5, 1, true},
+                {"z", nz, Draw::Uniform, -2, 2, true},
+                {"y", labels, Draw::Uniform, 0, double(C), false, as_class_indices(C)}};
+    OutputSpec lp{"log_p", s.rows, {1e-5 * L, 1e-5}};
+    lp.accumulates = true;
+    lp.init = Draw::Uniform;
+    lp.constant_upstream = true;
+    lp.weight = -w;
+    c.outputs = {lp};
+    const double sr = std::sqrt(double(s.rows));
+    c.grads = {{0, {1e-5 * sr, 1e-4}}, {1, {1e-5 * sr, 1e-4}}, {2, {1e-5, 1e-4}, true}};
+    c.bytes = 4.0 * (3 * nz + s.rows) + 4.0 * 2 * ncl;
+    set_body(c, [=](auto& be, auto& io) {
+      using T = scalar_of<decltype(io)>;
+      const ops::LabelGaussianParams<T> p{io.in(0), io.in(1), io.in(3), C, L, s.repeat};
+      ops::label_gaussian_log_prob(be, p, io.in(2), s.rows, T(1), io.out(0));
+      if (io.backward())
+        ops::label_gaussian_backward(be, p, io.in(2), s.rows, ops::PriorGradWeights<T>::uniform(T(w), nullptr),
+                                     io.grad(2), io.grad(0), io.grad(1));
+    });
+    out.push_back(std::move(c));
+    if (mode == Mode::Gradient) continue;
+    Case sc;
+    sc.op = "label_gaussian_sample";
+    sc.shape = c.shape;
+    sc.inputs = {{"means", ncl, Draw::Uniform, -1, 1}, {"raw_logvar", ncl, Draw::Uniform, -2, 1},
+                 {"y", labels, Draw::Uniform, 0, double(C), false, as_class_indices(C)}};
+    sc.outputs = {{"z", nz, {1e-5, 1e-5}}};
+    sc.bytes = 4.0 * nz + 8.0 * ncl;
+    set_body(sc, [=](auto& be, auto& io) {
+      using T = scalar_of<decltype(io)>;
+      ops::label_gaussian_sample(be, ops::LabelGaussianParams<T>{io.in(0), io.in(1), io.in(2), C, L, s.repeat}, s.rows,
+                                 T(0.8), 17, io.out(0));
+    }, false);
+    out.push_back(std::move(sc));
+  }
+}
+
 void add_condition_and_classifier(std::vector<Case>& out, Mode mode) {
   struct X { int rows, classes; };
   const std::vector<X> xgrad{{4, 3}, {1, 2}};
@@ -1268,6 +1323,7 @@ std::vector<Case> cases(Mode mode) {
   add_importance(all, mode);
   add_elementwise(all, mode);
   add_condition_and_classifier(all, mode);
+  add_label_gaussian_prior(all, mode);
   return all;
 }
 
@@ -1285,7 +1341,8 @@ std::vector<Coverage> required_coverage() {
           {"softmax_xent", true},    {"condition", true},            {"gather_labels", false},
           {"gaussian_posterior_moments", false}, {"logistic_nll", true},
           {"gate", true},            {"logvar_clamp", true},
-          {"discretized_logistic_nll", true}, {"dmol_nll", true}};
+          {"discretized_logistic_nll", true}, {"dmol_nll", true},
+          {"label_gaussian_prior", true}, {"label_gaussian_sample", false}};
 }
 
 }  // namespace vae::optable

@@ -90,7 +90,7 @@ TEST(Docs, TheConfigKeyIndexHoldsExactlyTheKeysTheConfigurationHas) {
   for (const auto& f : config::train_fields()) actual["train"].insert(f.key);
   for (const auto& f : config::objective_fields()) actual["objective"].insert(f.key);
   // Models that between them use every component type and option.
-  std::vector<ModelConfig> models(4);
+  std::vector<ModelConfig> models(5);
   models[1].encoder.type = NetworkType::Conv;
   models[1].encoder.channels = {8};
   models[1].prior.type = PriorType::MixtureOfGaussians;
@@ -102,6 +102,9 @@ TEST(Docs, TheConfigKeyIndexHoldsExactlyTheKeysTheConfigurationHas) {
   models[2].classes = 10;
   models[3].prior.type = PriorType::Vamp;
   models[3].prior.components = 5;
+  models[4].likelihood = Likelihood::MixtureDiscretizedLogistic;
+  models[4].encoder.activation = Activation::Gated;
+  models[4].logvar_clamp = LogvarClampKind::Soft;
   for (const ModelConfig& m : models) collect(nlohmann::json::parse(m.to_json()), "model", actual);
   const auto documented = documented_keys();
   for (const auto& [section, keys] : actual) {

@@ -3,6 +3,7 @@
 // checkpoint and the configuration's mistakes).
 #include <gtest/gtest.h>
 
+#include <algorithm>
 #include <cmath>
 #include <string>
 
@@ -12,6 +13,7 @@
 #include "op_table.hpp"
 #include "model_gradient_check.hpp"
 #include "test_util.hpp"
+#include "vae/generate.hpp"
 #include "vae/vae.hpp"
 
 namespace vae {
@@ -353,6 +355,90 @@ TEST(DiscretizedLogistic, TrainsReportsBitsPerDimensionAndRefusesBinaryData) {
   }
   expect_rejected(R"({"likelihood": {"type": "dlogistic", "components": 3}})", "likelihood.components is for the dmol");
   expect_rejected(R"({"likelihood": {"type": "logistic"}})", "likelihood 'logistic'");
+}
+
+ModelConfig label_prior_config(NetworkType type) {
+  ModelConfig cfg;
+  cfg.image_height = type == NetworkType::Conv ? 8 : 3;
+  cfg.image_width = type == NetworkType::Conv ? 8 : 4;
+  cfg.encoder.type = type;
+  if (type == NetworkType::Conv) cfg.encoder.channels = {3};
+  cfg.encoder.hidden = {6};
+  cfg.encoder.activation = Activation::Tanh;
+  cfg.latent = 3;
+  cfg.conditional = true;
+  cfg.classes = 3;
+  cfg.prior.type = PriorType::LabelGaussian;
+  return cfg;
+}
+
+// p(z | y): the whole model's gradient reaches the prior's per-class means and log-variances (ELBO
+// and the importance-weighted bound, whose k samples of a row share its label), MLP and conv.
+TEST(LabelGaussianPrior, WholeModelGradientReachesThePerClassGaussians) {
+  for (NetworkType type : {NetworkType::MLP, NetworkType::Conv})
+    for (bool importance : {false, true}) {
+      SCOPED_TRACE(to_string(type) + (importance ? " iwae k=3" : " elbo"));
+      Model model(label_prior_config(type));
+      model.initialize(4);
+      ModelImpl& m = model.impl();
+      // Start the classes apart, so each class's gradient is its own.
+      std::vector<float> params = m.params().to_host();
+      for (const auto& sl : m.slices())
+        if (sl.name == "prior.means")
+          for (int64_t i = 0; i < shape_numel(sl.shape); ++i) params[sl.offset + i] = 0.3f * float(i % 5) - 0.6f;
+      m.params().copy_from_host(params.data(), m.params().numel());
+      if (importance) {
+        ObjectiveConfig o;
+        o.type = ObjectiveType::Iwae;
+        o.k = 3;
+        m.set_objective(o);
+      }
+      const int rows = 5;
+      const std::vector<float> labels = {0, 2, 1, 2, 0};
+      auto x = random_vector<float>(rows * m.input_dim(), 9, 0, 1);
+      for (auto& v : x) v = v < 0.5f ? 0.0f : 1.0f;
+      const auto checked = test::expect_model_gradient_matches_differences(m, x, rows, 1.0f, 3, 2, labels);
+      EXPECT_EQ(std::count(checked.begin(), checked.end(), "prior.means"), 3);
+      EXPECT_EQ(std::count(checked.begin(), checked.end(), "prior.logvar"), 3);
+    }
+}
+
+// Samples of label c come from class c's Gaussian (their mean and spread), the checkpoint carries
+// the per-class parameters, and the prior refuses an unconditional model and missing labels.
+TEST(LabelGaussianPrior, SamplesFollowTheirLabelsGaussianAndMistakesAreNamed) {
+  Model model(label_prior_config(NetworkType::MLP));
+  model.initialize(1);
+  ModelImpl& m = model.impl();
+  std::vector<float> params = m.params().to_host();
+  for (const auto& sl : m.slices()) {
+    if (sl.name == "prior.means")
+      for (int64_t i = 0; i < 9; ++i) params[sl.offset + i] = float(i) - 4.0f;  // class c, dim u: 3c + u - 4
+    if (sl.name == "prior.logvar")
+      for (int64_t i = 0; i < 9; ++i) params[sl.offset + i] = std::log(0.25f);  // sigma 0.5
+  }
+  m.params().copy_from_host(params.data(), m.params().numel());
+  SampleOptions o;
+  o.n = 4000;
+  o.seed = 5;
+  o.labels = {2};
+  const std::vector<float> z = sample_latents(model, o).to_host();
+  for (int u = 0; u < 3; ++u) {
+    double mean = 0, sq = 0;
+    for (int i = 0; i < o.n; ++i) mean += z[i * 3 + u], sq += double(z[i * 3 + u]) * z[i * 3 + u];
+    mean /= o.n;
+    EXPECT_NEAR(mean, 6 + u - 4, 0.03) << "dim " << u;
+    EXPECT_NEAR(std::sqrt(sq / o.n - mean * mean), 0.5, 0.03) << "dim " << u;
+  }
+  o.labels = {};
+  EXPECT_THROW(sample_latents(model, o), Error);
+
+  test::ScratchDir dir("label_prior_checkpoint");
+  save_checkpoint(model, dir.file("m.safetensors"));
+  Model loaded = load_checkpoint(dir.file("m.safetensors"));
+  EXPECT_EQ(loaded.impl().params().to_host(), params);
+  o.labels = {2};
+  EXPECT_EQ(sample_latents(loaded, o).to_host(), z);
+  expect_rejected(R"({"prior": {"type": "label_gaussian"}})", "needs a conditional model");
 }
 
 }  // namespace

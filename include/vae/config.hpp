@@ -17,7 +17,7 @@ enum class InitScheme { Torch, Kaiming, Xavier };
 enum class OptimizerKind { Adam, AdamW };
 enum class LrSchedule { Constant, Cosine };
 enum class NetworkType { MLP, Conv };
-enum class PriorType { StandardNormal, MixtureOfGaussians, Vamp, Flow };
+enum class PriorType { StandardNormal, MixtureOfGaussians, Vamp, Flow, LabelGaussian };
 enum class ObjectiveType { Elbo, Iwae, IwaeDreg };
 enum class WarmupSchedule { Linear, Cyclical };
 
@@ -39,7 +39,7 @@ InitScheme parse_init(const std::string& s);
 OptimizerKind parse_optimizer(const std::string& s);
 LrSchedule parse_schedule(const std::string& s);
 NetworkType parse_network(const std::string& s);
-// "standard_normal" (also "standard", the CLI's spelling), "mog", "vamp" or "flow".
+// "standard_normal" (also "standard", the CLI's spelling), "mog", "vamp", "flow" or "label_gaussian".
 PriorType parse_prior(const std::string& s);
 // "elbo", "iwae" or "iwae_dreg" (also "iwae-dreg", the CLI's spelling).
 ObjectiveType parse_objective(const std::string& s);
@@ -70,6 +70,9 @@ struct EncoderConfig {
 // Gaussians (logits [K], means [K, latent], log-variances [K, latent]; see kernels/mog_prior.cuh).
 // vamp: the VampPrior (Tomczak & Welling 2018), the equal-weight mixture of the posteriors of
 // `components` learned pseudo-inputs [K, C*H*W] passed through the encoder (latent/prior.hpp).
+// label_gaussian: p(z | y), a learned diagonal Gaussian per class (means [classes, L], log-variances
+// [classes, L]; kernels/label_gaussian_prior.cuh), for conditional models: sampling and evaluation
+// go through the label's Gaussian.
 // flow: N(0, I) pushed through `flow_steps` RealNVP/Glow steps (ActNorm, LU linear, affine coupling
 // with a `flow_hidden`-wide MLP; kernels/flow.cuh): log p(z) = log N(g(z)) + log |det dg/dz|.
 struct PriorConfig {

@@ -153,7 +153,17 @@ Tensor sample_latents(Model& model, const SampleOptions& o) {
   Tensor z({o.n, L}, m.device);
   if (o.source == SampleSource::Prior) {
     m.encode_pseudo_inputs();
-    m.latent_block.prior().sample(*m.backend, z.data(), o.n, o.temperature, o.seed);
+    Prior& prior = m.latent_block.prior();
+    Tensor y;
+    if (prior.conditional()) {
+      // p(z | y): each sample from its own label's Gaussian (one label for all, or one each).
+      std::vector<int32_t> all = o.labels;
+      if (all.size() == 1 && o.n > 1) all.assign(static_cast<size_t>(o.n), o.labels[0]);
+      m.check_labels(&all, o.n, "sample");
+      y = m.labels_on_device(all);
+      prior.bind_labels(y.data(), 1);
+    }
+    prior.sample(*m.backend, z.data(), o.n, o.temperature, o.seed);
     return z;
   }
   const AggregatePosterior* g = o.aggregate;

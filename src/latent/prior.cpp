@@ -8,6 +8,7 @@
 #include <string>
 
 #include "elementwise.cuh"
+#include "label_gaussian_prior.cuh"
 #include "mog_prior.cuh"
 #include "philox.cuh"
 #include "rows.cuh"
@@ -287,6 +288,59 @@ class FlowPrior final : public Prior {
 
 }  // namespace
 
+// p(z | y) = N(m_y, diag(e^lv_y)), a learned Gaussian per class (kernels/label_gaussian_prior.cuh).
+class LabelGaussianPrior final : public Prior {
+ public:
+  LabelGaussianPrior(int latent, int classes) : Prior(latent), classes_(classes) {}
+  PriorType type() const override { return PriorType::LabelGaussian; }
+  bool conditional() const override { return true; }
+  void bind_labels(const float* y, int repeat) override {
+    labels_ = y;
+    repeat_ = repeat;
+  }
+  int64_t layout(int64_t offset) override {
+    means_ = align_params(offset);
+    raw_logvar_ = align_params(means_ + int64_t(classes_) * latent());
+    return raw_logvar_ + int64_t(classes_) * latent();
+  }
+  void bind(float* params, float* grads) override {
+    params_ = params;
+    grads_ = grads;
+  }
+  void param_slices(std::vector<ParamSlice>& out) const override {
+    out.push_back({"prior.means", means_, {classes_, latent()}});
+    out.push_back({"prior.logvar", raw_logvar_, {classes_, latent()}});
+  }
+  // Every class starts at N(0, I), the unconditional prior: training moves each to its class's
+  // posteriors, and nothing is assumed about where they lie.
+  void initialize(std::vector<float>& params, uint64_t /*seed*/, uint32_t& tensor_index) const override {
+    ++tensor_index;
+    const int64_t n = int64_t(classes_) * latent();
+    std::fill(params.begin() + means_, params.begin() + means_ + n, 0.0f);
+    std::fill(params.begin() + raw_logvar_, params.begin() + raw_logvar_ + n, 0.0f);
+  }
+  void add_log_prob(Backend& be, const float* z, int rows, float sign, float* out) override {
+    ops::label_gaussian_log_prob(be, view(), z, rows, sign, out);
+  }
+  void backward(Backend& be, const float* z, int rows, const ops::PriorGradWeights<float>& w, float* dz) override {
+    ops::label_gaussian_backward(be, view(), z, rows, w, dz, grads_ + means_, grads_ + raw_logvar_);
+  }
+  void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) override {
+    ops::label_gaussian_sample(be, view(), n, temperature, seed, z);
+  }
+
+ private:
+  ops::LabelGaussianParams<float> view() const {
+    if (!labels_) throw Error("the label_gaussian prior ran without the batch's labels (a bug in vae: bind_labels first)");
+    return {params_ + means_, params_ + raw_logvar_, labels_, classes_, latent(), repeat_};
+  }
+  int classes_;
+  int64_t means_ = 0, raw_logvar_ = 0;
+  float *params_ = nullptr, *grads_ = nullptr;
+  const float* labels_ = nullptr;
+  int repeat_ = 1;
+};
+
 std::unique_ptr<Prior> make_prior(const ModelConfig& c, const Posterior& posterior) {
   using Factory = std::function<std::unique_ptr<Prior>(const ModelConfig&, const Posterior&)>;
   static const std::map<std::string, Factory> registry = {
@@ -302,6 +356,8 @@ std::unique_ptr<Prior> make_prior(const ModelConfig& c, const Posterior& posteri
        [](const ModelConfig& m, const Posterior&) {
          return std::make_unique<FlowPrior>(m.latent, m.prior.flow_steps, m.prior.flow_hidden);
        }},
+      {"label_gaussian",
+       [](const ModelConfig& m, const Posterior&) { return std::make_unique<LabelGaussianPrior>(m.latent, m.classes); }},
   };
   const std::string name = to_string(c.prior.type);
   const auto it = registry.find(name);

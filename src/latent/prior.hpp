@@ -69,6 +69,12 @@ class Prior {
   // z [n, latent] drawn from the prior with its spread scaled by temperature (Philox, seed).
   virtual void sample(Backend& be, float* z, int n, float temperature, uint64_t seed) = 0;
 
+  // A prior conditioned on the class label, p(z | y) (label_gaussian): it reads the labels of the z
+  // rows of its next add_log_prob, backward and sample calls from bind_labels, y [rows / repeat]
+  // (the device's float class indices; z row i has label y[i / repeat]). The others ignore it.
+  virtual bool conditional() const { return false; }
+  virtual void bind_labels(const float* /*y*/, int /*repeat*/) {}
+
   // The inputs this prior needs the encoder to run on (the VampPrior's), or null.
   virtual PseudoInputs* pseudo_inputs() { return nullptr; }
   // Their count (0 without).

@@ -224,6 +224,7 @@ void ModelImpl::forward_backward(const float* x_image, int rows, uint64_t seed, 
   const LatentArgs args{rows, latent(), seed, 0, row0, 1.0f, step};
   const float* x = encoder_input(x_image, y, rows);
   const float* h = encode_batch(x, rows, true);
+  latent_block.prior().bind_labels(y, k);  // p(z | y): z row i is data row i / k's
   objective_->sample(be, latent_block, args, h, z_.data(), kl_sample_.data());
   const float* xk = x_image;
   if (k > 1) {
@@ -245,6 +246,7 @@ const float* ModelImpl::forward_eval(const float* x_image, int rows, uint64_t se
   Backend& be = *backend;
   const LatentArgs args{rows, latent(), seed, 0, row0, eps_scale, nullptr};
   const float* h = encode_batch(encoder_input(x_image, y, rows), rows, false);
+  latent_block.prior().bind_labels(y, 1);
   latent_block.forward(be, args, h, z_.data(), kl_sample_.data(), latent_block.reports_kl_per_dim() ? kl_dim_.data() : nullptr);
   const float* out = decode_forward(z_.data(), y, rows, 1);
   likelihood(out, x_image, nll_.data(), nullptr, rows, 1.0f);

@@ -190,6 +190,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
           ops::repeat_rows(*m.backend, static_cast<const float*>(x.data()), rows, d, kk, x_rep.data());
           replicated = kk;
         }
+        m.latent_block.prior().bind_labels(yp, kk);  // p(z | y): sample j of row r is row r's
         m.latent_block.importance_sample(*m.backend, h, rows, kk, kEvalNoiseSeed, first, s0, z_iw.data(), lpq.data());
         const float* out = m.decode_forward(z_iw.data(), yp, rows * kk, kk);
         m.likelihood(out, x_rep.data(), nll_iw.data(), nullptr, rows * kk, 1.0f);
