@@ -20,6 +20,7 @@
 #include "discretized_logistic_nll.cuh"
 #include "dmol_nll.cuh"
 #include "gate.cuh"
+#include "gaussian_pair_kl.cuh"
 #include "label_gaussian_prior.cuh"
 #include "logistic_nll.cuh"
 #include "logvar_clamp.cuh"
@@ -568,6 +569,40 @@ void add_gaussian_kl(std::vector<Case>& out, Mode mode) {
     });
     out.push_back(std::move(c));
   }
+}
+
+// The KL between two Gaussian heads (a hierarchy's level term), both heads differentiable: J from
+// the per-dimension sums (weights per dimension, the free bits' form) or from the per-row values
+// (weights per row, the importance-weighted or per-step form).
+void add_gaussian_pair_kl(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, latent; };
+  const std::vector<S> grad{{3, 5}, {1, 1}};
+  const std::vector<S> parity{{1, 1}, {7, 3}, {128, 40}, {257, 33}};
+  const std::vector<S> bench{{128, 40}, {4096, 40}};
+  for (const S s : pick(mode, grad, parity, bench))
+    for (bool by_dim : {true, false}) {
+      if (mode == Mode::Bench && !by_dim) continue;
+      Case c;
+      c.op = "gaussian_pair_kl";
+      c.shape = dims({{"rows", s.rows}, {"latent", s.latent}}) + (by_dim ? " per-dim weights" : " per-row weights");
+      const int64_t nh = int64_t(s.rows) * 2 * s.latent;
+      c.inputs = {{"hq", nh, Draw::Uniform, -2, 2, true}, {"hp", nh, Draw::Uniform, -2, 2, true}};
+      OutputSpec kl{"kl", s.rows, {1e-5 * s.latent, 1e-5}};
+      OutputSpec kl_dim{"kl_dim", s.latent, {1e-5 * s.rows, 1e-5}};
+      (by_dim ? kl : kl_dim).in_objective = false;
+      c.outputs = {kl, kl_dim};
+      c.grads = {{0, {1e-5, 1e-5}, true}, {1, {1e-5, 1e-5}, true}};
+      c.bytes = 4.0 * nh * 4 + 4.0 * (s.rows + s.latent) + 8.0 * nh * 2;
+      set_body(c, [=](auto& be, auto& io) {
+        using T = scalar_of<decltype(io)>;
+        ops::gaussian_pair_kl_forward(be, io.in(0), io.in(1), s.rows, s.latent, io.out(0), io.out(1));
+        if (!io.backward()) return;
+        const ops::GradWeight<T> w = by_dim ? ops::GradWeight<T>{T(1)} : ops::GradWeight<T>{T(0), nullptr, io.up(0)};
+        ops::gaussian_pair_kl_backward(be, io.in(0), io.in(1), s.rows, s.latent, w, by_dim ? io.up(1) : nullptr,
+                                       io.grad(0), io.grad(1));
+      });
+      out.push_back(std::move(c));
+    }
 }
 
 // The mixture's per-row weights (the importance-weighted bound's) and the VampPrior's layout: means
@@ -1312,6 +1347,7 @@ std::vector<Case> cases(Mode mode) {
   add_mog_prior(all, mode);
   add_posterior_k(all, mode);
   add_gaussian_kl(all, mode);
+  add_gaussian_pair_kl(all, mode);
   add_mog_weighted(all, mode);
   add_standard_normal_weighted(all, mode);
   add_flow_layers(all, mode);
@@ -1342,7 +1378,7 @@ std::vector<Coverage> required_coverage() {
           {"gaussian_posterior_moments", false}, {"logistic_nll", true},
           {"gate", true},            {"logvar_clamp", true},
           {"discretized_logistic_nll", true}, {"dmol_nll", true},
-          {"label_gaussian_prior", true}, {"label_gaussian_sample", false}};
+          {"label_gaussian_prior", true}, {"label_gaussian_sample", false}, {"gaussian_pair_kl", true}};
 }
 
 }  // namespace vae::optable

@@ -9,6 +9,8 @@
 
 #include "discretized_logistic_nll.cuh"
 #include "dmol_nll.cuh"
+#include "gaussian_kl.cuh"
+#include "gaussian_pair_kl.cuh"
 #include "model/model_impl.hpp"
 #include "op_table.hpp"
 #include "model_gradient_check.hpp"
@@ -355,6 +357,28 @@ TEST(DiscretizedLogistic, TrainsReportsBitsPerDimensionAndRefusesBinaryData) {
   }
   expect_rejected(R"({"likelihood": {"type": "dlogistic", "components": 3}})", "likelihood.components is for the dmol");
   expect_rejected(R"({"likelihood": {"type": "logistic"}})", "likelihood 'logistic'");
+}
+
+// The KL between two heads: against N(0, I) (a zero head) it is the posterior's own KL to the same
+// bits, and against itself zero; between two Gaussians of one dimension, the closed form in long double.
+TEST(GaussianPairKl, AgreesWithTheStandardNormalKlAndTheClosedForm) {
+  const auto be = make_backend(Device::CPU);
+  const int rows = 6, L = 5;
+  const auto hq = random_vector<float>(rows * 2 * L, 3, -2, 2);
+  const std::vector<float> zero(rows * 2 * L, 0.0f);
+  std::vector<float> a(rows), b(rows), da(L), db(L), self(rows);
+  ops::gaussian_pair_kl_forward(*be, hq.data(), zero.data(), rows, L, a.data(), da.data());
+  ops::gaussian_kl_forward(*be, hq.data(), rows, L, b.data(), db.data());
+  for (int r = 0; r < rows; ++r) EXPECT_NEAR(a[r], b[r], 1e-6f * (1 + b[r]));
+  for (int u = 0; u < L; ++u) EXPECT_NEAR(da[u], db[u], 1e-6f * (1 + db[u]));
+  ops::gaussian_pair_kl_forward(*be, hq.data(), hq.data(), rows, L, self.data(), static_cast<float*>(nullptr));
+  for (float v : self) EXPECT_NEAR(v, 0.0f, 1e-6f * L);  // e^lv e^-lv - 1: rounding only
+  const float q[2] = {0.7f, -1.2f}, p[2] = {-0.4f, 0.9f};
+  float kl = 0;
+  ops::gaussian_pair_kl_forward(*be, q, p, 1, 1, &kl, static_cast<float*>(nullptr));
+  const long double vq = std::exp(-1.2L), vp = std::exp(0.9L), d = 0.7L + 0.4L;
+  const long double want = 0.5L * (std::log(vp / vq) + (vq + d * d) / vp - 1);
+  EXPECT_NEAR(kl, double(want), 1e-6);
 }
 
 ModelConfig label_prior_config(NetworkType type) {
