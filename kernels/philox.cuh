@@ -26,7 +26,14 @@ enum RngStream : uint32_t {
   kStreamImportance = 6,     // importance samples (row = test index, step = sample index)
   kStreamTestBinarize = 7,   // the fixed binarisation of the test set (row = image index, step = 0)
   kStreamPriorComponent = 8, // a mixture prior's component choice when sampling (row = sample)
+  // A hierarchy's levels below the top (level i = 1, 2, ... counted down from the top, at most
+  // kMaxLevels - 1): the same roles as kStreamLatent, kStreamImportance and kStreamPrior, one
+  // stream per level, so no level shares a draw with another or with the top.
+  kStreamLatentLevel0 = 16,      // + i
+  kStreamImportanceLevel0 = 48,  // + i
+  kStreamPriorLevel0 = 80,       // + i
 };
+constexpr int kMaxLevels = 16;
 
 VAE_HD void philox_mulhilo(uint32_t a, uint32_t b, uint32_t& hi, uint32_t& lo) {
   const uint64_t p = static_cast<uint64_t>(a) * static_cast<uint64_t>(b);

@@ -221,6 +221,11 @@ PriorType parse_prior(const std::string& s) {
   return s == "standard" ? PriorType::StandardNormal : parse_enum(s, "prior type", kPriors);
 }
 
+int ModelConfig::top_down_width() const {
+  if (top_down_hidden > 0) return top_down_hidden;
+  return encoder.hidden.empty() ? 2 * latent : encoder.hidden.back();
+}
+
 int ModelConfig::decoder_output_channels() const {
   const int c = image_channels;
   switch (likelihood) {
@@ -257,6 +262,24 @@ void ModelConfig::validate() const {
   require(classes >= 0 && classes <= 4096, "classes must be in [0, 4096], got " + std::to_string(classes));
   require(!conditional || prior.type != PriorType::Vamp,
           "a conditional model cannot use the VampPrior (its pseudo-inputs have no labels); use --prior standard, mog or flow");
+  require(levels.size() <= 16, "posterior.levels lists at most 16 levels, got " + std::to_string(levels.size()));
+  if (!levels.empty()) {
+    int64_t sum = 0;
+    for (int l : levels) {
+      require(l >= 1 && l <= 4096, "posterior.levels: every level needs 1 to 4096 units, got " + std::to_string(l));
+      sum += l;
+    }
+    require(sum == latent, "posterior.latent (" + std::to_string(latent) + ") must be the sum of posterior.levels (" +
+                               std::to_string(sum) + "); give the levels alone and the latent follows");
+  }
+  require(top_down_hidden >= 0 && top_down_hidden <= 65536,
+          "posterior.top_down_hidden must be in [0, 65536] (0: the encoder's last hidden width), got " +
+              std::to_string(top_down_hidden));
+  require(!hierarchical() || logvar_clamp == LogvarClampKind::None,
+          "posterior.logvar_clamp bounds a one-level head in this version; a hierarchy's levels keep the kernels' "
+          "own soft clamp to (-30, 20): remove logvar_clamp or use one level");
+  require(!hierarchical() || posterior_flow_steps == 0,
+          "a hierarchy's posterior has no flow steps in this version: remove posterior.flow_steps, or use one level");
   check_prior_components(prior);
   require(conditional || prior.type != PriorType::LabelGaussian,
           "the label_gaussian prior is p(z | y), a Gaussian per class: it needs a conditional model (--conditional, "
@@ -420,6 +443,11 @@ std::string ModelConfig::to_json() const {
     j["posterior"]["flow_steps"] = posterior_flow_steps;
     j["posterior"]["flow_hidden"] = posterior_flow_hidden;
   }
+  if (hierarchical()) {
+    j["posterior"]["levels"] = levels;
+    j["posterior"]["top_down_hidden"] = top_down_hidden;
+    j["posterior"]["residual"] = residual_posterior;
+  }
   if (logvar_clamp != LogvarClampKind::None) {
     j["posterior"]["logvar_clamp"] = to_string(logvar_clamp);
     j["posterior"]["logvar_min"] = typed_float(logvar_min);
@@ -474,7 +502,8 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
     if (j.contains("decoder")) read_typed_section(j.at("decoder"), "decoder", {"mirror"});
     if (j.contains("posterior")) {
       const json& p = j.at("posterior");
-      reject_unknown_keys(p, {"type", "latent", "flow_steps", "flow_hidden", "logvar_clamp", "logvar_min", "logvar_max"},
+      reject_unknown_keys(p, {"type", "latent", "flow_steps", "flow_hidden", "logvar_clamp", "logvar_min", "logvar_max",
+                              "levels", "top_down_hidden", "residual"},
                           "posterior");
       if (p.contains("type")) read_typed_section(json{{"type", p.at("type")}}, "posterior", {"gaussian"});
       read_key(p, "latent", c.latent);
@@ -484,6 +513,15 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
       if (p.contains("logvar_clamp")) read_key(p, "logvar_clamp", clamp), c.logvar_clamp = parse_logvar_clamp(clamp);
       read_key(p, "logvar_min", c.logvar_min);
       read_key(p, "logvar_max", c.logvar_max);
+      read_key(p, "levels", c.levels);
+      read_key(p, "top_down_hidden", c.top_down_hidden);
+      read_key(p, "residual", c.residual_posterior);
+      // The levels alone give the latent size (the sum); both given must agree (validate()).
+      if (!c.levels.empty() && !p.contains("latent")) {
+        int64_t sum = 0;
+        for (int l : c.levels) sum += l;
+        c.latent = static_cast<int>(std::min<int64_t>(sum, 1 << 30));
+      }
     }
     if (j.contains("prior")) read_prior(j.at("prior"), c.prior);
     if (j.contains("likelihood")) {
@@ -718,6 +756,20 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
     f.push_back(choice("encoder.activation", VAE_GET(C, encoder.activation), parse_activation, to_string, "--activation",
                        "relu|leaky_relu|tanh|silu|gated (default relu); gated: every hidden layer of doubled width, its second "
                        "half gating the first through a sigmoid (vae_vampprior's gated layers)"));
+    Field<C> levels = value("posterior.levels", VAE_GET(C, levels), 1, 4096, "--levels",
+                            "hierarchical latents: the levels' sizes from the top down, e.g. 40,40 (the latent size is "
+                            "their sum; default: one level of --latent)");
+    levels.read = [inner = levels.read](C& c, const json& v) {
+      inner(c, v);
+      int64_t sum = 0;
+      for (int l : c.levels) sum += l;
+      if (!c.levels.empty()) c.latent = static_cast<int>(std::min<int64_t>(sum, 1 << 30));
+    };
+    f.push_back(std::move(levels));
+    f.push_back(value("posterior.top_down_hidden", VAE_GET(C, top_down_hidden), 0, 65536, "--top-down-hidden",
+                      "hierarchical latents: the top-down networks' width (default 0: the encoder's last hidden width)"));
+    f.push_back(toggle("posterior.residual", VAE_GET(C, residual_posterior), "--residual-posterior", true,
+                       "hierarchical latents: each lower level's posterior is its prior shifted and scaled (NVAE)"));
     f.push_back(choice("posterior.logvar_clamp", VAE_GET(C, logvar_clamp), parse_logvar_clamp, to_string,
                        "--logvar-clamp",
                        "none|hard|soft: hold the posterior's log-variance in [--logvar-min, --logvar-max] (default none)"));
@@ -807,7 +859,14 @@ void ObjectiveConfig::validate() const {
 }
 
 void ObjectiveConfig::check_model(const ModelConfig& model) const {
+  require(!model.hierarchical() || !importance_weighted(),
+          "objective.type " + to_string(type) + " trains with k importance samples through a single level in this "
+          "version; train a hierarchy with the elbo objective (vae eval --k gives its importance-weighted bound)");
   if (free_bits <= 0.0f) return;
+  require(!model.hierarchical() || free_bits_group == model.latent,
+          "objective.free_bits_group " + std::to_string(free_bits_group) + " splits the KL by dimension, which a "
+          "hierarchy's levels do not take in this version; set free_bits_group to the latent size " +
+              std::to_string(model.latent) + " (a floor on the total KL)");
   require(model.latent % free_bits_group == 0,
           "objective.free_bits_group " + std::to_string(free_bits_group) + " must divide the latent size " +
               std::to_string(model.latent));

@@ -111,6 +111,19 @@ struct ModelConfig {
   LogvarClampKind logvar_clamp = LogvarClampKind::None;
   float logvar_min = -6.0f;
   float logvar_max = 2.0f;
+  // Hierarchical latents (src/latent/top_down.hpp): the levels' sizes from the top level z_L down
+  // to z_1; empty (or one entry) = one level of `latent`. With two or more, latent is their sum, the
+  // decoder reads every level (z = [z_L | ... | z_1]), the prior above applies to the top level, and
+  // each lower level has a conditional prior p(z_l | z_{l+1}) and a posterior q(z_l | x, z_{l+1})
+  // sharing one top-down network (top_down_hidden wide; 0 = the encoder's last hidden width).
+  // residual_posterior: the posterior's head is the prior's plus a learned shift (NVAE). In JSON:
+  // the posterior section's "levels", "top_down_hidden", "residual".
+  std::vector<int> levels;
+  int top_down_hidden = 0;
+  bool residual_posterior = false;
+  bool hierarchical() const { return levels.size() >= 2; }
+  int top_latent() const { return hierarchical() ? levels.front() : latent; }
+  int top_down_width() const;
   PriorConfig prior;
   Likelihood likelihood = Likelihood::Bernoulli;
   // Gaussian likelihood: a learned per-pixel log-sigma, or a fixed sigma.

@@ -40,6 +40,9 @@ enum class SampleSource { Prior, Aggregate };
 struct SampleOptions {
   int n = 64;
   float temperature = 1.0f;  // scales the spread: the prior's (see Prior::sample) or each mixture component's
+  // A hierarchy: the temperature of each level from the top (the top's replaces temperature; the
+  // last entry serves the levels past the list). Empty: temperature for every level.
+  std::vector<float> level_temperatures;
   uint64_t seed = 0;
   SampleSource source = SampleSource::Prior;
   const AggregatePosterior* aggregate = nullptr;  // for SampleSource::Aggregate

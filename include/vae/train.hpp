@@ -44,6 +44,13 @@ struct EvalResult {
   double bpd_elbo = 0, bpd = 0;
   bool bpd_from_density = false;
   std::string likelihood;  // the likelihood's type name (the protocol: what -log p(x) is of)
+  // A hierarchy (ModelConfig::levels): each level's size, mean KL term (the top's against its
+  // prior, each lower level's against its conditional prior at the sampled level above) and active
+  // units (Var_x of its posterior mean, the lower levels' at the sampled levels above), top first.
+  // Empty for one level.
+  std::vector<int> level_sizes;
+  std::vector<double> kl_per_level;
+  std::vector<int> active_units_per_level;
   // The KL term split in two (Hoffman & Johnson 2016): E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z)),
   // q(z) the aggregate posterior (1/N) sum_n q(z|x_n) over the N test images. Estimated at one
   // sample z_i ~ q(z|x_i) for each of the first mi_samples images:
@@ -61,7 +68,8 @@ struct EvalResult {
   bool has_posterior_flow = false, has_prior_flow = false;  // which of the two the model has
   // One JSON object (vae eval --json, the Python package's evaluate): count, neg_elbo, recon, kl,
   // active_units, kl_per_dim, k, likelihood, dimensions, bpd_elbo, bpd_from_density, and iwae_nll and
-  // bpd, mutual_info, aggregate_kl, mi_samples and the flows' log-determinants where they were estimated.
+  // bpd, mutual_info, aggregate_kl, mi_samples, the flows' log-determinants where they were estimated,
+  // and a hierarchy's levels, kl_per_level and active_units_per_level.
   std::string to_json() const;
 };
 

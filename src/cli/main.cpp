@@ -306,6 +306,9 @@ int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flag
     if (r.k > 0) std::printf(", %.4f (k=%d)", r.bpd, r.k);
     std::printf("%s\n", r.bpd_from_density ? "  [Gaussian density x bin width 1/255: approximate]" : "");
     std::printf("active units     %d of %zu\n", r.active_units, r.mean_variance.size());
+    for (size_t i = 0; i < r.level_sizes.size(); ++i)
+      std::printf("level %zu%s  %4d units  KL %.3f nats  active units %d\n", i, i == 0 ? " (top)" : "      ",
+                  r.level_sizes[i], r.kl_per_level[i], r.active_units_per_level[i]);
     if (r.mi_samples > 0)
       std::printf("KL = I(x;z) + KL(q(z)||p(z)): %.3f + %.3f nats (at %d samples against %lld posteriors)\n",
                   r.mutual_info, r.aggregate_kl, r.mi_samples, static_cast<long long>(r.count));

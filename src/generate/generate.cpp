@@ -163,7 +163,13 @@ Tensor sample_latents(Model& model, const SampleOptions& o) {
       y = m.labels_on_device(all);
       prior.bind_labels(y.data(), 1);
     }
-    prior.sample(*m.backend, z.data(), o.n, o.temperature, o.seed);
+    // A hierarchy: the top at o.temperature (or the first of level_temperatures), each lower level at
+    // its own entry of level_temperatures (the last for the levels past the list).
+    std::vector<float> temperatures = o.level_temperatures;
+    if (temperatures.empty()) temperatures.push_back(o.temperature);
+    for (float t : temperatures)
+      if (!std::isfinite(t) || t < 0 || t > 100) throw Error("level temperatures must be in [0, 100], got " + std::to_string(t));
+    m.latent_block.sample_prior(*m.backend, z.data(), o.n, temperatures, o.seed);
     return z;
   }
   const AggregatePosterior* g = o.aggregate;
@@ -268,8 +274,8 @@ LatentTensors encode_batches(Model& model, int64_t n, const std::vector<int32_t>
     const float* xb = batch_input(first, rows, x);
     // The forward at zero noise: the encoder's output, and z = mu pushed through any posterior flow.
     m.forward_eval(xb, rows, 0, first, 0.0f, conditional ? y.data() + first : nullptr);
-    m.latent_block.posterior().moments(*m.backend, m.encoder.output_view(rows).data(), rows, c.mu.data() + first * L,
-                                       c.logvar.data() + first * L);
+    m.latent_block.moments(*m.backend, m.encoder.output_view(rows).data(), rows, c.mu.data() + first * L,
+                           c.logvar.data() + first * L);
     if (flow) c.codes.view(first * L, {rows, L}).copy_from(m.z().view(0, {rows, L}));
   }
   return c;

@@ -10,6 +10,9 @@
 // kernel with the analytic KL in place of the Monte-Carlo term (lower variance; the default model's
 // bits). Free bits over groups smaller than the latent need the KL per dimension with a weight per
 // dimension: the analytic path (set_kl_by_dimension) computes it with ops of its own.
+// A hierarchy (ModelConfig::levels) is this block's posterior and prior at its top level, with the
+// levels below in a TopDown (latent/top_down.hpp): the encoder's output is [the top's head | each
+// lower level's bottom-up head], z = [z_top | the lower levels], and the KL term sums every level's.
 #pragma once
 
 #include <memory>
@@ -18,6 +21,7 @@
 #include "latent/flow.hpp"
 #include "latent/posterior.hpp"
 #include "latent/prior.hpp"
+#include "latent/top_down.hpp"
 #include "vae/config.hpp"
 
 namespace vae {
@@ -28,8 +32,12 @@ class LatentBlock {
   // The prior may hold the posterior (the VampPrior's mixture is made of its Gaussians): fixed in place.
   LatentBlock(const LatentBlock&) = delete;
   LatentBlock& operator=(const LatentBlock&) = delete;
-  int latent() const { return latent_; }
-  int head_width() const { return posterior_.head_width(); }  // the encoder's output per row
+  int latent() const { return latent_; }  // z's width: every level's
+  int head_width() const { return head_width_; }  // the encoder's output per row
+  // The hierarchy below the top level, or null for one level.
+  TopDown* top_down() { return top_down_.get(); }
+  const TopDown* top_down() const { return top_down_.get(); }
+  int top_latent() const { return posterior_.latent(); }
   Posterior& posterior() { return posterior_; }
   const Posterior& posterior() const { return posterior_; }
   Prior& prior() { return *prior_; }
@@ -45,8 +53,10 @@ class LatentBlock {
   void bind(float* params, float* grads);
   void param_slices(std::vector<ParamSlice>& out) const;
   void initialize(std::vector<float>& params, uint64_t seed, uint32_t& tensor_index) const;
-  void prepare(int rows, Device device);
-  uint64_t generation() const { return posterior_.generation() + prior_->generation(); }
+  void prepare(int rows, Backend& be);
+  uint64_t generation() const {
+    return posterior_.generation() + prior_->generation() + generation_ + (top_down_ ? top_down_->generation() : 0);
+  }
   // The fused (Gaussian, N(0, I), ELBO) path. Tests may turn it off to check the general path
   // against it; the model never does.
   bool fused() const { return fused_; }
@@ -57,6 +67,13 @@ class LatentBlock {
   bool kl_by_dimension() const { return by_dimension_; }
   // The KL per dimension exists when the prior factorises like the posterior (the fused path).
   bool reports_kl_per_dim() const { return fused_ || by_dimension_; }
+  // The posterior's means and clamped log-variances of the last forward, [rows, latent()] each
+  // (device memory): the head's for one level; every level's for a hierarchy, the lower levels'
+  // at the z above them that forward drew (h: that forward's encoder output).
+  void moments(Backend& be, const float* h, int rows, float* mu, float* log_var);
+  // z [n, latent()] from the prior: the top's prior at temperature[0], then (a hierarchy) each
+  // lower level's conditional prior at temperature[i] (the last entry for the levels past the list).
+  void sample_prior(Backend& be, float* z, int n, const std::vector<float>& temperature, uint64_t seed);
 
   // Training and evaluation forward for h [rows, head_width()]: z [rows, L] and the KL term per row,
   // kl[r] (analytic when fused, log q - log p otherwise); kl_dim [L] (sum over rows) when fused and
@@ -83,11 +100,20 @@ class LatentBlock {
                          float* z, float* log_pz_minus_qz);
 
  private:
-  int latent_;
+  // The top level's view of the encoder's output: one level reads h itself; a hierarchy copies the
+  // top's columns into h_top_ (and its gradient out of dh_top_) around the top's ops.
+  const float* top_head(Backend& be, const float* h, int rows);
+
+  int latent_, head_width_;
   Posterior posterior_;
   std::unique_ptr<Prior> prior_;
   bool fused_;
   bool by_dimension_ = false;
+  std::unique_ptr<TopDown> top_down_;
+  InitScheme init_;
+  Tensor h_top_, dh_top_, z_top_, dz_top_;  // a hierarchy's top level: [rows, 2 L_top], [rows, L_top]
+  int capacity_ = 0;
+  uint64_t generation_ = 0;
 };
 
 }  // namespace vae

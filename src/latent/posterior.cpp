@@ -11,6 +11,7 @@ namespace vae {
 
 Posterior::Posterior(const ModelConfig& config)
     : latent_(config.latent),
+      encoder_stride_(2 * int64_t(config.latent)),
       flow_("posterior.flow", config.latent, config.posterior_flow_steps, config.posterior_flow_hidden) {}
 
 Posterior::GaussianTerms Posterior::gaussian_terms(const float* h, int64_t rows) const {

@@ -26,8 +26,11 @@ class Posterior {
   int latent() const { return latent_; }
   // The encoder's output per row: [mu | raw log-variance].
   int head_width() const { return 2 * latent_; }
-  // Where row r of a head buffer starts.
-  int64_t row_offset(int64_t r) const { return r * head_width(); }
+  // Where row r of the encoder's output starts: its rows are head_width() wide, or wider when
+  // this posterior is a hierarchy's top level, whose head is the first head_width() columns of a
+  // wider output (set_encoder_stride).
+  int64_t row_offset(int64_t r) const { return r * encoder_stride_; }
+  void set_encoder_stride(int64_t stride) { encoder_stride_ = stride; }
   // Row `row`'s mean (element u) and raw log-variance, from a head buffer on the host.
   double mean(const float* h, int64_t row, int u) const { return h[row_offset(row) + u]; }
   // The Gaussians of head rows [0, rows) (host memory) as the evaluator's aggregate-posterior sums
@@ -65,7 +68,7 @@ class Posterior {
   };
   template <class T>
   Components<T> components(T* h) const {
-    return {h, h + latent_, head_width()};
+    return {h, h + latent_, encoder_stride_};
   }
 
   // The flow (steps() == 0 without one).
@@ -100,6 +103,7 @@ class Posterior {
 
  private:
   int latent_;
+  int64_t encoder_stride_;
   Flow flow_;
   Tensor z0_, logdet_;
   int capacity_ = 0;

@@ -93,13 +93,16 @@ void ModelImpl::prepare(int rows) {
   const int k = samples_per_row(), pseudo = latent_block.prior().pseudo_input_count();
   encoder.prepare(rows + pseudo, *backend);
   decoder.prepare(rows * k, *backend);
-  latent_block.prepare(rows * k, device);
+  latent_block.prepare(rows * k, *backend);
   objective_->prepare(rows, device);
   if (rows <= capacity_) return;
   const int L = latent(), d = input_dim(), n = rows * k;
   z_ = Tensor({n, L}, device);
   dz_ = Tensor({n, L}, device);
   dh_ = Tensor({rows + pseudo, latent_block.head_width()}, device);
+  // The pseudo-inputs' rows get the prior's gradient in the top level's columns only: a hierarchy's
+  // bottom-up columns there stay zero (no lower level reads a pseudo-input).
+  if (pseudo > 0) dh_.fill(0.0f);
   kl_sample_ = Tensor({n}, device);
   kl_dim_ = Tensor({L}, device);
   nll_ = Tensor({n}, device);
@@ -247,7 +250,9 @@ const float* ModelImpl::forward_eval(const float* x_image, int rows, uint64_t se
   const LatentArgs args{rows, latent(), seed, 0, row0, eps_scale, nullptr};
   const float* h = encode_batch(encoder_input(x_image, y, rows), rows, false);
   latent_block.prior().bind_labels(y, 1);
-  latent_block.forward(be, args, h, z_.data(), kl_sample_.data(), latent_block.reports_kl_per_dim() ? kl_dim_.data() : nullptr);
+  // A hierarchy's lower levels report their KL per dimension whatever the top's prior.
+  const bool kl_dims = latent_block.reports_kl_per_dim() || latent_block.top_down();
+  latent_block.forward(be, args, h, z_.data(), kl_sample_.data(), kl_dims ? kl_dim_.data() : nullptr);
   const float* out = decode_forward(z_.data(), y, rows, 1);
   likelihood(out, x_image, nll_.data(), nullptr, rows, 1.0f);
   return h;

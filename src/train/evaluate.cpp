@@ -95,7 +95,11 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   Tensor x({batch, d}, m.device);
   // The mutual information's terms (see EvalResult): every test posterior, and the first
   // mi_samples images' samples with log p at them.
-  const int mi = static_cast<int>(std::min<int64_t>(std::max(opt.mi_samples, 0), n));
+  // (None for a hierarchy: its q(z|x) is no single Gaussian to score samples against.)
+  const TopDown* hierarchy = m.latent_block.top_down();
+  const int mi = hierarchy ? 0 : static_cast<int>(std::min<int64_t>(std::max(opt.mi_samples, 0), n));
+  Tensor level_mu = hierarchy ? Tensor({batch, L}, m.device) : Tensor();
+  Tensor level_lv = hierarchy ? Tensor({batch, L}, m.device) : Tensor();
   std::vector<float> all_h, mi_z, mi_log_p, mi_logdet;
   const bool post_flow = m.latent_block.has_posterior_flow();
   double sum_post_logdet = 0, sum_prior_logdet = 0;
@@ -123,7 +127,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     const int rows_iw = batch * chunk;
     m.prepare_condition(batch, rows_iw);
     m.decoder.prepare(rows_iw, *m.backend);
-    m.latent_block.prepare(rows_iw, m.device);
+    m.latent_block.prepare(rows_iw, *m.backend);
     z_iw = Tensor({rows_iw, L}, m.device);
     lpq = Tensor({rows_iw}, m.device);
     nll_iw = Tensor({rows_iw}, m.device);
@@ -144,14 +148,20 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     const float* h = m.forward_eval(x.data(), rows, kEvalNoiseSeed, first, 1.0f, yp);
     const std::vector<float> nll = m.nll().view(0, {rows}).to_host();
     const std::vector<float> kl = m.latent_term().view(0, {rows}).to_host();
-    const bool per_dim = m.latent_block.reports_kl_per_dim();
+    // A hierarchy's lower levels always report their KL per dimension (forward_eval).
+    const bool per_dim = m.latent_block.reports_kl_per_dim() || hierarchy;
     const std::vector<float> kd = per_dim ? m.kl_dim().to_host() : std::vector<float>(L, 0.0f);
     const std::vector<float> hh = m.encoder.output_view(rows).to_host();
+    std::vector<float> level_means;
+    if (hierarchy) {
+      m.latent_block.moments(*m.backend, h, rows, level_mu.data(), level_lv.data());
+      level_means = level_mu.view(0, {rows, L}).to_host();
+    }
     for (int r = 0; r < rows; ++r) {
       sum_nll += nll[r];
       sum_kl += kl[r];
       for (int u = 0; u < L; ++u) {
-        const double mu = posterior.mean(hh.data(), r, u);
+        const double mu = hierarchy ? double(level_means[size_t(r) * L + u]) : posterior.mean(hh.data(), r, u);
         mu_sum[u] += mu;
         mu_sq[u] += mu * mu;
       }
@@ -241,6 +251,25 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   res.kl = sum_kl / n;
   res.neg_elbo = res.recon + res.kl;
   res.iwae_nll = opt.k > 0 ? -sum_log_px / n : 0.0;
+  if (hierarchy) {
+    double lower = 0;
+    for (int i = 0; i < hierarchy->levels(); ++i) {
+      const int first = hierarchy->level_offset(i), size = hierarchy->level_size(i);
+      double kl_level = 0;
+      int active = 0;
+      for (int u = first; u < first + size; ++u) {
+        kl_level += kl_dim[u] / n;
+        const double mean = mu_sum[u] / n;
+        active += std::max(0.0, mu_sq[u] / n - mean * mean) > 0.01;
+      }
+      if (i > 0) lower += kl_level;
+      res.level_sizes.push_back(size);
+      res.kl_per_level.push_back(kl_level);
+      res.active_units_per_level.push_back(active);
+    }
+    // The top's share is the rest (its KL per dimension exists only for the N(0, I) prior).
+    res.kl_per_level[0] = res.kl - lower;
+  }
   res.likelihood = to_string(m.config.likelihood);
   res.dimensions = m.input_dim();
   res.bpd_from_density = !m.likelihood_model->discrete();
@@ -274,6 +303,11 @@ std::string EvalResult::to_json() const {
   j["bpd_elbo"] = bpd_elbo;
   if (k > 0) j["bpd"] = bpd;
   j["bpd_from_density"] = bpd_from_density;
+  if (!level_sizes.empty()) {
+    j["levels"] = level_sizes;
+    j["kl_per_level"] = kl_per_level;
+    j["active_units_per_level"] = active_units_per_level;
+  }
   if (mi_samples > 0) {
     j["mutual_info"] = mutual_info;
     j["aggregate_kl"] = aggregate_kl;

@@ -74,6 +74,10 @@ std::string EpochMetrics::to_json() const {
   if (test.has_posterior_flow) j["posterior_flow_logdet"] = test.posterior_flow_logdet;
   if (test.has_prior_flow) j["prior_flow_logdet"] = test.prior_flow_logdet;
   j["kl_per_dim"] = test.kl_per_dim;
+  if (!test.level_sizes.empty()) {
+    j["kl_per_level"] = test.kl_per_level;
+    j["active_units_per_level"] = test.active_units_per_level;
+  }
   j["seconds"] = seconds;
   j["samples_per_s"] = samples_per_s;
   return j.dump();

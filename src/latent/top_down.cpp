@@ -1,0 +1,219 @@
+#include "latent/top_down.hpp"
+
+#include <string>
+
+#include "columns.cuh"
+#include "elementwise.cuh"
+#include "gaussian_pair_kl.cuh"
+#include "gaussian_posterior.cuh"
+#include "philox.cuh"
+#include "rows.cuh"
+#include "vae/error.hpp"
+
+namespace vae {
+namespace {
+
+using ops::Columns;
+
+Columns<const float> in(const float* p, int64_t stride) { return {p, stride}; }
+Columns<float> out(float* p, int64_t stride) { return {p, stride}; }
+
+ops::PosteriorNoise level_noise(uint64_t seed, uint32_t stream, uint64_t step, int64_t row0, float eps_scale,
+                                const StepScalars* per_step) {
+  ops::PosteriorNoise n;
+  n.seed = seed;
+  n.stream = stream;
+  n.step = step;
+  n.row0 = row0;
+  n.eps_scale = eps_scale;
+  n.per_step = per_step;
+  return n;
+}
+
+}  // namespace
+
+TopDown::TopDown(const ModelConfig& c) : sizes_(c.levels), residual_(c.residual_posterior) {
+  if (sizes_.size() < 2) throw Error("TopDown: a hierarchy has at least two levels (a bug in vae)");
+  if (static_cast<int>(sizes_.size()) > kMaxLevels)
+    throw Error("posterior.levels lists at most " + std::to_string(kMaxLevels) + " levels");
+  const int hidden = c.top_down_width();
+  const bool gated = c.encoder.activation == Activation::Gated;
+  head_width_ = 2 * sizes_[0];
+  levels_.resize(sizes_.size());
+  for (size_t i = 0; i < sizes_.size(); ++i) {
+    z_offset_.push_back(total_);
+    total_ += sizes_[i];
+    if (i == 0) continue;
+    Level& l = levels_[i];
+    l.size = sizes_[i];
+    l.parent = sizes_[i - 1];
+    l.head_column = head_width_;
+    head_width_ += 2 * l.size;
+    l.net = std::make_unique<Sequential>("top_down." + std::to_string(i));
+    l.net->add(std::make_unique<Linear>(l.parent, hidden * (gated ? 2 : 1)));
+    if (gated) l.net->add(std::make_unique<Gate>(Shape{2 * int64_t(hidden)}));
+    else l.net->add(std::make_unique<ActivationLayer>(c.encoder.activation, c.encoder.leaky_slope, Shape{hidden}));
+    l.net->add(std::make_unique<Linear>(hidden, 4 * l.size));
+  }
+}
+
+int64_t TopDown::layout(int64_t offset) {
+  for (size_t i = 1; i < levels_.size(); ++i) offset = levels_[i].net->layout(offset);
+  return offset;
+}
+
+void TopDown::bind(float* params, float* grads) {
+  for (size_t i = 1; i < levels_.size(); ++i) levels_[i].net->bind(params, grads);
+}
+
+void TopDown::param_slices(std::vector<ParamSlice>& out_slices) const {
+  for (size_t i = 1; i < levels_.size(); ++i)
+    levels_[i].net->param_slices("top_down." + std::to_string(i) + ".", out_slices);
+}
+
+void TopDown::initialize(std::vector<float>& params, InitScheme scheme, uint64_t seed, uint32_t& tensor_index) const {
+  for (size_t i = 1; i < levels_.size(); ++i) levels_[i].net->initialize(params, scheme, seed, tensor_index);
+}
+
+void TopDown::prepare(int rows, Backend& be) {
+  for (size_t i = 1; i < levels_.size(); ++i) levels_[i].net->prepare(rows, be);
+  if (rows <= capacity_) return;
+  const Device d = be.device();
+  for (size_t i = 1; i < levels_.size(); ++i) {
+    Level& l = levels_[i];
+    const int64_t L = l.size;
+    for (Tensor* t : {&l.q, &l.p, &l.dq, &l.dp, &l.b_rep}) *t = Tensor({rows, 2 * L}, d);
+    l.z = Tensor({rows, L}, d);
+    l.dz = Tensor({rows, L}, d);
+    l.dnet = Tensor({rows, 4 * L}, d);
+    l.dparent = Tensor({rows, int64_t(l.parent)}, d);
+    l.kl = Tensor({rows}, d);
+  }
+  capacity_ = rows;
+  ++generation_;
+}
+
+uint64_t TopDown::generation() const {
+  uint64_t g = generation_;
+  for (size_t i = 1; i < levels_.size(); ++i) g += levels_[i].net->generation();
+  return g;
+}
+
+const float* TopDown::parent_z(int i, const float* z_top) const {
+  return i == 1 ? z_top : levels_[static_cast<size_t>(i - 1)].z.data();
+}
+
+void TopDown::posterior_head(Backend& be, Level& l, const float* b, int64_t b_stride, const float* o, int rows) const {
+  const int64_t w = 2 * int64_t(l.size);
+  ops::sum_columns(be, in(b, b_stride), in(o + w, 2 * w), residual_ ? in(l.p.data(), w) : in(nullptr, 0),
+                   out(l.q.data(), w), rows, w);
+}
+
+void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, float* z, float* kl,
+                      float* kl_dim) {
+  const int rows = a.rows;
+  if (rows > capacity_) throw Error("TopDown: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_));
+  ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), rows, sizes_[0]);
+  for (int i = 1; i < levels(); ++i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    const int64_t L = l.size, w = 2 * L;
+    const float* o = l.net->forward(be, parent_z(i, z_top), rows);
+    ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), rows, w);
+    posterior_head(be, l, h + l.head_column, head_width_, o, rows);
+    const ops::PosteriorNoise n =
+        level_noise(a.seed, kStreamLatentLevel0 + static_cast<uint32_t>(i), a.step, a.row0, a.eps_scale, a.per_step);
+    ops::gaussian_posterior_sample(be, static_cast<const float*>(l.q.data()), rows, 1, l.size, n, 1.0f, l.z.data(),
+                                   static_cast<float*>(nullptr));
+    ops::gaussian_pair_kl_forward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.p.data()), rows,
+                                  l.size, l.kl.data(), kl_dim ? kl_dim + (z_offset_[i] - sizes_[0]) : nullptr);
+    ops::add_columns(be, in(l.kl.data(), 1), out(kl, 1), rows, 1);
+    ops::copy_columns(be, in(l.z.data(), L), out(z + z_offset_[i], total_), rows, L);
+  }
+}
+
+void TopDown::backward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, const float* dz,
+                       float* dz_top, float* dh) {
+  (void)h;
+  const int rows = a.rows;
+  ops::copy_columns(be, in(dz, total_), out(dz_top, sizes_[0]), rows, sizes_[0]);
+  for (int i = 1; i < levels(); ++i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    ops::copy_columns(be, in(dz + z_offset_[i], total_), out(l.dz.data(), l.size), rows, l.size);
+  }
+  for (int i = levels() - 1; i >= 1; --i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    const int64_t w = 2 * int64_t(l.size);
+    const ops::PosteriorNoise n =
+        level_noise(a.seed, kStreamLatentLevel0 + static_cast<uint32_t>(i), a.step, a.row0, a.eps_scale, a.per_step);
+    // The sample's path (the KL is analytic: no log q term), then the KL into both heads.
+    ops::gaussian_posterior_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.dz.data()),
+                                     rows, 1, l.size, n, ops::GradWeight<float>{}, false, l.dq.data());
+    ops::fill(be, l.dp.data(), rows * w, 0.0f);
+    ops::gaussian_pair_kl_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.p.data()), rows,
+                                   l.size, ops::GradWeight<float>{0.0f, a.per_step}, static_cast<const float*>(nullptr),
+                                   l.dq.data(), l.dp.data());
+    if (residual_) ops::add_columns(be, in(l.dq.data(), w), out(l.dp.data(), w), rows, w);
+    ops::copy_columns(be, in(l.dp.data(), w), out(l.dnet.data(), 2 * w), rows, w);
+    ops::copy_columns(be, in(l.dq.data(), w), out(l.dnet.data() + w, 2 * w), rows, w);
+    ops::copy_columns(be, in(l.dq.data(), w), out(dh + l.head_column, head_width_), rows, w);
+    l.net->backward(be, parent_z(i, z_top), l.dnet.data(), l.dparent.data(), rows);
+    float* up = i == 1 ? dz_top : levels_[static_cast<size_t>(i - 1)].dz.data();
+    ops::add_columns(be, in(l.dparent.data(), l.parent), out(up, l.parent), rows, l.parent);
+  }
+}
+
+void TopDown::moments(Backend& be, int rows, float* mu, float* log_var) {
+  for (int i = 1; i < levels(); ++i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    const int64_t L = l.size;
+    float* m = l.dq.data();  // scratch: mu then the log-variance, [rows, L] each
+    ops::gaussian_posterior_moments(be, static_cast<const float*>(l.q.data()), rows, l.size, m, m + rows * L);
+    ops::copy_columns(be, in(m, L), out(mu + z_offset_[i], total_), rows, L);
+    ops::copy_columns(be, in(m + rows * L, L), out(log_var + z_offset_[i], total_), rows, L);
+  }
+}
+
+void TopDown::importance_sample(Backend& be, const float* h, int rows, int k, const float* z_top, uint64_t seed,
+                                int64_t row0, int64_t sample0, float* z, float* lpq) {
+  const int n = rows * k;
+  if (n > capacity_) throw Error("TopDown: " + std::to_string(n) + " samples but prepared for " + std::to_string(capacity_));
+  ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), n, sizes_[0]);
+  for (int i = 1; i < levels(); ++i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    const int64_t L = l.size, w = 2 * L;
+    const float* o = l.net->forward(be, parent_z(i, z_top), n);
+    ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), n, w);
+    // The row's bottom-up head, once per sample.
+    ops::copy_columns(be, in(h + l.head_column, head_width_), out(l.dq.data(), w), rows, w);
+    ops::repeat_rows(be, static_cast<const float*>(l.dq.data()), rows, w, k, l.b_rep.data());
+    posterior_head(be, l, l.b_rep.data(), w, o, n);
+    const ops::PosteriorNoise noise = level_noise(seed, kStreamImportanceLevel0 + static_cast<uint32_t>(i),
+                                                  static_cast<uint64_t>(sample0), row0 * k, 1.0f, nullptr);
+    // -log q at the sample, then + log p.
+    ops::gaussian_posterior_sample(be, static_cast<const float*>(l.q.data()), n, 1, l.size, noise, -1.0f, l.z.data(),
+                                   l.kl.data());
+    ops::gaussian_log_density(be, static_cast<const float*>(l.p.data()), static_cast<const float*>(l.z.data()), n, 1,
+                              l.size, 1.0f, l.kl.data());
+    ops::add_columns(be, in(l.kl.data(), 1), out(lpq, 1), n, 1);
+    ops::copy_columns(be, in(l.z.data(), L), out(z + z_offset_[i], total_), n, L);
+  }
+}
+
+void TopDown::sample(Backend& be, const float* z_top, int n, int64_t row0, const std::vector<float>& temperature,
+                     uint64_t seed, float* z) {
+  if (n > capacity_) throw Error("TopDown: " + std::to_string(n) + " samples but prepared for " + std::to_string(capacity_));
+  ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), n, sizes_[0]);
+  for (int i = 1; i < levels(); ++i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    const int64_t L = l.size, w = 2 * L;
+    const float* o = l.net->forward(be, parent_z(i, z_top), n);
+    ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), n, w);
+    const float t = static_cast<size_t>(i) < temperature.size() ? temperature[static_cast<size_t>(i)] : temperature.back();
+    const ops::PosteriorNoise noise = level_noise(seed, kStreamPriorLevel0 + static_cast<uint32_t>(i), 0, row0, t, nullptr);
+    ops::gaussian_posterior_sample(be, static_cast<const float*>(l.p.data()), n, 1, l.size, noise, 1.0f, l.z.data(),
+                                   static_cast<float*>(nullptr));
+    ops::copy_columns(be, in(l.z.data(), L), out(z + z_offset_[i], total_), n, L);
+  }
+}
+
+}  // namespace vae
