@@ -435,8 +435,19 @@ int run_quality(GenerateCommands& g) {
   if (!d.test.labels.empty()) j["classifier_test_accuracy"] = clf.accuracy(d.test);
   if (c.conditional) {
     int64_t right = 0;
-    for (int i = 0; i < o.n; ++i) right += predicted[static_cast<size_t>(i)] == o.labels[static_cast<size_t>(i)];
+    std::vector<int64_t> asked(static_cast<size_t>(c.classes), 0), right_of(static_cast<size_t>(c.classes), 0);
+    for (int i = 0; i < o.n; ++i) {
+      const auto label = static_cast<size_t>(o.labels[static_cast<size_t>(i)]);
+      const bool ok = predicted[static_cast<size_t>(i)] == o.labels[static_cast<size_t>(i)];
+      right += ok;
+      ++asked[label];
+      right_of[label] += ok;
+    }
     j["conditional_accuracy"] = double(right) / o.n;
+    // Per asked label: which classes the model draws well and which it confuses.
+    std::vector<double> per_class;
+    for (size_t k = 0; k < asked.size(); ++k) per_class.push_back(asked[k] > 0 ? double(right_of[k]) / asked[k] : 0.0);
+    j["conditional_accuracy_per_class"] = per_class;
   }
   if (g.as_json) {
     std::printf("%s\n", j.dump().c_str());
@@ -450,8 +461,13 @@ int run_quality(GenerateCommands& g) {
   if (j.contains("classifier_test_accuracy"))
     std::printf("classifier accuracy      %.4f on the test set\n", j["classifier_test_accuracy"].get<double>());
   if (c.conditional)
+  {
     std::printf("conditional accuracy     %.4f (the classifier's class = the asked label)\n",
                 j["conditional_accuracy"].get<double>());
+    std::printf("  per asked label       ");
+    for (double v : j["conditional_accuracy_per_class"].get<std::vector<double>>()) std::printf(" %.3f", v);
+    std::printf("\n");
+  }
   return 0;
 }
 
