@@ -566,6 +566,18 @@ TEST(Hierarchy, BoundsCheckpointAndLevelTemperatures) {
   EXPECT_EQ(same_top, o.n * 6) << "the top's draw does not depend on the levels below";
   EXPECT_EQ(same_lower, 0) << "the lower level's noise at temperature 1";
   EXPECT_EQ(sample_images(loaded, 4, 1.0f, 2).numel(), 4 * 784);
+
+  // Keeping every level is the reconstruction; keeping the top alone draws the level below: another
+  // seed, other images; temperature 0, the prior's mean, the same for any seed.
+  const std::vector<float> recon = reconstruct_images(loaded, data.test, 6).second.to_host();
+  EXPECT_EQ(reconstruct_keeping_levels(loaded, data.test, 6, 2, 1.0f, 1).to_host(), recon);
+  const std::vector<float> a = reconstruct_keeping_levels(loaded, data.test, 6, 1, 1.0f, 1).to_host();
+  const std::vector<float> b = reconstruct_keeping_levels(loaded, data.test, 6, 1, 1.0f, 2).to_host();
+  EXPECT_NE(a, b);
+  EXPECT_NE(a, recon);
+  EXPECT_EQ(reconstruct_keeping_levels(loaded, data.test, 6, 1, 0.0f, 1).to_host(),
+            reconstruct_keeping_levels(loaded, data.test, 6, 1, 0.0f, 2).to_host());
+  EXPECT_THROW(reconstruct_keeping_levels(loaded, data.test, 6, 3, 1.0f, 1), Error);
 }
 
 TEST(Hierarchy, ConfigurationMistakesAreNamed) {

@@ -176,6 +176,11 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& optio
 Tensor sample_images(Model& model, int n, float temperature, uint64_t seed);
 // The first n test images [n, input_dim] and their reconstructions from the posterior mean.
 std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test, int n);
+// What a hierarchy's levels encode: the first n test images decoded from codes that keep their top
+// `keep` levels at the posterior means and draw the levels below from their conditional priors at
+// temperature (seed: the draw). keep = the number of levels is the plain reconstruction. Throws for
+// a model with one level.
+Tensor reconstruct_keeping_levels(Model& model, const ImageSet& test, int n, int keep, float temperature, uint64_t seed);
 
 
 }  // namespace vae

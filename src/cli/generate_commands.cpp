@@ -165,6 +165,7 @@ int run_sample(GenerateCommands& g) {
   SampleOptions o;
   o.n = g.n;
   o.temperature = g.temperature;
+  o.level_temperatures = g.level_temperatures;
   o.seed = g.seed;
   int columns = g.columns;
   std::vector<std::string> row_labels;
@@ -409,6 +410,7 @@ int run_quality(GenerateCommands& g) {
   SampleOptions o;
   o.n = g.quality_n;
   o.temperature = g.temperature;
+  o.level_temperatures = g.level_temperatures;
   o.seed = g.seed;
   if (c.conditional)
     for (int i = 0; i < o.n; ++i) o.labels.push_back(i % c.classes);
@@ -487,6 +489,11 @@ void add_grid(CLI::App* cmd, GenerateCommands& g, bool with_columns) {
 
 void add_sampling(CLI::App* cmd, GenerateCommands& g) {
   cmd->add_option("--temperature", g.temperature, "spread of the samples: the prior's, or each fitted component's (default 1)")
+      ->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--level-temperatures", g.level_temperatures,
+                  "hierarchical models, from the prior: each level's temperature from the top, e.g. 1,0.7 (the last "
+                  "serves the levels past the list; default: --temperature for all)")
+      ->delimiter(',')
       ->check(CLI::Range(0.0, 100.0));
   cmd->add_option("--from", g.from, "prior|aggregate: the model's prior, or a mixture of Gaussians fitted to the "
                                     "training set's posterior means (default prior)");

@@ -448,6 +448,17 @@ int main(int argc, char** argv) {
   vae::cli::add_data_flags(recon, data_flags, true);
   recon->add_option("--out", out_png, "PNG file to write")->required();
   recon->add_option("--scale", recon_scale, "draw each pixel as S x S (default 1)")->check(CLI::Range(1, 16));
+  bool keep_levels = false;
+  int resamples = 3;
+  uint64_t recon_seed = 0;
+  float recon_temperature = 1.0f;
+  recon->add_flag("--keep-levels", keep_levels,
+                  "hierarchical models: below the reconstructions, rows that keep the top k levels (k = levels - 1 "
+                  "down to 1) at their posterior means and draw the levels below from their priors");
+  recon->add_option("--resamples", resamples, "--keep-levels: rows drawn for each k (default 3)")->check(CLI::Range(1, 16));
+  recon->add_option("--temperature", recon_temperature, "--keep-levels: the drawn levels' temperature (default 1)")
+      ->check(CLI::Range(0.0, 100.0));
+  recon->add_option("--seed", recon_seed, "--keep-levels: the draws' seed (default 0)");
   recon->add_option("--device", device, "cpu|cuda|auto");
   recon->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
@@ -499,15 +510,31 @@ int main(int argc, char** argv) {
       vae::Model model = load_model(checkpoint, device, strict_fp32);
       const vae::Dataset data = vae::cli::load_data_for(model, data_flags);
       const auto [inputs, outputs] = vae::reconstruct_images(model, data.test, n_recon);
-      // Rows of up to 8: a row of test images, then the row of their reconstructions.
+      // Rows of up to 8: a row of test images, then the row of their reconstructions (and, keeping
+      // levels, the rows that keep the top k levels, resamples rows for each k).
       const int cols = std::min(n_recon, 8), d = model.config().input_dim();
-      const std::vector<float> a = inputs.to_host(), b = outputs.to_host();
+      std::vector<std::vector<float>> rows_of = {inputs.to_host(), outputs.to_host()};
+      std::vector<std::string> kinds = {"test", "recon."};
+      if (keep_levels) {
+        const int levels = static_cast<int>(model.config().levels.size());
+        if (levels < 2) throw vae::Error("--keep-levels needs a hierarchical model (train one with --levels)");
+        for (int keep = levels - 1; keep >= 1; --keep)
+          for (int r = 0; r < resamples; ++r) {
+            rows_of.push_back(vae::reconstruct_keeping_levels(model, data.test, n_recon, keep, recon_temperature,
+                                                              recon_seed + static_cast<uint64_t>(r)).to_host());
+            kinds.push_back("top " + std::to_string(keep));
+          }
+      }
       std::vector<float> grid;
       std::vector<std::string> row_labels;
       int tiles = 0;
       for (int first = 0; first < n_recon; first += cols) {
-        row_labels.insert(row_labels.end(), {"test", "recon."});
-        for (const auto* src : {&a, &b})
+        row_labels.insert(row_labels.end(), kinds.begin(), kinds.end());
+        for (const auto* src : [&] {
+               std::vector<const std::vector<float>*> p;
+               for (const auto& r : rows_of) p.push_back(&r);
+               return p;
+             }())
           for (int i = first; i < first + cols; ++i) {
             if (i < n_recon) grid.insert(grid.end(), src->begin() + static_cast<int64_t>(i) * d, src->begin() + static_cast<int64_t>(i + 1) * d);
             else grid.insert(grid.end(), static_cast<size_t>(d), 0.0f);

@@ -101,6 +101,14 @@ void LatentBlock::prepare(int rows, Backend& be) {
   ++generation_;
 }
 
+void LatentBlock::resample_below(Backend& be, const float* h, int rows, int keep, float temperature, uint64_t seed,
+                                 float* z) {
+  if (!top_down_) throw Error("keeping levels needs a hierarchical model (posterior.levels)");
+  if (keep < 1 || keep > top_down_->levels())
+    throw Error("keep-levels must be in [1, " + std::to_string(top_down_->levels()) + "], got " + std::to_string(keep));
+  top_down_->resample_below(be, h, rows, keep, z_top_.data(), temperature, seed, z);
+}
+
 const float* LatentBlock::top_head(Backend& be, const float* h, int rows) {
   if (!top_down_) return h;
   if (rows > capacity_) throw Error("LatentBlock: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_));

@@ -74,6 +74,10 @@ class LatentBlock {
   // z [n, latent()] from the prior: the top's prior at temperature[0], then (a hierarchy) each
   // lower level's conditional prior at temperature[i] (the last entry for the levels past the list).
   void sample_prior(Backend& be, float* z, int n, const std::vector<float>& temperature, uint64_t seed);
+  // A hierarchy's partial reconstruction codes: after forward on h at zero noise (the top's
+  // posterior mean in hand), the top `keep` levels at their posterior means and the rest drawn from
+  // their conditional priors at temperature: z [rows, latent()].
+  void resample_below(Backend& be, const float* h, int rows, int keep, float temperature, uint64_t seed, float* z);
 
   // Training and evaluation forward for h [rows, head_width()]: z [rows, L] and the KL term per row,
   // kl[r] (analytic when fused, log q - log p otherwise); kl_dim [L] (sum over rows) when fused and

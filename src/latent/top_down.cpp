@@ -199,6 +199,25 @@ void TopDown::importance_sample(Backend& be, const float* h, int rows, int k, co
   }
 }
 
+void TopDown::resample_below(Backend& be, const float* h, int rows, int keep, const float* z_top, float temperature,
+                             uint64_t seed, float* z) {
+  if (rows > capacity_) throw Error("TopDown: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_));
+  ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), rows, sizes_[0]);
+  for (int i = 1; i < levels(); ++i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    const int64_t L = l.size, w = 2 * L;
+    const float* o = l.net->forward(be, parent_z(i, z_top), rows);
+    ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), rows, w);
+    const bool kept = i < keep;
+    if (kept) posterior_head(be, l, h + l.head_column, head_width_, o, rows);
+    const ops::PosteriorNoise noise = level_noise(seed, kStreamPriorLevel0 + static_cast<uint32_t>(i), 0, 0,
+                                                  kept ? 0.0f : temperature, nullptr);
+    ops::gaussian_posterior_sample(be, static_cast<const float*>(kept ? l.q.data() : l.p.data()), rows, 1, l.size, noise,
+                                   1.0f, l.z.data(), static_cast<float*>(nullptr));
+    ops::copy_columns(be, in(l.z.data(), L), out(z + z_offset_[i], total_), rows, L);
+  }
+}
+
 void TopDown::sample(Backend& be, const float* z_top, int n, int64_t row0, const std::vector<float>& temperature,
                      uint64_t seed, float* z) {
   if (n > capacity_) throw Error("TopDown: " + std::to_string(n) + " samples but prepared for " + std::to_string(capacity_));

@@ -65,6 +65,11 @@ class TopDown {
   // kStreamImportanceLevel0 + i). Needs prepare(rows * k).
   void importance_sample(Backend& be, const float* h, int rows, int k, const float* z_top, uint64_t seed, int64_t row0,
                          int64_t sample0, float* z, float* lpq);
+  // What the levels encode: levels 0..keep-1 at their posterior means (z_top: the top's, given),
+  // the levels below drawn from their conditional priors at temperature, for h [rows,
+  // head_width()]: z [rows, total]. Sample r's noise: Philox (u/4, r, 0, kStreamPriorLevel0 + i).
+  void resample_below(Backend& be, const float* h, int rows, int keep, const float* z_top, float temperature,
+                      uint64_t seed, float* z);
   // Ancestral sampling from the priors: z_top [n, L_0] given, z [n, total]; level i's spread scaled
   // by temperature[i] (temperature[0], the top's, is the caller's; the last entry for levels past
   // the list). Sample r's noise: Philox (u/4, row0 + r, 0, kStreamPriorLevel0 + i). Needs prepare(n).

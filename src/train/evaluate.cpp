@@ -347,4 +347,31 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   return {x, model.decode(z, m.config.conditional ? codes.labels : std::vector<int32_t>{})};
 }
 
+Tensor reconstruct_keeping_levels(Model& model, const ImageSet& test, int n, int keep, float temperature, uint64_t seed) {
+  const ModelUse use(model, "reconstruct");
+  const FlushDenormalsScope flush_denormals;
+  ModelImpl& m = model.impl();
+  if (!m.latent_block.top_down()) throw Error("--keep-levels needs a hierarchical model (train one with --levels)");
+  m.check_image_size(test, "test");
+  if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));
+  if (!std::isfinite(temperature) || temperature < 0 || temperature > 100)
+    throw Error("temperature must be in [0, 100], got " + std::to_string(temperature));
+  const bool conditional = m.config.conditional;
+  if (conditional) m.check_labels(&test.labels, test.count, "test set");
+  Tensor x({n, m.input_dim()}, m.device);
+  const std::vector<int32_t> idx_host = image_indices(n);
+  const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
+  const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
+  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);
+  ops::gather_pixels(*m.backend, pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
+  const std::vector<int32_t> labels =
+      conditional ? std::vector<int32_t>(test.labels.begin(), test.labels.begin() + n) : std::vector<int32_t>{};
+  const Tensor y = conditional ? m.labels_on_device(labels) : Tensor();
+  // The forward at zero noise leaves the top's posterior mean and every head in place.
+  const float* h = m.forward_eval(x.data(), n, 0, 0, 0.0f, conditional ? y.data() : nullptr);
+  Tensor z({n, m.latent()}, m.device);
+  m.latent_block.resample_below(*m.backend, h, n, keep, temperature, seed, z.data());
+  return model.decode(z, labels);
+}
+
 }  // namespace vae
