@@ -90,7 +90,7 @@ TEST(Docs, TheConfigKeyIndexHoldsExactlyTheKeysTheConfigurationHas) {
   for (const auto& f : config::train_fields()) actual["train"].insert(f.key);
   for (const auto& f : config::objective_fields()) actual["objective"].insert(f.key);
   // Models that between them use every component type and option.
-  std::vector<ModelConfig> models(5);
+  std::vector<ModelConfig> models(6);
   models[1].encoder.type = NetworkType::Conv;
   models[1].encoder.channels = {8};
   models[1].prior.type = PriorType::MixtureOfGaussians;
@@ -105,6 +105,11 @@ TEST(Docs, TheConfigKeyIndexHoldsExactlyTheKeysTheConfigurationHas) {
   models[4].likelihood = Likelihood::MixtureDiscretizedLogistic;
   models[4].encoder.activation = Activation::Gated;
   models[4].logvar_clamp = LogvarClampKind::Soft;
+  models[5].levels = {16, 16};
+  models[5].latent = 32;
+  models[5].prior.type = PriorType::LabelGaussian;
+  models[5].conditional = true;
+  models[5].classes = 10;
   for (const ModelConfig& m : models) collect(nlohmann::json::parse(m.to_json()), "model", actual);
   const auto documented = documented_keys();
   for (const auto& [section, keys] : actual) {
