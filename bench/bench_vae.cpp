@@ -138,6 +138,30 @@ vae::ModelConfig conv_config() {
 }
 void BM_ConvTrainStep(benchmark::State& state) { train_step(state, conv_config()); }
 
+// The hierarchy's comparison (configs/hvae.json): one level of 80 with gated 300-300 networks, and
+// two levels of 40 + 40 with the same networks and a 300-wide top-down network.
+vae::ModelConfig gated_config(bool hierarchy) {
+  vae::ModelConfig c;
+  c.encoder.hidden = {300, 300};
+  c.encoder.activation = vae::Activation::Gated;
+  c.latent = 80;
+  if (hierarchy) {
+    c.levels = {40, 40};
+    c.top_down_hidden = 300;
+  }
+  return c;
+}
+void BM_GatedTrainStep(benchmark::State& state) { train_step(state, gated_config(false)); }
+void BM_HvaeTrainStep(benchmark::State& state) { train_step(state, gated_config(true)); }
+BENCHMARK(BM_GatedTrainStep)
+    ->ArgNames({"batch", "cuda", "graph"})
+    ->Args({128, 0, 0})->Args({1024, 0, 0})->Args({128, 1, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+BENCHMARK(BM_HvaeTrainStep)
+    ->ArgNames({"batch", "cuda", "graph"})
+    ->Args({128, 0, 0})->Args({1024, 0, 0})->Args({128, 1, 1})
+    ->Unit(benchmark::kMillisecond)->UseRealTime();
+
 // configs/mog.json's model: the default networks with a learned mixture of 10 Gaussians as the prior
 // (the general latent path: posterior sample, mixture density and its gradients).
 vae::ModelConfig mog_config() {

@@ -3,7 +3,8 @@
 # back in one run on the same machine; prints every JSON line and the ratios. Use PyTorch from PyPI
 # (a venv), not Debian's old build:
 #   python3 -m venv /opt/torch-venv && /opt/torch-venv/bin/pip install torch numpy
-# Usage: PYTHON=/opt/torch-venv/bin/python [ROUNDS=3] [MODEL=mlp|conv] bench/cpu_side_by_side.sh [build-dir] [threads] [batches...]
+# Usage: PYTHON=/opt/torch-venv/bin/python [ROUNDS=3] [MODEL=mlp|conv|gated|hvae] bench/cpu_side_by_side.sh [build-dir] [threads] [batches...]
+# MODEL=gated and hvae: the hierarchy's comparison (one level of 80 and configs/hvae.json, gated 300-300).
 # REPEATS sets PyTorch's timed steps (default 200). MODEL=conv compares configs/conv.json's model (BM_ConvTrainStep) instead of the default MLP.
 # A small shared VM drifts by 20% within minutes, so each round measures the three back to back
 # (medians of repeated steps) and the script prints every round's ratios and their median.
@@ -21,6 +22,8 @@ rounds=${ROUNDS:-3}
 model=${MODEL:-mlp}
 bench=BM_TrainStep
 [ "$model" = conv ] && bench=BM_ConvTrainStep
+[ "$model" = gated ] && bench=BM_GatedTrainStep
+[ "$model" = hvae ] && bench=BM_HvaeTrainStep
 results=$(mktemp)
 trap 'rm -f "$results"' EXIT
 for round in $(seq "$rounds"); do

@@ -12,6 +12,7 @@ Modes (all print JSON lines with the same field names as the engine's own output
       Trains the default model with the default recipe (PyTorch nn.Linear init, Adam 1e-3, batch 128,
       dynamic binarisation) and evaluates on the engine's fixed binarisation of the test set.
   step [--batch 128] [--threads 2] [--device cpu|cuda] [--mode eager|compile|reduce-overhead|max-autotune]
+       [--model mlp|conv|gated|hvae]
       Times one training step (forward, loss, backward, Adam), eager or through torch.compile.
   eval-time --checkpoint FILE [--k 100] [--threads 2]   /   sample-time --checkpoint FILE [--n 10000]
       Times the work of `vae eval --k K` over the test set and of `vae sample --n N`, batched
@@ -241,6 +242,62 @@ class ConvVAE(VAE):
             nn.ConvTranspose2d(64, 32, 4, 2, 1), nn.ReLU(), nn.ConvTranspose2d(32, 1, 4, 2, 1), nn.Flatten())
 
 
+class Gated(nn.Module):
+    """vae_vampprior's GatedDense as the engine builds it: one Linear of doubled width, h = a * sigmoid(g)."""
+
+    def __init__(self, width_in, width_out):
+        super().__init__()
+        self.linear = nn.Linear(width_in, 2 * width_out)
+
+    def forward(self, x):
+        a, g = self.linear(x).chunk(2, dim=1)
+        return a * torch.sigmoid(g)
+
+
+def soft_clamp(raw):
+    above = LOGVAR_MIN + F.softplus(raw - LOGVAR_MIN)
+    return LOGVAR_MAX - F.softplus(LOGVAR_MAX - above)
+
+
+class GatedVAE(VAE):
+    """One level of 80 with gated 300-300 networks: the one-level side of the hierarchy comparison
+    (vae train --hidden 300,300 --activation gated --latent 80)."""
+
+    def __init__(self, d=784, hidden=300, latent=80):
+        nn.Module.__init__(self)
+        self.latent = latent
+        self.encoder = nn.Sequential(Gated(d, hidden), Gated(hidden, hidden), nn.Linear(hidden, 2 * latent))
+        self.decoder = nn.Sequential(Gated(latent, hidden), Gated(hidden, hidden), nn.Linear(hidden, d))
+
+
+class HVAE(nn.Module):
+    """configs/hvae.json: two levels of 40 (top first), gated 300-300 networks, the top-down network
+    Linear(40, 2x300) gate Linear(300, 4x40) = [prior head | posterior shift]; q(z1|x, z2) has head
+    b1 + t1; the decoder reads [z2 | z1]; analytic KL at both levels (src/latent/top_down.hpp)."""
+
+    def __init__(self, d=784, hidden=300, levels=(40, 40)):
+        super().__init__()
+        self.levels, self.latent = levels, sum(levels)
+        self.encoder = nn.Sequential(Gated(d, hidden), Gated(hidden, hidden), nn.Linear(hidden, 2 * self.latent))
+        self.top_down = nn.Sequential(Gated(levels[0], hidden), nn.Linear(hidden, 4 * levels[1]))
+        self.decoder = nn.Sequential(Gated(self.latent, hidden), Gated(hidden, hidden), nn.Linear(hidden, d))
+
+    def loss_terms(self, x, eps):
+        l0, l1 = self.levels
+        h = self.encoder(x)
+        mu0, lv0 = h[:, :l0], soft_clamp(h[:, l0:2 * l0])
+        z0 = mu0 + torch.exp(0.5 * lv0) * eps[:, :l0]
+        kl = 0.5 * (torch.exp(lv0) + mu0 * mu0 - 1.0 - lv0).sum(1)
+        o = self.top_down(z0)
+        q = h[:, 2 * l0:] + o[:, 2 * l1:]
+        muq, lvq = q[:, :l1], soft_clamp(q[:, l1:])
+        mup, lvp = o[:, :l1], soft_clamp(o[:, l1:2 * l1])
+        z1 = muq + torch.exp(0.5 * lvq) * eps[:, l0:]
+        kl = kl + 0.5 * (lvp - lvq + (torch.exp(lvq) + (muq - mup) ** 2) * torch.exp(-lvp) - 1.0).sum(1)
+        nll = F.binary_cross_entropy_with_logits(self.decoder(torch.cat([z0, z1], 1)), x, reduction="none").sum(1)
+        return nll, kl
+
+
 def cmd_step(a):
     """One training step (forward, loss, backward, Adam) on a batch already on the device.
 
@@ -254,7 +311,7 @@ def cmd_step(a):
     if dev.type == "cuda":
         torch.backends.cuda.matmul.allow_tf32 = not a.strict_fp32
         torch.backends.cudnn.allow_tf32 = not a.strict_fp32
-    model = (ConvVAE() if a.model == "conv" else VAE()).to(dev)
+    model = {"conv": ConvVAE, "gated": GatedVAE, "hvae": HVAE}.get(a.model, VAE)().to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=1e-3, **({"fused": True} if dev.type == "cuda" else {}))
     x = (torch.rand(a.batch, 784, device=dev) < 0.3).float()
     eps = torch.randn(a.batch, model.latent, device=dev)
@@ -375,7 +432,9 @@ def main():
     s.add_argument("--device", default="cpu", choices=["cpu", "cuda"])
     s.add_argument("--mode", default="eager", choices=["eager", "compile", "reduce-overhead", "max-autotune"])
     s.add_argument("--strict-fp32", action="store_true", help="CUDA: turn TF32 off")
-    s.add_argument("--model", default="mlp", choices=["mlp", "conv"], help="mlp: the default model; conv: configs/conv.json")
+    s.add_argument("--model", default="mlp", choices=["mlp", "conv", "gated", "hvae"],
+                   help="mlp: the default model; conv: configs/conv.json; gated: one level of 80, gated 300-300; "
+                        "hvae: configs/hvae.json")
     e = sub.add_parser("eval-time")
     e.add_argument("--checkpoint", required=True)
     e.add_argument("--k", type=int, default=100)
