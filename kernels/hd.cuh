@@ -28,6 +28,8 @@ VAE_HD float expm1(float x) { return ::expm1f(x); }
 VAE_HD double expm1(double x) { return ::expm1(x); }
 VAE_HD float max(float a, float b) { return a > b ? a : b; }
 VAE_HD double max(double a, double b) { return a > b ? a : b; }
+VAE_HD float floor(float x) { return ::floorf(x); }
+VAE_HD double floor(double x) { return ::floor(x); }
 VAE_HD float sqrt(float x) { return ::sqrtf(x); }
 VAE_HD double sqrt(double x) { return ::sqrt(x); }
 VAE_HD float tanh(float x) { return ::tanhf(x); }

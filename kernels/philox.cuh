@@ -26,6 +26,7 @@ enum RngStream : uint32_t {
   kStreamImportance = 6,     // importance samples (row = test index, step = sample index)
   kStreamTestBinarize = 7,   // the fixed binarisation of the test set (row = image index, step = 0)
   kStreamPriorComponent = 8, // a mixture prior's component choice when sampling (row = sample)
+  kStreamPixels = 9,         // pixels drawn from the likelihood (row = sample, column = value or position)
   // A hierarchy's levels below the top (level i = 1, 2, ... counted down from the top, at most
   // kMaxLevels - 1): the same roles as kStreamLatent, kStreamImportance and kStreamPrior, one
   // stream per level, so no level shares a draw with another or with the top.
@@ -63,6 +64,13 @@ VAE_HD Philox4 philox_block(uint64_t seed, uint32_t stream, uint64_t row, uint64
   Philox4 ctr{{static_cast<uint32_t>(col4), static_cast<uint32_t>(row), static_cast<uint32_t>(step),
                stream}};
   return philox4x32_10(ctr, static_cast<uint32_t>(seed), static_cast<uint32_t>(seed >> 32));
+}
+
+// Uniform in (0, 1): 24 random bits and half a step, so logarithms of u and 1 - u are finite.
+VAE_HD float philox_open_uniform(uint32_t bits) { return (static_cast<float>(bits >> 8) + 0.5f) * (1.0f / 16777216.0f); }
+// Word `lane` (0..3) of a block without a run-time index into it (which would put it in local memory).
+VAE_HD uint32_t philox_word(const Philox4& r, int lane) {
+  return lane == 0 ? r.v[0] : lane == 1 ? r.v[1] : lane == 2 ? r.v[2] : r.v[3];
 }
 
 // Uniform in [0, 1) with 24 random bits (exactly representable in float).

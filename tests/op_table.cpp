@@ -20,6 +20,7 @@
 #include "discretized_logistic_nll.cuh"
 #include "dmol_nll.cuh"
 #include "gate.cuh"
+#include "pixel_sample.cuh"
 #include "gaussian_pair_kl.cuh"
 #include "label_gaussian_prior.cuh"
 #include "logistic_nll.cuh"
@@ -900,6 +901,24 @@ void add_likelihoods(std::vector<Case>& out, Mode mode) {
       });
       out.push_back(std::move(c));
     }
+    if (mode != Mode::Gradient && s.d % 3 == 0) {
+      // Pixels drawn from the 8-bit likelihoods (not differentiable): the logistic per value and
+      // the RGB mixture per pixel (K = 4), quantized to k / 255.
+      const int K = 4;
+      const int64_t hw = s.d / 3, planes = int64_t(K) * 10, no = s.rows * planes * hw;
+      Case c;
+      c.op = "pixel_sample";
+      c.shape = shape + " dlogistic, dmol rgb K=4";
+      c.inputs = {{"dl_out", 2 * n, Draw::Uniform, -1, 1.5}, {"dmol_out", no, Draw::Uniform, -1.5, 1.5}};
+      // A value at a bin's edge may round either way on the two devices: one level, 1/255.
+      c.outputs = {{"dl_image", n, {1.0 / 255 + 1e-6, 0}}, {"dmol_image", n, {1.0 / 255 + 1e-6, 0}}};
+      c.bytes = 4.0 * (2 * n + no + 2 * n);
+      set_body(c, [=](auto& be, auto& io) {
+        ops::logistic_pixel_sample(be, io.in(0), io.out(0), s.rows, s.d, 7, 3);
+        ops::dmol_pixel_sample(be, io.in(1), io.out(1), s.rows, K, 3, hw, 7, 3);
+      }, false);
+      out.push_back(std::move(c));
+    }
     for (bool learned : {false, true}) {
       Case c;
       c.op = "gaussian_nll";
@@ -1378,7 +1397,8 @@ std::vector<Coverage> required_coverage() {
           {"gaussian_posterior_moments", false}, {"logistic_nll", true},
           {"gate", true},            {"logvar_clamp", true},
           {"discretized_logistic_nll", true}, {"dmol_nll", true},
-          {"label_gaussian_prior", true}, {"label_gaussian_sample", false}, {"gaussian_pair_kl", true}};
+          {"label_gaussian_prior", true}, {"label_gaussian_sample", false}, {"gaussian_pair_kl", true},
+          {"pixel_sample", false}};
 }
 
 }  // namespace vae::optable

@@ -5,6 +5,7 @@
 
 #include <algorithm>
 #include <cmath>
+#include <set>
 #include <string>
 
 #include "discretized_logistic_nll.cuh"
@@ -345,6 +346,20 @@ TEST(DiscretizedLogistic, TrainsReportsBitsPerDimensionAndRefusesBinaryData) {
   const std::vector<float> images = sample_images(loaded, 8, 1.0f, 2).to_host();
   ASSERT_EQ(images.size(), 8u * 36);
   for (float v : images) EXPECT_TRUE(v >= 0.0f && v <= 1.0f) << v;
+
+  // Pixels drawn from the likelihood: 8-bit values (k / 255), another draw for another seed, the
+  // same for the same seed.
+  SampleOptions so;
+  so.n = 64;
+  so.seed = 4;
+  so.draw_pixels = true;
+  const std::vector<float> drawn = sample_images(loaded, so), again = sample_images(loaded, so);
+  EXPECT_EQ(drawn, again);
+  for (float v : drawn) EXPECT_EQ(v, std::round(v * 255.0f) / 255.0f) << v;
+  so.seed = 5;
+  EXPECT_NE(sample_images(loaded, so), drawn);
+  // A model of uniform random bytes has wide logistics: its draws cover the grey levels.
+  EXPECT_GT(std::set<float>(drawn.begin(), drawn.end()).size(), 100u);
 
   Model fresh(cfg);
   fresh.initialize(1);

@@ -48,6 +48,9 @@ struct SampleOptions {
   const AggregatePosterior* aggregate = nullptr;  // for SampleSource::Aggregate
   std::vector<int32_t> labels;  // a conditional model: one label per sample (or one for all)
   int batch = 1024;             // rows decoded at once
+  // The 8-bit likelihoods (dlogistic, dmol): the pixels drawn from the decoded distribution (seed,
+  // counted by sample) rather than its mean (the mixture's: its most probable component's means).
+  bool draw_pixels = false;
 };
 
 // z [n, latent] on the model's device.
@@ -84,7 +87,9 @@ struct LatentTensors {
 };
 LatentTensors encode_tensor(Model& model, const Tensor& images, const std::vector<int32_t>& labels = {}, int batch = 500);
 // Images [n, input_dim] in [0, 1] for codes z [n, latent].
-Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& labels = {}, int batch = 1024);
+// pixel_seed: the 8-bit likelihoods' pixels drawn (SampleOptions::draw_pixels) with this seed.
+Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& labels = {}, int batch = 1024,
+                     const uint64_t* pixel_seed = nullptr);
 // sample_images' images [n, input_dim], left on the model's device.
 Tensor sample_tensor(Model& model, const SampleOptions& options);
 

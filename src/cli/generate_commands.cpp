@@ -166,6 +166,7 @@ int run_sample(GenerateCommands& g) {
   o.n = g.n;
   o.temperature = g.temperature;
   o.level_temperatures = g.level_temperatures;
+  o.draw_pixels = g.pixels == "sample";
   o.seed = g.seed;
   int columns = g.columns;
   std::vector<std::string> row_labels;
@@ -411,6 +412,7 @@ int run_quality(GenerateCommands& g) {
   o.n = g.quality_n;
   o.temperature = g.temperature;
   o.level_temperatures = g.level_temperatures;
+  o.draw_pixels = g.pixels == "sample";
   o.seed = g.seed;
   if (c.conditional)
     for (int i = 0; i < o.n; ++i) o.labels.push_back(i % c.classes);
@@ -495,6 +497,10 @@ void add_sampling(CLI::App* cmd, GenerateCommands& g) {
                   "serves the levels past the list; default: --temperature for all)")
       ->delimiter(',')
       ->check(CLI::Range(0.0, 100.0));
+  cmd->add_option("--pixels", g.pixels,
+                  "dlogistic and dmol models: mean (the distribution's mean; the mixture's most probable component's) "
+                  "or sample (each pixel drawn from it) (default mean)")
+      ->check(CLI::IsMember({"mean", "sample"}));
   cmd->add_option("--from", g.from, "prior|aggregate: the model's prior, or a mixture of Gaussians fitted to the "
                                     "training set's posterior means (default prior)");
   cmd->add_option("--components", g.components, "aggregate: the mixture's Gaussians (default 10)")->check(CLI::Range(1, 4096));

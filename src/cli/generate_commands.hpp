@@ -46,6 +46,7 @@ struct GenerateCommands {
   int64_t index_from = 0, index_to = 1, index = 0, limit = 0, fit_limit = 0;
   float temperature = 1.0f, range = 3.0f, lr = 1e-3f;
   std::vector<float> level_temperatures;  // a hierarchy: each level's, from the top
+  std::string pixels = "mean";             // mean|sample: the 8-bit likelihoods' pictures
   uint64_t seed = 0;
   bool strict_fp32 = false, as_json = false;
   std::vector<CLI::App*> commands;

@@ -204,7 +204,7 @@ namespace {
 // labels: none, one for every code, or one per code.
 template <class Target, class Done>
 void decode_batches(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch, Target target,
-                    Done done) {
+                    Done done, const uint64_t* pixel_seed = nullptr) {
   const ModelUse use(model, "decode");
   ModelImpl& m = model.impl();
   const int L = m.latent();
@@ -224,19 +224,22 @@ void decode_batches(Model& model, const Tensor& z, const std::vector<int32_t>& l
     const int rows = static_cast<int>(std::min<int64_t>(batch, n - first));
     const Tensor zb = z.view(first * L, {rows, L});
     if (!in_place) codes.view(0, {rows, L}).copy_from(zb);
+    ModelImpl::PixelDraw draw;
+    if (pixel_seed) draw = {*pixel_seed, first};
     m.decode_images(in_place ? zb.data() : codes.data(), y.defined() ? y.data() + first : nullptr, rows,
-                    target(first, rows));
+                    target(first, rows), pixel_seed ? &draw : nullptr);
     done(first, rows);
   }
 }
 
-std::vector<float> decode_to_host(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch) {
+std::vector<float> decode_to_host(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch,
+                                  const uint64_t* pixel_seed = nullptr) {
   const int d = model.impl().input_dim();
   const int64_t n = z.shape().size() == 2 ? z.dim(0) : 0;
   std::vector<float> out(static_cast<size_t>(std::max<int64_t>(n, 0)) * d);
   if (model.device() == Device::CPU) {  // the host's memory is the device's: straight into the result
     decode_batches(model, z, labels, batch, [&](int64_t first, int) { return out.data() + first * d; },
-                   [](int64_t, int) {});
+                   [](int64_t, int) {}, pixel_seed);
     return out;
   }
   Tensor images({std::min<int64_t>(std::max(batch, 1), std::max<int64_t>(n, 1)), d}, model.device());
@@ -244,7 +247,8 @@ std::vector<float> decode_to_host(Model& model, const Tensor& z, const std::vect
       model, z, labels, batch, [&](int64_t, int) { return images.data(); },
       [&](int64_t first, int rows) {
         images.view(0, {rows, d}).copy_to_host(out.data() + first * d, int64_t(rows) * d);  // one copy, no temporary
-      });
+      },
+      pixel_seed);
   return out;
 }
 
@@ -291,7 +295,8 @@ std::vector<float> decode_latents(Model& model, const std::vector<float>& z, int
   return decode_to_host(model, Tensor::from_host(z, {n, L}, model.device()), labels, batch);
 }
 
-Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch) {
+Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& labels, int batch,
+                     const uint64_t* pixel_seed) {
   const int d = model.impl().input_dim();
   Tensor out;
   decode_batches(
@@ -300,7 +305,7 @@ Tensor decode_tensor(Model& model, const Tensor& z, const std::vector<int32_t>& 
         if (!out.defined()) out = Tensor({z.dim(0), d}, model.device());
         return out.data() + first * d;
       },
-      [](int64_t, int) {});
+      [](int64_t, int) {}, pixel_seed);
   return out;
 }
 
@@ -308,13 +313,13 @@ std::vector<float> sample_images(Model& model, const SampleOptions& o) {
   const ModelUse use(model, "sample");
   const FlushDenormalsScope flush_denormals;
   const Tensor z = sample_latents(model, o);  // on the model's device: decoded there without a host round trip
-  return decode_to_host(model, z, o.labels, o.batch);
+  return decode_to_host(model, z, o.labels, o.batch, o.draw_pixels ? &o.seed : nullptr);
 }
 
 Tensor sample_tensor(Model& model, const SampleOptions& o) {
   const ModelUse use(model, "sample");
   const FlushDenormalsScope flush_denormals;
-  return decode_tensor(model, sample_latents(model, o), o.labels, o.batch);
+  return decode_tensor(model, sample_latents(model, o), o.labels, o.batch, o.draw_pixels ? &o.seed : nullptr);
 }
 
 LatentTensors encode_tensor(Model& model, const Tensor& x, const std::vector<int32_t>& labels, int batch) {

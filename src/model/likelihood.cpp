@@ -10,6 +10,7 @@
 #include "condition.cuh"
 #include "discretized_logistic_nll.cuh"
 #include "dmol_nll.cuh"
+#include "pixel_sample.cuh"
 #include "elementwise.cuh"
 #include "gaussian_nll.cuh"
 #include "vae/error.hpp"
@@ -86,6 +87,9 @@ class DiscretizedLogisticLikelihood final : public LikelihoodModel {
     ops::take_columns(be, out, rows, 2 * int64_t(d_), d_, image);
     ops::clamp01(be, image, image, int64_t(rows) * d_);
   }
+  void sample_image(Backend& be, const float* out, float* image, int rows, uint64_t seed, int64_t row0) const override {
+    ops::logistic_pixel_sample(be, out, image, rows, d_, seed, row0);
+  }
 
  private:
   int d_;
@@ -103,6 +107,9 @@ class MixtureDiscretizedLogisticLikelihood final : public LikelihoodModel {
   }
   void to_image(Backend& be, const float* out, float* image, int rows) const override {
     ops::dmol_image(be, out, image, rows, k_, c_, hw_);
+  }
+  void sample_image(Backend& be, const float* out, float* image, int rows, uint64_t seed, int64_t row0) const override {
+    ops::dmol_pixel_sample(be, out, image, rows, k_, c_, hw_, seed, row0);
   }
 
  private:

@@ -38,6 +38,12 @@ class LikelihoodModel {
   // [0, 1] (the distribution's mean, or a mixture's most probable component's), written to image
   // (out itself when the two widths agree, or another buffer on the same device).
   virtual void to_image(Backend& be, const float* out, float* image, int rows) const = 0;
+  // Images drawn from the distribution rather than its mean (sample r's noise counted from row0 + r,
+  // seed): the 8-bit likelihoods' values quantized to k / 255. The others give to_image's picture.
+  virtual void sample_image(Backend& be, const float* out, float* image, int rows, uint64_t /*seed*/,
+                            int64_t /*row0*/) const {
+    to_image(be, out, image, rows);
+  }
   // Whether -log p(x) is the probability of the 8-bit values (bits per dimension apply) or a
   // density over [0, 1] (ModelConfig::discrete_likelihood).
   virtual bool discrete() const { return true; }

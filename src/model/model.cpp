@@ -258,11 +258,12 @@ const float* ModelImpl::forward_eval(const float* x_image, int rows, uint64_t se
   return h;
 }
 
-void ModelImpl::decode_images(const float* z, const float* y, int n, float* images) {
+void ModelImpl::decode_images(const float* z, const float* y, int n, float* images, const PixelDraw* draw) {
   prepare_condition(0, n);
   decoder.prepare(n, *backend);
   const float* out = decode_forward(z, y, n, 1);
-  likelihood_model->to_image(*backend, out, images, n);
+  if (draw) likelihood_model->sample_image(*backend, out, images, n, draw->seed, draw->row0);
+  else likelihood_model->to_image(*backend, out, images, n);
 }
 
 Model::Model(const ModelConfig& config, Device device) : impl_(std::make_unique<ModelImpl>(config, device)) {}

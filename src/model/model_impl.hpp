@@ -118,7 +118,13 @@ class ModelImpl {
   // The images [n, input_dim] in [0, 1] (the sigmoid of the logits, or the clamped Gaussian mean)
   // of codes z [n, latent] (device memory; y: a conditional model's labels, as decode_forward takes
   // them), written straight to images (device memory): no copy of the decoder's output between.
-  void decode_images(const float* z, const float* y, int n, float* images);
+  // draw: the pixels drawn from the likelihood (its seed, and the first row's place in the whole
+  // draw) instead of its mean picture.
+  struct PixelDraw {
+    uint64_t seed = 0;
+    int64_t row0 = 0;
+  };
+  void decode_images(const float* z, const float* y, int n, float* images, const PixelDraw* draw = nullptr);
 
  private:
   std::vector<ParamSlice> slices_;
