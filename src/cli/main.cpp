@@ -459,6 +459,7 @@ int main(int argc, char** argv) {
   recon->add_option("--temperature", recon_temperature, "--keep-levels: the drawn levels' temperature (default 1)")
       ->check(CLI::Range(0.0, 100.0));
   recon->add_option("--seed", recon_seed, "--keep-levels: the draws' seed (default 0)");
+  recon->add_option("--threads", threads, "CPU threads, 0 = all cores")->check(CLI::Range(0, 1024));
   recon->add_option("--device", device, "cpu|cuda|auto");
   recon->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
@@ -507,6 +508,7 @@ int main(int argc, char** argv) {
     if (!group.is_root()) return 0;
     if (const int rc = vae::cli::run_generate_commands(gen); rc >= 0) return rc;
     if (*recon) {
+      vae::set_num_threads(threads);
       vae::Model model = load_model(checkpoint, device, strict_fp32);
       const vae::Dataset data = vae::cli::load_data_for(model, data_flags);
       const auto [inputs, outputs] = vae::reconstruct_images(model, data.test, n_recon);
