@@ -519,9 +519,14 @@ PYBIND11_MODULE(_core, m) {
       .def(
           "sample",
           [](vae::Model& m, const py::object& n_arg, float temperature, const py::object& label, uint64_t seed,
-             const vae::AggregatePosterior* aggregate, bool dlpack) -> py::object {
+             const vae::AggregatePosterior* aggregate, bool dlpack, const std::vector<float>& level_temperatures,
+             const std::string& pixels) -> py::object {
             const int n = count_argument(n_arg, "sample", "n", 1 << 20);
-            const vae::SampleOptions o = sample_options(n, temperature, label, seed, aggregate);
+            vae::SampleOptions o = sample_options(n, temperature, label, seed, aggregate);
+            if (pixels != "mean" && pixels != "sample")
+              throw vae::python::ArgumentError("sample: pixels must be 'mean' or 'sample', got '" + pixels + "'");
+            o.level_temperatures = level_temperatures;
+            o.draw_pixels = pixels == "sample";
             if (dlpack || m.device() == vae::Device::CPU) {
               vae::Tensor images;
               {
@@ -540,10 +545,13 @@ PYBIND11_MODULE(_core, m) {
           },
           py::arg("n"), py::arg("temperature") = 1.0f, py::arg("label") = py::none(), py::arg("seed") = 0,
           py::arg("aggregate") = nullptr, py::arg("dlpack") = false,
+          py::arg("level_temperatures") = std::vector<float>{}, py::arg("pixels") = "mean",
           "n images float32 [n, C, H, W] decoded from the prior's z at a temperature (or from a fitted "
           "vae.AggregatePosterior). label: for a conditional model, one class for all or one per sample. "
           "seed: the same seed gives the same bits. dlpack=True returns a vae.Tensor on the model's device "
-          "(torch.from_dlpack takes it without a copy) instead of a numpy array.")
+          "(torch.from_dlpack takes it without a copy) instead of a numpy array. level_temperatures: a "
+          "hierarchy's temperature per level from the top. pixels='sample': a dlogistic or dmol model's "
+          "pixels drawn from the likelihood instead of its mean.")
       .def(
           "reconstruct",
           [](vae::Model& m, const py::object& x, const py::object& labels) -> py::object {

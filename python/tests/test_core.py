@@ -272,3 +272,25 @@ def test_one_model_from_several_threads(fashion):
     assert own == [(3, 4)]
     with pytest.raises(vae.ArgumentError, match="not both"):
         vae.train(m, train[:100], test_x=test, epochs=1, on_step=print, callback=print)
+
+
+def test_hierarchy_and_eight_bit_likelihoods(fashion):
+    train, test, _ = fashion
+    # Two levels: encode gives every level's posterior mean; a temperature per level, the top's draw
+    # unchanged by the level below's.
+    h = vae.Model({"encoder": {"type": "mlp", "hidden": [32]}, "posterior": {"type": "gaussian", "levels": [4, 3]}},
+                  device="cpu", seed=3)
+    mu, logvar = h.encode(test[:5])
+    assert mu.shape == (5, 7) and logvar.shape == (5, 7)
+    cold = h.sample(4, level_temperatures=[0.0, 0.0], seed=1)
+    assert np.array_equal(cold[0], cold[3])
+    assert h.sample(4, level_temperatures=[1.0, 0.0], seed=1).shape == (4, 1, 28, 28)
+    # A discretized logistic: pixels drawn from it are 8-bit values; eval reports bits per dimension.
+    d = vae.Model({"encoder": {"type": "mlp", "hidden": [32]}, "posterior": {"type": "gaussian", "latent": 4},
+                   "likelihood": {"type": "dlogistic"}}, device="cpu", seed=3)
+    drawn = d.sample(3, pixels="sample", seed=2)
+    assert np.array_equal(np.round(drawn * 255) / 255, drawn)
+    r = vae.evaluate(d, test[:50], k=5)
+    assert r["likelihood"] == "dlogistic" and r["bpd"] == pytest.approx(r["iwae_nll"] / (784 * np.log(2)))
+    with pytest.raises(vae.ArgumentError, match="pixels must be"):
+        d.sample(2, pixels="median")
