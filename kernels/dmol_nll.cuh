@@ -31,6 +31,17 @@ namespace vae::ops {
 
 constexpr int kMaxDmolComponents = 32;
 
+// The decoder's planes per pixel position for K components over C channels: logits, means,
+// log-scales and the colour coefficients (ModelConfig::decoder_output_channels says the same).
+constexpr int64_t dmol_planes(int components, int channels) {
+  return int64_t(components) * (1 + 2 * channels + channels * (channels - 1) / 2);
+}
+
+inline void check_dmol_shape(int components, int channels, const char* op) {
+  check(components >= 1 && components <= kMaxDmolComponents, op, "components must be in [1, 32]");
+  check(channels == 1 || channels == 3, op, "channels must be 1 or 3");
+}
+
 template <class T>
 struct DmolLayout {
   const T* out;  // this row's planes
@@ -138,19 +149,16 @@ template <class Be, class T>
 void dmol_nll(Be& be, const T* out, const T* x, T* nll, T* dout, int rows, int components, int channels, int64_t hw,
               scalar_t<T> grad_scale) {
   check(rows >= 1 && hw >= 1 && out && x && nll, "dmol_nll", "empty shape or null pointer");
-  check(components >= 1 && components <= kMaxDmolComponents, "dmol_nll", "components must be in [1, 32]");
-  check(channels == 1 || channels == 3, "dmol_nll", "channels must be 1 or 3");
-  const int64_t planes = int64_t(components) * (1 + 2 * channels + channels * (channels - 1) / 2);
-  run_rows(be, DmolNll<T>{out, x, nll, dout, grad_scale, components, channels, planes, hw}, rows);
+  check_dmol_shape(components, channels, "dmol_nll");
+  run_rows(be, DmolNll<T>{out, x, nll, dout, grad_scale, components, channels, dmol_planes(components, channels), hw},
+           rows);
 }
 
 template <class Be, class T>
 void dmol_image(Be& be, const T* out, T* image, int rows, int components, int channels, int64_t hw) {
   check(rows >= 0 && hw >= 1 && (rows == 0 || (out && image)), "dmol_image", "empty shape or null pointer");
-  check(components >= 1 && components <= kMaxDmolComponents && (channels == 1 || channels == 3), "dmol_image",
-        "components must be in [1, 32] and channels 1 or 3");
-  const int64_t planes = int64_t(components) * (1 + 2 * channels + channels * (channels - 1) / 2);
-  run(be, DmolImage<T>{out, image, components, channels, planes, hw}, int64_t(rows) * hw);
+  check_dmol_shape(components, channels, "dmol_image");
+  run(be, DmolImage<T>{out, image, components, channels, dmol_planes(components, channels), hw}, int64_t(rows) * hw);
 }
 
 }  // namespace vae::ops

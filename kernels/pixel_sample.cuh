@@ -89,10 +89,9 @@ template <class Be, class T>
 void dmol_pixel_sample(Be& be, const T* out, T* image, int rows, int components, int channels, int64_t hw, uint64_t seed,
                        int64_t row0) {
   check(rows >= 0 && hw >= 1 && (rows == 0 || (out && image)), "dmol_pixel_sample", "empty shape or null pointer");
-  check(components >= 1 && components <= kMaxDmolComponents && (channels == 1 || channels == 3), "dmol_pixel_sample",
-        "components must be in [1, 32] and channels 1 or 3");
-  const int64_t planes = int64_t(components) * (1 + 2 * channels + channels * (channels - 1) / 2);
-  run(be, DmolPixelSample<T>{out, image, components, channels, planes, hw, seed, row0}, int64_t(rows) * hw);
+  check_dmol_shape(components, channels, "dmol_pixel_sample");
+  run(be, DmolPixelSample<T>{out, image, components, channels, dmol_planes(components, channels), hw, seed, row0},
+      int64_t(rows) * hw);
 }
 
 }  // namespace vae::ops

@@ -17,6 +17,8 @@
 #include <type_traits>
 
 #include "config_fields.hpp"
+#include "dmol_nll.cuh"
+#include "philox.cuh"
 #include "vae/error.hpp"
 
 namespace vae {
@@ -221,6 +223,15 @@ PriorType parse_prior(const std::string& s) {
   return s == "standard" ? PriorType::StandardNormal : parse_enum(s, "prior type", kPriors);
 }
 
+namespace {
+// The latent size a hierarchy's levels add up to (capped: validate() bounds each level).
+int levels_total(const std::vector<int>& levels) {
+  int64_t sum = 0;
+  for (int l : levels) sum += l;
+  return static_cast<int>(std::min<int64_t>(sum, 1 << 30));
+}
+}  // namespace
+
 int ModelConfig::top_down_width() const {
   if (top_down_hidden > 0) return top_down_hidden;
   return encoder.hidden.empty() ? 2 * latent : encoder.hidden.back();
@@ -230,7 +241,7 @@ int ModelConfig::decoder_output_channels() const {
   const int c = image_channels;
   switch (likelihood) {
     case Likelihood::DiscretizedLogistic: return 2 * c;
-    case Likelihood::MixtureDiscretizedLogistic: return mixture_components() * (1 + 2 * c + c * (c - 1) / 2);
+    case Likelihood::MixtureDiscretizedLogistic: return static_cast<int>(ops::dmol_planes(mixture_components(), c));
     default: return c;
   }
 }
@@ -262,13 +273,12 @@ void ModelConfig::validate() const {
   require(classes >= 0 && classes <= 4096, "classes must be in [0, 4096], got " + std::to_string(classes));
   require(!conditional || prior.type != PriorType::Vamp,
           "a conditional model cannot use the VampPrior (its pseudo-inputs have no labels); use --prior standard, mog or flow");
-  require(levels.size() <= 16, "posterior.levels lists at most 16 levels, got " + std::to_string(levels.size()));
+  require(levels.size() <= static_cast<size_t>(kMaxLevels),
+          "posterior.levels lists at most " + std::to_string(kMaxLevels) + " levels, got " + std::to_string(levels.size()));
   if (!levels.empty()) {
-    int64_t sum = 0;
-    for (int l : levels) {
+    for (int l : levels)
       require(l >= 1 && l <= 4096, "posterior.levels: every level needs 1 to 4096 units, got " + std::to_string(l));
-      sum += l;
-    }
+    const int sum = levels_total(levels);
     require(sum == latent, "posterior.latent (" + std::to_string(latent) + ") must be the sum of posterior.levels (" +
                                std::to_string(sum) + "); give the levels alone and the latent follows");
   }
@@ -517,11 +527,7 @@ ModelConfig ModelConfig::from_json(const std::string& text) {
       read_key(p, "top_down_hidden", c.top_down_hidden);
       read_key(p, "residual", c.residual_posterior);
       // The levels alone give the latent size (the sum); both given must agree (validate()).
-      if (!c.levels.empty() && !p.contains("latent")) {
-        int64_t sum = 0;
-        for (int l : c.levels) sum += l;
-        c.latent = static_cast<int>(std::min<int64_t>(sum, 1 << 30));
-      }
+      if (!c.levels.empty() && !p.contains("latent")) c.latent = levels_total(c.levels);
     }
     if (j.contains("prior")) read_prior(j.at("prior"), c.prior);
     if (j.contains("likelihood")) {
@@ -761,9 +767,7 @@ const std::vector<Field<ModelConfig>>& model_flag_fields() {
                             "their sum; default: one level of --latent)");
     levels.read = [inner = levels.read](C& c, const json& v) {
       inner(c, v);
-      int64_t sum = 0;
-      for (int l : c.levels) sum += l;
-      if (!c.levels.empty()) c.latent = static_cast<int>(std::min<int64_t>(sum, 1 << 30));
+      if (!c.levels.empty()) c.latent = levels_total(c.levels);
     };
     f.push_back(std::move(levels));
     f.push_back(value("posterior.top_down_hidden", VAE_GET(C, top_down_hidden), 0, 65536, "--top-down-hidden",

@@ -865,7 +865,7 @@ void add_likelihoods(std::vector<Case>& out, Mode mode) {
       if (s.d % channels != 0 || (mode == Mode::Bench && channels == 1)) continue;
       const int K = mode == Mode::Gradient ? 3 : 10;
       const int64_t hw = s.d / channels;
-      const int64_t planes = int64_t(K) * (1 + 2 * channels + channels * (channels - 1) / 2);
+      const int64_t planes = ops::dmol_planes(K, channels);
       const int64_t no = s.rows * planes * hw;
       const bool g = mode == Mode::Gradient;
       Case c;

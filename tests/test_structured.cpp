@@ -396,7 +396,9 @@ TEST(GaussianPairKl, AgreesWithTheStandardNormalKlAndTheClosedForm) {
   EXPECT_NEAR(kl, double(want), 1e-6);
 }
 
-ModelConfig label_prior_config(NetworkType type) {
+// A model small enough for finite differences: 3x4 images (mlp) or 8x8 (conv, one conv of 3
+// channels), one hidden layer of 6, tanh (smooth everywhere).
+ModelConfig tiny_config(NetworkType type) {
   ModelConfig cfg;
   cfg.image_height = type == NetworkType::Conv ? 8 : 3;
   cfg.image_width = type == NetworkType::Conv ? 8 : 4;
@@ -404,6 +406,11 @@ ModelConfig label_prior_config(NetworkType type) {
   if (type == NetworkType::Conv) cfg.encoder.channels = {3};
   cfg.encoder.hidden = {6};
   cfg.encoder.activation = Activation::Tanh;
+  return cfg;
+}
+
+ModelConfig label_prior_config(NetworkType type) {
+  ModelConfig cfg = tiny_config(type);
   cfg.latent = 3;
   cfg.conditional = true;
   cfg.classes = 3;
@@ -481,13 +488,7 @@ TEST(LabelGaussianPrior, SamplesFollowTheirLabelsGaussianAndMistakesAreNamed) {
 }
 
 ModelConfig hierarchy_config(std::vector<int> levels, bool residual, NetworkType type = NetworkType::MLP) {
-  ModelConfig cfg;
-  cfg.image_height = type == NetworkType::Conv ? 8 : 3;
-  cfg.image_width = type == NetworkType::Conv ? 8 : 4;
-  cfg.encoder.type = type;
-  if (type == NetworkType::Conv) cfg.encoder.channels = {3};
-  cfg.encoder.hidden = {6};
-  cfg.encoder.activation = Activation::Tanh;
+  ModelConfig cfg = tiny_config(type);
   cfg.levels = std::move(levels);
   cfg.latent = 0;
   for (int l : cfg.levels) cfg.latent += l;

@@ -106,7 +106,7 @@ void LatentBlock::resample_below(Backend& be, const float* h, int rows, int keep
   if (!top_down_) throw Error("keeping levels needs a hierarchical model (posterior.levels)");
   if (keep < 1 || keep > top_down_->levels())
     throw Error("keep-levels must be in [1, " + std::to_string(top_down_->levels()) + "], got " + std::to_string(keep));
-  top_down_->resample_below(be, h, rows, keep, z_top_.data(), temperature, seed, z);
+  top_down_->sample(be, h, rows, keep, z_top_.data(), {temperature}, seed, 0, z);
 }
 
 const float* LatentBlock::top_head(Backend& be, const float* h, int rows) {
@@ -145,7 +145,8 @@ void LatentBlock::sample_prior(Backend& be, float* z, int n, const std::vector<f
   prepare(std::min(n, kChunk), be);
   for (int first = 0; first < n; first += kChunk) {
     const int c = std::min(kChunk, n - first);
-    top_down_->sample(be, zt.data() + int64_t(first) * top, c, first, temperature, seed, z + int64_t(first) * latent_);
+    top_down_->sample(be, nullptr, c, 1, zt.data() + int64_t(first) * top, temperature, seed, first,
+                      z + int64_t(first) * latent_);
   }
 }
 
@@ -193,7 +194,7 @@ void LatentBlock::backward(Backend& be, const LatentArgs& args, const float* h_i
   float* dz = dz_in;
   float* dh = dh_out;
   if (top_down_) {
-    top_down_->backward(be, args, h_in, z_top_.data(), dz_in, dz_top_.data(), dh_out);
+    top_down_->backward(be, args, z_top_.data(), dz_in, dz_top_.data(), dh_out);
     h = h_top_.data();
     z = z_top_.data();
     dz = dz_top_.data();

@@ -103,6 +103,23 @@ const float* TopDown::parent_z(int i, const float* z_top) const {
   return i == 1 ? z_top : levels_[static_cast<size_t>(i - 1)].z.data();
 }
 
+void TopDown::check_rows(int rows) const {
+  if (rows > capacity_) throw Error("TopDown: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_));
+}
+
+const float* TopDown::top_down_pass(Backend& be, int i, const float* z_top, int rows) {
+  Level& l = levels_[static_cast<size_t>(i)];
+  const int64_t w = 2 * int64_t(l.size);
+  const float* o = l.net->forward(be, parent_z(i, z_top), rows);
+  ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), rows, w);
+  return o;
+}
+
+void TopDown::place(Backend& be, int i, int rows, float* z) const {
+  const Level& l = levels_[static_cast<size_t>(i)];
+  ops::copy_columns(be, in(l.z.data(), l.size), out(z + z_offset_[i], total_), rows, l.size);
+}
+
 void TopDown::posterior_head(Backend& be, Level& l, const float* b, int64_t b_stride, const float* o, int rows) const {
   const int64_t w = 2 * int64_t(l.size);
   ops::sum_columns(be, in(b, b_stride), in(o + w, 2 * w), residual_ ? in(l.p.data(), w) : in(nullptr, 0),
@@ -112,13 +129,11 @@ void TopDown::posterior_head(Backend& be, Level& l, const float* b, int64_t b_st
 void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, float* z, float* kl,
                       float* kl_dim) {
   const int rows = a.rows;
-  if (rows > capacity_) throw Error("TopDown: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_));
+  check_rows(rows);
   ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), rows, sizes_[0]);
   for (int i = 1; i < levels(); ++i) {
     Level& l = levels_[static_cast<size_t>(i)];
-    const int64_t L = l.size, w = 2 * L;
-    const float* o = l.net->forward(be, parent_z(i, z_top), rows);
-    ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), rows, w);
+    const float* o = top_down_pass(be, i, z_top, rows);
     posterior_head(be, l, h + l.head_column, head_width_, o, rows);
     const ops::PosteriorNoise n =
         level_noise(a.seed, kStreamLatentLevel0 + static_cast<uint32_t>(i), a.step, a.row0, a.eps_scale, a.per_step);
@@ -127,13 +142,11 @@ void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const fl
     ops::gaussian_pair_kl_forward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.p.data()), rows,
                                   l.size, l.kl.data(), kl_dim ? kl_dim + (z_offset_[i] - sizes_[0]) : nullptr);
     ops::add_columns(be, in(l.kl.data(), 1), out(kl, 1), rows, 1);
-    ops::copy_columns(be, in(l.z.data(), L), out(z + z_offset_[i], total_), rows, L);
+    place(be, i, rows, z);
   }
 }
 
-void TopDown::backward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, const float* dz,
-                       float* dz_top, float* dh) {
-  (void)h;
+void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, const float* dz, float* dz_top, float* dh) {
   const int rows = a.rows;
   ops::copy_columns(be, in(dz, total_), out(dz_top, sizes_[0]), rows, sizes_[0]);
   for (int i = 1; i < levels(); ++i) {
@@ -176,13 +189,12 @@ void TopDown::moments(Backend& be, int rows, float* mu, float* log_var) {
 void TopDown::importance_sample(Backend& be, const float* h, int rows, int k, const float* z_top, uint64_t seed,
                                 int64_t row0, int64_t sample0, float* z, float* lpq) {
   const int n = rows * k;
-  if (n > capacity_) throw Error("TopDown: " + std::to_string(n) + " samples but prepared for " + std::to_string(capacity_));
+  check_rows(n);
   ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), n, sizes_[0]);
   for (int i = 1; i < levels(); ++i) {
     Level& l = levels_[static_cast<size_t>(i)];
-    const int64_t L = l.size, w = 2 * L;
-    const float* o = l.net->forward(be, parent_z(i, z_top), n);
-    ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), n, w);
+    const int64_t w = 2 * int64_t(l.size);
+    const float* o = top_down_pass(be, i, z_top, n);
     // The row's bottom-up head, once per sample.
     ops::copy_columns(be, in(h + l.head_column, head_width_), out(l.dq.data(), w), rows, w);
     ops::repeat_rows(be, static_cast<const float*>(l.dq.data()), rows, w, k, l.b_rep.data());
@@ -195,43 +207,26 @@ void TopDown::importance_sample(Backend& be, const float* h, int rows, int k, co
     ops::gaussian_log_density(be, static_cast<const float*>(l.p.data()), static_cast<const float*>(l.z.data()), n, 1,
                               l.size, 1.0f, l.kl.data());
     ops::add_columns(be, in(l.kl.data(), 1), out(lpq, 1), n, 1);
-    ops::copy_columns(be, in(l.z.data(), L), out(z + z_offset_[i], total_), n, L);
+    place(be, i, n, z);
   }
 }
 
-void TopDown::resample_below(Backend& be, const float* h, int rows, int keep, const float* z_top, float temperature,
-                             uint64_t seed, float* z) {
-  if (rows > capacity_) throw Error("TopDown: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_));
+void TopDown::sample(Backend& be, const float* h, int rows, int keep, const float* z_top,
+                     const std::vector<float>& temperature, uint64_t seed, int64_t row0, float* z) {
+  check_rows(rows);
+  if (temperature.empty() || (keep > 1 && !h)) throw Error("TopDown::sample: no temperature, or kept levels without h (a bug in vae)");
   ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), rows, sizes_[0]);
   for (int i = 1; i < levels(); ++i) {
     Level& l = levels_[static_cast<size_t>(i)];
-    const int64_t L = l.size, w = 2 * L;
-    const float* o = l.net->forward(be, parent_z(i, z_top), rows);
-    ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), rows, w);
+    const float* o = top_down_pass(be, i, z_top, rows);
     const bool kept = i < keep;
     if (kept) posterior_head(be, l, h + l.head_column, head_width_, o, rows);
-    const ops::PosteriorNoise noise = level_noise(seed, kStreamPriorLevel0 + static_cast<uint32_t>(i), 0, 0,
-                                                  kept ? 0.0f : temperature, nullptr);
+    const float t = kept ? 0.0f : static_cast<size_t>(i) < temperature.size() ? temperature[static_cast<size_t>(i)]
+                                                                               : temperature.back();
+    const ops::PosteriorNoise noise = level_noise(seed, kStreamPriorLevel0 + static_cast<uint32_t>(i), 0, row0, t, nullptr);
     ops::gaussian_posterior_sample(be, static_cast<const float*>(kept ? l.q.data() : l.p.data()), rows, 1, l.size, noise,
                                    1.0f, l.z.data(), static_cast<float*>(nullptr));
-    ops::copy_columns(be, in(l.z.data(), L), out(z + z_offset_[i], total_), rows, L);
-  }
-}
-
-void TopDown::sample(Backend& be, const float* z_top, int n, int64_t row0, const std::vector<float>& temperature,
-                     uint64_t seed, float* z) {
-  if (n > capacity_) throw Error("TopDown: " + std::to_string(n) + " samples but prepared for " + std::to_string(capacity_));
-  ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), n, sizes_[0]);
-  for (int i = 1; i < levels(); ++i) {
-    Level& l = levels_[static_cast<size_t>(i)];
-    const int64_t L = l.size, w = 2 * L;
-    const float* o = l.net->forward(be, parent_z(i, z_top), n);
-    ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), n, w);
-    const float t = static_cast<size_t>(i) < temperature.size() ? temperature[static_cast<size_t>(i)] : temperature.back();
-    const ops::PosteriorNoise noise = level_noise(seed, kStreamPriorLevel0 + static_cast<uint32_t>(i), 0, row0, t, nullptr);
-    ops::gaussian_posterior_sample(be, static_cast<const float*>(l.p.data()), n, 1, l.size, noise, 1.0f, l.z.data(),
-                                   static_cast<float*>(nullptr));
-    ops::copy_columns(be, in(l.z.data(), L), out(z + z_offset_[i], total_), n, L);
+    place(be, i, rows, z);
   }
 }
 

@@ -51,11 +51,10 @@ class TopDown {
   // level i: Philox (u/4, row0 + r, step, kStreamLatentLevel0 + i), scaled by a.eps_scale.
   void forward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, float* z, float* kl,
                float* kl_dim);
-  // After forward on the same h: dh's bottom-up columns (from column 2 L_0 on; written) and dz_top
-  // [rows, L_0] (written: the decoder's gradient at the top plus what the top-down networks send
-  // up) from dz [rows, total], the levels' KL weighted by a.per_step's kl_grad_weight.
-  void backward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, const float* dz, float* dz_top,
-                float* dh);
+  // After forward on the same input: dh's bottom-up columns (from column 2 L_0 on; written) and
+  // dz_top [rows, L_0] (written: the decoder's gradient at the top plus what the top-down networks
+  // send up) from dz [rows, total], the levels' KL weighted by a.per_step's kl_grad_weight.
+  void backward(Backend& be, const LatentArgs& a, const float* z_top, const float* dz, float* dz_top, float* dh);
   // The lower levels' posterior means and clamped log-variances of the last forward, into columns
   // L_0.. of mu and log_var [rows, total].
   void moments(Backend& be, int rows, float* mu, float* log_var);
@@ -65,16 +64,14 @@ class TopDown {
   // kStreamImportanceLevel0 + i). Needs prepare(rows * k).
   void importance_sample(Backend& be, const float* h, int rows, int k, const float* z_top, uint64_t seed, int64_t row0,
                          int64_t sample0, float* z, float* lpq);
-  // What the levels encode: levels 0..keep-1 at their posterior means (z_top: the top's, given),
-  // the levels below drawn from their conditional priors at temperature, for h [rows,
-  // head_width()]: z [rows, total]. Sample r's noise: Philox (u/4, r, 0, kStreamPriorLevel0 + i).
-  void resample_below(Backend& be, const float* h, int rows, int keep, const float* z_top, float temperature,
-                      uint64_t seed, float* z);
-  // Ancestral sampling from the priors: z_top [n, L_0] given, z [n, total]; level i's spread scaled
-  // by temperature[i] (temperature[0], the top's, is the caller's; the last entry for levels past
-  // the list). Sample r's noise: Philox (u/4, row0 + r, 0, kStreamPriorLevel0 + i). Needs prepare(n).
-  void sample(Backend& be, const float* z_top, int n, int64_t row0, const std::vector<float>& temperature,
-              uint64_t seed, float* z);
+  // Ancestral sampling below the top, z_top [rows, L_0] given: z [rows, total]. Levels 1..keep-1
+  // at their posterior means (h [rows, head_width()], the bottom-up heads; keep = 1 and h null: none),
+  // the levels from `keep` on drawn from their conditional priors, level i's spread scaled by
+  // temperature[i] (the last entry for the levels past the list; temperature[0], the top's, is the
+  // caller's). Sample r's noise: Philox (u/4, row0 + r, 0, kStreamPriorLevel0 + i). Needs prepare(rows).
+  // With keep >= 2 it shows what the kept levels encode (vae reconstruct --keep-levels).
+  void sample(Backend& be, const float* h, int rows, int keep, const float* z_top, const std::vector<float>& temperature,
+              uint64_t seed, int64_t row0, float* z);
 
  private:
   struct Level {
@@ -85,6 +82,12 @@ class TopDown {
     Tensor b_rep;                                    // importance sampling: b_i repeated k times
   };
   const float* parent_z(int i, const float* z_top) const;
+  void check_rows(int rows) const;
+  // Level i's top-down network on the level above (rows of them) and its prior head into l.p;
+  // returns the network's output [p_i | t_i].
+  const float* top_down_pass(Backend& be, int i, const float* z_top, int rows);
+  // Level i's samples into its columns of z [rows, total].
+  void place(Backend& be, int i, int rows, float* z) const;
   // q_i from b (its rows, stride) and the network's output.
   void posterior_head(Backend& be, Level& l, const float* b, int64_t b_stride, const float* o, int rows) const;
 
