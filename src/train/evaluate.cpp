@@ -318,6 +318,22 @@ std::string EvalResult::to_json() const {
   return j.dump();
 }
 
+namespace {
+
+// The first n test images as grey levels [n, input_dim] on the model's device (only those n go there).
+Tensor first_test_images(ModelImpl& m, const ImageSet& test, int n) {
+  if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));
+  Tensor x({n, m.input_dim()}, m.device);
+  const std::vector<int32_t> idx_host = image_indices(n);
+  const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
+  const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
+  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);
+  ops::gather_pixels(*m.backend, pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
+  return x;
+}
+
+}  // namespace
+
 Tensor sample_images(Model& model, int n, float temperature, uint64_t seed) {
   const ModelUse use(model, "sample");
   const FlushDenormalsScope flush_denormals;
@@ -333,13 +349,7 @@ std::pair<Tensor, Tensor> reconstruct_images(Model& model, const ImageSet& test,
   const FlushDenormalsScope flush_denormals;
   ModelImpl& m = model.impl();
   m.check_image_size(test, "test");
-  if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));
-  Tensor x({n, m.input_dim()}, m.device);
-  const std::vector<int32_t> idx_host = image_indices(n);
-  const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
-  const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
-  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);  // only the n images shown
-  ops::gather_pixels(*m.backend, pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
+  const Tensor x = first_test_images(m, test, n);
   // The posterior mean (through any posterior flow: encode_images' code); a conditional model
   // encodes and decodes each image with its own label.
   const LatentCodes codes = encode_images(model, test, n);
@@ -353,17 +363,11 @@ Tensor reconstruct_keeping_levels(Model& model, const ImageSet& test, int n, int
   ModelImpl& m = model.impl();
   if (!m.latent_block.top_down()) throw Error("--keep-levels needs a hierarchical model (train one with --levels)");
   m.check_image_size(test, "test");
-  if (n < 1 || n > test.count) throw Error("n must be in [1, " + std::to_string(test.count) + "], got " + std::to_string(n));
   if (!std::isfinite(temperature) || temperature < 0 || temperature > 100)
     throw Error("temperature must be in [0, 100], got " + std::to_string(temperature));
   const bool conditional = m.config.conditional;
   if (conditional) m.check_labels(&test.labels, test.count, "test set");
-  Tensor x({n, m.input_dim()}, m.device);
-  const std::vector<int32_t> idx_host = image_indices(n);
-  const DeviceArray<int32_t> idx = DeviceArray<int32_t>::mirror(idx_host, m.device);
-  const std::vector<uint8_t> shown(test.pixels.begin(), test.pixels.begin() + int64_t(n) * m.input_dim());
-  const DeviceArray<uint8_t> pixels = DeviceArray<uint8_t>::mirror(shown, m.device);
-  ops::gather_pixels(*m.backend, pixels.data(), idx.data(), n, m.input_dim(), false, 0, kStreamTestBinarize, 0, nullptr, x.data());
+  const Tensor x = first_test_images(m, test, n);
   const std::vector<int32_t> labels =
       conditional ? std::vector<int32_t>(test.labels.begin(), test.labels.begin() + n) : std::vector<int32_t>{};
   const Tensor y = conditional ? m.labels_on_device(labels) : Tensor();
