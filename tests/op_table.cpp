@@ -19,6 +19,7 @@
 #include "latent_sample_kl.cuh"
 #include "discretized_logistic_nll.cuh"
 #include "dmol_nll.cuh"
+#include "columns.cuh"
 #include "gate.cuh"
 #include "pixel_sample.cuh"
 #include "gaussian_pair_kl.cuh"
@@ -1183,6 +1184,39 @@ void add_importance(std::vector<Case>& out, Mode mode) {
 }
 
 // sigmoid, clamp01 (also in place, as decoder outputs become images), fill and normal_fill.
+// A hierarchy's column blocks (columns.cuh): a copy between rows of different strides, a sum of
+// three strided blocks, and an accumulation into the last columns of wide rows (not differentiable
+// here: plain data movement; every output element is written or, accumulating, starts drawn).
+void add_columns_cases(std::vector<Case>& out, Mode mode) {
+  if (mode == Mode::Gradient) return;
+  struct S { int rows, cols, stride; };
+  const std::vector<S> shapes = mode == Mode::Parity ? std::vector<S>{{1, 1, 1}, {7, 33, 80}, {257, 80, 160}}
+                                                     : std::vector<S>{{4096, 80, 160}};
+  for (const S s : shapes) {
+    Case c;
+    c.op = "columns";
+    c.shape = dims({{"rows", s.rows}, {"cols", s.cols}, {"stride", s.stride}});
+    const int64_t wide = int64_t(s.rows) * s.stride, n = int64_t(s.rows) * s.cols;
+    c.inputs = {{"a", wide, Draw::Uniform, -1, 1}, {"b", n, Draw::Uniform, -1, 1}, {"e", wide, Draw::Uniform, -1, 1}};
+    OutputSpec acc{"accumulated", wide, {1e-7, 1e-6}};
+    acc.init = Draw::Uniform;
+    acc.accumulates = true;
+    c.outputs = {{"copied", n, {0, 0}}, {"summed", n, {1e-7, 1e-6}}, acc};
+    c.bytes = 4.0 * (2 * n + 4 * n + 3 * n);
+    set_body(c, [=](auto& be, auto& io) {
+      using T = scalar_of<decltype(io)>;
+      const int64_t off = s.stride - s.cols;  // the last cols columns of the wide rows
+      ops::copy_columns(be, ops::Columns<const T>{io.in(0) + off, s.stride}, ops::Columns<T>{io.out(0), s.cols}, s.rows,
+                        s.cols);
+      ops::sum_columns(be, ops::Columns<const T>{io.in(0), s.stride}, ops::Columns<const T>{io.in(1), s.cols},
+                       ops::Columns<const T>{io.in(2), s.stride}, ops::Columns<T>{io.out(1), s.cols}, s.rows, s.cols);
+      ops::add_columns(be, ops::Columns<const T>{io.in(1), s.cols}, ops::Columns<T>{io.out(2) + off, s.stride}, s.rows,
+                       s.cols);
+    }, false);
+    out.push_back(std::move(c));
+  }
+}
+
 void add_elementwise(std::vector<Case>& out, Mode mode) {
   if (mode == Mode::Gradient) return;
   const std::vector<int64_t> sizes = mode == Mode::Parity ? std::vector<int64_t>{1, 1031} : std::vector<int64_t>{128 * 784};
@@ -1377,6 +1411,7 @@ std::vector<Case> cases(Mode mode) {
   add_gather(all, mode);
   add_importance(all, mode);
   add_elementwise(all, mode);
+  add_columns_cases(all, mode);
   add_condition_and_classifier(all, mode);
   add_label_gaussian_prior(all, mode);
   return all;
@@ -1398,7 +1433,7 @@ std::vector<Coverage> required_coverage() {
           {"gate", true},            {"logvar_clamp", true},
           {"discretized_logistic_nll", true}, {"dmol_nll", true},
           {"label_gaussian_prior", true}, {"label_gaussian_sample", false}, {"gaussian_pair_kl", true},
-          {"pixel_sample", false}};
+          {"pixel_sample", false},   {"columns", false}};
 }
 
 }  // namespace vae::optable
