@@ -55,24 +55,35 @@ struct DmolPixelSample {
   int64_t plane_items;  // hw
   uint64_t seed;
   int64_t row0;
-  VAE_HD uint32_t bits(int64_t r, int64_t p, int j) const {
-    const int blocks = (K + C + 3) / 4;
-    const Philox4 b = philox_block(seed, kStreamPixels, uint64_t(row0 + r), 0, uint64_t(p * blocks + j / 4));
-    return philox_word(b, j & 3);
-  }
+  // The pixel's random words in order, one Philox block per four (j only grows: each block once).
+  struct Words {
+    const DmolPixelSample* f;
+    int64_t r, p;
+    Philox4 block{};
+    int loaded = -1;
+    VAE_HD uint32_t operator()(int j) {
+      if (j / 4 != loaded) {
+        loaded = j / 4;
+        const int blocks = (f->K + f->C + 3) / 4;
+        block = philox_block(f->seed, kStreamPixels, uint64_t(f->row0 + r), 0, uint64_t(p * blocks + loaded));
+      }
+      return philox_word(block, j & 3);
+    }
+  };
   VAE_HD void at(int64_t r, int64_t p) const {
     const DmolLayout<T> o{out + r * planes * plane_items, plane_items, K, C};
+    Words bits{this, r, p};
     int best = 0;
     T top = T(-1e30);
     for (int k = 0; k < K; ++k) {
-      const T gumbel = -hd::log(-hd::log(T(philox_open_uniform(bits(r, p, k)))));
+      const T gumbel = -hd::log(-hd::log(T(philox_open_uniform(bits(k)))));
       const T v = o.at(k, p) + gumbel;
       if (v > top) top = v, best = k;
     }
     T xv[3] = {T(0), T(0), T(0)};
     for (int c = 0; c < C; ++c) {
       const T ls = math::soft_clamp(o.at(o.log_scale(best, c), p), T(math::kLogScaleMin), T(math::kLogScaleMax));
-      xv[c] = quantize_pixel(o.coupled_mean(best, c, p, xv) + hd::exp(ls) * logistic_noise<T>(bits(r, p, K + c)));
+      xv[c] = quantize_pixel(o.coupled_mean(best, c, p, xv) + hd::exp(ls) * logistic_noise<T>(bits(K + c)));
       image[(r * C + c) * plane_items + p] = xv[c];
     }
   }
