@@ -4,9 +4,12 @@
 //   hard: lv = min(max(raw, lo), hi),            dlv/draw = 1 inside (lo, hi), 0 outside
 //   soft: lv = c + s tanh((raw - c) / s),        dlv/draw = 1 - tanh^2, c = (lo + hi)/2, s = (hi - lo)/2
 //         (NVAE's soft clamp, centred on the range: smooth, never flat, close to the identity near c)
-//   forward:  y[r, u] = h[r, u] (u < L), y[r, L + u] = clamp(h[r, L + u])            [rows, 2L]
-//   backward: dh[r, u] = dy[r, u], dh[r, L + u] = dy[r, L + u] * clamp'(h[r, L + u])   [rows, 2L]
-// Bytes: forward reads and writes 8L per row; backward reads 16L, writes 8L. Planar: plane = row.
+//   forward:  y[r, u] = h[r, u] (u < L), y[r, L + u] = clamp(h[r, L + u])            [rows, W]
+//   backward: dh[r, u] = dy[r, u], dh[r, L + u] = dy[r, L + u] * clamp'(h[r, L + u])   [rows, W]
+// A row may be wider than the head (W >= 2L, default 2L): columns from 2L on pass through as mu does
+// (a hierarchy's encoder output: the top's head, then the lower levels' bottom-up heads, which are
+// clamped after the top-down path adds to them, latent/top_down.hpp).
+// Bytes: forward reads and writes 4W per row; backward reads 8W, writes 4W. Planar: plane = row.
 #pragma once
 
 #include "for_each.cuh"
@@ -40,10 +43,11 @@ struct LogvarClampForward {
   const T* h;
   T* y;
   LogvarBounds<T> bounds;
-  int64_t plane_items;  // 2L
+  int64_t plane_items;  // W
+  int64_t latent;       // L
   VAE_HD void at(int64_t r, int64_t u) const {
     const int64_t k = r * plane_items + u;
-    y[k] = u < plane_items / 2 ? h[k] : bounds.value(h[k]);
+    y[k] = u < latent || u >= 2 * latent ? h[k] : bounds.value(h[k]);
   }
   VAE_HD void operator()(int64_t i) const { at(i / plane_items, i % plane_items); }
 };
@@ -54,27 +58,33 @@ struct LogvarClampBackward {
   const T* dy;
   T* dh;
   LogvarBounds<T> bounds;
-  int64_t plane_items;  // 2L
+  int64_t plane_items;  // W
+  int64_t latent;       // L
   VAE_HD void at(int64_t r, int64_t u) const {
     const int64_t k = r * plane_items + u;
-    dh[k] = u < plane_items / 2 ? dy[k] : dy[k] * bounds.grad(h[k]);
+    dh[k] = u < latent || u >= 2 * latent ? dy[k] : dy[k] * bounds.grad(h[k]);
   }
   VAE_HD void operator()(int64_t i) const { at(i / plane_items, i % plane_items); }
 };
 
+// width: the row's length W (0: the head alone, 2L). dh may be dy (in place).
 template <class Be, class T>
-void logvar_clamp_forward(Be& be, const T* h, T* y, int rows, int latent, LogvarBounds<T> bounds) {
-  check(rows >= 0 && latent >= 1 && (rows == 0 || (h && y)), "logvar_clamp_forward", "empty latent or null pointer");
+void logvar_clamp_forward(Be& be, const T* h, T* y, int rows, int latent, LogvarBounds<T> bounds, int64_t width = 0) {
+  if (width == 0) width = 2 * int64_t(latent);
+  check(rows >= 0 && latent >= 1 && width >= 2 * int64_t(latent) && (rows == 0 || (h && y)), "logvar_clamp_forward",
+        "empty latent, a row narrower than the head, or null pointer");
   check(bounds.lo < bounds.hi, "logvar_clamp_forward", "the range must have lo < hi");
-  run(be, LogvarClampForward<T>{h, y, bounds, 2 * int64_t(latent)}, int64_t(rows) * 2 * latent);
+  run(be, LogvarClampForward<T>{h, y, bounds, width, latent}, int64_t(rows) * width);
 }
 
 template <class Be, class T>
-void logvar_clamp_backward(Be& be, const T* h, const T* dy, T* dh, int rows, int latent, LogvarBounds<T> bounds) {
-  check(rows >= 0 && latent >= 1 && (rows == 0 || (h && dy && dh)), "logvar_clamp_backward",
-        "empty latent or null pointer");
+void logvar_clamp_backward(Be& be, const T* h, const T* dy, T* dh, int rows, int latent, LogvarBounds<T> bounds,
+                           int64_t width = 0) {
+  if (width == 0) width = 2 * int64_t(latent);
+  check(rows >= 0 && latent >= 1 && width >= 2 * int64_t(latent) && (rows == 0 || (h && dy && dh)),
+        "logvar_clamp_backward", "empty latent, a row narrower than the head, or null pointer");
   check(bounds.lo < bounds.hi, "logvar_clamp_backward", "the range must have lo < hi");
-  run(be, LogvarClampBackward<T>{h, dy, dh, bounds, 2 * int64_t(latent)}, int64_t(rows) * 2 * latent);
+  run(be, LogvarClampBackward<T>{h, dy, dh, bounds, width, latent}, int64_t(rows) * width);
 }
 
 }  // namespace vae::ops

@@ -285,9 +285,6 @@ void ModelConfig::validate() const {
   require(top_down_hidden >= 0 && top_down_hidden <= 65536,
           "posterior.top_down_hidden must be in [0, 65536] (0: the encoder's last hidden width), got " +
               std::to_string(top_down_hidden));
-  require(!hierarchical() || logvar_clamp == LogvarClampKind::None,
-          "posterior.logvar_clamp bounds a one-level head in this version; a hierarchy's levels keep the kernels' "
-          "own soft clamp to (-30, 20): remove logvar_clamp or use one level");
   require(!hierarchical() || posterior_flow_steps == 0,
           "a hierarchy's posterior has no flow steps in this version: remove posterior.flow_steps, or use one level");
   check_prior_components(prior);
@@ -867,10 +864,16 @@ void ObjectiveConfig::check_model(const ModelConfig& model) const {
           "objective.type " + to_string(type) + " trains with k importance samples through a single level in this "
           "version; train a hierarchy with the elbo objective (vae eval --k gives its importance-weighted bound)");
   if (free_bits <= 0.0f) return;
-  require(!model.hierarchical() || free_bits_group == model.latent,
-          "objective.free_bits_group " + std::to_string(free_bits_group) + " splits the KL by dimension, which a "
-          "hierarchy's levels do not take in this version; set free_bits_group to the latent size " +
-              std::to_string(model.latent) + " (a floor on the total KL)");
+  // A hierarchy's groups lie within its levels (a group of one level's size: free bits per level).
+  if (model.hierarchical() && free_bits_group != model.latent) {
+    std::string sizes;
+    for (int size : model.levels) sizes += (sizes.empty() ? "" : ",") + std::to_string(size);
+    for (int size : model.levels)
+      require(size % free_bits_group == 0,
+              "objective.free_bits_group " + std::to_string(free_bits_group) + " must divide every level's size (" +
+                  sizes + ") so that no group spans two levels: set it to a common divisor (a level's size gives a "
+                  "floor per level) or to the latent size " + std::to_string(model.latent) + " (a floor on the total KL)");
+  }
   require(model.latent % free_bits_group == 0,
           "objective.free_bits_group " + std::to_string(free_bits_group) + " must divide the latent size " +
               std::to_string(model.latent));

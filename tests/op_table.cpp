@@ -283,17 +283,18 @@ void add_gate_and_logvar_clamp(std::vector<Case>& out, Mode mode) {
     });
     out.push_back(std::move(c));
   }
-  struct L { int rows, latent; };
-  const std::vector<L> lgrad{{3, 4}, {1, 1}};
-  const std::vector<L> lparity{{1, 1}, {7, 33}, {128, 40}};
-  const std::vector<L> lbench{{128, 40}, {4096, 40}};
+  // width > 2L: a hierarchy's encoder output, the top's head then the lower levels' (passed through).
+  struct L { int rows, latent; int64_t width; };
+  const std::vector<L> lgrad{{3, 4, 8}, {1, 1, 2}, {2, 2, 7}};
+  const std::vector<L> lparity{{1, 1, 2}, {7, 33, 66}, {128, 40, 80}, {9, 40, 163}};
+  const std::vector<L> lbench{{128, 40, 80}, {4096, 40, 80}};
   for (const L s : pick(mode, lgrad, lparity, lbench))
     for (bool soft : {false, true}) {
       if (mode == Mode::Bench && soft) continue;
       Case c;
       c.op = "logvar_clamp";
-      c.shape = dims({{"rows", s.rows}, {"latent", s.latent}}) + (soft ? " soft" : " hard");
-      const int64_t n = int64_t(s.rows) * 2 * s.latent;
+      c.shape = dims({{"rows", s.rows}, {"latent", s.latent}, {"width", int(s.width)}}) + (soft ? " soft" : " hard");
+      const int64_t n = int64_t(s.rows) * s.width;
       // Range [-6, 2] with raw values from -9 to 5: both sides of both ends. The hard clamp's
       // finite differences must not straddle its kinks: values within 0.05 of an end move off it.
       c.inputs = {{"h", n, Draw::Uniform, -9, 5, true, [](std::vector<double>& v) {
@@ -307,8 +308,9 @@ void add_gate_and_logvar_clamp(std::vector<Case>& out, Mode mode) {
       set_body(c, [=](auto& be, auto& io) {
         using T = scalar_of<decltype(io)>;
         const ops::LogvarBounds<T> bounds{T(-6), T(2), soft};
-        ops::logvar_clamp_forward(be, io.in(0), io.out(0), s.rows, s.latent, bounds);
-        if (io.backward()) ops::logvar_clamp_backward(be, io.in(0), io.up(0), io.grad(0), s.rows, s.latent, bounds);
+        ops::logvar_clamp_forward(be, io.in(0), io.out(0), s.rows, s.latent, bounds, s.width);
+        if (io.backward())
+          ops::logvar_clamp_backward(be, io.in(0), io.up(0), io.grad(0), s.rows, s.latent, bounds, s.width);
       });
       out.push_back(std::move(c));
     }

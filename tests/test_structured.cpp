@@ -506,14 +506,22 @@ TEST(Hierarchy, WholeModelGradientMatchesDifferences) {
     bool residual;
     NetworkType type;
     PriorType prior;
+    LogvarClampKind clamp = LogvarClampKind::None;
   };
+  // The soft clamp to a narrow range (the hard one's kinks would trip the differences) bends every
+  // head's log-variance: the top's in the encoder, each level's posterior and conditional prior.
   const std::vector<Case> cases = {{{3, 2}, false, NetworkType::MLP, PriorType::StandardNormal},
                                    {{2, 3, 2}, true, NetworkType::MLP, PriorType::StandardNormal},
                                    {{2, 2}, true, NetworkType::Conv, PriorType::StandardNormal},
                                    {{3, 2}, false, NetworkType::MLP, PriorType::MixtureOfGaussians},
-                                   {{3, 2}, true, NetworkType::MLP, PriorType::Vamp}};
+                                   {{3, 2}, true, NetworkType::MLP, PriorType::Vamp},
+                                   {{2, 3, 2}, true, NetworkType::MLP, PriorType::StandardNormal, LogvarClampKind::Soft},
+                                   {{3, 2}, false, NetworkType::Conv, PriorType::StandardNormal, LogvarClampKind::Soft}};
   for (const Case& c : cases) {
     ModelConfig cfg = hierarchy_config(c.levels, c.residual, c.type);
+    cfg.logvar_clamp = c.clamp;
+    cfg.logvar_min = -0.6f;
+    cfg.logvar_max = 0.4f;
     cfg.prior.type = c.prior;
     cfg.prior.components = c.prior == PriorType::StandardNormal ? 0 : 3;
     SCOPED_TRACE(cfg.to_json());
@@ -527,6 +535,117 @@ TEST(Hierarchy, WholeModelGradientMatchesDifferences) {
                                         [](const std::string& n) { return n.rfind("top_down.", 0) == 0; });
     EXPECT_EQ(top_down, 3 * 4 * int64_t(c.levels.size() - 1)) << "every top-down network's weights and biases";
   }
+}
+
+// The hard clamp holds every level's posterior log-variance in its range (the top's in the
+// encoder, the lower levels' after the top-down path adds to their heads), and each lower level's
+// conditional prior's: inputs far outside [0, 1] push the raw heads past both ends.
+TEST(Hierarchy, LogvarClampHoldsEveryLevelInItsRange) {
+  ModelConfig cfg = hierarchy_config({3, 3}, true);
+  cfg.logvar_clamp = LogvarClampKind::Hard;
+  cfg.logvar_min = -1.0f;
+  cfg.logvar_max = 0.5f;
+  Model model(cfg);
+  model.initialize(4);
+  const int n = 64, d = cfg.input_dim();
+  const Tensor x = Tensor::from_host(random_vector<float>(size_t(n) * d, 9, -40, 40), {n, d});
+  const std::vector<float> lv = encode_tensor(model, x).logvar.to_host();
+  ASSERT_EQ(lv.size(), size_t(n) * 6);
+  int at_lo[2] = {0, 0}, at_hi[2] = {0, 0};
+  for (int r = 0; r < n; ++r)
+    for (int u = 0; u < 6; ++u) {
+      const float v = lv[size_t(r) * 6 + u];
+      // The kernels' own soft clamp to (-30, 20) moves values in this range by under 1e-6.
+      EXPECT_GE(v, -1.0f - 1e-5f);
+      EXPECT_LE(v, 0.5f + 1e-5f);
+      at_lo[u / 3] += v < -1.0f + 1e-5f;
+      at_hi[u / 3] += v > 0.5f - 1e-5f;
+    }
+  for (int level = 0; level < 2; ++level) {
+    EXPECT_GT(at_lo[level], 0) << "level " << level << " never reached the lower end";
+    EXPECT_GT(at_hi[level], 0) << "level " << level << " never reached the upper end";
+  }
+  // The conditional prior: its top-down network's bias set to a log-variance of 5 (e^5 unclamped),
+  // its temperature-1 samples' variance is the clamp's upper end, e^0.5.
+  int biases = 0;
+  for (auto [name, t] : model.named_parameters())
+    if (name.rfind("top_down.1.", 0) == 0 && name.size() > 4 && name.substr(name.size() - 4) == "bias" && t.numel() == 12) {
+      std::vector<float> b = t.to_host();
+      for (int u = 3; u < 6; ++u) b[size_t(u)] = 5.0f;
+      t.copy_from_host(b.data(), int64_t(b.size()));
+      ++biases;
+    }
+  ASSERT_EQ(biases, 1);
+  SampleOptions o;
+  o.n = 2000;
+  o.seed = 5;
+  o.level_temperatures = {0.0f, 1.0f};
+  const std::vector<float> z = sample_latents(model, o).to_host();
+  for (int u = 3; u < 6; ++u) {
+    double s = 0, ss = 0;
+    for (int i = 0; i < o.n; ++i) s += z[size_t(i) * 6 + u], ss += double(z[size_t(i) * 6 + u]) * z[size_t(i) * 6 + u];
+    const double var = ss / o.n - (s / o.n) * (s / o.n);
+    EXPECT_GT(var, std::exp(0.5) * 0.8) << u;
+    EXPECT_LT(var, std::exp(0.5) * 1.2) << u;
+  }
+}
+
+// Free bits per level: groups of a level's size floor each level's batch-mean KL (the loss holds
+// max(lambda L_l, KL_l) per level); a level under its floor sends no KL gradient into its heads or
+// the top-down network, one above it the ELBO's. The levels' KL comes from kl_dim (forward_eval at
+// the step's noise).
+TEST(Hierarchy, FreeBitsPerLevelFloorEachLevel) {
+  ModelConfig cfg = hierarchy_config({3, 3}, true);
+  const int rows = 6;
+  auto x = random_vector<float>(rows * cfg.input_dim(), 26, 0, 1);
+  for (auto& v : x) v = v < 0.5f ? 0.0f : 1.0f;
+  Model plain(cfg), floored(cfg);
+  plain.initialize(3);
+  floored.initialize(3);
+  test::forward_backward_at(plain.impl(), x.data(), rows, 0.8f, 1, 0);
+  // The training step's noise (seed 1, step 0): the lower level's KL depends on the z above it.
+  plain.impl().forward_eval(x.data(), rows, 1, 0, 1.0f);
+  const auto kl_dim = plain.impl().kl_dim().to_host();
+  ASSERT_EQ(kl_dim.size(), 6u);
+  const double top = (kl_dim[0] + kl_dim[1] + kl_dim[2]) / rows, lower = (kl_dim[3] + kl_dim[4] + kl_dim[5]) / rows;
+  ASSERT_GT(std::abs(top - lower), 1e-3) << "the levels' KL must differ for a floor between them";
+  ObjectiveConfig o;
+  o.free_bits_group = 3;
+  o.free_bits = static_cast<float>((top + lower) / 6);  // per dimension: between the two levels' means
+  o.check_model(cfg);
+  floored.impl().set_objective(o);
+  test::forward_backward_at(floored.impl(), x.data(), rows, 0.8f, 1, 0);
+  const auto loss = floored.impl().loss().to_host(), plain_loss = plain.impl().loss().to_host();
+  const double floor = 3 * o.free_bits;
+  EXPECT_NEAR(loss[0], plain_loss[1] + 0.8 * (std::max(floor, top) + std::max(floor, lower)), 1e-4);
+  EXPECT_NEAR(loss[2], plain_loss[2], 1e-5) << "the reported KL is the KL itself";
+  const auto checked = test::expect_model_gradient_matches_differences(floored.impl(), x, rows, 0.8f, 1, 0);
+  EXPECT_GE(std::count_if(checked.begin(), checked.end(), [](const std::string& n) { return n.rfind("top_down.", 0) == 0; }),
+            4);
+
+  // Both levels under a high floor: no KL gradient anywhere, the loss is reconstruction plus a constant.
+  Model high(cfg), recon_only(cfg);
+  high.initialize(3);
+  recon_only.initialize(3);
+  o.free_bits = 50;
+  high.impl().set_objective(o);
+  test::forward_backward_at(high.impl(), x.data(), rows, 0.8f, 1, 0);
+  test::forward_backward_at(recon_only.impl(), x.data(), rows, 0.0f, 1, 0);
+  const auto a = high.impl().grads().to_host(), b = recon_only.impl().grads().to_host();
+  ASSERT_EQ(a.size(), b.size());
+  for (size_t i = 0; i < a.size(); ++i) EXPECT_NEAR(a[i], b[i], 1e-5 * (1 + std::abs(b[i]))) << i;
+
+  // A group spanning two levels is refused, by name.
+  ModelConfig uneven = hierarchy_config({4, 2}, false);
+  o.free_bits_group = 3;
+  try {
+    o.check_model(uneven);
+    ADD_FAILURE() << "a group spanning two levels was accepted";
+  } catch (const Error& e) {
+    EXPECT_NE(std::string(e.what()).find("must divide every level's size (4,2)"), std::string::npos) << e.what();
+  }
+  o.free_bits_group = 2;
+  EXPECT_NO_THROW(o.check_model(uneven));
 }
 
 // The hierarchy's importance-weighted bound: at k = 1 an unbiased estimate of the ELBO (their means
@@ -600,7 +719,6 @@ TEST(Hierarchy, ConfigurationMistakesAreNamed) {
   expect_rejected(R"({"posterior": {"levels": [40, 0]}})", "every level needs 1 to 4096 units");
   expect_rejected(R"({"posterior": {"levels": [40, 40], "latent": 32}})", "must be the sum of posterior.levels");
   expect_rejected(R"({"posterior": {"levels": [40, 40], "flow_steps": 2}})", "no flow steps");
-  expect_rejected(R"({"posterior": {"levels": [40, 40], "logvar_clamp": "hard"}})", "logvar_clamp bounds a one-level");
   const ModelConfig ok = ModelConfig::from_json(R"({"posterior": {"levels": [40, 20], "residual": true}})");
   EXPECT_EQ(ok.latent, 60);
   EXPECT_TRUE(ok.hierarchical());

@@ -106,8 +106,9 @@ struct ModelConfig {
   int posterior_flow_hidden = 64;
   // The posterior's log-variance held in [logvar_min, logvar_max] by a LogvarClamp module on the
   // encoder head: hard (vae_vampprior's Hardtanh(-6, 2)), soft (c + s tanh((raw - c) / s)), or none
-  // (the kernels' own wide soft clamp to (-30, 20) only). In JSON: the posterior section's
-  // "logvar_clamp", "logvar_min", "logvar_max".
+  // (the kernels' own wide soft clamp to (-30, 20) only). A hierarchy clamps every Gaussian it
+  // has: each level's posterior and each lower level's conditional prior (vae_vampprior's HVAE).
+  // In JSON: the posterior section's "logvar_clamp", "logvar_min", "logvar_max".
   LogvarClampKind logvar_clamp = LogvarClampKind::None;
   float logvar_min = -6.0f;
   float logvar_max = 2.0f;

@@ -106,17 +106,19 @@ class Gate final : public Module {
   void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
 };
 
-// The encoder head's log-variance held in a range (kernels/logvar_clamp.cuh): [2L] -> [2L], mu
-// passing through, the second half clamped hard (vae_vampprior's Hardtanh) or softly (tanh).
+// The encoder head's log-variance held in a range (kernels/logvar_clamp.cuh): [W] -> [W], columns
+// L..2L-1 clamped hard (vae_vampprior's Hardtanh) or softly (tanh), the rest passing through (mu, and
+// a hierarchy's bottom-up heads after the top's: width W > 2L).
 class LogvarClamp final : public Module {
  public:
-  LogvarClamp(int latent, float lo, float hi, bool soft);
+  LogvarClamp(int latent, float lo, float hi, bool soft, int64_t width = 0);
   std::string kind() const override { return "LogvarClamp"; }
   void forward(Backend& be, const float* x, float* y, int rows, Workspace ws) override;
   void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
 
  private:
   int latent_;
+  int64_t width_;
   float lo_, hi_;
   bool soft_;
 };

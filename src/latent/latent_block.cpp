@@ -194,7 +194,8 @@ void LatentBlock::backward(Backend& be, const LatentArgs& args, const float* h_i
   float* dz = dz_in;
   float* dh = dh_out;
   if (top_down_) {
-    top_down_->backward(be, args, z_top_.data(), dz_in, dz_top_.data(), dh_out);
+    if (by_dimension_ && !dim_weight) throw Error("LatentBlock: the per-dimension KL path needs its weights (a bug in vae)");
+    top_down_->backward(be, args, z_top_.data(), dz_in, by_dimension_ ? dim_weight + L : nullptr, dz_top_.data(), dh_out);
     h = h_top_.data();
     z = z_top_.data();
     dz = dz_top_.data();

@@ -33,6 +33,8 @@ ops::PosteriorNoise level_noise(uint64_t seed, uint32_t stream, uint64_t step, i
 }  // namespace
 
 TopDown::TopDown(const ModelConfig& c) : sizes_(c.levels), residual_(c.residual_posterior) {
+  if (c.logvar_clamp != LogvarClampKind::None)
+    clamp_ = ops::LogvarBounds<float>{c.logvar_min, c.logvar_max, c.logvar_clamp == LogvarClampKind::Soft};
   if (sizes_.size() < 2) throw Error("TopDown: a hierarchy has at least two levels (a bug in vae)");
   if (static_cast<int>(sizes_.size()) > kMaxLevels)
     throw Error("posterior.levels lists at most " + std::to_string(kMaxLevels) + " levels");
@@ -88,6 +90,10 @@ void TopDown::prepare(int rows, Backend& be) {
     l.dnet = Tensor({rows, 4 * L}, d);
     l.dparent = Tensor({rows, int64_t(l.parent)}, d);
     l.kl = Tensor({rows}, d);
+    if (clamp_) {
+      l.q_raw = Tensor({rows, 2 * L}, d);
+      l.p_raw = Tensor({rows, 2 * L}, d);
+    }
   }
   capacity_ = rows;
   ++generation_;
@@ -111,7 +117,8 @@ const float* TopDown::top_down_pass(Backend& be, int i, const float* z_top, int 
   Level& l = levels_[static_cast<size_t>(i)];
   const int64_t w = 2 * int64_t(l.size);
   const float* o = l.net->forward(be, parent_z(i, z_top), rows);
-  ops::copy_columns(be, in(o, 2 * w), out(l.p.data(), w), rows, w);
+  ops::copy_columns(be, in(o, 2 * w), out((clamp_ ? l.p_raw : l.p).data(), w), rows, w);
+  if (clamp_) ops::logvar_clamp_forward(be, static_cast<const float*>(l.p_raw.data()), l.p.data(), rows, l.size, *clamp_);
   return o;
 }
 
@@ -123,7 +130,8 @@ void TopDown::place(Backend& be, int i, int rows, float* z) const {
 void TopDown::posterior_head(Backend& be, Level& l, const float* b, int64_t b_stride, const float* o, int rows) const {
   const int64_t w = 2 * int64_t(l.size);
   ops::sum_columns(be, in(b, b_stride), in(o + w, 2 * w), residual_ ? in(l.p.data(), w) : in(nullptr, 0),
-                   out(l.q.data(), w), rows, w);
+                   out((clamp_ ? l.q_raw : l.q).data(), w), rows, w);
+  if (clamp_) ops::logvar_clamp_forward(be, static_cast<const float*>(l.q_raw.data()), l.q.data(), rows, l.size, *clamp_);
 }
 
 void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, float* z, float* kl,
@@ -146,7 +154,8 @@ void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const fl
   }
 }
 
-void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, const float* dz, float* dz_top, float* dh) {
+void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, const float* dz, const float* dim_weight,
+                       float* dz_top, float* dh) {
   const int rows = a.rows;
   ops::copy_columns(be, in(dz, total_), out(dz_top, sizes_[0]), rows, sizes_[0]);
   for (int i = 1; i < levels(); ++i) {
@@ -162,10 +171,19 @@ void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, con
     ops::gaussian_posterior_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.dz.data()),
                                      rows, 1, l.size, n, ops::GradWeight<float>{}, false, l.dq.data());
     ops::fill(be, l.dp.data(), rows * w, 0.0f);
+    // Free bits by group: the weight is the dimension's (beta / rows or 0, elbo_objective.cuh) alone.
+    const ops::GradWeight<float> kl_weight = dim_weight ? ops::GradWeight<float>{1.0f} : ops::GradWeight<float>{0.0f, a.per_step};
     ops::gaussian_pair_kl_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.p.data()), rows,
-                                   l.size, ops::GradWeight<float>{0.0f, a.per_step}, static_cast<const float*>(nullptr),
+                                   l.size, kl_weight, dim_weight ? dim_weight + (z_offset_[i] - sizes_[0]) : nullptr,
                                    l.dq.data(), l.dp.data());
+    // Through the clamps (in place): q's, then p's, which the residual posterior's q reads too.
+    if (clamp_)
+      ops::logvar_clamp_backward(be, static_cast<const float*>(l.q_raw.data()), static_cast<const float*>(l.dq.data()),
+                                 l.dq.data(), rows, l.size, *clamp_);
     if (residual_) ops::add_columns(be, in(l.dq.data(), w), out(l.dp.data(), w), rows, w);
+    if (clamp_)
+      ops::logvar_clamp_backward(be, static_cast<const float*>(l.p_raw.data()), static_cast<const float*>(l.dp.data()),
+                                 l.dp.data(), rows, l.size, *clamp_);
     ops::copy_columns(be, in(l.dp.data(), w), out(l.dnet.data(), 2 * w), rows, w);
     ops::copy_columns(be, in(l.dq.data(), w), out(l.dnet.data() + w, 2 * w), rows, w);
     ops::copy_columns(be, in(l.dq.data(), w), out(dh + l.head_column, head_width_), rows, w);

@@ -11,14 +11,18 @@
 // (gaussian_pair_kl.cuh) at the sampled z_{i-1}; the importance-weighted bound takes
 // log p(z_i | z_{i-1}) - log q(z_i | x, z_{i-1}) at each sample. The decoder reads every level:
 // z = [z_0 | z_1 | ... ] (the top first), so the top levels reach the image directly and cannot be
-// ignored in favour of the lowest alone (the collapse the Ladder VAE warns of).
+// ignored in favour of the lowest alone (the collapse the Ladder VAE warns of). With
+// ModelConfig::logvar_clamp, both heads' log-variances are clamped (logvar_clamp.cuh) once formed:
+// q_i after the sum above, p_i as the network gives it; the raw heads are kept for the backward.
 #pragma once
 
 #include <memory>
+#include <optional>
 #include <vector>
 
 #include "backend/backend.hpp"
 #include "graph/layers.hpp"
+#include "logvar_clamp.cuh"
 #include "step_scalars.cuh"
 #include "vae/config.hpp"
 #include "vae/tensor.hpp"
@@ -53,8 +57,10 @@ class TopDown {
                float* kl_dim);
   // After forward on the same input: dh's bottom-up columns (from column 2 L_0 on; written) and
   // dz_top [rows, L_0] (written: the decoder's gradient at the top plus what the top-down networks
-  // send up) from dz [rows, total], the levels' KL weighted by a.per_step's kl_grad_weight.
-  void backward(Backend& be, const LatentArgs& a, const float* z_top, const float* dz, float* dz_top, float* dh);
+  // send up) from dz [rows, total], the levels' KL weighted by a.per_step's kl_grad_weight, or, when
+  // dim_weight [total - L_0] is given (free bits by group), by one weight per dimension.
+  void backward(Backend& be, const LatentArgs& a, const float* z_top, const float* dz, const float* dim_weight,
+                float* dz_top, float* dh);
   // The lower levels' posterior means and clamped log-variances of the last forward, into columns
   // L_0.. of mu and log_var [rows, total].
   void moments(Backend& be, int rows, float* mu, float* log_var);
@@ -80,20 +86,22 @@ class TopDown {
     std::unique_ptr<Sequential> net;  // z_{i-1} -> [p_i | t_i]
     Tensor q, p, z, dq, dp, dnet, dz, dparent, kl;  // [rows, 2L] heads, [rows, L] samples, [rows, 4L], ...
     Tensor b_rep;                                    // importance sampling: b_i repeated k times
+    Tensor q_raw, p_raw;                             // the heads before the log-variance clamp (when on)
   };
   const float* parent_z(int i, const float* z_top) const;
   void check_rows(int rows) const;
-  // Level i's top-down network on the level above (rows of them) and its prior head into l.p;
-  // returns the network's output [p_i | t_i].
+  // Level i's top-down network on the level above (rows of them) and its prior head into l.p
+  // (clamped when the clamp is on); returns the network's output [p_i | t_i].
   const float* top_down_pass(Backend& be, int i, const float* z_top, int rows);
   // Level i's samples into its columns of z [rows, total].
   void place(Backend& be, int i, int rows, float* z) const;
-  // q_i from b (its rows, stride) and the network's output.
+  // q_i from b (its rows, stride) and the network's output (clamped when the clamp is on).
   void posterior_head(Backend& be, Level& l, const float* b, int64_t b_stride, const float* o, int rows) const;
 
   std::vector<int> sizes_, z_offset_;
   int total_ = 0, head_width_ = 0;
   bool residual_;
+  std::optional<ops::LogvarBounds<float>> clamp_;  // ModelConfig::logvar_clamp
   std::vector<Level> levels_;  // [0] unused (the top)
   int capacity_ = 0;
   uint64_t generation_ = 0;

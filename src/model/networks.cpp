@@ -48,9 +48,11 @@ void build_networks(const ModelConfig& config, Sequential& encoder, Sequential& 
     width = h;
   }
   encoder.add(std::make_unique<Linear>(static_cast<int>(width), 2 * config.latent));
+  // A hierarchy's encoder clamps the top's head here; the lower levels' heads are clamped in the
+  // top-down path, after it adds to them (latent/top_down.hpp).
   if (config.logvar_clamp != LogvarClampKind::None)
-    encoder.add(std::make_unique<LogvarClamp>(config.latent, config.logvar_min, config.logvar_max,
-                                              config.logvar_clamp == LogvarClampKind::Soft));
+    encoder.add(std::make_unique<LogvarClamp>(config.top_latent(), config.logvar_min, config.logvar_max,
+                                              config.logvar_clamp == LogvarClampKind::Soft, 2 * int64_t(config.latent)));
 
   // Decoder: the mirror image. Its linear part ends at the image (mlp) or at the last conv's output.
   width = config.decoder_input_dim();
