@@ -5,4 +5,5 @@
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorSample<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorBackward<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianLogDensity<float>);
+VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianLogDensityBackward<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::GaussianPosteriorMoments<float>);

@@ -860,9 +860,9 @@ void ObjectiveConfig::validate() const {
 }
 
 void ObjectiveConfig::check_model(const ModelConfig& model) const {
-  require(!model.hierarchical() || !importance_weighted(),
-          "objective.type " + to_string(type) + " trains with k importance samples through a single level in this "
-          "version; train a hierarchy with the elbo objective (vae eval --k gives its importance-weighted bound)");
+  require(!model.hierarchical() || type != ObjectiveType::IwaeDreg,
+          "objective.type iwae_dreg holds log q's parameters fixed, which a hierarchy's posterior shares with its "
+          "conditional priors through the top-down path; train a hierarchy with iwae or elbo");
   if (free_bits <= 0.0f) return;
   // A hierarchy's groups lie within its levels (a group of one level's size: free bits per level).
   if (model.hierarchical() && free_bits_group != model.latent) {

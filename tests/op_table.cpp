@@ -549,6 +549,37 @@ void add_posterior_k(std::vector<Case>& out, Mode mode) {
     }
 }
 
+// A Gaussian's log-density at given points with its backward in both the head and the points (a
+// hierarchy's conditional prior in the importance-weighted bound): J = sum_i R_i log N(z_i; h_b),
+// k points per head; the density adds into a drawn output, the gradients into drawn ones.
+void add_gaussian_log_density(std::vector<Case>& out, Mode mode) {
+  struct S { int rows, k, latent; };
+  const std::vector<S> grad{{2, 3, 5}, {1, 1, 1}, {3, 1, 4}};
+  const std::vector<S> parity{{1, 1, 1}, {7, 5, 3}, {128, 5, 40}, {33, 7, 33}};
+  const std::vector<S> bench{{128, 5, 40}, {640, 1, 40}};
+  for (const S s : pick(mode, grad, parity, bench)) {
+    Case c;
+    c.op = "gaussian_log_density";
+    c.shape = dims({{"rows", s.rows}, {"k", s.k}, {"latent", s.latent}});
+    const int64_t nh = int64_t(s.rows) * 2 * s.latent, nz = int64_t(s.rows) * s.k * s.latent, ns = int64_t(s.rows) * s.k;
+    c.inputs = {{"h", nh, Draw::Uniform, -1.5, 1.5, true}, {"z", nz, Draw::Uniform, -3, 3, true}};
+    OutputSpec log_p{"log_p", ns, {1e-5 * s.latent, 1e-5}};
+    log_p.accumulates = true;
+    log_p.init = Draw::Uniform;
+    c.outputs = {log_p};
+    c.grads = {{0, {1e-5 * s.k, 1e-5}, true}, {1, {1e-5, 1e-5}, true}};
+    c.bytes = 4.0 * (nh + nz + 2 * ns) + 4.0 * (nh * 2 + nz * 2 + ns);
+    set_body(c, [=](auto& be, auto& io) {
+      using T = scalar_of<decltype(io)>;
+      ops::gaussian_log_density(be, io.in(0), io.in(1), s.rows, s.k, s.latent, T(1), io.out(0));
+      if (io.backward())
+        ops::gaussian_log_density_backward(be, io.in(0), io.in(1), s.rows, s.k, s.latent,
+                                           ops::GradWeight<T>{T(0), nullptr, io.up(0)}, io.grad(0), io.grad(1));
+    });
+    out.push_back(std::move(c));
+  }
+}
+
 // The analytic KL per dimension (free bits by group): J = <kl_dim, R>, which is
 // sum_r sum_u R_u KL_ru, so the backward's per-dimension weights are R.
 void add_gaussian_kl(std::vector<Case>& out, Mode mode) {
@@ -1401,6 +1432,7 @@ std::vector<Case> cases(Mode mode) {
   add_standard_normal_prior(all, mode);
   add_mog_prior(all, mode);
   add_posterior_k(all, mode);
+  add_gaussian_log_density(all, mode);
   add_gaussian_kl(all, mode);
   add_gaussian_pair_kl(all, mode);
   add_mog_weighted(all, mode);
@@ -1435,7 +1467,7 @@ std::vector<Coverage> required_coverage() {
           {"gate", true},            {"logvar_clamp", true},
           {"discretized_logistic_nll", true}, {"dmol_nll", true},
           {"label_gaussian_prior", true}, {"label_gaussian_sample", false}, {"gaussian_pair_kl", true},
-          {"pixel_sample", false},   {"columns", false}};
+          {"gaussian_log_density", true}, {"pixel_sample", false},   {"columns", false}};
 }
 
 }  // namespace vae::optable

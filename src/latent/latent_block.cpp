@@ -218,19 +218,40 @@ void LatentBlock::backward(Backend& be, const LatentArgs& args, const float* h_i
                       a.rows, 2 * int64_t(L));
 }
 
-void LatentBlock::sample_k(Backend& be, const LatentArgs& a, const float* h, int k, float* z, float* lpq) {
-  if (top_down_) throw Error("the importance-weighted objectives train one level in this version (a bug in vae: "
-                             "ObjectiveConfig::check_model lets no hierarchy through)");
+void LatentBlock::sample_k(Backend& be, const LatentArgs& args, const float* h_in, int k, float* z_out, float* lpq) {
+  // A hierarchy: the top's k samples on its own columns, then the levels below, each sample its own
+  // top-down pass.
+  const LatentArgs a = at_top(args, top_latent());
+  if (top_down_ && a.rows * k > capacity_)
+    throw Error("LatentBlock: " + std::to_string(a.rows * k) + " samples but prepared for " + std::to_string(capacity_));
+  const float* h = top_head(be, h_in, a.rows);
+  float* z = top_down_ ? z_top_.data() : z_out;
   // -log q(z|x), then plus log p(z).
   posterior_.sample(be, h, a.rows, k, noise_of(a, static_cast<uint64_t>(k)), -1.0f, z, lpq);
   prior_->add_log_prob(be, z, a.rows * k, 1.0f, lpq);
+  if (top_down_) top_down_->sample_k(be, args, h_in, k, z, z_out, lpq);
 }
 
-void LatentBlock::backward_k(Backend& be, const LatentArgs& a, const float* h, const float* z, int k, float* dz,
-                             const ops::PriorGradWeights<float>& prior_weight, const ops::GradWeight<float>& log_q_weight,
-                             bool dreg, float* dh) {
-  prior_->backward(be, z, a.rows * k, prior_weight, dz);
-  posterior_.backward(be, h, dz, a.rows, k, noise_of(a, static_cast<uint64_t>(k)), log_q_weight, dreg, dh);
+void LatentBlock::backward_k(Backend& be, const LatentArgs& args, const float* h_in, const float* z_in, int k,
+                             float* dz_in, const ops::PriorGradWeights<float>& prior_weight,
+                             const ops::GradWeight<float>& log_q_weight, bool dreg, float* dh_out) {
+  const LatentArgs a = at_top(args, top_latent());
+  if (!top_down_) {
+    prior_->backward(be, z_in, a.rows * k, prior_weight, dz_in);
+    posterior_.backward(be, h_in, dz_in, a.rows, k, noise_of(a, static_cast<uint64_t>(k)), log_q_weight, dreg, dh_out);
+    return;
+  }
+  // The levels below first (they send their gradient up into the top's z), then the top on its own
+  // columns. One weight per sample for each lower level's log p, its point's and its parameters'
+  // alike: IWAE's (the two differ only for DReG, which ObjectiveConfig::check_model keeps to one level).
+  if (dreg)
+    throw Error("LatentBlock: a hierarchy trains with the iwae bound, not iwae_dreg (a bug in vae: check_model refuses it)");
+  top_down_->backward_k(be, args, z_top_.data(), k, dz_in, prior_weight.params, log_q_weight, dz_top_.data(), dh_out);
+  prior_->backward(be, z_top_.data(), a.rows * k, prior_weight, dz_top_.data());
+  posterior_.backward(be, h_top_.data(), dz_top_.data(), a.rows, k, noise_of(a, static_cast<uint64_t>(k)), log_q_weight,
+                      false, dh_top_.data());
+  const int64_t top = 2 * int64_t(top_latent());
+  ops::copy_columns(be, ops::Columns<const float>{dh_top_.data(), top}, ops::Columns<float>{dh_out, head_width_}, a.rows, top);
 }
 
 void LatentBlock::importance_sample(Backend& be, const float* h_in, int rows, int k, uint64_t seed, int64_t row0,

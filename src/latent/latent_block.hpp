@@ -91,10 +91,11 @@ class LatentBlock {
                 float* dh);
   // The importance-weighted bound's training forward: k samples per row, z [rows*k, L] and
   // lpq [rows*k] = log p(z) - log q(z|x); sample j of row r from Philox (u/4, row0 + r,
-  // step * k + j, kStreamLatent), so k = 1 draws the ELBO's noise.
+  // step * k + j, kStreamLatent), so k = 1 draws the ELBO's noise. A hierarchy: the top's samples so,
+  // each level below drawn at each (TopDown::sample_k), lpq summing every level's log p - log q.
   void sample_k(Backend& be, const LatentArgs& a, const float* h, int k, float* z, float* lpq);
   // Its backward: dz [rows*k, L] (the decoder's, weighted per sample) gains the prior's term; dh
-  // from dz and log q's per-sample weights, doubly reparameterised when dreg.
+  // from dz and log q's per-sample weights, doubly reparameterised when dreg (one level only).
   void backward_k(Backend& be, const LatentArgs& a, const float* h, const float* z, int k, float* dz,
                   const ops::PriorGradWeights<float>& prior_weight, const ops::GradWeight<float>& log_q_weight, bool dreg,
                   float* dh);

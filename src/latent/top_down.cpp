@@ -134,6 +134,28 @@ void TopDown::posterior_head(Backend& be, Level& l, const float* b, int64_t b_st
   if (clamp_) ops::logvar_clamp_forward(be, static_cast<const float*>(l.q_raw.data()), l.q.data(), rows, l.size, *clamp_);
 }
 
+void TopDown::posterior_head_k(Backend& be, Level& l, const float* h, int rows, int k, const float* o) const {
+  const int64_t w = 2 * int64_t(l.size);
+  // The row's bottom-up head, once per sample (l.dq is free until the backward).
+  ops::copy_columns(be, in(h + l.head_column, head_width_), out(l.dq.data(), w), rows, w);
+  ops::repeat_rows(be, static_cast<const float*>(l.dq.data()), rows, w, k, l.b_rep.data());
+  posterior_head(be, l, l.b_rep.data(), w, o, rows * k);
+}
+
+void TopDown::head_gradients_to_network(Backend& be, Level& l, int rows) const {
+  const int64_t w = 2 * int64_t(l.size);
+  // Through the clamps (in place): q's, then p's, which the residual posterior's q reads too.
+  if (clamp_)
+    ops::logvar_clamp_backward(be, static_cast<const float*>(l.q_raw.data()), static_cast<const float*>(l.dq.data()),
+                               l.dq.data(), rows, l.size, *clamp_);
+  if (residual_) ops::add_columns(be, in(l.dq.data(), w), out(l.dp.data(), w), rows, w);
+  if (clamp_)
+    ops::logvar_clamp_backward(be, static_cast<const float*>(l.p_raw.data()), static_cast<const float*>(l.dp.data()),
+                               l.dp.data(), rows, l.size, *clamp_);
+  ops::copy_columns(be, in(l.dp.data(), w), out(l.dnet.data(), 2 * w), rows, w);
+  ops::copy_columns(be, in(l.dq.data(), w), out(l.dnet.data() + w, 2 * w), rows, w);
+}
+
 void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, float* z, float* kl,
                       float* kl_dim) {
   const int rows = a.rows;
@@ -176,20 +198,51 @@ void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, con
     ops::gaussian_pair_kl_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.p.data()), rows,
                                    l.size, kl_weight, dim_weight ? dim_weight + (z_offset_[i] - sizes_[0]) : nullptr,
                                    l.dq.data(), l.dp.data());
-    // Through the clamps (in place): q's, then p's, which the residual posterior's q reads too.
-    if (clamp_)
-      ops::logvar_clamp_backward(be, static_cast<const float*>(l.q_raw.data()), static_cast<const float*>(l.dq.data()),
-                                 l.dq.data(), rows, l.size, *clamp_);
-    if (residual_) ops::add_columns(be, in(l.dq.data(), w), out(l.dp.data(), w), rows, w);
-    if (clamp_)
-      ops::logvar_clamp_backward(be, static_cast<const float*>(l.p_raw.data()), static_cast<const float*>(l.dp.data()),
-                                 l.dp.data(), rows, l.size, *clamp_);
-    ops::copy_columns(be, in(l.dp.data(), w), out(l.dnet.data(), 2 * w), rows, w);
-    ops::copy_columns(be, in(l.dq.data(), w), out(l.dnet.data() + w, 2 * w), rows, w);
+    head_gradients_to_network(be, l, rows);
     ops::copy_columns(be, in(l.dq.data(), w), out(dh + l.head_column, head_width_), rows, w);
     l.net->backward(be, parent_z(i, z_top), l.dnet.data(), l.dparent.data(), rows);
     float* up = i == 1 ? dz_top : levels_[static_cast<size_t>(i - 1)].dz.data();
     ops::add_columns(be, in(l.dparent.data(), l.parent), out(up, l.parent), rows, l.parent);
+  }
+}
+
+void TopDown::sample_k(Backend& be, const LatentArgs& a, const float* h, int k, const float* z_top, float* z,
+                       float* lpq) {
+  levels_k(be, h, a.rows, k, z_top, level_noise(a.seed, kStreamLatentLevel0, a.step, a.row0 * k, a.eps_scale, a.per_step),
+           z, lpq);
+}
+
+void TopDown::backward_k(Backend& be, const LatentArgs& a, const float* z_top, int k, const float* dz,
+                         const ops::GradWeight<float>& prior, const ops::GradWeight<float>& log_q, float* dz_top,
+                         float* dh) {
+  const int rows = a.rows, n = rows * k;
+  ops::copy_columns(be, in(dz, total_), out(dz_top, sizes_[0]), n, sizes_[0]);
+  for (int i = 1; i < levels(); ++i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    ops::copy_columns(be, in(dz + z_offset_[i], total_), out(l.dz.data(), l.size), n, l.size);
+  }
+  for (int i = levels() - 1; i >= 1; --i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    const int64_t w = 2 * int64_t(l.size);
+    // -log p(z_i | z_{i-1}): into the prior's head and the sample; then log q's total derivative and
+    // the sample's path into the posterior's head.
+    ops::fill(be, l.dp.data(), n * w, 0.0f);
+    ops::gaussian_log_density_backward(be, static_cast<const float*>(l.p.data()), static_cast<const float*>(l.z.data()),
+                                       n, 1, l.size, prior.negated(), l.dp.data(), l.dz.data());
+    const ops::PosteriorNoise noise = level_noise(a.seed, kStreamLatentLevel0 + static_cast<uint32_t>(i), a.step,
+                                                  a.row0 * k, a.eps_scale, a.per_step);
+    ops::gaussian_posterior_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.dz.data()), n,
+                                     1, l.size, noise, log_q, false, l.dq.data());
+    head_gradients_to_network(be, l, n);
+    // The bottom-up head's gradient: the sum over each row's k samples (rows j, j + k, ...).
+    for (int j = 0; j < k; ++j) {
+      const ops::Columns<const float> sample_j = in(l.dq.data() + int64_t(j) * w, int64_t(k) * w);
+      if (j == 0) ops::copy_columns(be, sample_j, out(dh + l.head_column, head_width_), rows, w);
+      else ops::add_columns(be, sample_j, out(dh + l.head_column, head_width_), rows, w);
+    }
+    l.net->backward(be, parent_z(i, z_top), l.dnet.data(), l.dparent.data(), n);
+    float* up = i == 1 ? dz_top : levels_[static_cast<size_t>(i - 1)].dz.data();
+    ops::add_columns(be, in(l.dparent.data(), l.parent), out(up, l.parent), n, l.parent);
   }
 }
 
@@ -206,19 +259,21 @@ void TopDown::moments(Backend& be, int rows, float* mu, float* log_var) {
 
 void TopDown::importance_sample(Backend& be, const float* h, int rows, int k, const float* z_top, uint64_t seed,
                                 int64_t row0, int64_t sample0, float* z, float* lpq) {
+  levels_k(be, h, rows, k, z_top,
+           level_noise(seed, kStreamImportanceLevel0, static_cast<uint64_t>(sample0), row0 * k, 1.0f, nullptr), z, lpq);
+}
+
+void TopDown::levels_k(Backend& be, const float* h, int rows, int k, const float* z_top, const ops::PosteriorNoise& base,
+                       float* z, float* lpq) {
   const int n = rows * k;
   check_rows(n);
   ops::copy_columns(be, in(z_top, sizes_[0]), out(z, total_), n, sizes_[0]);
   for (int i = 1; i < levels(); ++i) {
     Level& l = levels_[static_cast<size_t>(i)];
-    const int64_t w = 2 * int64_t(l.size);
     const float* o = top_down_pass(be, i, z_top, n);
-    // The row's bottom-up head, once per sample.
-    ops::copy_columns(be, in(h + l.head_column, head_width_), out(l.dq.data(), w), rows, w);
-    ops::repeat_rows(be, static_cast<const float*>(l.dq.data()), rows, w, k, l.b_rep.data());
-    posterior_head(be, l, l.b_rep.data(), w, o, n);
-    const ops::PosteriorNoise noise = level_noise(seed, kStreamImportanceLevel0 + static_cast<uint32_t>(i),
-                                                  static_cast<uint64_t>(sample0), row0 * k, 1.0f, nullptr);
+    posterior_head_k(be, l, h, rows, k, o);
+    ops::PosteriorNoise noise = base;
+    noise.stream += static_cast<uint32_t>(i);
     // -log q at the sample, then + log p.
     ops::gaussian_posterior_sample(be, static_cast<const float*>(l.q.data()), n, 1, l.size, noise, -1.0f, l.z.data(),
                                    l.kl.data());

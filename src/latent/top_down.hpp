@@ -22,6 +22,8 @@
 
 #include "backend/backend.hpp"
 #include "graph/layers.hpp"
+#include "gaussian_posterior.cuh"
+#include "grad_weight.cuh"
 #include "logvar_clamp.cuh"
 #include "step_scalars.cuh"
 #include "vae/config.hpp"
@@ -61,6 +63,19 @@ class TopDown {
   // dim_weight [total - L_0] is given (free bits by group), by one weight per dimension.
   void backward(Backend& be, const LatentArgs& a, const float* z_top, const float* dz, const float* dim_weight,
                 float* dz_top, float* dh);
+  // The importance-weighted bound's training forward: k samples per row of h [rows, head_width()]
+  // with the top's z_top [rows*k, L_0] drawn: z [rows*k, total] and lpq[i] += sum over the lower
+  // levels of log p(z_i | z_{i-1}) - log q(z_i | x, z_{i-1}) (the Monte-Carlo term: the bound needs
+  // each sample's own). Sample j of row b: Philox (u/4, (row0 + b) k + j, step, kStreamLatentLevel0
+  // + i), so k = 1 draws forward's noise. Needs prepare(rows * k).
+  void sample_k(Backend& be, const LatentArgs& a, const float* h, int k, const float* z_top, float* z, float* lpq);
+  // Its backward after sample_k on the same input: dz [rows*k, total] (the decoder's, weighted per
+  // sample), each lower level's log p weighted by `prior` (the weight of -log p in the loss, per
+  // sample) and log q by `log_q` (the weight of log q): dz_top [rows*k, L_0] (written: the
+  // decoder's at the top plus what the top-down networks send up) and dh's bottom-up columns
+  // (written: each row's k samples summed).
+  void backward_k(Backend& be, const LatentArgs& a, const float* z_top, int k, const float* dz,
+                  const ops::GradWeight<float>& prior, const ops::GradWeight<float>& log_q, float* dz_top, float* dh);
   // The lower levels' posterior means and clamped log-variances of the last forward, into columns
   // L_0.. of mu and log_var [rows, total].
   void moments(Backend& be, int rows, float* mu, float* log_var);
@@ -97,6 +112,14 @@ class TopDown {
   void place(Backend& be, int i, int rows, float* z) const;
   // q_i from b (its rows, stride) and the network's output (clamped when the clamp is on).
   void posterior_head(Backend& be, Level& l, const float* b, int64_t b_stride, const float* o, int rows) const;
+  // k samples per row of every level below the top (importance_sample and sample_k): level i's
+  // noise is base's with stream base.stream + i.
+  void levels_k(Backend& be, const float* h, int rows, int k, const float* z_top, const ops::PosteriorNoise& base,
+                float* z, float* lpq);
+  // q_i for k samples per row of h: the row's bottom-up head repeated k times (into l.b_rep).
+  void posterior_head_k(Backend& be, Level& l, const float* h, int rows, int k, const float* o) const;
+  // The level's gradients dq and dp (through the clamps, the residual's dp += dq) into dnet = [dp | dq].
+  void head_gradients_to_network(Backend& be, Level& l, int rows) const;
 
   std::vector<int> sizes_, z_offset_;
   int total_ = 0, head_width_ = 0;
