@@ -739,6 +739,15 @@ TEST(Hierarchy, BoundsCheckpointAndLevelTemperatures) {
   ASSERT_EQ(many.level_sizes, (std::vector<int>{6, 6}));
   EXPECT_NEAR(many.kl_per_level[0] + many.kl_per_level[1], many.kl, 1e-9);
   EXPECT_GT(many.kl_per_level[1], 0.0);
+  // Units that add to the code: mean KL term above 0.01 nats, level by level.
+  ASSERT_EQ(many.kl_active_units_per_level.size(), 2u);
+  ASSERT_EQ(many.kl_per_dim.size(), 12u);
+  for (int level = 0; level < 2; ++level) {
+    int expected = 0;
+    for (int u = 6 * level; u < 6 * level + 6; ++u) expected += many.kl_per_dim[size_t(u)] > 0.01;
+    EXPECT_EQ(many.kl_active_units_per_level[size_t(level)], expected) << level;
+  }
+  EXPECT_NE(many.to_json().find("\"kl_active_units_per_level\""), std::string::npos);
 
   test::ScratchDir dir("hierarchy_checkpoint");
   save_checkpoint(model, dir.file("m.safetensors"));

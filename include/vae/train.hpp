@@ -47,10 +47,15 @@ struct EvalResult {
   // A hierarchy (ModelConfig::levels): each level's size, mean KL term (the top's against its
   // prior, each lower level's against its conditional prior at the sampled level above) and active
   // units (Var_x of its posterior mean, the lower levels' at the sampled levels above), top first.
+  // A lower level's posterior mean follows the level above even where the level adds nothing (its
+  // posterior equal to its conditional prior), so kl_active_units_per_level counts the units whose
+  // mean KL term is above 0.01 nats instead: what the level adds to the code. The top's entry is -1
+  // (JSON null) where its KL per dimension does not exist (a prior other than N(0, I)).
   // Empty for one level.
   std::vector<int> level_sizes;
   std::vector<double> kl_per_level;
   std::vector<int> active_units_per_level;
+  std::vector<int> kl_active_units_per_level;
   // The KL term split in two (Hoffman & Johnson 2016): E_x KL(q(z|x) || p(z)) = I(x; z) + KL(q(z) || p(z)),
   // q(z) the aggregate posterior (1/N) sum_n q(z|x_n) over the N test images. Estimated at one
   // sample z_i ~ q(z|x_i) for each of the first mi_samples images:

@@ -307,8 +307,9 @@ int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flag
     std::printf("%s\n", r.bpd_from_density ? "  [Gaussian density x bin width 1/255: approximate]" : "");
     std::printf("active units     %d of %zu\n", r.active_units, r.mean_variance.size());
     for (size_t i = 0; i < r.level_sizes.size(); ++i)
-      std::printf("level %zu%s  %4d units  KL %.3f nats  active units %d\n", i, i == 0 ? " (top)" : "      ",
-                  r.level_sizes[i], r.kl_per_level[i], r.active_units_per_level[i]);
+      std::printf("level %zu%s  %4d units  KL %.3f nats  active units %d (by KL > 0.01 nats: %s)\n", i,
+                  i == 0 ? " (top)" : "      ", r.level_sizes[i], r.kl_per_level[i], r.active_units_per_level[i],
+                  r.kl_active_units_per_level[i] < 0 ? "n/a" : std::to_string(r.kl_active_units_per_level[i]).c_str());
     if (r.mi_samples > 0)
       std::printf("KL = I(x;z) + KL(q(z)||p(z)): %.3f + %.3f nats (at %d samples against %lld posteriors)\n",
                   r.mutual_info, r.aggregate_kl, r.mi_samples, static_cast<long long>(r.count));

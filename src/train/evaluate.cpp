@@ -11,6 +11,7 @@
 #include "gather_pixels.cuh"
 #include "importance_sample.cuh"
 #include "model/model_impl.hpp"
+#include "train/level_report.hpp"
 #include "model/model_use.hpp"
 #include "philox.cuh"
 #include "rows.cuh"
@@ -256,9 +257,10 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     for (int i = 0; i < hierarchy->levels(); ++i) {
       const int first = hierarchy->level_offset(i), size = hierarchy->level_size(i);
       double kl_level = 0;
-      int active = 0;
+      int active = 0, kl_active = 0;
       for (int u = first; u < first + size; ++u) {
         kl_level += kl_dim[u] / n;
+        kl_active += kl_dim[u] / n > 0.01;
         const double mean = mu_sum[u] / n;
         active += std::max(0.0, mu_sq[u] / n - mean * mean) > 0.01;
       }
@@ -266,6 +268,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
       res.level_sizes.push_back(size);
       res.kl_per_level.push_back(kl_level);
       res.active_units_per_level.push_back(active);
+      res.kl_active_units_per_level.push_back(i > 0 || m.latent_block.reports_kl_per_dim() ? kl_active : -1);
     }
     // The top's share is the rest (its KL per dimension exists only for the N(0, I) prior).
     res.kl_per_level[0] = res.kl - lower;
@@ -307,6 +310,7 @@ std::string EvalResult::to_json() const {
     j["levels"] = level_sizes;
     j["kl_per_level"] = kl_per_level;
     j["active_units_per_level"] = active_units_per_level;
+    j["kl_active_units_per_level"] = kl_active_json(kl_active_units_per_level);
   }
   if (mi_samples > 0) {
     j["mutual_info"] = mutual_info;

@@ -17,6 +17,7 @@
 #include "model/model_use.hpp"
 #include "philox.cuh"
 #include "rows.cuh"
+#include "train/level_report.hpp"
 #include "train/schedule.hpp"
 #include "vae/error.hpp"
 #include "vae/safetensors.hpp"
@@ -77,6 +78,7 @@ std::string EpochMetrics::to_json() const {
   if (!test.level_sizes.empty()) {
     j["kl_per_level"] = test.kl_per_level;
     j["active_units_per_level"] = test.active_units_per_level;
+    j["kl_active_units_per_level"] = kl_active_json(test.kl_active_units_per_level);
   }
   j["seconds"] = seconds;
   j["samples_per_s"] = samples_per_s;
