@@ -140,6 +140,21 @@ struct Sampled {
   std::vector<float> images;
   double seconds = 0;
 };
+std::string format_number(double v) {
+  char buf[32];
+  std::snprintf(buf, sizeof buf, "%g", v);
+  return buf;
+}
+
+// "temperature 0.8", or a hierarchy's "temperatures 1,0.7 (top first)" when given per level.
+std::string temperature_text(const GenerateCommands& g) {
+  if (g.level_temperatures.empty()) return "temperature " + format_number(g.temperature);
+  std::string s = "temperatures ";
+  for (size_t i = 0; i < g.level_temperatures.size(); ++i)
+    s += std::string(i ? "," : "") + format_number(g.level_temperatures[i]);
+  return s + " (top first)";
+}
+
 Sampled draw(Model& model, SampleOptions o, const GenerateCommands& g, AggregatePosterior* fitted) {
   o.source = parse_source(g.from);
   if (o.source == SampleSource::Aggregate) {
@@ -180,8 +195,8 @@ int run_sample(GenerateCommands& g) {
   AggregatePosterior fitted;
   const Sampled s = draw(model, o, g, &fitted);
   write_images(g.out, s.images, o.n, c, columns, g.scale, row_labels);
-  std::printf("wrote %d samples (%s, temperature %g%s) to %s; generated at %.0f samples/s on %s\n", o.n, g.from.c_str(),
-              g.temperature, c.conditional ? (g.label.empty() || g.label == "all" ? ", one row per class" : (", label " + g.label).c_str()) : "",
+  std::printf("wrote %d samples (%s, %s%s) to %s; generated at %.0f samples/s on %s\n", o.n, g.from.c_str(),
+              temperature_text(g).c_str(), c.conditional ? (g.label.empty() || g.label == "all" ? ", one row per class" : (", label " + g.label).c_str()) : "",
               g.out.c_str(), o.n / std::max(s.seconds, 1e-9), to_string(model.device()).c_str());
   return 0;
 }
@@ -457,8 +472,8 @@ int run_quality(GenerateCommands& g) {
     std::printf("%s\n", j.dump().c_str());
     return 0;
   }
-  std::printf("samples                  %d from the %s at temperature %g (%.0f samples/s on %s)\n", o.n, g.from.c_str(),
-              g.temperature, j["samples_per_s"].get<double>(), j["device"].get<std::string>().c_str());
+  std::printf("samples                  %d from the %s at %s (%.0f samples/s on %s)\n", o.n, g.from.c_str(),
+              temperature_text(g).c_str(), j["samples_per_s"].get<double>(), j["device"].get<std::string>().c_str());
   std::printf("Frechet distance         %.3f (classifier features of samples vs %lld test images)\n", fd,
               static_cast<long long>(n_real));
   std::printf("  real images' floor     %.3f (%lld training vs test images)\n", fd_real, static_cast<long long>(n_train));
