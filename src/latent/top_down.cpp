@@ -30,6 +30,13 @@ ops::PosteriorNoise level_noise(uint64_t seed, uint32_t stream, uint64_t step, i
   return n;
 }
 
+// A training step's noise for level i, k samples per row (each sample its own row of the level's
+// heads): sample j of row b at Philox row (row0 + b) k + j, so k = 1 is the ELBO's.
+ops::PosteriorNoise training_noise(const LatentArgs& a, int level, int k = 1) {
+  return level_noise(a.seed, kStreamLatentLevel0 + static_cast<uint32_t>(level), a.step, a.row0 * k, a.eps_scale,
+                     a.per_step);
+}
+
 }  // namespace
 
 TopDown::TopDown(const ModelConfig& c) : sizes_(c.levels), residual_(c.residual_posterior) {
@@ -165,8 +172,7 @@ void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const fl
     Level& l = levels_[static_cast<size_t>(i)];
     const float* o = top_down_pass(be, i, z_top, rows);
     posterior_head(be, l, h + l.head_column, head_width_, o, rows);
-    const ops::PosteriorNoise n =
-        level_noise(a.seed, kStreamLatentLevel0 + static_cast<uint32_t>(i), a.step, a.row0, a.eps_scale, a.per_step);
+    const ops::PosteriorNoise n = training_noise(a, i);
     ops::gaussian_posterior_sample(be, static_cast<const float*>(l.q.data()), rows, 1, l.size, n, 1.0f, l.z.data(),
                                    static_cast<float*>(nullptr));
     ops::gaussian_pair_kl_forward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.p.data()), rows,
@@ -187,8 +193,7 @@ void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, con
   for (int i = levels() - 1; i >= 1; --i) {
     Level& l = levels_[static_cast<size_t>(i)];
     const int64_t w = 2 * int64_t(l.size);
-    const ops::PosteriorNoise n =
-        level_noise(a.seed, kStreamLatentLevel0 + static_cast<uint32_t>(i), a.step, a.row0, a.eps_scale, a.per_step);
+    const ops::PosteriorNoise n = training_noise(a, i);
     // The sample's path (the KL is analytic: no log q term), then the KL into both heads.
     ops::gaussian_posterior_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.dz.data()),
                                      rows, 1, l.size, n, ops::GradWeight<float>{}, false, l.dq.data());
@@ -208,8 +213,7 @@ void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, con
 
 void TopDown::sample_k(Backend& be, const LatentArgs& a, const float* h, int k, const float* z_top, float* z,
                        float* lpq) {
-  levels_k(be, h, a.rows, k, z_top, level_noise(a.seed, kStreamLatentLevel0, a.step, a.row0 * k, a.eps_scale, a.per_step),
-           z, lpq);
+  levels_k(be, h, a.rows, k, z_top, training_noise(a, 0, k), z, lpq);
 }
 
 void TopDown::backward_k(Backend& be, const LatentArgs& a, const float* z_top, int k, const float* dz,
@@ -229,8 +233,7 @@ void TopDown::backward_k(Backend& be, const LatentArgs& a, const float* z_top, i
     ops::fill(be, l.dp.data(), n * w, 0.0f);
     ops::gaussian_log_density_backward(be, static_cast<const float*>(l.p.data()), static_cast<const float*>(l.z.data()),
                                        n, 1, l.size, prior.negated(), l.dp.data(), l.dz.data());
-    const ops::PosteriorNoise noise = level_noise(a.seed, kStreamLatentLevel0 + static_cast<uint32_t>(i), a.step,
-                                                  a.row0 * k, a.eps_scale, a.per_step);
+    const ops::PosteriorNoise noise = training_noise(a, i, k);
     ops::gaussian_posterior_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.dz.data()), n,
                                      1, l.size, noise, log_q, false, l.dq.data());
     head_gradients_to_network(be, l, n);
