@@ -131,23 +131,22 @@ void Gate::backward(Backend& be, const float* x, const float* dy, float* dx, int
 LogvarClamp::LogvarClamp(int latent, float lo, float hi, bool soft, int64_t width)
     : Module({width ? width : 2 * int64_t(latent)}, {width ? width : 2 * int64_t(latent)}),
       latent_(latent),
-      width_(width ? width : 2 * int64_t(latent)),
       lo_(lo),
       hi_(hi),
       soft_(soft) {
-  if (width_ < 2 * int64_t(latent))
-    throw Error("LogvarClamp: a row of " + std::to_string(width_) + " is narrower than the head of " +
+  if (in_features() < 2 * int64_t(latent))
+    throw Error("LogvarClamp: a row of " + std::to_string(in_features()) + " is narrower than the head of " +
                 std::to_string(2 * latent));
   if (!(lo < hi)) throw Error("LogvarClamp: the log-variance range needs lo < hi, got [" + std::to_string(lo) + ", " +
                               std::to_string(hi) + "]");
 }
 
 void LogvarClamp::forward(Backend& be, const float* x, float* y, int rows, Workspace /*ws*/) {
-  ops::logvar_clamp_forward(be, x, y, rows, latent_, ops::LogvarBounds<float>{lo_, hi_, soft_}, width_);
+  ops::logvar_clamp_forward(be, x, y, rows, latent_, ops::LogvarBounds<float>{lo_, hi_, soft_}, in_features());
 }
 
 void LogvarClamp::backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace /*ws*/) {
-  if (dx) ops::logvar_clamp_backward(be, x, dy, dx, rows, latent_, ops::LogvarBounds<float>{lo_, hi_, soft_}, width_);
+  if (dx) ops::logvar_clamp_backward(be, x, dy, dx, rows, latent_, ops::LogvarBounds<float>{lo_, hi_, soft_}, in_features());
 }
 
 namespace {

@@ -117,8 +117,7 @@ class LogvarClamp final : public Module {
   void backward(Backend& be, const float* x, const float* dy, float* dx, int rows, Workspace ws) override;
 
  private:
-  int latent_;
-  int64_t width_;
+  int latent_;  // the row is in_features() wide
   float lo_, hi_;
   bool soft_;
 };

@@ -109,6 +109,11 @@ void LatentBlock::resample_below(Backend& be, const float* h, int rows, int keep
   top_down_->sample(be, h, rows, keep, z_top_.data(), {temperature}, seed, 0, z);
 }
 
+void LatentBlock::check_samples(int n) const {
+  if (top_down_ && n > capacity_)
+    throw Error("LatentBlock: " + std::to_string(n) + " samples but prepared for " + std::to_string(capacity_));
+}
+
 const float* LatentBlock::top_head(Backend& be, const float* h, int rows) {
   if (!top_down_) return h;
   if (rows > capacity_) throw Error("LatentBlock: " + std::to_string(rows) + " rows but prepared for " + std::to_string(capacity_));
@@ -222,8 +227,7 @@ void LatentBlock::sample_k(Backend& be, const LatentArgs& args, const float* h_i
   // A hierarchy: the top's k samples on its own columns, then the levels below, each sample its own
   // top-down pass.
   const LatentArgs a = at_top(args, top_latent());
-  if (top_down_ && a.rows * k > capacity_)
-    throw Error("LatentBlock: " + std::to_string(a.rows * k) + " samples but prepared for " + std::to_string(capacity_));
+  check_samples(a.rows * k);
   const float* h = top_head(be, h_in, a.rows);
   float* z = top_down_ ? z_top_.data() : z_out;
   // -log q(z|x), then plus log p(z).
@@ -258,8 +262,7 @@ void LatentBlock::importance_sample(Backend& be, const float* h_in, int rows, in
                                     int64_t sample0, float* z_out, float* log_pz_minus_qz) {
   const float* h = top_head(be, h_in, rows);
   float* z = top_down_ ? z_top_.data() : z_out;
-  if (top_down_ && rows * k > capacity_)
-    throw Error("LatentBlock: " + std::to_string(rows * k) + " samples but prepared for " + std::to_string(capacity_));
+  check_samples(rows * k);
   if (fused_) {
     ops::latent_importance_sample(be, h, z, log_pz_minus_qz, rows, k, top_latent(), seed, row0, sample0);
   } else {

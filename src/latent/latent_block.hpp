@@ -108,6 +108,8 @@ class LatentBlock {
   // The top level's view of the encoder's output: one level reads h itself; a hierarchy copies the
   // top's columns into h_top_ (and its gradient out of dh_top_) around the top's ops.
   const float* top_head(Backend& be, const float* h, int rows);
+  // A hierarchy's top-level copies hold n rows (the importance-weighted forms' rows * k).
+  void check_samples(int n) const;
 
   int latent_, head_width_;
   Posterior posterior_;

@@ -163,6 +163,30 @@ void TopDown::head_gradients_to_network(Backend& be, Level& l, int rows) const {
   ops::copy_columns(be, in(l.dq.data(), w), out(l.dnet.data() + w, 2 * w), rows, w);
 }
 
+void TopDown::split_dz(Backend& be, const float* dz, int rows, float* dz_top) {
+  ops::copy_columns(be, in(dz, total_), out(dz_top, sizes_[0]), rows, sizes_[0]);
+  for (int i = 1; i < levels(); ++i) {
+    Level& l = levels_[static_cast<size_t>(i)];
+    ops::copy_columns(be, in(dz + z_offset_[i], total_), out(l.dz.data(), l.size), rows, l.size);
+  }
+}
+
+void TopDown::network_backward(Backend& be, int i, const float* z_top, int rows, int k, float* dz_top, float* dh) {
+  Level& l = levels_[static_cast<size_t>(i)];
+  const int64_t w = 2 * int64_t(l.size);
+  const int n = rows * k;
+  head_gradients_to_network(be, l, n);
+  // The bottom-up head's gradient: the sum over each row's k samples (rows j, j + k, ...).
+  for (int j = 0; j < k; ++j) {
+    const ops::Columns<const float> sample_j = in(l.dq.data() + int64_t(j) * w, int64_t(k) * w);
+    if (j == 0) ops::copy_columns(be, sample_j, out(dh + l.head_column, head_width_), rows, w);
+    else ops::add_columns(be, sample_j, out(dh + l.head_column, head_width_), rows, w);
+  }
+  l.net->backward(be, parent_z(i, z_top), l.dnet.data(), l.dparent.data(), n);
+  float* up = i == 1 ? dz_top : levels_[static_cast<size_t>(i - 1)].dz.data();
+  ops::add_columns(be, in(l.dparent.data(), l.parent), out(up, l.parent), n, l.parent);
+}
+
 void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const float* z_top, float* z, float* kl,
                       float* kl_dim) {
   const int rows = a.rows;
@@ -185,11 +209,7 @@ void TopDown::forward(Backend& be, const LatentArgs& a, const float* h, const fl
 void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, const float* dz, const float* dim_weight,
                        float* dz_top, float* dh) {
   const int rows = a.rows;
-  ops::copy_columns(be, in(dz, total_), out(dz_top, sizes_[0]), rows, sizes_[0]);
-  for (int i = 1; i < levels(); ++i) {
-    Level& l = levels_[static_cast<size_t>(i)];
-    ops::copy_columns(be, in(dz + z_offset_[i], total_), out(l.dz.data(), l.size), rows, l.size);
-  }
+  split_dz(be, dz, rows, dz_top);
   for (int i = levels() - 1; i >= 1; --i) {
     Level& l = levels_[static_cast<size_t>(i)];
     const int64_t w = 2 * int64_t(l.size);
@@ -203,11 +223,7 @@ void TopDown::backward(Backend& be, const LatentArgs& a, const float* z_top, con
     ops::gaussian_pair_kl_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.p.data()), rows,
                                    l.size, kl_weight, dim_weight ? dim_weight + (z_offset_[i] - sizes_[0]) : nullptr,
                                    l.dq.data(), l.dp.data());
-    head_gradients_to_network(be, l, rows);
-    ops::copy_columns(be, in(l.dq.data(), w), out(dh + l.head_column, head_width_), rows, w);
-    l.net->backward(be, parent_z(i, z_top), l.dnet.data(), l.dparent.data(), rows);
-    float* up = i == 1 ? dz_top : levels_[static_cast<size_t>(i - 1)].dz.data();
-    ops::add_columns(be, in(l.dparent.data(), l.parent), out(up, l.parent), rows, l.parent);
+    network_backward(be, i, z_top, rows, 1, dz_top, dh);
   }
 }
 
@@ -219,12 +235,8 @@ void TopDown::sample_k(Backend& be, const LatentArgs& a, const float* h, int k, 
 void TopDown::backward_k(Backend& be, const LatentArgs& a, const float* z_top, int k, const float* dz,
                          const ops::GradWeight<float>& prior, const ops::GradWeight<float>& log_q, float* dz_top,
                          float* dh) {
-  const int rows = a.rows, n = rows * k;
-  ops::copy_columns(be, in(dz, total_), out(dz_top, sizes_[0]), n, sizes_[0]);
-  for (int i = 1; i < levels(); ++i) {
-    Level& l = levels_[static_cast<size_t>(i)];
-    ops::copy_columns(be, in(dz + z_offset_[i], total_), out(l.dz.data(), l.size), n, l.size);
-  }
+  const int n = a.rows * k;
+  split_dz(be, dz, n, dz_top);
   for (int i = levels() - 1; i >= 1; --i) {
     Level& l = levels_[static_cast<size_t>(i)];
     const int64_t w = 2 * int64_t(l.size);
@@ -236,16 +248,7 @@ void TopDown::backward_k(Backend& be, const LatentArgs& a, const float* z_top, i
     const ops::PosteriorNoise noise = training_noise(a, i, k);
     ops::gaussian_posterior_backward(be, static_cast<const float*>(l.q.data()), static_cast<const float*>(l.dz.data()), n,
                                      1, l.size, noise, log_q, false, l.dq.data());
-    head_gradients_to_network(be, l, n);
-    // The bottom-up head's gradient: the sum over each row's k samples (rows j, j + k, ...).
-    for (int j = 0; j < k; ++j) {
-      const ops::Columns<const float> sample_j = in(l.dq.data() + int64_t(j) * w, int64_t(k) * w);
-      if (j == 0) ops::copy_columns(be, sample_j, out(dh + l.head_column, head_width_), rows, w);
-      else ops::add_columns(be, sample_j, out(dh + l.head_column, head_width_), rows, w);
-    }
-    l.net->backward(be, parent_z(i, z_top), l.dnet.data(), l.dparent.data(), n);
-    float* up = i == 1 ? dz_top : levels_[static_cast<size_t>(i - 1)].dz.data();
-    ops::add_columns(be, in(l.dparent.data(), l.parent), out(up, l.parent), n, l.parent);
+    network_backward(be, i, z_top, a.rows, k, dz_top, dh);
   }
 }
 

@@ -120,6 +120,12 @@ class TopDown {
   void posterior_head_k(Backend& be, Level& l, const float* h, int rows, int k, const float* o) const;
   // The level's gradients dq and dp (through the clamps, the residual's dp += dq) into dnet = [dp | dq].
   void head_gradients_to_network(Backend& be, Level& l, int rows) const;
+  // The backward's start: dz [rows, total] into dz_top [rows, L_0] and each lower level's l.dz.
+  void split_dz(Backend& be, const float* dz, int rows, float* dz_top);
+  // Level i's head gradients dq and dp, k samples per row of them, out: through the clamps into dnet
+  // (head_gradients_to_network), dq summed over each row's samples into dh's bottom-up columns, dnet
+  // through the top-down network into the level above's dz (or dz_top).
+  void network_backward(Backend& be, int i, const float* z_top, int rows, int k, float* dz_top, float* dh);
 
   std::vector<int> sizes_, z_offset_;
   int total_ = 0, head_width_ = 0;
