@@ -53,7 +53,10 @@ const std::pair<const char*, NetworkType> kNetworks[] = {{"mlp", NetworkType::ML
 const std::pair<const char*, ObjectiveType> kObjectives[] = {
     {"elbo", ObjectiveType::Elbo}, {"iwae", ObjectiveType::Iwae}, {"iwae_dreg", ObjectiveType::IwaeDreg}};
 const std::pair<const char*, WarmupSchedule> kWarmups[] = {{"linear", WarmupSchedule::Linear},
-                                                          {"cyclical", WarmupSchedule::Cyclical}};
+                                                          {"cyclical", WarmupSchedule::Cyclical},
+                                                          {"linear_epochs", WarmupSchedule::LinearEpochs}};
+const std::pair<const char*, ValidationSplit> kValidationSplits[] = {{"permuted", ValidationSplit::Permuted},
+                                                                     {"tail", ValidationSplit::Tail}};
 const std::pair<const char*, PriorType> kPriors[] = {
     {"standard_normal", PriorType::StandardNormal}, {"mog", PriorType::MixtureOfGaussians}, {"vamp", PriorType::Vamp},
     {"flow", PriorType::Flow}, {"label_gaussian", PriorType::LabelGaussian}};
@@ -219,6 +222,8 @@ ObjectiveType parse_objective(const std::string& s) {
 }
 std::string to_string(WarmupSchedule w) { return enum_name(w, kWarmups); }
 WarmupSchedule parse_warmup(const std::string& s) { return parse_enum(s, "warm-up schedule", kWarmups); }
+std::string to_string(ValidationSplit v) { return enum_name(v, kValidationSplits); }
+ValidationSplit parse_validation_split(const std::string& s) { return parse_enum(s, "validation split", kValidationSplits); }
 PriorType parse_prior(const std::string& s) {
   return s == "standard" ? PriorType::StandardNormal : parse_enum(s, "prior type", kPriors);
 }
@@ -680,6 +685,16 @@ const std::vector<Field<TrainConfig>>& train_fields() {
     f.push_back(value("test_fraction", VAE_GET(C, test_fraction), 1e-6, 0.999999, "--test-fraction",
                       "share of a .npy or PNG source held out as the test set (default 0.1; IDX folders with t10k "
                       "files use those)"));
+    f.push_back(value("validation_fraction", VAE_GET(C, validation_fraction), 0, 0.9, "--validation-fraction",
+                      "share of the training images held out as a validation set, evaluated every epoch: best.safetensors "
+                      "and --early-stopping go by its -ELBO (default 0: none, and best.safetensors goes by the test set)"));
+    f.push_back(choice("validation_split", VAE_GET(C, validation_split), parse_validation_split, to_string,
+                       "--validation-split",
+                       "permuted|tail: a fixed pseudo-random share of the training images, the same for every seed, or "
+                       "the last ones (vae_vampprior's fixed validation set) (default permuted)"));
+    f.push_back(value("early_stopping", VAE_GET(C, early_stopping), 0, 100000, "--early-stopping",
+                      "stop after this many epochs in a row without a better validation -ELBO, not counting KL warm-up "
+                      "epochs; needs --validation-fraction (default 0: off)"));
     f.push_back(value("out", VAE_GET(C, out_dir), {}, {}, "--out",
                       "run folder (default runs/latest); must not hold a run unless --overwrite"));
     f.push_back(value("epochs", VAE_GET(C, epochs), 1, 100000, "--epochs", "epochs (default 10)", true));
@@ -723,7 +738,8 @@ const std::vector<Field<ObjectiveConfig>>& objective_fields() {
                        "(default elbo)"));
     f.push_back(value("beta", VAE_GET(C, beta), 0, 1000, "--beta", "KL weight; with --capacity its gamma (default 1)"));
     f.push_back(choice("warmup", VAE_GET(C, warmup), parse_warmup, to_string, "--warmup",
-                       "linear|cyclical KL warm-up over --warmup-epochs (cyclical: cycles of that length) (default linear)"));
+                       "linear|linear_epochs|cyclical KL warm-up over --warmup-epochs: step by step, epoch by epoch (beta * "
+                       "epoch / warmup-epochs, vae_vampprior's), or cycles of that length (default linear)"));
     f.push_back(value("warmup_epochs", VAE_GET(C, warmup_epochs), 0, 100000, "--warmup-epochs",
                       "KL warm-up epochs, or a cyclical warm-up's cycle length; 0 = none (default 0)"));
     f.push_back(value("warmup_ratio", VAE_GET(C, warmup_ratio), 0.01, 1, "--warmup-ratio",
@@ -900,6 +916,11 @@ void TrainConfig::validate() const {
   for (const auto& f : config::train_fields()) f.check(*this);
   require(min_lr <= lr, "min_lr must be in [0, lr]");
   require(!out_dir.empty(), "out must name a folder");
+  require(early_stopping == 0 || validation_fraction > 0,
+          "early_stopping judges the run on a validation set: set validation_fraction (--validation-fraction 0.1, say) "
+          "or remove early_stopping");
+  require(validation_fraction > 0 || validation_split == ValidationSplit::Permuted,
+          "validation_split chooses which images validation_fraction holds out: set validation_fraction > 0");
   objective.validate();
   require(objective.warmup_epochs <= epochs * 1000, "warmup_epochs must be at most 1000 times the epochs");
 }

@@ -19,7 +19,8 @@ enum class LrSchedule { Constant, Cosine };
 enum class NetworkType { MLP, Conv };
 enum class PriorType { StandardNormal, MixtureOfGaussians, Vamp, Flow, LabelGaussian };
 enum class ObjectiveType { Elbo, Iwae, IwaeDreg };
-enum class WarmupSchedule { Linear, Cyclical };
+enum class WarmupSchedule { Linear, Cyclical, LinearEpochs };
+enum class ValidationSplit { Permuted, Tail };
 
 std::string to_string(Activation a);
 std::string to_string(Likelihood l);
@@ -31,6 +32,7 @@ std::string to_string(NetworkType t);
 std::string to_string(PriorType t);
 std::string to_string(ObjectiveType t);
 std::string to_string(WarmupSchedule w);
+std::string to_string(ValidationSplit v);
 Activation parse_activation(const std::string& s);
 Likelihood parse_likelihood(const std::string& s);
 // "none", "hard" or "soft".
@@ -44,6 +46,8 @@ PriorType parse_prior(const std::string& s);
 // "elbo", "iwae" or "iwae_dreg" (also "iwae-dreg", the CLI's spelling).
 ObjectiveType parse_objective(const std::string& s);
 WarmupSchedule parse_warmup(const std::string& s);
+// "permuted" or "tail".
+ValidationSplit parse_validation_split(const std::string& s);
 
 // The largest model a configuration or checkpoint may describe: 2^30 parameters, which with their
 // gradients and Adam moments is 16 GiB. Checked before anything is allocated.
@@ -179,8 +183,10 @@ struct ModelConfig {
 //   iwae:      loss = mean_b -log (1/k) sum_j p(x_b, z_bj) / q(z_bj | x_b), k samples per row
 //   iwae_dreg: the same loss; the encoder's gradient is the doubly-reparameterised estimator
 //              (Tucker et al. 2018), the decoder's and the prior's are IWAE's.
-// Warm-up: linear takes beta_t from 0 to beta over warmup_epochs epochs; cyclical (Fu et al. 2019)
-// repeats cycles of warmup_epochs epochs, rising over the first warmup_ratio of each and holding.
+// Warm-up: linear takes beta_t from 0 to beta over warmup_epochs epochs, step by step;
+// linear_epochs holds beta_t = beta * min(1, e / warmup_epochs) through epoch e (vae_vampprior's
+// schedule: 1/warmup_epochs of beta in the first epoch); cyclical (Fu et al. 2019) repeats cycles of
+// warmup_epochs epochs, rising over the first warmup_ratio of each and holding.
 // In JSON: the run config's "objective" section.
 struct ObjectiveConfig {
   ObjectiveType type = ObjectiveType::Elbo;
@@ -212,6 +218,15 @@ struct TrainConfig {
   std::string data_dir = "/usr/share/datasets/fashion-mnist";
   std::string labels_path;      // labels .npy for a .npy data set (optional)
   double test_fraction = 0.1;   // held out when the data has no test split of its own
+  // A validation set held out of the training images (0 = none): round(fraction * N) images, either
+  // a fixed pseudo-random share (permuted: the same images for every seed) or the last ones of the
+  // training split (tail: vae_vampprior's fixed validation, Fashion-MNIST's last 10,000 at 1/6). Each
+  // epoch evaluates it; best.safetensors and early stopping then go by its -ELBO, not the test set's.
+  double validation_fraction = 0;
+  ValidationSplit validation_split = ValidationSplit::Permuted;
+  // Early stopping (0 = off; needs a validation set): the run ends after this many epochs in a row
+  // without a new best validation -ELBO, not counting the epochs of a KL warm-up (vae_vampprior's rule).
+  int early_stopping = 0;
   std::string out_dir = "runs/latest";
   int epochs = 10;
   int batch = 128;

@@ -60,6 +60,7 @@ ImageSet read_png_folder(const std::string& dir, std::vector<std::string>* class
 struct Dataset {
   ImageSet train;
   ImageSet test;
+  ImageSet validation;                   // held out of the training images by hold_out_validation; empty when none
   std::string source;                    // what was loaded, for messages and logs
   std::vector<std::string> class_names;  // PNG class folders, when the source has them
   double test_fraction = 0;              // the share held out as the test set; 0: the source's own test split
@@ -81,10 +82,17 @@ struct DataOptions {
 // A missing path names the Debian package that installs Fashion-MNIST.
 Dataset load_dataset(const std::string& path, const DataOptions& options = {});
 
+// Moves round(fraction * N) of the N training images (at least one, and at least one left to train
+// on) into d.validation, both parts keeping the source's order (and their labels): with tail, the
+// last ones (vae_vampprior's fixed validation set: Fashion-MNIST's last 10,000 at 1/6); otherwise a
+// fixed pseudo-random share, the same for every training seed and run. fraction 0 does nothing.
+void hold_out_validation(Dataset& d, double fraction, bool tail);
+
 // The content hash of a data set as loaded: "sha256:" and 64 hex digits of SHA-256 over the training
 // and then the test split, each as its count, channels, height and width (little-endian int64), its
 // pixels, and its labels (their count as int64, then each as little-endian int32). The same images,
-// split and labels give the same hash whatever file format held them, and any changed pixel,
+// split and labels give the same hash whatever file format held them (a validation set held out of
+// the training split is not part of it: hash before hold_out_validation), and any changed pixel,
 // label or split another one. SHA-256 runs at about 1.5 GB/s on a CPU with SHA instructions: 0.04 s
 // for Fashion-MNIST (55 MB).
 std::string dataset_hash(const Dataset& data);

@@ -85,6 +85,7 @@ struct EpochMetrics {
   double capacity = 0;        // the capacity objective's C at the epoch's last step (0 when off)
   int64_t skipped_steps = 0;  // steps whose loss or gradient norm was not finite: no update was made
   EvalResult test;
+  EvalResult validation;  // count 0 when the run holds out no validation set
   double seconds = 0, samples_per_s = 0;
   std::string to_json() const;
 };
@@ -110,7 +111,9 @@ struct TrainProgress {
   int epochs_done = 0;           // completed epochs
   int64_t steps_into_epoch = 0;  // steps of epoch epochs_done + 1 already taken (a stop mid-epoch)
   std::vector<double> epoch_sums = std::vector<double>(4, 0.0);  // those steps' [loss, recon, kl] row sums, skipped steps
-  double best_neg_elbo = std::numeric_limits<double>::infinity();  // best test -ELBO at an epoch's end
+  // The best -ELBO at an epoch's end, and its epoch: on the validation set when the run holds one
+  // out, else on the test set. best.safetensors is that epoch's model.
+  double best_neg_elbo = std::numeric_limits<double>::infinity();
   int best_epoch = 0;
   int processes = 1;             // the data-parallel job's size when the state was written
 };
@@ -152,6 +155,10 @@ class Trainer {
   double step(const std::vector<float>& images, int rows, const std::vector<int32_t>& labels = {});
 
   bool stopped() const { return stopped_; }
+  // Early stopping (TrainConfig::early_stopping) has ended the run: early_stopping epochs have
+  // passed since the best epoch and since the KL warm-up's last. A function of the progress, so a
+  // resumed run knows it too.
+  bool stopped_early() const;
   const TrainProgress& progress() const { return progress_; }
   // The optimizer state and progress as safetensors: tensors optimizer.adam_m and optimizer.adam_v
   // (the flat moment buffers), metadata vae_train_state (progress, the run's configuration as JSON).

@@ -684,6 +684,7 @@ PYBIND11_MODULE(_core, m) {
         vae::Dataset data;
         data.train = image_set_for(model, x, labels, "train");
         data.test = test_x.is_none() ? data.train : image_set_for(model, test_x, test_labels, "train (test set)");
+        vae::hold_out_validation(data, cfg.validation_fraction, cfg.validation_split == vae::ValidationSplit::Tail);
         vae::Trainer trainer(model, cfg);
         py::list history;
         bool stop = false;

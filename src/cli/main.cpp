@@ -229,8 +229,12 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
         [&](const vae::EpochMetrics& m) {
           if (!root) return;
           bar.finish_line();
-          std::printf("epoch %d/%d  train loss %.2f  test -ELBO %.2f (recon %.2f, KL %.2f)  active units %d  %.1fs  %.0f samples/s%s\n",
-                      m.epoch, cfg.epochs, m.train_loss, m.test.neg_elbo, m.test.recon, m.test.kl, m.test.active_units,
+          char validation[64] = "";
+          if (m.validation.count > 0)
+            std::snprintf(validation, sizeof validation, "  validation -ELBO %.2f%s", m.validation.neg_elbo,
+                          trainer.progress().best_epoch == m.epoch ? " (best)" : "");
+          std::printf("epoch %d/%d  train loss %.2f%s  test -ELBO %.2f (recon %.2f, KL %.2f)  active units %d  %.1fs  %.0f samples/s%s\n",
+                      m.epoch, cfg.epochs, m.train_loss, validation, m.test.neg_elbo, m.test.recon, m.test.kl, m.test.active_units,
                       m.seconds, m.samples_per_s,
                       m.skipped_steps ? ("  (" + std::to_string(m.skipped_steps) + " steps skipped: not finite)").c_str() : "");
           std::fflush(stdout);
@@ -252,6 +256,11 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
                    static_cast<long long>(p.global_step), cfg.out_dir.c_str(), cfg.out_dir.c_str());
     return 128 + static_cast<int>(g_stop_signal != 0 ? g_stop_signal : SIGINT);
   }
+  if (root && trainer.stopped_early())
+    std::printf("stopped early after epoch %d: the validation -ELBO has not improved on epoch %d's %.3f for %d epochs; "
+                "best.safetensors is epoch %d's model\n",
+                trainer.progress().epochs_done, trainer.progress().best_epoch, trainer.progress().best_neg_elbo,
+                cfg.early_stopping, trainer.progress().best_epoch);
   if (root)
     std::printf("wrote %s/{model.safetensors,best.safetensors,train_state.safetensors,config.json,metrics.jsonl,samples.png}\n",
                 cfg.out_dir.c_str());

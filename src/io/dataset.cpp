@@ -20,6 +20,8 @@ namespace fs = std::filesystem;
 // The held-out split's permutation seed: fixed, not the training seed, so every run and `vae eval`
 // hold out the same images of a source.
 constexpr uint64_t kSplitSeed = 0x5b117e57ULL;
+// Likewise the validation set's, held out of the training split.
+constexpr uint64_t kValidationSeed = 0x7a11da7eULL;
 
 std::string find_idx(const fs::path& dir, const std::string& stem, bool required) {
   for (const char* suffix : {".gz", ""}) {
@@ -80,6 +82,30 @@ bool ends_with_npy(const std::string& p) {
 }
 
 }  // namespace
+
+void hold_out_validation(Dataset& d, double fraction, bool tail) {
+  if (fraction == 0.0) return;
+  if (!(fraction > 0.0 && fraction < 1.0))
+    throw Error("--validation-fraction must be in [0, 1), got " + std::to_string(fraction));
+  if (!d.validation.pixels.empty() || d.validation.count > 0)
+    throw Error("the data set already holds a validation set; hold one out only once");
+  const int64_t n = d.train.count;
+  if (n < 2)
+    throw Error("the training set holds " + std::to_string(n) + " image; at least 2 are needed to hold one out for "
+                "validation");
+  const auto held = std::clamp<int64_t>(std::llround(fraction * static_cast<double>(n)), 1, n - 1);
+  std::vector<int32_t> order(static_cast<size_t>(n));
+  if (tail) {
+    for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
+  } else {
+    order = epoch_permutation(n, kValidationSeed, 0);
+  }
+  std::vector<int32_t> validation(order.end() - held, order.end()), train(order.begin(), order.end() - held);
+  std::sort(validation.begin(), validation.end());
+  std::sort(train.begin(), train.end());
+  d.validation = take_rows(d.train, validation);
+  d.train = take_rows(d.train, train);
+}
 
 Dataset load_dataset(const std::string& path, const DataOptions& options) {
   std::error_code ec;

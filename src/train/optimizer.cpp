@@ -15,6 +15,10 @@ double kl_weight(const TrainConfig& c, int64_t step, int64_t steps_per_epoch) {
   if (o.warmup_epochs <= 0) return o.beta;
   const int64_t span = static_cast<int64_t>(o.warmup_epochs) * steps_per_epoch;
   if (o.warmup == WarmupSchedule::Linear) return o.beta * std::min(1.0, static_cast<double>(step + 1) / static_cast<double>(span));
+  if (o.warmup == WarmupSchedule::LinearEpochs) {  // epoch e (1-based) holds e / warmup_epochs
+    const int64_t epoch = step / steps_per_epoch + 1;
+    return o.beta * std::min(1.0, static_cast<double>(epoch) / static_cast<double>(o.warmup_epochs));
+  }
   // Cyclical: each cycle of `span` steps rises over its first warmup_ratio, then holds at beta.
   const double rise = static_cast<double>(o.warmup_ratio) * static_cast<double>(span);
   return o.beta * std::min(1.0, static_cast<double>(step % span + 1) / rise);

@@ -70,11 +70,16 @@ void take_shape_from_data(ModelConfig& model, const TrainConfig& train, const Da
   model.validate();
 }
 
-Dataset load_run_data(const TrainConfig& c) {
+// The run's data, its content hash (of the data as loaded: the validation set is a split of it that
+// the configuration decides), and its validation set held out.
+Dataset load_run_data(const TrainConfig& c, std::string& hash) {
   DataOptions d;
   d.labels = c.labels_path;
   d.test_fraction = c.test_fraction;
-  return load_dataset(c.data_dir, d);
+  Dataset data = load_dataset(c.data_dir, d);
+  hash = dataset_hash(data);
+  hold_out_validation(data, c.validation_fraction, c.validation_split == ValidationSplit::Tail);
+  return data;
 }
 
 // A path as a run records it: absolute, so that the run can be resumed and its checkpoints read
@@ -216,9 +221,10 @@ TrainingRun TrainingRun::start(ModelConfig model, TrainConfig train, bool overwr
                 " to continue it, --overwrite to replace it, or --out with another folder");
   train.data_dir = absolute_path(train.data_dir);
   train.labels_path = absolute_path(train.labels_path);
-  s->data = load_run_data(train);
+  std::string hash;
+  s->data = load_run_data(train, hash);
   take_shape_from_data(model, train, s->data);
-  s->run = {new_run_id(), dataset_hash(s->data)};
+  s->run = {new_run_id(), hash};
   if (train.device == Device::CUDA && group.size() > 1) group.select_cuda_device();
   s->model.emplace(model, train.device);
   s->model->initialize(train.seed);
@@ -291,14 +297,14 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   }
   // The data, checked against the run's: the same content (wherever it now is), or a clear refusal.
   const bool moved = train.data_dir != recorded.data_dir || train.labels_path != recorded.labels_path;
+  std::string hash;
   try {
-    s->data = load_run_data(train);
+    s->data = load_run_data(train, hash);
   } catch (const Error& e) {
     if (moved) throw;
     throw Error(std::string(e.what()) + " (the data of the run in '" + dir.string() + "'; if it moved, pass --data " +
                 "with its new place and --resume " + dir.string() + ": its content hash must match the run's)");
   }
-  const std::string hash = dataset_hash(s->data);
   if (!run.data_hash.empty() && hash != run.data_hash)
     throw Error("the data at '" + train.data_dir + "' is not the data the run in '" + dir.string() + "' trained on (content " +
                 "hash " + hash.substr(0, 19) + "..., the run's " + run.data_hash.substr(0, 19) + "...)" +
@@ -321,6 +327,13 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   const TrainProgress& p = trainer.progress();
   if (const auto it = state.metadata.find("vae_metrics"); it != state.metadata.end()) s->metrics_lines = it->second;
   else if (s->root()) s->metrics_lines = metrics_up_to(s->out / "metrics.jsonl", p.epochs_done);
+  if (trainer.stopped_early()) {
+    s->restore_from_state(true);
+    throw Error("the run in '" + s->config.out_dir + "' stopped early after epoch " + std::to_string(p.epochs_done) +
+                ": its validation -ELBO has not improved on epoch " + std::to_string(p.best_epoch) + "'s for " +
+                std::to_string(s->config.early_stopping) + " epochs (its model is " + s->config.out_dir +
+                "/best.safetensors); to train longer, start a new run with a larger --early-stopping");
+  }
   if (p.epochs_done >= s->config.epochs) {
     s->restore_from_state(true);  // a crash after the last epoch's state: its files, complete
     throw Error("the run in '" + s->config.out_dir + "' has finished its " + std::to_string(p.epochs_done) +

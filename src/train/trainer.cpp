@@ -74,6 +74,11 @@ std::string EpochMetrics::to_json() const {
   if (capacity > 0) j["capacity"] = capacity;
   if (test.has_posterior_flow) j["posterior_flow_logdet"] = test.posterior_flow_logdet;
   if (test.has_prior_flow) j["prior_flow_logdet"] = test.prior_flow_logdet;
+  if (validation.count > 0) {
+    j["validation_neg_elbo"] = validation.neg_elbo;
+    j["validation_recon"] = validation.recon;
+    j["validation_kl"] = validation.kl;
+  }
   j["kl_per_dim"] = test.kl_per_dim;
   if (!test.level_sizes.empty()) {
     j["kl_per_level"] = test.kl_per_level;
@@ -100,6 +105,11 @@ Trainer::Trainer(Model& model, TrainConfig config, ProcessGroup group)
                 " decides the KL term's weight from the whole batch's KL, which data-parallel training does not "
                 "gather within a step; train it in one process (without mpirun), or use beta and warm-up instead");
   check_batch_covers_ranks(config_.batch, ranks);
+}
+
+bool Trainer::stopped_early() const {
+  return config_.early_stopping > 0 && progress_.epochs_done > 0 &&
+         progress_.epochs_done - std::max(progress_.best_epoch, config_.objective.warmup_epochs) >= config_.early_stopping;
 }
 
 void Trainer::ensure_optimizer_state() {
@@ -216,6 +226,11 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   Backend& be = *m.backend;
   m.check_image_size(data.train, "training");
   m.check_image_size(data.test, "test");
+  const bool validating = data.validation.count > 0;
+  if (validating) m.check_image_size(data.validation, "validation");
+  if (config_.early_stopping > 0 && !validating)
+    throw Error("early_stopping judges the run on a validation set, and the data has none: hold one out with "
+                "validation_fraction (--validation-fraction)");
   const int d = m.input_dim();
   const int64_t n = config_.train_limit > 0 ? std::min(config_.train_limit, data.train.count) : data.train.count;
   const int64_t steps_per_epoch = (n + config_.batch - 1) / config_.batch;
@@ -260,6 +275,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   if (conditional) {
     m.check_labels(&data.train.labels, data.train.count, "training set");
     m.check_labels(&data.test.labels, data.test.count, "test set");
+    if (validating) m.check_labels(&data.validation.labels, data.validation.count, "validation set");
   }
   const DeviceArray<int32_t> labels =
       conditional ? DeviceArray<int32_t>::mirror(data.train.labels, m.device) : DeviceArray<int32_t>{};
@@ -340,6 +356,10 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   EvalOptions eval;
   eval.limit = config_.test_limit;
   if (parallel) eval.group = group_;
+  // The validation set, every image of it, judges the run: its -ELBO alone (no mutual information).
+  EvalOptions validation_eval = eval;
+  validation_eval.limit = 0;
+  validation_eval.mi_samples = 0;
   // Whether to stop after the step that made `steps` steps of the epoch (0: at the epoch's end). A
   // job stops only where every rank asks, at the same step: every kReadLossEvery steps, a vote.
   auto asked_to_stop = [&](int64_t steps) {
@@ -369,7 +389,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     return static_cast<int>(std::min<int64_t>(config_.batch, n - s * config_.batch));
   };
   DivergenceWatch watch;
-  for (int epoch = progress_.epochs_done + 1; epoch <= config_.epochs; ++epoch) {
+  for (int epoch = progress_.epochs_done + 1; epoch <= config_.epochs && !stopped_early(); ++epoch) {
     const auto epoch_start = clock::now();
     const int64_t first = progress_.steps_into_epoch;  // > 0 when resuming inside this epoch
     const int64_t epoch_first_global = progress_.global_step - first;
@@ -475,18 +495,20 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     em.seconds = train_seconds;
     em.samples_per_s = static_cast<double>(rows_done - resumed_rows) / train_seconds;
     em.test = evaluate(model_, data.test, eval);
+    if (validating) em.validation = evaluate(model_, data.validation, validation_eval);
     if (ranks > 1) check_ranks_agree(epoch);
     if (!std::isfinite(em.test.neg_elbo)) DivergenceWatch::fail(epoch, "at its end: the test -ELBO is " + std::to_string(em.test.neg_elbo));
     progress_.epochs_done = epoch;
     progress_.steps_into_epoch = 0;
     progress_.epoch_sums.assign(4, 0.0);
-    if (em.test.neg_elbo < progress_.best_neg_elbo) {
-      progress_.best_neg_elbo = em.test.neg_elbo;
+    const double judged = validating ? em.validation.neg_elbo : em.test.neg_elbo;
+    if (judged < progress_.best_neg_elbo) {
+      progress_.best_neg_elbo = judged;
       progress_.best_epoch = epoch;
     }
     history.push_back(em);
     if (on_epoch) on_epoch(em);
-    if (epoch < config_.epochs && asked_to_stop(0)) {
+    if (epoch < config_.epochs && !stopped_early() && asked_to_stop(0)) {
       stopped_ = true;
       return history;
     }
