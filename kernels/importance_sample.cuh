@@ -6,7 +6,9 @@
 //   logsumexp_accumulate: per data row, folds w_j = log_pz_minus_qz - nll over the chunk into a
 //     running (max, sum) so memory does not grow with k: afterwards log sum_j e^w_j = max + log(sum).
 //     A row whose log-weights are all -inf so far keeps (-inf, 0): log p(x) = -inf, never NaN.
-//     Reads 8k bytes per row, writes 8.
+//     With running_sum_sq it also folds sum_j e^(2 (w_j - max)), so that the weights' effective
+//     sample size (sum w)^2 / sum w^2 (Kong 1992) is sum^2 / sum_sq, both relative to the one max.
+//     Reads 8k bytes per row, writes 8 (12).
 // One item per sample row / data row, sequential over L / k: deterministic.
 #pragma once
 
@@ -48,18 +50,29 @@ struct LogSumExpAccumulate {
   int k;
   T* running_max;
   T* running_sum;
+  T* running_sum_sq;  // optional
   VAE_HD void operator()(int64_t b) const {
     const T* a = log_pz_minus_qz + b * k;
     const T* c = nll + b * k;
     const T old_max = running_max[b], none = T(-INFINITY);
     T m = old_max;
     for (int j = 0; j < k; ++j) m = m < a[j] - c[j] ? a[j] - c[j] : m;  // std::max's order: a NaN is passed over
-    if (m == none) {  // every weight so far is zero: the sum stays 0 (not exp(-inf + inf))
+    if (m == none) {  // every weight so far is zero: the sums stay 0 (not exp(-inf + inf))
       running_sum[b] = T(0);
+      if (running_sum_sq) running_sum_sq[b] = T(0);
       return;
     }
-    T s = old_max == none ? T(0) : running_sum[b] * hd::exp(old_max - m);
+    const T rescale = old_max == none ? T(0) : hd::exp(old_max - m);
+    T s = old_max == none ? T(0) : running_sum[b] * rescale;
     for (int j = 0; j < k; ++j) s += hd::exp(a[j] - c[j] - m);
+    if (running_sum_sq) {
+      T s2 = old_max == none ? T(0) : running_sum_sq[b] * rescale * rescale;
+      for (int j = 0; j < k; ++j) {
+        const T e = hd::exp(a[j] - c[j] - m);
+        s2 += e * e;
+      }
+      running_sum_sq[b] = s2;
+    }
     running_max[b] = m;
     running_sum[b] = s;
   }
@@ -75,10 +88,10 @@ void latent_importance_sample(Be& be, const T* h, T* z, T* log_pz_minus_qz, int 
 
 template <class Be, class T>
 void logsumexp_accumulate(Be& be, const T* log_pz_minus_qz, const T* nll, int rows, int k, T* running_max,
-                          T* running_sum) {
+                          T* running_sum, T* running_sum_sq = nullptr) {
   check(rows >= 1 && k >= 1 && log_pz_minus_qz && nll && running_max && running_sum, "logsumexp_accumulate",
         "empty shape or null pointer");
-  run(be, LogSumExpAccumulate<T>{log_pz_minus_qz, nll, k, running_max, running_sum}, rows);
+  run(be, LogSumExpAccumulate<T>{log_pz_minus_qz, nll, k, running_max, running_sum, running_sum_sq}, rows);
 }
 
 }  // namespace vae::ops

@@ -1197,7 +1197,8 @@ void add_importance(std::vector<Case>& out, Mode mode) {
     c.op = "latent_importance_sample";
     c.shape = dims({{"rows", s.rows}, {"k", s.k}, {"latent", s.latent}}) + " with logsumexp_accumulate";
     c.bytes = double(s.rows) * s.k * (4 * s.latent + 4 + 8) * 2 + double(s.rows) * 8 * s.latent;
-    c.device_bounds = {{1e-4, 1e-5}, {1e-5, 1e-5}, {1e-4, 1e-5}, {1e-5 * s.k, 1e-4}};
+    // The last output: the squared weights' sum, for the effective sample size.
+    c.device_bounds = {{1e-4, 1e-5}, {1e-5, 1e-5}, {1e-4, 1e-5}, {1e-5 * s.k, 1e-4}, {1e-5 * s.k, 1e-4}};
     c.device = [s](Backend& be, Arena& a) -> std::function<void()> {
       const std::vector<float> init_max(s.rows, -INFINITY), init_sum(s.rows, 0.0f);
       const float* h = a.in(rnd(size_t(s.rows) * 2 * s.latent, 21, -2, 2));
@@ -1206,10 +1207,11 @@ void add_importance(std::vector<Case>& out, Mode mode) {
       float* lpq = a.out(size_t(s.rows) * s.k);
       float* mx = a.out(s.rows, &init_max);
       float* sm = a.out(s.rows, &init_sum);
-      return [&be, h, nll, z, lpq, mx, sm, s] {
+      float* sq = a.out(s.rows, &init_sum);
+      return [&be, h, nll, z, lpq, mx, sm, sq, s] {
         ops::latent_importance_sample(be, h, z, lpq, s.rows, s.k, s.latent, 5, 10, 3);
-        ops::logsumexp_accumulate(be, lpq, nll, s.rows, s.k, mx, sm);
-        ops::logsumexp_accumulate(be, lpq, nll, s.rows, s.k, mx, sm);  // a second chunk folds in
+        ops::logsumexp_accumulate(be, lpq, nll, s.rows, s.k, mx, sm, sq);
+        ops::logsumexp_accumulate(be, lpq, nll, s.rows, s.k, mx, sm, sq);  // a second chunk folds in
       };
     };
     out.push_back(std::move(c));

@@ -7,12 +7,15 @@
 
 #include <algorithm>
 #include <array>
+#include <cmath>
 #include <cstdio>
 #include <cstring>
 #include <filesystem>
 #include <fstream>
 #include <iterator>
 #include <string>
+
+#include <nlohmann/json.hpp>
 
 #include "test_util.hpp"
 #include "vae/generate.hpp"
@@ -103,6 +106,56 @@ TEST(Cli, TrainEvalSampleReconstruct) {
   ASSERT_EQ(e.code, 0) << e.out;
   EXPECT_NE(e.out.find("\"iwae_nll\""), std::string::npos) << e.out;
   EXPECT_NE(e.out.find("\"active_units\""), std::string::npos) << e.out;
+
+  // --compare: which published rows share this evaluation's protocol. The built-in anchors'
+  // Fashion-MNIST rows were evaluated with k = 5000 on 10,000 images: not this protocol.
+  const Result c = run("eval --checkpoint " + ckpt + " --data " + kData + " --k 5 --limit 50 --json --compare");
+  ASSERT_EQ(c.code, 0) << c.out;
+  const nlohmann::json cj = nlohmann::json::parse(c.out.substr(c.out.find('{')));
+  const nlohmann::json protocol = cj.at("protocol");
+  EXPECT_EQ(protocol.at("k"), 5);
+  EXPECT_EQ(protocol.at("test_images"), 50);
+  EXPECT_EQ(protocol.at("binarization"), "static");
+  EXPECT_EQ(protocol.at("test_split"), "the source's own test split");
+  ASSERT_FALSE(cj.at("compare").empty());
+  for (const auto& row : cj.at("compare")) {
+    EXPECT_EQ(row.at("protocol"), "differs") << row.dump();
+    EXPECT_FALSE(row.contains("gap")) << "no gap across protocols: " << row.dump();
+  }
+  // A file whose first row has exactly this protocol, the second another k, the third an unstated field.
+  const std::string fields = "\"likelihood\": \"bernoulli\", \"training_binarization\": \"dynamic\", "
+                             "\"estimator\": \"importance_weighted\", \"test_images\": 50";
+  write_text(dir.file("anchors.json"),
+             "{\"data_sets\": {\"fm\": {\"hashes\": [" + protocol.at("data_hash").dump() + "]}}, \"anchors\": ["
+             "{\"model\": \"same\", \"data\": \"fm\", \"neg_log_px\": 200, \"sd\": 0.3, \"protocol\": {" + fields +
+             ", \"binarization\": \"static\", \"k\": 5}},"
+             "{\"model\": \"other k\", \"data\": \"fm\", \"neg_log_px\": 200, \"protocol\": {" + fields +
+             ", \"binarization\": \"static\", \"k\": 5000}},"
+             "{\"model\": \"unstated\", \"data\": \"fm\", \"neg_log_px\": 200, \"protocol\": {" + fields +
+             ", \"binarization\": null, \"k\": 5}}]}");
+  const Result own = run("eval --checkpoint " + ckpt + " --data " + kData + " --k 5 --limit 50 --json --compare --anchors " +
+                         dir.file("anchors.json"));
+  ASSERT_EQ(own.code, 0) << own.out;
+  const nlohmann::json oj = nlohmann::json::parse(own.out.substr(own.out.find('{')));
+  const nlohmann::json& rows = oj.at("compare");
+  ASSERT_EQ(rows.size(), 3u);
+  EXPECT_EQ(rows[0].at("protocol"), "same") << rows[0].dump();
+  EXPECT_NEAR(rows[0].at("gap").get<double>(), oj.at("iwae_nll").get<double>() - 200, 1e-9);
+  const double se = oj.at("iwae_stderr").get<double>();
+  EXPECT_NEAR(rows[0].at("gap_stderr").get<double>(), std::sqrt(se * se + 0.09), 1e-9);
+  EXPECT_EQ(rows[1].at("protocol"), "differs");
+  EXPECT_EQ(rows[1].at("differs").at(0).at("field"), "k");
+  EXPECT_EQ(rows[2].at("protocol"), "unknown");
+  EXPECT_EQ(rows[2].at("unknown").at(0).at("field"), "binarization");
+  const Result text = run("eval --checkpoint " + ckpt + " --data " + kData + " --k 5 --limit 50 --compare --anchors " +
+                          dir.file("anchors.json"));
+  ASSERT_EQ(text.code, 0) << text.out;
+  EXPECT_NE(text.out.find("published rows under this evaluation's protocol:"), std::string::npos) << text.out;
+  EXPECT_NE(text.out.find("differs: k (theirs 5000, ours 5)"), std::string::npos) << text.out;
+  // A malformed anchors file is refused before the evaluation.
+  write_text(dir.file("bad_anchors.json"), "{\"anchors\": [{\"model\": \"x\"}]}");
+  expect_failure(run("eval --checkpoint " + ckpt + " --data " + kData + " --k 5 --compare --anchors " +
+                     dir.file("bad_anchors.json")), 1, "needs a number neg_log_px");
 
   const Result s = run("sample --checkpoint " + ckpt + " --n 10 --temperature 0.5 --out " + dir.file("s.png"));
   ASSERT_EQ(s.code, 0) << s.out;

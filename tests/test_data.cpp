@@ -6,6 +6,7 @@
 #include <cstring>
 #include <filesystem>
 #include <fstream>
+#include <algorithm>
 #include <set>
 
 #include "test_util.hpp"
@@ -246,6 +247,50 @@ TEST(Dataset, ContentHashFollowsItsDefinition) {
   EXPECT_EQ(dataset_hash(load_dataset(dir.file("x.npy"), opt)), dataset_hash(load_dataset(dir.file("x.npy"), opt)));
   opt.test_fraction = 0.2;
   EXPECT_NE(dataset_hash(load_dataset(dir.file("x.npy"), opt)), dataset_hash(load_dataset(dir.file("x.npy"))));
+}
+
+// A validation set held out of the training split: round(fraction * N) images, labels with them,
+// a partition of the training images; tail takes the last ones, permuted a fixed share that does not
+// depend on anything but the images' count; the test split is not touched.
+TEST(Dataset, ValidationIsHeldOutOfTheTrainingImages) {
+  Dataset d;
+  d.train.count = 60, d.train.height = 1, d.train.width = 1;
+  for (int i = 0; i < 60; ++i) d.train.pixels.push_back(static_cast<uint8_t>(i)), d.train.labels.push_back(i % 7);
+  d.test.count = 2, d.test.height = 1, d.test.width = 1;
+  d.test.pixels = {200, 201};
+  Dataset tail = d, permuted = d, again = d, none = d;
+  hold_out_validation(tail, 1.0 / 6.0, true);
+  hold_out_validation(permuted, 1.0 / 6.0, false);
+  hold_out_validation(again, 1.0 / 6.0, false);
+  hold_out_validation(none, 0.0, false);
+  EXPECT_EQ(none.validation.count, 0);
+  EXPECT_EQ(none.train.pixels, d.train.pixels);
+  EXPECT_EQ(tail.validation.count, 10);
+  EXPECT_EQ(tail.train.count, 50);
+  for (int i = 0; i < 10; ++i) EXPECT_EQ(tail.validation.pixels[static_cast<size_t>(i)], 50 + i);
+  EXPECT_EQ(permuted.validation.pixels, again.validation.pixels);
+  EXPECT_NE(permuted.validation.pixels, tail.validation.pixels);
+  std::set<int> seen;
+  for (const ImageSet* s : {&permuted.train, &permuted.validation}) {
+    EXPECT_TRUE(std::is_sorted(s->pixels.begin(), s->pixels.end())) << "the source's order is kept";
+    for (int64_t i = 0; i < s->count; ++i) {
+      EXPECT_EQ(s->labels[static_cast<size_t>(i)], s->pixels[static_cast<size_t>(i)] % 7);
+      seen.insert(s->pixels[static_cast<size_t>(i)]);
+    }
+  }
+  EXPECT_EQ(seen.size(), 60u);
+  EXPECT_EQ(permuted.test.pixels, d.test.pixels);
+  expect_error([&] { hold_out_validation(permuted, 0.1, false); }, "already holds a validation set");
+  expect_error([&] { hold_out_validation(none, 1.0, false); }, "--validation-fraction");
+  Dataset one;
+  one.train.count = 1, one.train.height = 1, one.train.width = 1, one.train.pixels = {3};
+  expect_error([&] { hold_out_validation(one, 0.5, true); }, "at least 2");
+  // The image set hash is the data set hash's split: a set alone, or its first images.
+  EXPECT_EQ(image_set_hash(d.train), image_set_hash(d.train, 60));
+  EXPECT_NE(image_set_hash(d.train, 59), image_set_hash(d.train));
+  Dataset only_train = d;
+  only_train.test = ImageSet{};
+  EXPECT_NE(image_set_hash(d.train), dataset_hash(only_train)) << "the data set hash adds the (empty) test split";
 }
 
 }  // namespace

@@ -9,6 +9,7 @@
 #include <filesystem>
 #include <fstream>
 #include <iterator>
+#include <optional>
 #include <sstream>
 #include <functional>
 #include <unistd.h>
@@ -228,6 +229,132 @@ TEST(EndToEnd, TrainingRunResumesExactlyAndKeepsItsConfiguration) {
   rest.fit();
   EXPECT_EQ(flat_params(rest.model()), flat_params(whole.model()));
   EXPECT_THROW(TrainingRun::resume(c.out_dir), Error) << "the run has finished its epochs";
+  std::filesystem::remove_all(root);
+}
+
+// What an importance-weighted evaluation reports beside -log p(x): its standard error over images
+// (each image's log p(x) recovered from evaluations of the first n and n - 1 images, which draw the
+// same samples), the weights' effective sample size within [1, k] (exactly 1 at k = 1), and its
+// protocol: the evaluated images' hash, the binarisation, the model configuration's hash.
+TEST(EndToEnd, EvaluationReportsItsSpreadAndProtocol) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  ModelConfig m;
+  m.encoder.hidden = {16};
+  m.latent = 3;
+  m.image_height = m.image_width = 28;
+  Model model(m, Device::CPU);
+  model.initialize(5);
+  const Dataset data = load_dataset(test::data_dir());
+  const int n = 12, k = 16;
+  EvalOptions o;
+  o.k = k;
+  o.mi_samples = 0;
+  std::vector<double> log_px;
+  double previous_sum = 0;
+  for (int i = 1; i <= n; ++i) {
+    o.limit = i;
+    const double sum = -evaluate(model, data.test, o).iwae_nll * i;
+    log_px.push_back(sum - previous_sum);
+    previous_sum = sum;
+  }
+  o.limit = n;
+  const EvalResult r = evaluate(model, data.test, o);
+  double mean = 0, var = 0;
+  for (double v : log_px) mean += v / n;
+  for (double v : log_px) var += (v - mean) * (v - mean) / (n - 1);
+  EXPECT_NEAR(r.iwae_stderr, std::sqrt(var / n), 1e-3 * std::sqrt(var / n));
+  EXPECT_GT(r.iwae_stderr, 0.0);
+  EXPECT_GE(r.ess_min, 1.0 - 1e-6);
+  EXPECT_LE(r.ess_min, r.ess_mean);
+  EXPECT_LE(r.ess_mean, k + 1e-6);
+  EXPECT_EQ(r.test_images_hash, image_set_hash(data.test, n));
+  EXPECT_TRUE(r.binarized);
+  EXPECT_EQ(r.model_config_hash.rfind("sha256:", 0), 0u);
+  const nlohmann::json p = nlohmann::json::parse(r.to_json()).at("protocol");
+  EXPECT_EQ(p.at("k"), k);
+  EXPECT_EQ(p.at("test_images"), n);
+  EXPECT_EQ(p.at("binarization"), "static");
+  EXPECT_EQ(p.at("model_config_hash"), r.model_config_hash);
+  o.k = 1;
+  const EvalResult one = evaluate(model, data.test, o);
+  EXPECT_EQ(one.ess_mean, 1.0);
+  EXPECT_EQ(one.ess_min, 1.0);
+  // The configuration's hash follows the configuration, not the weights.
+  Model other(m, Device::CPU);
+  other.initialize(6);
+  EXPECT_EQ(evaluate(other, data.test, o).model_config_hash, r.model_config_hash);
+  m.latent = 4;
+  Model wider(m, Device::CPU);
+  wider.initialize(5);
+  EXPECT_NE(evaluate(wider, data.test, o).model_config_hash, r.model_config_hash);
+}
+
+// Early stopping on a validation set held out of the training images: the run ends exactly
+// `early_stopping` epochs after its best validation -ELBO, best.safetensors is that epoch's model,
+// the warm-up's epochs do not count, and the finished run refuses to resume.
+TEST(EndToEnd, EarlyStoppingEndsTheRunOnItsValidationSet) {
+  SKIP_WITHOUT_FASHION_MNIST();
+  ModelConfig m;
+  m.encoder.hidden = {32};
+  m.latent = 4;
+  TrainConfig c = small_run();
+  c.train_limit = 200;  // 200 images and a high learning rate: the validation -ELBO soon turns up
+  c.test_limit = 100;
+  c.validation_fraction = 0.002;  // 120 of the 60,000
+  c.lr = 0.03f;
+  c.epochs = 80;
+  c.early_stopping = 2;
+  const std::filesystem::path root = std::filesystem::temp_directory_path() / "vae_early_stopping_test";
+  std::filesystem::remove_all(root);
+  for (const int warmup : {0, 12}) {
+    c.objective.warmup_epochs = warmup;
+    c.out_dir = (root / ("warmup" + std::to_string(warmup))).string();
+    std::optional<TrainingRun> held(TrainingRun::start(m, c, false));  // the folder's lock, until reset
+    TrainingRun& run = *held;
+    EXPECT_EQ(run.data().validation.count, 120);
+    EXPECT_EQ(run.data().train.count, 60000 - 120);
+    run.prepare_folder();
+    const std::vector<EpochMetrics> history = run.fit();
+    const TrainProgress& p = run.trainer().progress();
+    ASSERT_TRUE(run.trainer().stopped_early()) << "no early stop within " << c.epochs << " epochs";
+    EXPECT_FALSE(run.stopped());
+    EXPECT_EQ(static_cast<int>(history.size()), p.epochs_done);
+    EXPECT_LT(p.epochs_done, c.epochs);
+    EXPECT_EQ(p.epochs_done, std::max(p.best_epoch, warmup) + c.early_stopping);
+    // The best epoch is the validation set's, which is not the test set's here.
+    double best = std::numeric_limits<double>::infinity();
+    int best_epoch = 0;
+    for (const EpochMetrics& e : history) {
+      EXPECT_EQ(e.validation.count, 120);
+      if (e.validation.neg_elbo < best) best = e.validation.neg_elbo, best_epoch = e.epoch;
+    }
+    EXPECT_EQ(best_epoch, p.best_epoch);
+    EXPECT_EQ(best, p.best_neg_elbo);
+    const int64_t steps_per_epoch = (c.train_limit + c.batch - 1) / c.batch;
+    EXPECT_EQ(checkpoint_step(c.out_dir + "/best.safetensors"), p.best_epoch * steps_per_epoch);
+    std::ifstream metrics(c.out_dir + "/metrics.jsonl");
+    std::string line;
+    int lines = 0;
+    while (std::getline(metrics, line)) {
+      EXPECT_TRUE(nlohmann::json::parse(line).contains("validation_neg_elbo"));
+      ++lines;
+    }
+    EXPECT_EQ(lines, p.epochs_done);
+    const int epochs_done = p.epochs_done;
+    held.reset();
+    try {
+      TrainingRun::resume(c.out_dir, [](ModelConfig&, TrainConfig& t) { t.epochs = 100; });
+      ADD_FAILURE() << "an early-stopped run resumed";
+    } catch (const Error& e) {
+      EXPECT_NE(std::string(e.what()).find("stopped early after epoch " + std::to_string(epochs_done)), std::string::npos)
+          << e.what();
+    }
+  }
+  // Early stopping without a validation set is refused before anything is written.
+  c.validation_fraction = 0;
+  c.out_dir = (root / "none").string();
+  EXPECT_THROW(TrainingRun::start(m, c, false), Error);
+  EXPECT_FALSE(std::filesystem::exists(c.out_dir));
   std::filesystem::remove_all(root);
 }
 

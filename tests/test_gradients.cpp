@@ -63,21 +63,30 @@ TEST(ImportanceSampling, LogDensityRatioAndLogSumExp) {
       EXPECT_NEAR(lpq[b * k + j], want, 1e-10);
     }
   // Streaming log-sum-exp over two chunks equals the direct value.
-  const auto nll = random_vector<double>(rows * k, 15, 50, 400);
-  std::vector<double> run_max(rows, -INFINITY), run_sum(rows, 0.0);
+  // Weights within a few nats of each other, so that the effective sample size is neither 1 nor k.
+  for (double& v : lpq) v = 0;
+  const auto nll = random_vector<double>(rows * k, 15, 0, 3);
+  std::vector<double> run_max(rows, -INFINITY), run_sum(rows, 0.0), run_sq(rows, 0.0);
   std::vector<double> a1, n1, a2, n2;
   for (int b = 0; b < rows; ++b)
     for (int j = 0; j < k; ++j) {
       (j < 4 ? a1 : a2).push_back(lpq[b * k + j]);
       (j < 4 ? n1 : n2).push_back(nll[b * k + j]);
     }
-  ops::logsumexp_accumulate(cpu, a1.data(), n1.data(), rows, 4, run_max.data(), run_sum.data());
-  ops::logsumexp_accumulate(cpu, a2.data(), n2.data(), rows, k - 4, run_max.data(), run_sum.data());
+  ops::logsumexp_accumulate(cpu, a1.data(), n1.data(), rows, 4, run_max.data(), run_sum.data(), run_sq.data());
+  ops::logsumexp_accumulate(cpu, a2.data(), n2.data(), rows, k - 4, run_max.data(), run_sum.data(), run_sq.data());
   for (int b = 0; b < rows; ++b) {
-    double direct = 0, shift = -INFINITY;
-    for (int j = 0; j < k; ++j) shift = std::max(shift, lpq[b * k + j] - nll[b * k + j]);
-    for (int j = 0; j < k; ++j) direct += std::exp(lpq[b * k + j] - nll[b * k + j] - shift);
-    EXPECT_NEAR(run_max[b] + std::log(run_sum[b]), shift + std::log(direct), 1e-10);
+    double sum_w = 0, sum_w2 = 0;
+    for (int j = 0; j < k; ++j) {
+      const double w = std::exp(lpq[b * k + j] - nll[b * k + j]);
+      sum_w += w, sum_w2 += w * w;
+    }
+    EXPECT_NEAR(run_max[b] + std::log(run_sum[b]), std::log(sum_w), 1e-10);
+    // The effective sample size (sum w)^2 / sum w^2 from the running sums.
+    const double ess = run_sum[b] * run_sum[b] / run_sq[b];
+    EXPECT_NEAR(ess, sum_w * sum_w / sum_w2, 1e-9 * k);
+    EXPECT_GT(ess, 1.5);
+    EXPECT_LT(ess, k - 0.5);
   }
 }
 

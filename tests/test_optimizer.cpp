@@ -132,6 +132,15 @@ TEST(Schedule, CosineAndWarmup) {
   EXPECT_NEAR(kl_weight(c, 9, 10), 1.0, 1e-12);
   EXPECT_NEAR(kl_weight(c, 19, 10), 2.0, 1e-12);
   EXPECT_NEAR(kl_weight(c, 500, 10), 2.0, 1e-12);
+  // vae_vampprior's schedule: epoch e (1-based) holds beta * e / warmup_epochs throughout.
+  c.objective.warmup = WarmupSchedule::LinearEpochs;
+  c.objective.warmup_epochs = 4;
+  EXPECT_NEAR(kl_weight(c, 0, 10), 0.5, 1e-12);
+  EXPECT_NEAR(kl_weight(c, 9, 10), 0.5, 1e-12);
+  EXPECT_NEAR(kl_weight(c, 10, 10), 1.0, 1e-12);
+  EXPECT_NEAR(kl_weight(c, 39, 10), 2.0, 1e-12);
+  EXPECT_NEAR(kl_weight(c, 400, 10), 2.0, 1e-12);
+  c.objective.warmup = WarmupSchedule::Linear;
   c.objective.warmup_epochs = 0;
   EXPECT_EQ(kl_weight(c, 0, 10), 2.0);
 }

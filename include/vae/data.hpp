@@ -96,6 +96,9 @@ void hold_out_validation(Dataset& d, double fraction, bool tail);
 // label or split another one. SHA-256 runs at about 1.5 GB/s on a CPU with SHA instructions: 0.04 s
 // for Fashion-MNIST (55 MB).
 std::string dataset_hash(const Dataset& data);
+// The same hash over one image set's first `count` images (all when count is out of [0, N]), as one
+// split of dataset_hash hashes it: what an evaluation records of the images it evaluated.
+std::string image_set_hash(const ImageSet& set, int64_t count = -1);
 
 // A uniformly random permutation of 0..n-1 (Fisher-Yates driven by Philox), a function of (seed,
 // epoch): the order of each training epoch, and (epoch 0 of a fixed seed) the held-out test split.

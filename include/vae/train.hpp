@@ -35,6 +35,17 @@ struct EvalResult {
   std::vector<double> mean_variance;  // Var_x(E_q[z_u]) per dimension
   int k = 0;               // importance samples; 0 = not estimated
   double iwae_nll = 0;     // -log p(x) estimated with k importance samples
+  // With k > 0: the standard error of iwae_nll over the images (their log p(x)'s sample standard
+  // deviation / sqrt(count)), and the importance weights' effective sample size (sum w)^2 / sum w^2
+  // per image, its mean and its smallest over the images (k at best, 1 when one sample carries all).
+  double iwae_stderr = 0, ess_mean = 0, ess_min = 0;
+  // The protocol (vae eval --json's "protocol"): the evaluated images' content hash
+  // (image_set_hash), whether Bernoulli images were binarised (once, by a fixed seed per image index:
+  // the same bits in every evaluation), the model configuration's hash, and, when the caller knows
+  // them (vae eval), the whole data set's content hash and where the test split came from.
+  std::string test_images_hash, model_config_hash, data_hash, test_split;
+  bool binarized = false;
+  double seconds = 0;      // the evaluation's wall time
   // Bits per dimension (d = C*H*W values an image): -log2 P(x) / d of the 8-bit (or, Bernoulli,
   // binarized) values, from the ELBO's bound and, with k > 0, the importance-weighted one. A
   // discrete likelihood gives P(x) itself; a Gaussian's density over x = k / 255 is put on the same

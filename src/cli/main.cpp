@@ -19,6 +19,7 @@
 #include <sstream>
 #include <thread>
 
+#include "cli/compare.hpp"
 #include "cli/generate_commands.hpp"
 #include "cli/progress.hpp"
 #include "config_fields.hpp"
@@ -271,7 +272,15 @@ using vae::cli::load_model;
 
 // vae eval; in a job of several processes the ranks split the test set and rank 0 prints.
 int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flags, int k, bool as_json, int64_t limit, const std::string& device, bool strict_fp32,
-             const vae::ProcessGroup& group) {
+             bool compare, const std::string& anchors_path, const vae::ProcessGroup& group) {
+  // The anchors first: a malformed file is refused before minutes of evaluation.
+  std::string anchors_text = vae::cli::builtin_anchors_json(), anchors_where = "bench/anchors.json (built in)";
+  if (!anchors_path.empty()) {
+    const auto bytes = vae::read_file_bytes(anchors_path, "anchors file");
+    anchors_text.assign(bytes.begin(), bytes.end());
+    anchors_where = anchors_path;
+  }
+  if (compare) vae::cli::compare_with_anchors(vae::EvalResult{}, anchors_text, anchors_where);
   std::optional<vae::Model> loaded;
   std::optional<vae::Dataset> loaded_data;
   on_every_rank(group, [&] {
@@ -302,15 +311,29 @@ int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flag
       std::fflush(stderr);
       drawn = true;
     };
-  const vae::EvalResult r = vae::evaluate(model, data.test, opt);
+  vae::EvalResult r = vae::evaluate(model, data.test, opt);
   if (drawn) std::fprintf(stderr, "\r\033[K");
   if (!group.is_root()) return 0;
+  r.data_hash = vae::dataset_hash(data);
+  r.test_split = data.test_fraction > 0 ? "held-out fraction " + std::to_string(data.test_fraction) + " of " + data.source
+                                        : "the source's own test split";
+  const nlohmann::json compared = compare ? vae::cli::compare_with_anchors(r, anchors_text, anchors_where) : nlohmann::json();
   if (as_json) {
-    std::printf("%s\n", r.to_json().c_str());
+    if (!compare) {
+      std::printf("%s\n", r.to_json().c_str());
+    } else {
+      nlohmann::json j = nlohmann::json::parse(r.to_json());
+      j["compare"] = compared;
+      std::printf("%s\n", j.dump().c_str());
+    }
   } else {
     std::printf("test images      %lld\n", static_cast<long long>(r.count));
     std::printf("-ELBO            %.3f nats (reconstruction %.3f, KL %.3f)\n", r.neg_elbo, r.recon, r.kl);
-    if (r.k > 0) std::printf("-log p(x), k=%-4d %.3f nats (importance weighted)\n", r.k, r.iwae_nll);
+    if (r.k > 0) {
+      std::printf("-log p(x), k=%-4d %.3f +- %.3f nats (importance weighted; +- the standard error over images)\n", r.k,
+                  r.iwae_nll, r.iwae_stderr);
+      std::printf("effective samples %.1f of %d on average, %.1f at the worst image\n", r.ess_mean, r.k, r.ess_min);
+    }
     std::printf("bits per dim     %.4f (ELBO)", r.bpd_elbo);
     if (r.k > 0) std::printf(", %.4f (k=%d)", r.bpd, r.k);
     std::printf("%s\n", r.bpd_from_density ? "  [Gaussian density x bin width 1/255: approximate]" : "");
@@ -326,6 +349,12 @@ int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flag
       std::printf("posterior flow   mean log|det| %.3f nats\n", r.posterior_flow_logdet);
     if (r.has_prior_flow)
       std::printf("prior flow       mean log|det| %.3f nats at the posterior samples\n", r.prior_flow_logdet);
+    std::printf("protocol         %s test images (%s), %s, %s; data %s, model %s; %.1f s\n",
+                std::to_string(r.count).c_str(), r.test_split.c_str(), r.likelihood.c_str(),
+                r.likelihood != "bernoulli" ? "8-bit values"
+                : r.binarized            ? "binarized once by a fixed seed (training: dynamically)"
+                                         : "not binarized",
+                r.data_hash.substr(0, 19).c_str(), r.model_config_hash.substr(0, 19).c_str(), r.seconds);
     if (r.kl_per_dim.empty()) {
       std::printf("KL per dimension (none: the %s prior does not factorise over dimensions)\n",
                   vae::to_string(model.config().prior.type).c_str());
@@ -334,6 +363,7 @@ int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flag
       for (double v : r.kl_per_dim) std::printf(" %.2f", v);
       std::printf("\n");
     }
+    if (compare) std::printf("%s", vae::cli::comparison_text(compared).c_str());
   }
   return 0;
 }
@@ -446,6 +476,13 @@ int main(int argc, char** argv) {
   eval->add_option("--threads", threads, "CPU threads, 0 = all cores")->check(CLI::Range(0, 1024));
   eval->add_option("--device", device, "cpu|cuda|auto");
   eval->add_flag("--json", as_json, "print one JSON object");
+  bool compare = false;
+  std::string anchors_path;
+  eval->add_flag("--compare", compare,
+                 "say which published results (bench/anchors.json) share this evaluation's protocol (data, likelihood, "
+                 "binarization, k, test images) and how far the model is from each; --json adds them as \"compare\"");
+  eval->add_option("--anchors", anchors_path, "--compare: a published-results file of bench/anchors.json's form instead "
+                   "of the built-in one");
   eval->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
   vae::cli::GenerateCommands gen;
@@ -512,7 +549,7 @@ int main(int argc, char** argv) {
       vae::set_num_threads(threads > 0 || group.size() == 1
                                ? threads
                                : std::max(1, static_cast<int>(std::thread::hardware_concurrency()) / group.local_size()));
-      return run_eval(checkpoint, data_flags, k, as_json, limit, device, strict_fp32, group);
+      return run_eval(checkpoint, data_flags, k, as_json, limit, device, strict_fp32, compare, anchors_path, group);
     }
     // Sampling, encoding and reconstructing run in one process: in a job, rank 0 does it alone.
     if (!group.is_root()) return 0;

@@ -6,8 +6,8 @@
 #include <memory>
 #include <numeric>
 
-#include <openssl/evp.h>
 
+#include "io/sha256.hpp"
 #include "philox.cuh"
 #include "vae/data.hpp"
 #include "vae/error.hpp"
@@ -156,36 +156,35 @@ Dataset load_dataset(const std::string& path, const DataOptions& options) {
   return d;
 }
 
+namespace {
+
+// One split into the hash: its count and shape (little-endian int64), its pixels, and its labels
+// (their count as int64, then each as little-endian int32).
+void add_image_set(Sha256& h, const ImageSet& set, int64_t count) {
+  for (const int64_t v : {count, int64_t{set.channels}, int64_t{set.height}, int64_t{set.width}})
+    h.add_int(static_cast<uint64_t>(v), 8);
+  h.add(set.pixels.data(), static_cast<size_t>(count) * static_cast<size_t>(set.pixels_per_image()));
+  const size_t labels_n = set.labels.empty() ? 0 : static_cast<size_t>(count);
+  h.add_int(labels_n, 8);
+  std::vector<uint8_t> labels(labels_n * 4);
+  for (size_t i = 0; i < labels_n; ++i)
+    for (int k = 0; k < 4; ++k) labels[i * 4 + k] = static_cast<uint8_t>(static_cast<uint32_t>(set.labels[i]) >> (8 * k));
+  h.add(labels.data(), labels.size());
+}
+
+}  // namespace
+
 std::string dataset_hash(const Dataset& data) {
-  std::unique_ptr<EVP_MD_CTX, void (*)(EVP_MD_CTX*)> ctx(EVP_MD_CTX_new(), EVP_MD_CTX_free);
-  if (!ctx || EVP_DigestInit_ex(ctx.get(), EVP_sha256(), nullptr) != 1)
-    throw Error("cannot hash the data set: OpenSSL's SHA-256 is unavailable");
-  const auto add = [&](const void* bytes, size_t n) {
-    if (n > 0 && EVP_DigestUpdate(ctx.get(), bytes, n) != 1) throw Error("cannot hash the data set: SHA-256 failed");
-  };
-  // Little-endian words, written out byte by byte so the hash does not depend on the host's order.
-  const auto add_int = [&](uint64_t v, int bytes) {
-    uint8_t b[8];
-    for (int i = 0; i < bytes; ++i) b[i] = static_cast<uint8_t>(v >> (8 * i));
-    add(b, static_cast<size_t>(bytes));
-  };
-  for (const ImageSet* set : {&data.train, &data.test}) {
-    for (const int64_t v : {set->count, int64_t{set->channels}, int64_t{set->height}, int64_t{set->width}})
-      add_int(static_cast<uint64_t>(v), 8);
-    add(set->pixels.data(), set->pixels.size());
-    add_int(set->labels.size(), 8);
-    std::vector<uint8_t> labels(set->labels.size() * 4);
-    for (size_t i = 0; i < set->labels.size(); ++i)
-      for (int k = 0; k < 4; ++k) labels[i * 4 + k] = static_cast<uint8_t>(static_cast<uint32_t>(set->labels[i]) >> (8 * k));
-    add(labels.data(), labels.size());
-  }
-  unsigned char digest[EVP_MAX_MD_SIZE];
-  unsigned int length = 0;
-  if (EVP_DigestFinal_ex(ctx.get(), digest, &length) != 1) throw Error("cannot hash the data set: SHA-256 failed");
-  static const char hex[] = "0123456789abcdef";
-  std::string out = "sha256:";
-  for (unsigned int i = 0; i < length; ++i) out += {hex[digest[i] >> 4], hex[digest[i] & 15]};
-  return out;
+  Sha256 h("the data set");
+  for (const ImageSet* set : {&data.train, &data.test}) add_image_set(h, *set, set->count);
+  return h.hex();
+}
+
+std::string image_set_hash(const ImageSet& set, int64_t count) {
+  if (count < 0 || count > set.count) count = set.count;
+  Sha256 h("the image set");
+  add_image_set(h, set, count);
+  return h.hex();
 }
 
 std::vector<int32_t> epoch_permutation(int64_t n, uint64_t seed, int epoch) {

@@ -2,6 +2,7 @@
 // estimate of -log p(x) (Burda et al.): log p(x) ~ log (1/k) sum_j p(x|z_j) p(z_j) / q(z_j|x),
 // accumulated with a streaming log-sum-exp over chunks of samples so memory does not grow with k.
 #include <algorithm>
+#include <chrono>
 #include <cmath>
 #include <limits>
 
@@ -10,6 +11,7 @@
 #include "condition.cuh"
 #include "gather_pixels.cuh"
 #include "importance_sample.cuh"
+#include "io/sha256.hpp"
 #include "model/model_impl.hpp"
 #include "model/model_use.hpp"
 #include "philox.cuh"
@@ -72,6 +74,19 @@ std::pair<double, double> mutual_information_sums(const Posterior& q, const std:
   return {si, sa};
 }
 
+std::string model_config_hash(const ModelConfig& config) {
+  const std::string text = config.to_json();  // keys sorted: one text per configuration
+  Sha256 h("the model configuration");
+  h.add(text.data(), text.size());
+  return h.hex();
+}
+
+std::string hex_seed(uint64_t v) {
+  char text[24];
+  std::snprintf(text, sizeof text, "0x%llx", static_cast<unsigned long long>(v));
+  return text;
+}
+
 }  // namespace
 
 EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) {
@@ -92,6 +107,9 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   res.k = opt.k;
   std::vector<double> kl_dim(L, 0.0), mu_sum(L, 0.0), mu_sq(L, 0.0);
   double sum_nll = 0, sum_kl = 0, sum_log_px = 0;
+  // The importance-weighted estimate's spread over images, and its weights' effective sample size.
+  double sum_log_px_sq = 0, sum_ess = 0, min_ess = std::numeric_limits<double>::infinity();
+  const auto start = std::chrono::steady_clock::now();
 
   Tensor x({batch, d}, m.device);
   // The mutual information's terms (see EvalResult): every test posterior, and the first
@@ -108,7 +126,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   const Posterior& posterior = m.latent_block.posterior();
   if (mi > 0) all_h.reserve(static_cast<size_t>(posterior.row_offset(n)));
   const int chunk = opt.k > 0 ? static_cast<int>(std::clamp<int64_t>(kImportanceChunkRows / batch, 1, opt.k)) : 0;
-  Tensor z_iw, lpq, nll_iw, x_rep, run_max, run_sum;
+  Tensor z_iw, lpq, nll_iw, x_rep, run_max, run_sum, run_sum_sq;
   // Each binary test image is a function of its index alone (kStreamTestBinarize): the batch is
   // gathered (and binarised) once, and its k-fold replication for importance sampling copies it.
   // The test set and the indices of every image go to the device once.
@@ -135,6 +153,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     x_rep = Tensor({rows_iw, d}, m.device);
     run_max = Tensor({batch}, m.device);
     run_sum = Tensor({batch}, m.device);
+    run_sum_sq = Tensor({batch}, m.device);
   }
 
   // A job's ranks each take a contiguous run of the batches (so gathering their posteriors in rank
@@ -194,6 +213,7 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
     if (opt.k > 0) {
       run_max.fill(-std::numeric_limits<float>::infinity());
       run_sum.fill(0.0f);
+      run_sum_sq.fill(0.0f);
       int replicated = 0;  // samples per row that x_rep currently holds
       for (int s0 = 0; s0 < opt.k; s0 += chunk) {
         const int kk = std::min(chunk, opt.k - s0);
@@ -205,22 +225,36 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
         m.latent_block.importance_sample(*m.backend, h, rows, kk, kEvalNoiseSeed, first, s0, z_iw.data(), lpq.data());
         const float* out = m.decode_forward(z_iw.data(), yp, rows * kk, kk);
         m.likelihood(out, x_rep.data(), nll_iw.data(), nullptr, rows * kk, 1.0f);
-        ops::logsumexp_accumulate(*m.backend, lpq.data(), nll_iw.data(), rows, kk, run_max.data(), run_sum.data());
+        ops::logsumexp_accumulate(*m.backend, lpq.data(), nll_iw.data(), rows, kk, run_max.data(), run_sum.data(),
+                                  run_sum_sq.data());
       }
       const std::vector<float> mx = run_max.view(0, {rows}).to_host(), sm = run_sum.view(0, {rows}).to_host();
-      for (int r = 0; r < rows; ++r)
-        sum_log_px += static_cast<double>(mx[r]) + std::log(static_cast<double>(sm[r])) - std::log(static_cast<double>(opt.k));
+      const std::vector<float> sq = run_sum_sq.view(0, {rows}).to_host();
+      for (int r = 0; r < rows; ++r) {
+        const double log_px = static_cast<double>(mx[r]) + std::log(static_cast<double>(sm[r])) - std::log(static_cast<double>(opt.k));
+        sum_log_px += log_px;
+        sum_log_px_sq += log_px * log_px;
+        // (sum w)^2 / sum w^2, both relative to the row's largest weight.
+        const double ess = sq[r] > 0 ? double(sm[r]) * double(sm[r]) / double(sq[r]) : 0.0;
+        sum_ess += ess;
+        min_ess = std::min(min_ess, ess);
+      }
     }
     if (opt.on_progress) opt.on_progress(first + rows - my_first, my_end - my_first);
   }
 
   // The ranks' parts: sums added, the posteriors and samples concatenated in rank (image) order.
   if (ranks > 1) {
-    std::vector<double> sums = {sum_nll, sum_kl, sum_log_px, sum_post_logdet, sum_prior_logdet};
+    std::vector<double> sums = {sum_nll, sum_kl, sum_log_px, sum_post_logdet, sum_prior_logdet, sum_log_px_sq, sum_ess};
     for (const auto* v : {&kl_dim, &mu_sum, &mu_sq}) sums.insert(sums.end(), v->begin(), v->end());
     opt.group.sum(sums.data(), static_cast<int64_t>(sums.size()));
     sum_nll = sums[0], sum_kl = sums[1], sum_log_px = sums[2], sum_post_logdet = sums[3], sum_prior_logdet = sums[4];
-    size_t at = 5;
+    sum_log_px_sq = sums[5], sum_ess = sums[6];
+    size_t at = 7;
+    if (opt.k > 0) {  // a rank with no images has min_ess infinite: it does not count
+      const std::vector<float> mins = opt.group.all_gather({static_cast<float>(std::min(min_ess, 1e30))});
+      min_ess = *std::min_element(mins.begin(), mins.end());
+    }
     for (auto* v : {&kl_dim, &mu_sum, &mu_sq})
       for (double& x : *v) x = sums[at++];
     if (mi > 0) {
@@ -252,6 +286,18 @@ EvalResult evaluate(Model& model, const ImageSet& test, const EvalOptions& opt) 
   res.kl = sum_kl / n;
   res.neg_elbo = res.recon + res.kl;
   res.iwae_nll = opt.k > 0 ? -sum_log_px / n : 0.0;
+  if (opt.k > 0) {
+    // The standard error of the mean over images: sd of the images' log p(x) / sqrt(n) (the spread
+    // of the test set, which dominates the estimator's own variance at k in the thousands).
+    const double var = n > 1 ? std::max(0.0, (sum_log_px_sq - sum_log_px * sum_log_px / n) / double(n - 1)) : 0.0;
+    res.iwae_stderr = std::sqrt(var / double(n));
+    res.ess_mean = sum_ess / n;
+    res.ess_min = min_ess;
+  }
+  res.test_images_hash = image_set_hash(test, n);
+  res.binarized = binarize;
+  res.model_config_hash = model_config_hash(m.config);
+  res.seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
   if (hierarchy) {
     double lower = 0;
     for (int i = 0; i < hierarchy->levels(); ++i) {
@@ -300,7 +346,29 @@ std::string EvalResult::to_json() const {
   j["active_units"] = active_units;
   j["kl_per_dim"] = kl_per_dim;
   j["k"] = k;
-  if (k > 0) j["iwae_nll"] = iwae_nll;
+  if (k > 0) {
+    j["iwae_nll"] = iwae_nll;
+    j["iwae_stderr"] = iwae_stderr;
+    j["ess_mean"] = ess_mean;
+    j["ess_min"] = ess_min;
+  }
+  j["seconds"] = seconds;
+  nlohmann::json p;
+  p["k"] = k;
+  p["estimator"] = k > 0 ? "importance_weighted" : "elbo";
+  p["test_images"] = count;
+  p["test_images_hash"] = test_images_hash;
+  p["likelihood"] = likelihood;
+  if (likelihood == "bernoulli") {
+    p["binarization"] = binarized ? "static" : "none";
+    p["training_binarization"] = "dynamic";
+    if (binarized) p["test_binarization_seed"] = hex_seed(kTestBinarizeSeed);
+  }
+  p["eval_noise_seed"] = hex_seed(kEvalNoiseSeed);
+  p["model_config_hash"] = model_config_hash;
+  if (!data_hash.empty()) p["data_hash"] = data_hash;
+  if (!test_split.empty()) p["test_split"] = test_split;
+  j["protocol"] = p;
   j["likelihood"] = likelihood;
   j["dimensions"] = dimensions;
   j["bpd_elbo"] = bpd_elbo;
