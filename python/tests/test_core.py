@@ -73,6 +73,22 @@ def test_training_lowers_the_loss_and_saved_models_agree(fashion, tmp_path):
     assert np.array_equal(again.encode(test[:5])[0], m.encode(test[:5])[0])
     r = vae.evaluate(again, test, k=5)
     assert r["count"] == 300 and r["iwae_nll"] <= r["neg_elbo"] + 1.0
+    # The estimate carries its spread and its protocol.
+    assert r["iwae_stderr"] > 0 and 1.0 <= r["ess_min"] <= r["ess_mean"] <= 5.0
+    assert r["protocol"]["k"] == 5 and r["protocol"]["test_images"] == 300
+    assert r["protocol"]["binarization"] == "static" and r["protocol"]["model_config_hash"].startswith("sha256:")
+
+
+def test_validation_split_and_early_stopping(fashion):
+    train, test, _ = fashion
+    m = small_model()
+    history = vae.train(m, train, test_x=test, epochs=30, batch=100, lr=0.03, threads=1, progress=False,
+                        validation_fraction=0.2, early_stopping=2)
+    assert "validation_neg_elbo" in history[0]
+    best = min(range(len(history)), key=lambda i: history[i]["validation_neg_elbo"])
+    assert len(history) == best + 1 + 2, "stops 2 epochs after the best validation epoch"
+    with pytest.raises(vae.Error, match="validation set"):
+        vae.train(small_model(), train, test_x=test, epochs=1, threads=1, progress=False, early_stopping=2)
 
 
 def test_bad_input_raises_clear_errors(fashion):

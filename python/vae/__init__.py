@@ -120,8 +120,11 @@ def train(model: Model, data: Union[_np.ndarray, str, Dict[str, Any]], labels: O
 def evaluate(model: Model, x: Union[_np.ndarray, str, Dict[str, Any]], labels: Optional[_np.ndarray] = None,
              k: int = 0, limit: int = 0) -> Dict[str, Any]:
     """The test -ELBO and its parts (neg_elbo, recon, kl), active units, KL per dimension and, with
-    k > 0, the importance-weighted -log p(x) (iwae_nll) over x, as a dict: the fields of the CLI's
-    vae eval --json. x as for train (8-bit pixels); limit: the first images only (0: all)."""
+    k > 0, the importance-weighted -log p(x) (iwae_nll) with its standard error over the images
+    (iwae_stderr) and the weights' effective sample size (ess_mean, ess_min), as a dict: the fields of
+    the CLI's vae eval --json, with its "protocol" (k, test images and their hash, binarization, the
+    model configuration's hash; the data set's hash only the CLI knows). x as for train (8-bit
+    pixels); limit: the first images only (0: all)."""
     if isinstance(x, str):
         d = load_data(x)
         x, labels = d["test_x"], d["test_labels"]
