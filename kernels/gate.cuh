@@ -21,7 +21,7 @@ struct GateForward {
   int64_t plane_items;  // w
   VAE_HD void at(int64_t r, int64_t j) const {
     const T* row = pre + r * 2 * plane_items;
-    h[r * plane_items + j] = row[j] * math::sigmoid(row[plane_items + j]);
+    h[r * plane_items + j] = row[j] * math::sigmoid_wide(row[plane_items + j]);
   }
   VAE_HD void operator()(int64_t i) const { at(i / plane_items, i % plane_items); }
 };
@@ -35,7 +35,7 @@ struct GateBackward {
   VAE_HD void at(int64_t r, int64_t j) const {
     const T* row = pre + r * 2 * plane_items;
     T* drow = dpre + r * 2 * plane_items;
-    const T s = math::sigmoid(row[plane_items + j]);
+    const T s = math::sigmoid_wide(row[plane_items + j]);
     const T d = dh[r * plane_items + j];
     drow[j] = d * s;
     drow[plane_items + j] = d * row[j] * s * (T(1) - s);

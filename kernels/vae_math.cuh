@@ -34,6 +34,17 @@ VAE_HD T sigmoid(T x) {
   return e / (T(1) + e);
 }
 
+// The same sigmoid for loops over every hidden unit of a layer (the gate: 600 a row of a gated
+// 300-300 MLP), with e^-|x| from hd::exp_nonpositive and a select instead of a branch, so that the
+// CPU's loop vectorizes: with glibc's expf, a call per element, the gate was 15% of an evaluation's
+// time (perf, k = 5000). Within 2 ulps of sigmoid; in double the same formula with ::exp.
+template <class T>
+VAE_HD T sigmoid_wide(T x) {
+  const T e = hd::exp_nonpositive(-hd::abs(x));
+  const T d = T(1) / (T(1) + e);
+  return x >= T(0) ? d : e * d;
+}
+
 // log(1 + e) for e in [0, 1] (the Bernoulli's e = e^-|l|): 2 atanh(s) with s = e / (2 + e) <= 1/3,
 // whose odd series shrinks by s^2 <= 1/9 a term, so seven terms are within float rounding (4 ulps of
 // log1p over [0, 1], test_math.cpp). No log call, so a row of pixels vectorizes on the CPU, where
