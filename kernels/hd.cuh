@@ -16,6 +16,18 @@
 #define VAE_HD inline
 #endif
 
+// A loop inside a functor that the CPU should run in SIMD lanes (OpenMP's simd, which lets a
+// reduction's lanes each sum their own items, in an order fixed by the binary and the CPU); nothing
+// under nvcc, whose threads are the parallelism.
+#define VAE_PRAGMA(x) _Pragma(#x)
+#if defined(__CUDACC__)
+#define VAE_SIMD
+#define VAE_SIMD_REDUCTION(op, var)
+#else
+#define VAE_SIMD VAE_PRAGMA(omp simd)
+#define VAE_SIMD_REDUCTION(op, var) VAE_PRAGMA(omp simd reduction(op : var))
+#endif
+
 namespace vae::hd {
 
 VAE_HD float exp(float x) { return ::expf(x); }

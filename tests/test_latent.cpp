@@ -47,24 +47,59 @@ TEST(MixturePrior, LogDensityAndResponsibilitiesMatchTheDefinition) {
   const int rows = 6, L = 3, K = 4;
   const auto logits = random_vector<double>(K, 1, -1, 1), means = random_vector<double>(K * L, 2, -1, 1),
              raw = random_vector<double>(K * L, 3, -1.5, 1), z = random_vector<double>(rows * L, 4, -2, 2);
-  std::vector<double> resp(rows * K), out(rows, 0.5);  // out accumulates: 0.5 + log p
-  ops::cpu_for_each(ops::MogLogProb<double>{{logits.data(), means.data(), raw.data(), K, L}, z.data(), resp.data(),
-                                            out.data(), 1.0},
-                    rows);
-  // The same through the derived tables (what the backends run).
-  std::vector<double> table(ops::mog_table_size(K, L)), resp_t(rows * K), out_t(rows, 0.5);
+  std::vector<double> table(ops::mog_table_size(K, L)), resp(rows * K), out(rows, 0.5);  // out accumulates: 0.5 + log p
   optable::Ref<double> ref;
   ops::mog_log_prob(ref, ops::MogParams<double>{logits.data(), means.data(), raw.data(), K, L}, z.data(), rows, 1.0,
-                    resp_t.data(), out_t.data(), table.data());
+                    resp.data(), out.data(), table.data());
+  // The same mixture with its means and log-variances in rows of a wider array (the VampPrior's
+  // encoder outputs [K, 2L + 1]): the derived tables take them out of the stride.
+  const int64_t stride = 2 * L + 1;
+  std::vector<double> wide(K * stride, 99.0);
+  for (int k = 0; k < K; ++k)
+    for (int u = 0; u < L; ++u) wide[k * stride + u] = means[k * L + u], wide[k * stride + L + u] = raw[k * L + u];
+  ops::MogParams<double> strided{logits.data(), wide.data(), wide.data() + L, K, L};
+  strided.stride = stride;
+  std::vector<double> table_s(ops::mog_table_size(K, L)), resp_s(rows * K), out_s(rows, 0.5);
+  ops::mog_log_prob(ref, strided, z.data(), rows, 1.0, resp_s.data(), out_s.data(), table_s.data());
   for (int r = 0; r < rows; ++r) {
-    EXPECT_NEAR(out_t[r], out[r], 1e-12);
     EXPECT_NEAR(out[r] - 0.5, double(direct_mog_log_density(logits, means, raw, z.data() + r * L, K, L)), 1e-12);
+    EXPECT_EQ(out_s[r], out[r]);
     EXPECT_NEAR(std::accumulate(resp.begin() + r * K, resp.begin() + (r + 1) * K, 0.0), 1.0, 1e-12);
+    // Each responsibility against its definition, pi_k N(z; m_k) / p(z).
+    for (int k = 0; k < K; ++k) {
+      const std::vector<double> one_logit{0.0}, mk(means.begin() + k * L, means.begin() + (k + 1) * L),
+          rk(raw.begin() + k * L, raw.begin() + (k + 1) * L);
+      long double norm = 0;
+      for (double l : logits) norm += std::exp(static_cast<long double>(l));
+      const double log_pi = logits[k] - double(std::log(norm));
+      const double log_nk = double(direct_mog_log_density(one_logit, mk, rk, z.data() + r * L, 1, L));
+      EXPECT_NEAR(resp[r * K + k], std::exp(log_pi + log_nk - (out[r] - 0.5)), 1e-12) << r << " " << k;
+    }
+  }
+  // The CPU backend in float (its SIMD loops) against the double reference, at a VampPrior's size.
+  {
+    const int R = 9, LL = 40, KK = 500;
+    const auto lg = random_vector<double>(KK, 5, -1, 1), mu = random_vector<double>(KK * LL, 6, -2, 2),
+               rv = random_vector<double>(KK * LL, 7, -3, 1), zz = random_vector<double>(R * LL, 8, -2.5, 2.5);
+    std::vector<double> td(ops::mog_table_size(KK, LL)), respd(R * KK), outd(R, 0.0);
+    ops::mog_log_prob(ref, ops::MogParams<double>{lg.data(), mu.data(), rv.data(), KK, LL}, zz.data(), R, 1.0, respd.data(),
+                      outd.data(), td.data());
+    const std::vector<float> lgf(lg.begin(), lg.end()), muf(mu.begin(), mu.end()), rvf(rv.begin(), rv.end()),
+        zf(zz.begin(), zz.end());
+    std::vector<float> tf(ops::mog_table_size(KK, LL)), respf(R * KK), outf(R, 0.0f);
+    auto cpu = make_cpu_backend();
+    ops::mog_log_prob(*cpu, ops::MogParams<float>{lgf.data(), muf.data(), rvf.data(), KK, LL}, zf.data(), R, 1.0f,
+                      respf.data(), outf.data(), tf.data());
+    for (int r = 0; r < R; ++r) {
+      EXPECT_NEAR(outf[r], outd[r], 2e-6 * std::fabs(outd[r]) + 1e-5) << r;
+      for (int k = 0; k < KK; ++k) EXPECT_NEAR(respf[r * KK + k], respd[r * KK + k], 1e-5) << r << " " << k;
+    }
   }
   // A one-component mixture with zero mean and unit variance is N(0, I).
   const std::vector<double> l1{0.3}, m1(L, 0.0), v1(L, 0.0);
-  std::vector<double> r1(rows), mix(rows, 0.0), standard(rows, 0.0);
-  ops::cpu_for_each(ops::MogLogProb<double>{{l1.data(), m1.data(), v1.data(), 1, L}, z.data(), r1.data(), mix.data(), 1.0}, rows);
+  std::vector<double> r1(rows), mix(rows, 0.0), standard(rows, 0.0), table1(ops::mog_table_size(1, L));
+  ops::mog_log_prob(ref, ops::MogParams<double>{l1.data(), m1.data(), v1.data(), 1, L}, z.data(), rows, 1.0, r1.data(),
+                    mix.data(), table1.data());
   ops::cpu_for_each(ops::StandardNormalLogProb<double>{z.data(), standard.data(), L, 1.0}, rows);
   for (int r = 0; r < rows; ++r) EXPECT_NEAR(mix[r], standard[r], 1e-6) << "soft_clamp(0) is 0 to within e^-20";
 }
