@@ -77,6 +77,10 @@ def test_training_lowers_the_loss_and_saved_models_agree(fashion, tmp_path):
     assert r["iwae_stderr"] > 0 and 1.0 <= r["ess_min"] <= r["ess_mean"] <= 5.0
     assert r["protocol"]["k"] == 5 and r["protocol"]["test_images"] == 300
     assert r["protocol"]["binarization"] == "static" and r["protocol"]["model_config_hash"].startswith("sha256:")
+    # From the data set itself: its content hash, as a run records it and the CLI reports it.
+    d = vae.load_data(DATA)
+    whole = vae.evaluate(again, d, k=2, limit=20)
+    assert whole["protocol"]["data_hash"] == d["hash"] and whole["protocol"]["test_split"] == "the source's own test split"
 
 
 def test_validation_split_and_early_stopping(fashion):

@@ -123,14 +123,17 @@ def evaluate(model: Model, x: Union[_np.ndarray, str, Dict[str, Any]], labels: O
     k > 0, the importance-weighted -log p(x) (iwae_nll) with its standard error over the images
     (iwae_stderr) and the weights' effective sample size (ess_mean, ess_min), as a dict: the fields of
     the CLI's vae eval --json, with its "protocol" (k, test images and their hash, binarization, the
-    model configuration's hash; the data set's hash only the CLI knows). x as for train (8-bit
-    pixels); limit: the first images only (0: all)."""
-    if isinstance(x, str):
-        d = load_data(x)
-        x, labels = d["test_x"], d["test_labels"]
-    elif isinstance(x, dict):
-        x, labels = x["test_x"], x["test_labels"]
-    return _evaluate(model, x, labels, k, limit)
+    model configuration's hash, and the data set's content hash and test split when x is a data set's
+    path or load_data's dict). x as for train (8-bit pixels); limit: the first images only (0: all)."""
+    data = load_data(x) if isinstance(x, str) else x if isinstance(x, dict) else None
+    if data is not None:
+        x, labels = data["test_x"], data["test_labels"]
+    result = _evaluate(model, x, labels, k, limit)
+    if data is not None and "hash" in data:  # the data set is known: its content hash and test split, as the CLI says
+        result["protocol"]["data_hash"] = data["hash"]
+        result["protocol"]["test_split"] = ("held-out fraction %s of %s" % (data["test_fraction"], data["source"])
+                                            if data.get("test_fraction", 0) > 0 else "the source's own test split")
+    return result
 
 
 def run(out: str, config: Union[None, str, Dict[str, Any]] = None, resume: bool = False, overwrite: bool = False,
