@@ -290,7 +290,8 @@ TEST(EndToEnd, EvaluationReportsItsSpreadAndProtocol) {
 }
 
 // Early stopping on a validation set held out of the training images: the run ends exactly
-// `early_stopping` epochs after its best validation -ELBO, best.safetensors is that epoch's model,
+// `early_stopping` epochs after its best validation bound (the -ELBO, or an importance-weighted
+// objective's k-sample bound), best.safetensors is that epoch's model,
 // the warm-up's epochs do not count, and the finished run refuses to resume.
 TEST(EndToEnd, EarlyStoppingEndsTheRunOnItsValidationSet) {
   SKIP_WITHOUT_FASHION_MNIST();
@@ -306,9 +307,13 @@ TEST(EndToEnd, EarlyStoppingEndsTheRunOnItsValidationSet) {
   c.early_stopping = 2;
   const std::filesystem::path root = std::filesystem::temp_directory_path() / "vae_early_stopping_test";
   std::filesystem::remove_all(root);
-  for (const int warmup : {0, 12}) {
+  // The ELBO without and with a warm-up, and the IWAE bound (k = 3), which judges its own runs.
+  for (const int variant : {0, 1, 2}) {
+    const int warmup = variant == 1 ? 12 : 0;
     c.objective.warmup_epochs = warmup;
-    c.out_dir = (root / ("warmup" + std::to_string(warmup))).string();
+    c.objective.type = variant == 2 ? ObjectiveType::Iwae : ObjectiveType::Elbo;
+    c.objective.k = variant == 2 ? 3 : 1;
+    c.out_dir = (root / ("variant" + std::to_string(variant))).string();
     std::optional<TrainingRun> held(TrainingRun::start(m, c, false));  // the folder's lock, until reset
     TrainingRun& run = *held;
     EXPECT_EQ(run.data().validation.count, 120);
@@ -326,7 +331,9 @@ TEST(EndToEnd, EarlyStoppingEndsTheRunOnItsValidationSet) {
     int best_epoch = 0;
     for (const EpochMetrics& e : history) {
       EXPECT_EQ(e.validation.count, 120);
-      if (e.validation.neg_elbo < best) best = e.validation.neg_elbo, best_epoch = e.epoch;
+      EXPECT_EQ(e.validation.k, variant == 2 ? 3 : 0);
+      const double bound = variant == 2 ? e.validation.iwae_nll : e.validation.neg_elbo;
+      if (bound < best) best = bound, best_epoch = e.epoch;
     }
     EXPECT_EQ(best_epoch, p.best_epoch);
     EXPECT_EQ(best, p.best_neg_elbo);
@@ -337,6 +344,7 @@ TEST(EndToEnd, EarlyStoppingEndsTheRunOnItsValidationSet) {
     int lines = 0;
     while (std::getline(metrics, line)) {
       EXPECT_TRUE(nlohmann::json::parse(line).contains("validation_neg_elbo"));
+      EXPECT_EQ(nlohmann::json::parse(line).contains("validation_iwae_nll"), variant == 2);
       ++lines;
     }
     EXPECT_EQ(lines, p.epochs_done);

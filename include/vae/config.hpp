@@ -221,11 +221,12 @@ struct TrainConfig {
   // A validation set held out of the training images (0 = none): round(fraction * N) images, either
   // a fixed pseudo-random share (permuted: the same images for every seed) or the last ones of the
   // training split (tail: vae_vampprior's fixed validation, Fashion-MNIST's last 10,000 at 1/6). Each
-  // epoch evaluates it; best.safetensors and early stopping then go by its -ELBO, not the test set's.
+  // epoch evaluates it; best.safetensors and early stopping then go by its bound, not the test set's:
+  // the -ELBO, or for iwae and iwae_dreg the k-sample bound they train.
   double validation_fraction = 0;
   ValidationSplit validation_split = ValidationSplit::Permuted;
   // Early stopping (0 = off; needs a validation set): the run ends after this many epochs in a row
-  // without a new best validation -ELBO, not counting the epochs of a KL warm-up (vae_vampprior's rule).
+  // without a new best validation bound, not counting the epochs of a KL warm-up (vae_vampprior's rule).
   int early_stopping = 0;
   std::string out_dir = "runs/latest";
   int epochs = 10;

@@ -122,8 +122,9 @@ struct TrainProgress {
   int epochs_done = 0;           // completed epochs
   int64_t steps_into_epoch = 0;  // steps of epoch epochs_done + 1 already taken (a stop mid-epoch)
   std::vector<double> epoch_sums = std::vector<double>(4, 0.0);  // those steps' [loss, recon, kl] row sums, skipped steps
-  // The best -ELBO at an epoch's end, and its epoch: on the validation set when the run holds one
-  // out, else on the test set. best.safetensors is that epoch's model.
+  // The best bound at an epoch's end, and its epoch: on the validation set when the run holds one
+  // out (the -ELBO, or an importance-weighted objective's own k-sample bound), else the test -ELBO.
+  // best.safetensors is that epoch's model.
   double best_neg_elbo = std::numeric_limits<double>::infinity();
   int best_epoch = 0;
   int processes = 1;             // the data-parallel job's size when the state was written

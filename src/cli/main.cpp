@@ -232,7 +232,9 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
           bar.finish_line();
           char validation[64] = "";
           if (m.validation.count > 0)
-            std::snprintf(validation, sizeof validation, "  validation -ELBO %.2f%s", m.validation.neg_elbo,
+            std::snprintf(validation, sizeof validation, "  validation %s %.2f%s",
+                          m.validation.k > 0 ? ("-log p(x), k=" + std::to_string(m.validation.k)).c_str() : "-ELBO",
+                          m.validation.k > 0 ? m.validation.iwae_nll : m.validation.neg_elbo,
                           trainer.progress().best_epoch == m.epoch ? " (best)" : "");
           std::printf("epoch %d/%d  train loss %.2f%s  test -ELBO %.2f (recon %.2f, KL %.2f)  active units %d  %.1fs  %.0f samples/s%s\n",
                       m.epoch, cfg.epochs, m.train_loss, validation, m.test.neg_elbo, m.test.recon, m.test.kl, m.test.active_units,
@@ -258,7 +260,7 @@ int run_train(const TrainFlags& f, const vae::ProcessGroup& group) {
     return 128 + static_cast<int>(g_stop_signal != 0 ? g_stop_signal : SIGINT);
   }
   if (root && trainer.stopped_early())
-    std::printf("stopped early after epoch %d: the validation -ELBO has not improved on epoch %d's %.3f for %d epochs; "
+    std::printf("stopped early after epoch %d: the validation bound has not improved on epoch %d's %.3f for %d epochs; "
                 "best.safetensors is epoch %d's model\n",
                 trainer.progress().epochs_done, trainer.progress().best_epoch, trainer.progress().best_neg_elbo,
                 cfg.early_stopping, trainer.progress().best_epoch);

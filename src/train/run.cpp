@@ -330,7 +330,7 @@ TrainingRun TrainingRun::resume(const std::string& dir_name, const RunChanges& c
   if (trainer.stopped_early()) {
     s->restore_from_state(true);
     throw Error("the run in '" + s->config.out_dir + "' stopped early after epoch " + std::to_string(p.epochs_done) +
-                ": its validation -ELBO has not improved on epoch " + std::to_string(p.best_epoch) + "'s for " +
+                ": its validation bound has not improved on epoch " + std::to_string(p.best_epoch) + "'s for " +
                 std::to_string(s->config.early_stopping) + " epochs (its model is " + s->config.out_dir +
                 "/best.safetensors); to train longer, start a new run with a larger --early-stopping");
   }

@@ -78,6 +78,10 @@ std::string EpochMetrics::to_json() const {
     j["validation_neg_elbo"] = validation.neg_elbo;
     j["validation_recon"] = validation.recon;
     j["validation_kl"] = validation.kl;
+    if (validation.k > 0) {  // an importance-weighted objective's bound, which judges the run
+      j["validation_iwae_nll"] = validation.iwae_nll;
+      j["validation_k"] = validation.k;
+    }
   }
   j["kl_per_dim"] = test.kl_per_dim;
   if (!test.level_sizes.empty()) {
@@ -356,10 +360,12 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
   EvalOptions eval;
   eval.limit = config_.test_limit;
   if (parallel) eval.group = group_;
-  // The validation set, every image of it, judges the run: its -ELBO alone (no mutual information).
+  // The validation set, every image of it, judges the run by the bound it trains: the -ELBO, or for
+  // the importance-weighted objectives their k-sample bound (no mutual information).
   EvalOptions validation_eval = eval;
   validation_eval.limit = 0;
   validation_eval.mi_samples = 0;
+  validation_eval.k = config_.objective.importance_weighted() ? config_.objective.k : 0;
   // Whether to stop after the step that made `steps` steps of the epoch (0: at the epoch's end). A
   // job stops only where every rank asks, at the same step: every kReadLossEvery steps, a vote.
   auto asked_to_stop = [&](int64_t steps) {
@@ -501,7 +507,7 @@ std::vector<EpochMetrics> Trainer::fit(const Dataset& data, const std::function<
     progress_.epochs_done = epoch;
     progress_.steps_into_epoch = 0;
     progress_.epoch_sums.assign(4, 0.0);
-    const double judged = validating ? em.validation.neg_elbo : em.test.neg_elbo;
+    const double judged = !validating ? em.test.neg_elbo : validation_eval.k > 0 ? em.validation.iwae_nll : em.validation.neg_elbo;
     if (judged < progress_.best_neg_elbo) {
       progress_.best_neg_elbo = judged;
       progress_.best_epoch = epoch;
