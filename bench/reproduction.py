@@ -11,12 +11,20 @@ and prints the markdown table. Runs with Debian's python3 (matplotlib from pytho
 import argparse
 import json
 import os
+import struct
 import sys
 
 
 def read_metrics(run_dir):
     with open(os.path.join(run_dir, "metrics.jsonl")) as f:
         return [json.loads(line) for line in f if line.strip()]
+
+
+def checkpoint_step(path):
+    """The training step a checkpoint holds (its safetensors metadata's vae_step)."""
+    with open(path, "rb") as f:
+        n = struct.unpack("<Q", f.read(8))[0]
+        return int(json.loads(f.read(n))["__metadata__"]["vae_step"])
 
 
 def wall_seconds(run_dir):
@@ -70,6 +78,10 @@ def main():
         }
         if eval_json != "-":
             e = json.load(open(eval_json))
+            step = e["protocol"].get("checkpoint_step")
+            if step is not None:  # the epoch evaluated: its step over the run's steps per epoch
+                steps_per_epoch = checkpoint_step(os.path.join(run_dir, "model.safetensors")) / len(metrics)
+                row["evaluated_epoch"] = int(round(step / steps_per_epoch))
             row.update({"neg_log_px": e["iwae_nll"], "k": e["k"], "stderr": e["iwae_stderr"],
                         "neg_elbo": e["neg_elbo"], "ess_mean": e["ess_mean"], "ess_min": e["ess_min"],
                         "eval_seconds": e["seconds"], "active_units": e["active_units"], "kl": e["kl"],
@@ -80,14 +92,15 @@ def main():
         rows.append(row)
         curves.append((name, metrics, best))
 
-    print("| model | seed | -log p(x), k = 5000 | paper | epochs (best) | training wall time |")
-    print("|---|---|---|---|---|---|")
+    print("| model | seed | -log p(x), k = 5000 (± se over images) | evaluated epoch | paper | epochs so far (best validation epoch) | training wall time |")
+    print("|---|---|---|---|---|---|---|")
     for r in rows:
         ours = "%.2f ± %.2f" % (r["neg_log_px"], r["stderr"]) if r["neg_log_px"] is not None else "training"
         paper = "%.2f" % r["paper_neg_log_px"] if r["paper_neg_log_px"] is not None else "—"
         wall = "%.1f h" % (r["wall_seconds"] / 3600) if r["wall_seconds"] else "—"
-        epochs = "%d (%d)%s" % (r["epochs"], r["best_epoch"], "" if r["early_stopped"] else ", running")
-        print("| %s | %d | %s | %s | %s | %s |" % (r["name"], r["seed"], ours, paper, epochs, wall))
+        epochs = "%d (%d)%s" % (r["epochs"], r["best_epoch"], ", stopped early" if r["early_stopped"] else ", running")
+        print("| %s | %d | %s | %s | %s | %s | %s |" % (r["name"], r["seed"], ours, r.get("evaluated_epoch", "—"), paper,
+                                                    epochs, wall))
 
     if args.json:
         record = {"date": args.date, "protocol": "binarized Fashion-MNIST: dynamic binarization in training, the "

@@ -117,6 +117,8 @@ TEST(Cli, TrainEvalSampleReconstruct) {
   EXPECT_EQ(protocol.at("test_images"), 50);
   EXPECT_EQ(protocol.at("binarization"), "static");
   EXPECT_EQ(protocol.at("test_split"), "the source's own test split");
+  EXPECT_EQ(protocol.at("checkpoint"), ckpt);
+  EXPECT_EQ(protocol.at("checkpoint_step"), 8) << "one epoch of 512 images in batches of 64";
   ASSERT_FALSE(cj.at("compare").empty());
   for (const auto& row : cj.at("compare")) {
     EXPECT_EQ(row.at("protocol"), "differs") << row.dump();

@@ -44,6 +44,8 @@ struct EvalResult {
   // the same bits in every evaluation), the model configuration's hash, and, when the caller knows
   // them (vae eval), the whole data set's content hash and where the test split came from.
   std::string test_images_hash, model_config_hash, data_hash, test_split;
+  std::string checkpoint;        // vae eval: the file evaluated, and the training step it holds
+  int64_t checkpoint_step = -1;
   bool binarized = false;
   double seconds = 0;      // the evaluation's wall time
   // Bits per dimension (d = C*H*W values an image): -log2 P(x) / d of the 8-bit (or, Bernoulli,

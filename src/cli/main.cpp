@@ -317,6 +317,8 @@ int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flag
   if (drawn) std::fprintf(stderr, "\r\033[K");
   if (!group.is_root()) return 0;
   r.data_hash = vae::dataset_hash(data);
+  r.checkpoint = checkpoint;
+  r.checkpoint_step = vae::checkpoint_step(checkpoint);
   r.test_split = data.test_fraction > 0 ? "held-out fraction " + std::to_string(data.test_fraction) + " of " + data.source
                                         : "the source's own test split";
   const nlohmann::json compared = compare ? vae::cli::compare_with_anchors(r, anchors_text, anchors_where) : nlohmann::json();

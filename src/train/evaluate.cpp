@@ -368,6 +368,10 @@ std::string EvalResult::to_json() const {
   p["model_config_hash"] = model_config_hash;
   if (!data_hash.empty()) p["data_hash"] = data_hash;
   if (!test_split.empty()) p["test_split"] = test_split;
+  if (!checkpoint.empty()) {
+    p["checkpoint"] = checkpoint;
+    p["checkpoint_step"] = checkpoint_step;
+  }
   j["protocol"] = p;
   j["likelihood"] = likelihood;
   j["dimensions"] = dimensions;
