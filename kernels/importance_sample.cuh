@@ -64,17 +64,15 @@ struct LogSumExpAccumulate {
     }
     const T rescale = old_max == none ? T(0) : hd::exp(old_max - m);
     T s = old_max == none ? T(0) : running_sum[b] * rescale;
-    for (int j = 0; j < k; ++j) s += hd::exp(a[j] - c[j] - m);
-    if (running_sum_sq) {
-      T s2 = old_max == none ? T(0) : running_sum_sq[b] * rescale * rescale;
-      for (int j = 0; j < k; ++j) {
-        const T e = hd::exp(a[j] - c[j] - m);
-        s2 += e * e;
-      }
-      running_sum_sq[b] = s2;
+    T s2 = old_max == none || !running_sum_sq ? T(0) : running_sum_sq[b] * rescale * rescale;
+    for (int j = 0; j < k; ++j) {
+      const T e = hd::exp(a[j] - c[j] - m);
+      s += e;
+      s2 += e * e;
     }
     running_max[b] = m;
     running_sum[b] = s;
+    if (running_sum_sq) running_sum_sq[b] = s2;
   }
 };
 

@@ -3,8 +3,7 @@
 #include "mog_prior.cuh"
 
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogDerive<float>);
-VAE_INSTANTIATE_FOR_EACH(vae::ops::MogLogTerms<float>);
-VAE_INSTANTIATE_FOR_EACH(vae::ops::MogNormalize<float>);
+VAE_INSTANTIATE_FOR_EACH(vae::ops::MogLogProb<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogGradZ<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogGradParams<float>);
 VAE_INSTANTIATE_FOR_EACH(vae::ops::MogSample<float>);

@@ -11,11 +11,11 @@
 //               (overwritten: one item per parameter, summing the rows in order: deterministic)
 //   derive:     the tables the loops read: lv, e^-lv [K, L], log pi_k and log pi_k - sum_u (lv_ku + log 2 pi) / 2
 //               [K], and the means and e^-lv again as [L, K], once per call instead of once per row
-// log_prob runs in two steps: the log terms a[r, k], each summing its L squares in order (on the
-// CPU the components fill the SIMD lanes, reading the [L, K] tables contiguously), then per row the
-// log-sum-exp and the responsibilities (exp of terms
-// that are never positive: hd::exp_nonpositive, whose loops vectorize). At K = 500, L = 40 the two
-// are what a VampPrior adds to each importance sample of an evaluation.
+// log_prob, one row an item: the log terms a[r, k], each summing its L squares in order (on the CPU
+// the components fill the SIMD lanes, reading the [L, K] tables contiguously), then the row's
+// log-sum-exp and responsibilities from exponents that are never positive (hd::exp_nonpositive,
+// whose loops vectorize). At K = 500, L = 40 this is what a VampPrior adds to each importance
+// sample of an evaluation.
 //   sample:     k ~ Categorical(pi) from one Philox uniform (row r, kStreamPriorComponent),
 //               z = m_k + T sigma_k eps with eps as normal_fill draws it (row r, kStreamPrior)
 // w_r is the weight of -log p(z_r) in the loss: beta / batch (a StepScalars record's kl_grad_weight
@@ -41,8 +41,9 @@ struct MogParams {
   const T* raw_logvar;  // [K, L], likewise
   int components, latent;
   // Optional: the tables mog_derive fills from the parameters (log-variances, inverse variances,
-  // log-weights and each component's constant), so the per-row loops need no soft_clamp, exp or
-  // normaliser of their own. Without them every value is computed where it is used.
+  // log-weights, each component's constant, and the means and inverse variances transposed), so the
+  // per-row loops need no soft_clamp, exp or normaliser of their own. Without them every value is
+  // computed where it is used (log_prob needs them).
   const T* table = nullptr;  // [4KL + 2K], mog_table_size
   int64_t stride = 0;        // of the means' and log-variances' rows; 0 = latent
 
@@ -98,23 +99,27 @@ struct MogDerive {
   }
 };
 
-// a[r, k] = log pi_k + log N(z_r; m_k, s_k^2), from the derived tables (p.table must be set), one
-// row an item. Each a[r, k] sums its L squares in order; the loop over k inside the loop over u reads
-// the [L, K] tables contiguously, so the CPU runs it in SIMD lanes (an outer loop over k with the sum
-// over u inside did not vectorize).
+// out[r] += sign * logsumexp_k a[r, k] with a[r, k] = log pi_k + log N(z_r; m_k, s_k^2), and resp[r, k]
+// = e^(a[r, k] - logsumexp), from the derived tables (p.table must be set). Each a[r, k] sums its L
+// squares in order; the loop over k inside the loop over u reads the [L, K] tables contiguously, so
+// the CPU runs it in SIMD lanes (an outer loop over k with the sum over u inside did not vectorize).
+// The largest term sets the shift of the log-sum-exp, so every exponent is <= 0.
 template <class T>
-struct MogLogTerms {
+struct MogLogProb {
   MogParams<T> p;
   const T* z;
-  T* a;  // [rows, K]
+  T* resp;  // [rows, K]: the log terms, then the responsibilities
+  T* out;
+  T sign;
   VAE_HD void operator()(int64_t r) const {
     const int64_t K = p.components, L = p.latent, kl = p.kl();
     const T* means_t = p.table + 2 * kl + 2 * K;  // [L, K]
     const T* inv_var_t = means_t + kl;             // [L, K]
+    const T* log_constant = p.table + 2 * kl + K;  // [K]
     const T* zr = z + r * L;
-    T* ar = a + r * K;
+    T* a = resp + r * K;
     VAE_SIMD
-    for (int64_t k = 0; k < K; ++k) ar[k] = T(0);
+    for (int64_t k = 0; k < K; ++k) a[k] = T(0);
     for (int64_t u = 0; u < L; ++u) {
       const T zu = zr[u];
       const T* m = means_t + u * K;
@@ -122,35 +127,21 @@ struct MogLogTerms {
       VAE_SIMD
       for (int64_t k = 0; k < K; ++k) {
         const T d = zu - m[k];
-        ar[k] += d * d * iv[k];
+        a[k] += d * d * iv[k];
       }
     }
-    const T* log_constant = p.table + 2 * kl + K;
-    VAE_SIMD
-    for (int64_t k = 0; k < K; ++k) ar[k] = log_constant[k] - T(0.5) * ar[k];
-  }
-};
-
-// Per row: out[r] += sign * logsumexp_k a[r, k], and a[r, k] becomes the responsibility
-// e^(a[r, k] - logsumexp). The largest term sets the shift, so every exponent is <= 0.
-template <class T>
-struct MogNormalize {
-  T* a;  // [rows, K]: the log terms in, the responsibilities out
-  T* out;
-  T sign;
-  int components;
-  VAE_HD void operator()(int64_t r) const {
-    const int K = components;
-    T* ar = a + r * K;
-    T top = ar[0];
+    T top = log_constant[0] - T(0.5) * a[0];
     VAE_SIMD_REDUCTION(max, top)
-    for (int k = 0; k < K; ++k) top = ar[k] > top ? ar[k] : top;  // a NaN is passed over
+    for (int64_t k = 0; k < K; ++k) {
+      a[k] = log_constant[k] - T(0.5) * a[k];
+      top = a[k] > top ? a[k] : top;  // a NaN is passed over
+    }
     T s = T(0);
     VAE_SIMD_REDUCTION(+, s)
-    for (int k = 0; k < K; ++k) s += hd::exp_nonpositive(ar[k] - top);
+    for (int64_t k = 0; k < K; ++k) s += hd::exp_nonpositive(a[k] - top);
     const T lse = top + hd::log(s);
     VAE_SIMD
-    for (int k = 0; k < K; ++k) ar[k] = hd::exp_nonpositive(ar[k] - lse);
+    for (int64_t k = 0; k < K; ++k) a[k] = hd::exp_nonpositive(a[k] - lse);
     out[r] += sign * lse;
   }
 };
@@ -289,9 +280,7 @@ template <class Be, class T>
 void mog_log_prob(Be& be, const MogParams<T>& p, const T* z, int rows, scalar_t<T> sign, T* resp, T* out, T* table) {
   check_mog(p, rows, "mog_log_prob");
   check(z && resp && out, "mog_log_prob", "null pointer");
-  const MogParams<T> d = mog_derive(be, p, table);
-  run(be, MogLogTerms<T>{d, z, resp}, rows);
-  run(be, MogNormalize<T>{resp, out, T(sign), p.components}, rows);
+  run(be, MogLogProb<T>{mog_derive(be, p, table), z, resp, out, T(sign)}, rows);
 }
 
 // dz += w.z_r * d(-log p(z_r))/dz, and the parameters' gradients of sum_r w.params_r * -log p(z_r)

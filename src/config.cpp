@@ -687,13 +687,14 @@ const std::vector<Field<TrainConfig>>& train_fields() {
                       "files use those)"));
     f.push_back(value("validation_fraction", VAE_GET(C, validation_fraction), 0, 0.9, "--validation-fraction",
                       "share of the training images held out as a validation set, evaluated every epoch: best.safetensors "
-                      "and --early-stopping go by its -ELBO (default 0: none, and best.safetensors goes by the test set)"));
+                      "and --early-stopping go by its bound, the -ELBO or an importance-weighted objective's own (default 0: "
+                      "none, and best.safetensors goes by the test -ELBO)"));
     f.push_back(choice("validation_split", VAE_GET(C, validation_split), parse_validation_split, to_string,
                        "--validation-split",
                        "permuted|tail: a fixed pseudo-random share of the training images, the same for every seed, or "
                        "the last ones (vae_vampprior's fixed validation set) (default permuted)"));
     f.push_back(value("early_stopping", VAE_GET(C, early_stopping), 0, 100000, "--early-stopping",
-                      "stop after this many epochs in a row without a better validation -ELBO, not counting KL warm-up "
+                      "stop after this many epochs in a row without a better validation bound, not counting KL warm-up "
                       "epochs; needs --validation-fraction (default 0: off)"));
     f.push_back(value("out", VAE_GET(C, out_dir), {}, {}, "--out",
                       "run folder (default runs/latest); must not hold a run unless --overwrite"));

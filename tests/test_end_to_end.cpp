@@ -43,6 +43,14 @@ std::vector<float> flat_params(const Model& m) {
   return all;
 }
 
+// The smallest model the run-folder tests train: 32 hidden units, 4 latents.
+ModelConfig tiny_model() {
+  ModelConfig m;
+  m.encoder.hidden = {32};
+  m.latent = 4;
+  return m;
+}
+
 ModelConfig small_model() {
   ModelConfig m;
   m.encoder.hidden = {256, 128};
@@ -187,9 +195,7 @@ TEST(Device, AutoPicksCudaOnlyWhenItCanRun) {
 // holds a run is refused to a new one unless overwriting.
 TEST(EndToEnd, TrainingRunResumesExactlyAndKeepsItsConfiguration) {
   SKIP_WITHOUT_FASHION_MNIST();
-  ModelConfig m;
-  m.encoder.hidden = {32};
-  m.latent = 4;
+  const ModelConfig m = tiny_model();
   TrainConfig c = small_run();
   c.train_limit = 1000;
   c.test_limit = 200;
@@ -295,9 +301,7 @@ TEST(EndToEnd, EvaluationReportsItsSpreadAndProtocol) {
 // the warm-up's epochs do not count, and the finished run refuses to resume.
 TEST(EndToEnd, EarlyStoppingEndsTheRunOnItsValidationSet) {
   SKIP_WITHOUT_FASHION_MNIST();
-  ModelConfig m;
-  m.encoder.hidden = {32};
-  m.latent = 4;
+  const ModelConfig m = tiny_model();
   TrainConfig c = small_run();
   c.train_limit = 200;  // 200 images and a high learning rate: the validation -ELBO soon turns up
   c.test_limit = 100;

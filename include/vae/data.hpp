@@ -82,6 +82,10 @@ struct DataOptions {
 // A missing path names the Debian package that installs Fashion-MNIST.
 Dataset load_dataset(const std::string& path, const DataOptions& options = {});
 
+// Where a data set's test split came from, in words (what an evaluation's protocol records): "the
+// source's own test split", or the held-out fraction and the source.
+std::string test_split_description(const Dataset& d);
+
 // Moves round(fraction * N) of the N training images (at least one, and at least one left to train
 // on) into d.validation, both parts keeping the source's order (and their labels): with tail, the
 // last ones (vae_vampprior's fixed validation set: Fashion-MNIST's last 10,000 at 1/6); otherwise a

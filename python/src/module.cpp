@@ -609,6 +609,7 @@ PYBIND11_MODULE(_core, m) {
         out["source"] = d.source;
         out["class_names"] = d.class_names;
         out["test_fraction"] = d.test_fraction;
+        out["test_split"] = vae::test_split_description(d);
         {
           py::gil_scoped_release release;
           hash = vae::dataset_hash(d);
@@ -620,7 +621,8 @@ PYBIND11_MODULE(_core, m) {
       "A data set as the CLI's --data reads it (an IDX folder such as Fashion-MNIST's, a .npy file with "
       "labels from the labels .npy, or a folder of PNGs): a dict with train_x and test_x (uint8 [N, C, H, W]), "
       "train_labels and test_labels (int32 [N], or None), source, class_names, test_fraction (the share held out, 0 "
-      "when the source has its own test split) and hash (its content hash, as a run records it).");
+      "when the source has its own test split), test_split (the same in words, as vae eval --json records it) and "
+      "hash (its content hash, as a run records it).");
 
   m.def(
       "fit_aggregate",

@@ -129,10 +129,9 @@ def evaluate(model: Model, x: Union[_np.ndarray, str, Dict[str, Any]], labels: O
     if data is not None:
         x, labels = data["test_x"], data["test_labels"]
     result = _evaluate(model, x, labels, k, limit)
-    if data is not None and "hash" in data:  # the data set is known: its content hash and test split, as the CLI says
-        result["protocol"]["data_hash"] = data["hash"]
-        result["protocol"]["test_split"] = ("held-out fraction %s of %s" % (data["test_fraction"], data["source"])
-                                            if data.get("test_fraction", 0) > 0 else "the source's own test split")
+    for key in ("hash", "test_split"):  # a load_data dict knows its data set: as vae eval --json records it
+        if data is not None and key in data:
+            result["protocol"]["data_hash" if key == "hash" else key] = data[key]
     return result
 
 

@@ -10,15 +10,6 @@ namespace {
 
 using json = nlohmann::json;
 
-// The evaluation's side of each protocol field, as anchors.json spells it.
-json our_field(const EvalResult& r, const std::string& key, const json& protocol) {
-  if (key == "k") return r.k;
-  if (key == "test_images") return r.count;
-  if (key == "estimator") return r.k > 0 ? "importance_weighted" : "elbo";
-  if (protocol.contains(key)) return protocol.at(key);
-  return nullptr;
-}
-
 // The name of the data set whose hashes list `hash` (empty: none).
 std::string data_set_of(const json& data_sets, const std::string& hash) {
   for (const auto& [name, set] : data_sets.items())
@@ -33,22 +24,29 @@ bool has_hashes(const json& data_sets, const std::string& name) {
 
 }  // namespace
 
-json compare_with_anchors(const EvalResult& r, const std::string& anchors_json, const std::string& where) {
+json read_anchors(const std::string& text, const std::string& where) {
   json anchors;
   try {
-    anchors = json::parse(anchors_json);
+    anchors = json::parse(text);
   } catch (const json::exception& e) {
     throw Error("anchors '" + where + "' is not valid JSON: " + e.what());
   }
   if (!anchors.is_object() || !anchors.contains("anchors") || !anchors["anchors"].is_array())
     throw Error("anchors '" + where + "' needs a list \"anchors\" of published rows (see bench/anchors.json)");
+  for (const json& a : anchors["anchors"])
+    if (!a.is_object() || !a.contains("neg_log_px") || !a["neg_log_px"].is_number() || !a.contains("protocol") ||
+        !a["protocol"].is_object())
+      throw Error("anchors '" + where + "': every row needs a number neg_log_px and an object protocol; " + a.dump());
+  if (anchors.contains("data_sets") && !anchors["data_sets"].is_object())
+    throw Error("anchors '" + where + "': data_sets must be an object of named data sets with their hashes");
+  return anchors;
+}
+
+json compare_with_anchors(const EvalResult& r, const json& anchors) {
   const json ours = json::parse(r.to_json()).at("protocol");
   const json data_sets = anchors.value("data_sets", json::object());
   json rows = json::array();
   for (const json& a : anchors["anchors"]) {
-    if (!a.is_object() || !a.contains("neg_log_px") || !a["neg_log_px"].is_number() || !a.contains("protocol") ||
-        !a["protocol"].is_object())
-      throw Error("anchors '" + where + "': every row needs a number neg_log_px and an object protocol; " + a.dump());
     json row;
     row["source"] = a.value("source", "");
     row["model"] = a.value("model", "");
@@ -67,7 +65,7 @@ json compare_with_anchors(const EvalResult& r, const std::string& anchors_json, 
       (our_data.empty() && !has_hashes(data_sets, data) ? unknown : differs)
           .push_back({{"field", "data"}, {"theirs", data}, {"ours", ours_named}});
     for (const auto& [key, theirs] : a["protocol"].items()) {
-      const json mine = our_field(r, key, ours);
+      const json mine = ours.contains(key) ? ours[key] : json(nullptr);
       if (theirs.is_null() || mine.is_null()) unknown.push_back({{"field", key}, {"theirs", theirs}, {"ours", mine}});
       else if (theirs != mine) differs.push_back({{"field", key}, {"theirs", theirs}, {"ours", mine}});
     }

@@ -275,14 +275,16 @@ using vae::cli::load_model;
 // vae eval; in a job of several processes the ranks split the test set and rank 0 prints.
 int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flags, int k, bool as_json, int64_t limit, const std::string& device, bool strict_fp32,
              bool compare, const std::string& anchors_path, const vae::ProcessGroup& group) {
-  // The anchors first: a malformed file is refused before minutes of evaluation.
-  std::string anchors_text = vae::cli::builtin_anchors_json(), anchors_where = "bench/anchors.json (built in)";
-  if (!anchors_path.empty()) {
+  // The anchors first: a malformed file is refused before minutes of evaluation. --anchors alone
+  // asks for the comparison too.
+  compare = compare || !anchors_path.empty();
+  nlohmann::json anchors;
+  if (compare && anchors_path.empty()) {
+    anchors = vae::cli::read_anchors(vae::cli::builtin_anchors_json(), "bench/anchors.json (built in)");
+  } else if (compare) {
     const auto bytes = vae::read_file_bytes(anchors_path, "anchors file");
-    anchors_text.assign(bytes.begin(), bytes.end());
-    anchors_where = anchors_path;
+    anchors = vae::cli::read_anchors(std::string(bytes.begin(), bytes.end()), anchors_path);
   }
-  if (compare) vae::cli::compare_with_anchors(vae::EvalResult{}, anchors_text, anchors_where);
   std::optional<vae::Model> loaded;
   std::optional<vae::Dataset> loaded_data;
   on_every_rank(group, [&] {
@@ -319,9 +321,8 @@ int run_eval(const std::string& checkpoint, const vae::cli::DataFlags& data_flag
   r.data_hash = vae::dataset_hash(data);
   r.checkpoint = checkpoint;
   r.checkpoint_step = vae::checkpoint_step(checkpoint);
-  r.test_split = data.test_fraction > 0 ? "held-out fraction " + std::to_string(data.test_fraction) + " of " + data.source
-                                        : "the source's own test split";
-  const nlohmann::json compared = compare ? vae::cli::compare_with_anchors(r, anchors_text, anchors_where) : nlohmann::json();
+  r.test_split = vae::test_split_description(data);
+  const nlohmann::json compared = compare ? vae::cli::compare_with_anchors(r, anchors) : nlohmann::json();
   if (as_json) {
     if (!compare) {
       std::printf("%s\n", r.to_json().c_str());
@@ -485,8 +486,8 @@ int main(int argc, char** argv) {
   eval->add_flag("--compare", compare,
                  "say which published results (bench/anchors.json) share this evaluation's protocol (data, likelihood, "
                  "binarization, k, test images) and how far the model is from each; --json adds them as \"compare\"");
-  eval->add_option("--anchors", anchors_path, "--compare: a published-results file of bench/anchors.json's form instead "
-                   "of the built-in one");
+  eval->add_option("--anchors", anchors_path, "compare against a published-results file of bench/anchors.json's form "
+                   "instead of the built-in one (implies --compare)");
   eval->add_flag("--strict-fp32", strict_fp32, "CUDA: strict FP32 GEMMs instead of TF32 tensor cores");
 
   vae::cli::GenerateCommands gen;

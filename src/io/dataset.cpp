@@ -5,7 +5,7 @@
 #include <filesystem>
 #include <memory>
 #include <numeric>
-
+#include <tuple>
 
 #include "io/sha256.hpp"
 #include "philox.cuh"
@@ -57,22 +57,27 @@ ImageSet take_rows(const ImageSet& all, const std::vector<int32_t>& rows) {
   return s;
 }
 
-// Holds out round(fraction * N) images (at least one, and at least one left to train on), chosen by
-// a fixed permutation; both parts keep the source's order.
-void split(Dataset& d, ImageSet all, double fraction, const std::string& source) {
+// Splits all into {kept, held out}: round(fraction * N) images held out (at least one, and at least
+// one kept), the last ones of `order`; both parts keep the source's order. what names the held-out
+// part in messages ("testing").
+std::pair<ImageSet, ImageSet> hold_out(const ImageSet& all, double fraction, const std::vector<int32_t>& order,
+                                       const std::string& source, const char* what) {
+  if (all.count < 2)
+    throw Error(source + " holds " + std::to_string(all.count) + " image; at least 2 are needed to hold one out for " + what);
+  const auto held = std::clamp<int64_t>(std::llround(fraction * static_cast<double>(all.count)), 1, all.count - 1);
+  std::vector<int32_t> out(order.end() - held, order.end()), kept(order.begin(), order.end() - held);
+  std::sort(out.begin(), out.end());
+  std::sort(kept.begin(), kept.end());
+  return {take_rows(all, kept), take_rows(all, out)};
+}
+
+// The test set of a source without one: a fixed permutation's share.
+void split(Dataset& d, const ImageSet& all, double fraction, const std::string& source) {
   if (!(fraction > 0.0 && fraction < 1.0))
     throw Error("--test-fraction must be in (0, 1) for '" + source + "', which has no test split of its own; got " +
                 std::to_string(fraction));
-  if (all.count < 2)
-    throw Error("'" + source + "' holds " + std::to_string(all.count) + " image; at least 2 are needed to hold one out for testing");
-  const auto held = std::clamp<int64_t>(std::llround(fraction * static_cast<double>(all.count)), 1, all.count - 1);
   d.test_fraction = fraction;
-  std::vector<int32_t> perm = epoch_permutation(all.count, kSplitSeed, 0);
-  std::vector<int32_t> test(perm.end() - held, perm.end()), train(perm.begin(), perm.end() - held);
-  std::sort(test.begin(), test.end());
-  std::sort(train.begin(), train.end());
-  d.test = take_rows(all, test);
-  d.train = take_rows(all, train);
+  std::tie(d.train, d.test) = hold_out(all, fraction, epoch_permutation(all.count, kSplitSeed, 0), "'" + source + "'", "testing");
 }
 
 bool ends_with_npy(const std::string& p) {
@@ -83,28 +88,21 @@ bool ends_with_npy(const std::string& p) {
 
 }  // namespace
 
+std::string test_split_description(const Dataset& d) {
+  return d.test_fraction > 0 ? "held-out fraction " + std::to_string(d.test_fraction) + " of " + d.source
+                             : "the source's own test split";
+}
+
 void hold_out_validation(Dataset& d, double fraction, bool tail) {
   if (fraction == 0.0) return;
   if (!(fraction > 0.0 && fraction < 1.0))
     throw Error("--validation-fraction must be in [0, 1), got " + std::to_string(fraction));
   if (!d.validation.pixels.empty() || d.validation.count > 0)
     throw Error("the data set already holds a validation set; hold one out only once");
-  const int64_t n = d.train.count;
-  if (n < 2)
-    throw Error("the training set holds " + std::to_string(n) + " image; at least 2 are needed to hold one out for "
-                "validation");
-  const auto held = std::clamp<int64_t>(std::llround(fraction * static_cast<double>(n)), 1, n - 1);
-  std::vector<int32_t> order(static_cast<size_t>(n));
-  if (tail) {
-    for (int64_t i = 0; i < n; ++i) order[static_cast<size_t>(i)] = static_cast<int32_t>(i);
-  } else {
-    order = epoch_permutation(n, kValidationSeed, 0);
-  }
-  std::vector<int32_t> validation(order.end() - held, order.end()), train(order.begin(), order.end() - held);
-  std::sort(validation.begin(), validation.end());
-  std::sort(train.begin(), train.end());
-  d.validation = take_rows(d.train, validation);
-  d.train = take_rows(d.train, train);
+  std::vector<int32_t> order(static_cast<size_t>(d.train.count));
+  if (tail) std::iota(order.begin(), order.end(), 0);
+  else order = epoch_permutation(d.train.count, kValidationSeed, 0);
+  std::tie(d.train, d.validation) = hold_out(d.train, fraction, order, "the training set", "validation");
 }
 
 Dataset load_dataset(const std::string& path, const DataOptions& options) {
@@ -120,7 +118,7 @@ Dataset load_dataset(const std::string& path, const DataOptions& options) {
                   "folder of IDX files");
     ImageSet all = read_npy_images(path);
     if (!options.labels.empty()) attach_labels(all, read_npy_labels(options.labels), options.labels);
-    split(d, std::move(all), options.test_fraction, path);
+    split(d, all, options.test_fraction, path);
     return d;
   }
   if (!fs::is_directory(path, ec))
@@ -130,7 +128,7 @@ Dataset load_dataset(const std::string& path, const DataOptions& options) {
   const std::string train_images = find_idx(dir, "train-images-idx3-ubyte", false);
   if (train_images.empty()) {
     ImageSet all = read_png_folder(path, &d.class_names);
-    split(d, std::move(all), options.test_fraction, path);
+    split(d, all, options.test_fraction, path);
     return d;
   }
   ImageSet train = read_idx_images(train_images);
@@ -138,7 +136,7 @@ Dataset load_dataset(const std::string& path, const DataOptions& options) {
     attach_labels(train, read_idx_labels(l), l);
   const std::string test_images = find_idx(dir, "t10k-images-idx3-ubyte", false);
   if (test_images.empty()) {
-    split(d, std::move(train), options.test_fraction, path);
+    split(d, train, options.test_fraction, path);
     return d;
   }
   d.train = std::move(train);
